@@ -1,0 +1,14 @@
+"""ai_analytics.client: record inference events from any worker, at almost no cost.
+
+Stdlib only: importing it loads none of numpy, yaml, psutil, pynvml or click.
+
+    from ai_analytics import client
+    client.emit("text_generation", 41.7, model="llama-3-8b", quality=0.93)
+"""
+
+from __future__ import annotations
+
+from ._emit import dropped_without_lane, emit
+from ._operations import AIOperationType
+
+__all__ = ["AIOperationType", "dropped_without_lane", "emit"]

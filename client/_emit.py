@@ -1,0 +1,307 @@
+"""``emit``: record one inference event in the calling thread's lane.
+
+The fast path is a thread-local read, two dict lookups, a slot claim, one ``pack_into`` and
+one 8-byte head store. Everything else (first call in a thread, a new name, a full lane, a
+bad argument) leaves the fast path through an exception or a failed comparison.
+
+Claiming a slot (``h = lane.head; lane.head = h + 1``) has no call in between, so a signal
+handler, which CPython runs only at call boundaries and loop edges, can never claim the same
+slot; see docs/ring-format.md for what an emit from a signal handler can and cannot do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+
+from . import _layout as L
+from ._lane import Lane, read_geometry
+from ._operations import AIOperationType
+from ._segments import namespace_from_env
+
+log = logging.getLogger("ai_analytics.client")
+
+_local = threading.local()
+_now = time.monotonic_ns
+_pack_basic = L.RECORD_BASIC.pack_into
+_pack_extended = L.RECORD_EXTENDED.pack_into
+_Q_HEAD = L.Q_HEAD
+_NAN = float("nan")
+_RETRY_SECONDS = 5.0
+
+
+def emit(
+    operation: str | AIOperationType,
+    latency_ms: float,
+    model: str = "",
+    quality: float | None = None,
+    success: bool = True,
+    cache_hit: bool | None = None,
+    *,
+    ttft_ms: float | None = None,
+    queue_ms: float | None = None,
+    tokens_in: int | None = None,
+    tokens_out: int | None = None,
+) -> bool:
+    """Record one inference event without blocking; return False if it was dropped.
+
+    ``operation`` and ``model`` are names (``model`` may be empty). ``latency_ms`` is the
+    processing time in milliseconds; ``quality`` a score in [0, 1] or None; ``cache_hit``
+    None when the operation was not a cache lookup. ``ttft_ms`` (time to first token),
+    ``queue_ms``, ``tokens_in`` and ``tokens_out`` are for LLM serving and cost nothing when
+    not passed. A wrong type raises TypeError, an unusable name or an out-of-range integer
+    ValueError; NaN or negative latencies and qualities outside [0, 1] are counted as
+    ``invalid`` by the daemon.
+    """
+    try:
+        lane = _local.lane
+        op_id = lane.ops[operation]
+        model_id = lane.models[model]
+    except (AttributeError, KeyError, TypeError):
+        lane, op_id, model_id = _resolve(operation, model)
+    h = lane.head
+    if h >= lane.limit:
+        return _emit_full(
+            lane, op_id, model_id, latency_ms, quality, success, cache_hit,
+            ttft_ms, queue_ms, tokens_in, tokens_out,
+        )  # fmt: skip
+    lane.head = h + 1
+    try:
+        if ttft_ms is None and queue_ms is None and tokens_in is None and tokens_out is None:
+            _pack_basic(
+                lane.buf, lane.base + h % lane.capacity * 64, h, _now(), latency_ms,
+                _NAN if quality is None else quality, op_id, model_id, success,
+                2 if cache_hit is None else cache_hit,
+            )  # fmt: skip
+        else:
+            _pack_extended_record(
+                lane, h, op_id, model_id, latency_ms, quality, success, cache_hit,
+                ttft_ms, queue_ms, tokens_in, tokens_out,
+            )  # fmt: skip
+    except struct.error as exc:
+        if lane.head == h + 1:  # give the slot back unless a signal handler took the next one
+            lane.head = h
+        _raise_argument_error(
+            exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
+        )
+    lane.q[_Q_HEAD] = lane.head  # publish: one aligned 8-byte store, after the record
+    return True
+
+
+def _pack_extended_record(
+    lane: Lane, h: int, op_id: int, model_id: int, latency_ms: float, quality: float | None,
+    success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
+    tokens_in: int | None, tokens_out: int | None, target: object = None, offset: int = -1,
+) -> None:  # fmt: skip
+    _pack_extended(
+        lane.buf if target is None else target,
+        lane.base + h % lane.capacity * 64 if offset < 0 else offset,
+        h, _now(), latency_ms, _NAN if quality is None else quality, op_id, model_id, success,
+        2 if cache_hit is None else cache_hit, L.KIND_EXTENDED,
+        _NAN if ttft_ms is None else ttft_ms, _NAN if queue_ms is None else queue_ms,
+        L.TOKENS_ABSENT if tokens_in is None else tokens_in,
+        L.TOKENS_ABSENT if tokens_out is None else tokens_out,
+    )  # fmt: skip
+
+
+def _emit_full(
+    lane: Lane, op_id: int, model_id: int, latency_ms: float, quality: float | None,
+    success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
+    tokens_in: int | None, tokens_out: int | None,
+) -> bool:  # fmt: skip
+    """The cached tail says the lane is full: look again, then write or drop and count."""
+    lane.refresh_limit()
+    if lane.head < lane.limit:
+        return emit_on(
+            lane, op_id, model_id, latency_ms, quality, success, cache_hit,
+            ttft_ms, queue_ms, tokens_in, tokens_out,
+        )  # fmt: skip
+    # Dropped, but a bad argument must fail exactly as on the write path: pack it aside.
+    try:
+        _pack_extended_record(
+            lane, 0, op_id, model_id, latency_ms, quality, success, cache_hit,
+            ttft_ms, queue_ms, tokens_in, tokens_out, lane.scratch, 0,
+        )  # fmt: skip
+    except struct.error as exc:
+        _raise_argument_error(
+            exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
+        )
+    lane.count_drop()
+    return False
+
+
+def emit_on(
+    lane: Lane, op_id: int, model_id: int, latency_ms: float, quality: float | None,
+    success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
+    tokens_in: int | None, tokens_out: int | None,
+) -> bool:  # fmt: skip
+    """Write one record into ``lane`` if it has room (the slow path's write)."""
+    h = lane.head
+    if h >= lane.limit:  # a signal handler filled it since the caller looked
+        lane.count_drop()
+        return False
+    lane.head = h + 1
+    try:
+        _pack_extended_record(
+            lane, h, op_id, model_id, latency_ms, quality, success, cache_hit,
+            ttft_ms, queue_ms, tokens_in, tokens_out,
+        )  # fmt: skip
+    except struct.error as exc:
+        if lane.head == h + 1:
+            lane.head = h
+        _raise_argument_error(
+            exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
+        )
+    lane.q[_Q_HEAD] = lane.head
+    return True
+
+
+def _resolve(operation: object, model: object) -> tuple[Lane, int, int]:
+    """Slow path: create this thread's lane and/or intern new names, validating them."""
+    lane = getattr(_local, "lane", None)
+    if lane is None:
+        _check_name(operation, "operation")
+        _check_name(model, "model")
+        lane = _new_lane()
+        _local.lane = lane
+    return lane, _intern(lane, operation, "operation"), _intern(lane, model, "model")
+
+
+def _intern(lane: Lane, name: object, argument: str) -> int:
+    ids = lane.ops if argument == "operation" else lane.models
+    try:
+        return ids[name]
+    except (KeyError, TypeError):
+        pass
+    text = _check_name(name, argument)
+    known = lane.ops.get(text, lane.models.get(text))  # one table serves both kinds
+    ident = known if known is not None else lane.intern(text)
+    if ident != L.NAME_ID_OVERFLOW or lane.names_count >= lane.names_capacity:
+        ids[name] = ident  # cache; an overflow from a re-entrant call is not cached
+        ids[text] = ident
+    return ident
+
+
+def _check_name(name: object, argument: str) -> str:
+    if isinstance(name, AIOperationType):
+        name = name.value
+    if not isinstance(name, str):
+        kinds = "a str or AIOperationType" if argument == "operation" else "a str"
+        raise TypeError(f"{argument} must be {kinds}, got {type(name).__name__}")
+    if argument == "operation" and not name:
+        raise ValueError("operation must not be empty")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{argument} is not valid UTF-8 text: {name!r}") from None
+    if size > L.MAX_NAME_BYTES:
+        raise ValueError(
+            f"{argument} is {size} bytes in UTF-8, the limit is {L.MAX_NAME_BYTES}: {name[:40]!r}…"
+        )
+    if not name.isprintable():  # the daemon refuses such names too
+        raise ValueError(f"{argument} contains control or non-printable characters: {name!r}")
+    return name
+
+
+_ARGUMENT_CODES = (
+    ("latency_ms", "d"),
+    ("quality", "f"),
+    ("success", "B"),
+    ("cache_hit", "B"),
+    ("ttft_ms", "f"),
+    ("queue_ms", "f"),
+    ("tokens_in", "I"),
+    ("tokens_out", "I"),
+)
+_KINDS = {"d": "a number", "f": "a number or None", "B": "a bool", "I": "an int or None"}
+
+
+def _raise_argument_error(exc: struct.error, *values: object) -> None:
+    """Turn the struct error of a failed pack into one that names the argument."""
+    for (argument, code), value in zip(_ARGUMENT_CODES, values, strict=False):
+        if value is None and argument != "latency_ms" and argument != "success":
+            continue
+        try:
+            struct.pack(code, value)
+        except struct.error as bad:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                limit = "0..4294967294" if code == "I" else "range"
+                raise ValueError(f"{argument} out of {limit}: {value!r}") from None
+            raise TypeError(
+                f"{argument} must be {_KINDS[code]}, got {type(value).__name__}: {bad}"
+            ) from None
+        if code == "I" and value == L.TOKENS_ABSENT:
+            raise ValueError(f"{argument} out of 0..4294967294: {value!r}")
+    raise TypeError(f"bad argument to emit: {exc}")
+
+
+class _NoLane(Lane):
+    """Stands in when no lane can be created (no /dev/shm, a full tmpfs): counts drops here
+    and tries again every few seconds."""
+
+    __slots__ = ("next_retry",)
+
+    def __init__(self) -> None:  # deliberately skips Lane.__init__: nothing is mapped
+        self.pid = os.getpid()
+        self.head = self.limit = self.capacity = 1
+        self.base = self.dropped = self.names_count = self.names_capacity = 0
+        self.ops = {}
+        self.models = {"": 0}
+        self.interning = False
+        self.scratch = self.buf = bytearray(L.RECORD_SIZE)
+        self.name = ""
+        self.q = memoryview(bytearray(L.HEADER_SIZE)).cast("Q")
+        self.next_retry = time.monotonic() + _RETRY_SECONDS
+
+    def refresh_limit(self) -> None:
+        """Instead of re-reading a tail: retry creating a real lane for later events."""
+        now = time.monotonic()
+        if now >= self.next_retry:
+            self.next_retry = now + _RETRY_SECONDS
+            lane = _try_new_lane()
+            if lane is not None:
+                _local.lane = lane
+
+    def intern(self, name: str) -> int:
+        return L.NAME_ID_OVERFLOW
+
+    def retire(self) -> None:
+        pass
+
+
+_failure_logged = False
+
+
+def _try_new_lane() -> Lane | None:
+    global _failure_logged
+    try:
+        namespace = namespace_from_env()
+        return Lane(namespace, read_geometry(namespace))
+    except (OSError, ValueError) as exc:
+        if not _failure_logged:
+            _failure_logged = True
+            log.warning("ai_analytics: cannot create a lane (%s); events are dropped", exc)
+        return None
+
+
+def _new_lane() -> Lane:
+    return _try_new_lane() or _NoLane()
+
+
+def dropped_without_lane() -> int:
+    """Events this thread dropped because it had no lane (not visible in shared memory)."""
+    lane = getattr(_local, "lane", None)
+    return lane.dropped if isinstance(lane, _NoLane) else 0
+
+
+def _after_fork_in_child() -> None:
+    # A forked child inherits its parent's mapping and thread-local lane; it must take its
+    # own, or two processes would write one ring.
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,195 @@
+"""config.yaml → a frozen, validated ``Config``.
+
+Each setting is declared once in ``SETTINGS`` with its type, range and default; loading
+checks every key against it and raises ``ConfigError`` naming the key and the bad value.
+Loading never exits the process; the command-line layer turns the error into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+import yaml
+from ai_analytics.client import _layout
+from ai_analytics.client._segments import NAMESPACE_ENV, NAMESPACE_PATTERN, namespace_from_env
+
+from .errors import ConfigError
+
+OnFull = Literal["drop", "overwrite"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+ON_FULL_CHOICES: tuple[str, ...] = get_args(OnFull)
+LOG_LEVEL_CHOICES: tuple[str, ...] = get_args(LogLevel)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the daemon; see config.yaml for what each one means."""
+
+    # The original design's settings.
+    max_queue_size: int = _layout.DEFAULT_CAPACITY
+    batch_size: int = 65536
+    batch_timeout_seconds: float = 1.0
+    max_processing_time_seconds: float = 10.0
+    snapshot_interval_seconds: float = 5.0
+    enable_circuit_breaker: bool = True
+    failure_threshold: int = 5
+    recovery_timeout_seconds: float = 30.0
+    # Ours.
+    namespace: str = dataclasses.field(default_factory=namespace_from_env)
+    on_full: OnFull = "drop"
+    stop_timeout_seconds: float = 10.0
+    state_dir: str = "/var/lib/ai-analytics"
+    names_per_lane: int = _layout.DEFAULT_NAMES_CAPACITY
+    max_lanes: int = 4096
+    max_series: int = 10000
+    discovery_interval_seconds: float = 1.0
+    trusted_uids: tuple[int, ...] = ()
+    log_level: LogLevel = "info"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Int:
+    low: int
+    high: int
+
+    def check(self, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer between {self.low} and {self.high}")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"must be between {self.low} and {self.high}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Float:
+    low: float
+    high: float
+
+    def check(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number of seconds between {self.low} and {self.high}")
+        if math.isnan(value) or not self.low <= value <= self.high:
+            raise ValueError(f"must be between {self.low} and {self.high}")
+        return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bool:
+    def check(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Choice:
+    choices: tuple[str, ...]
+
+    def check(self, value: object) -> str:
+        if value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}")
+        return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Namespace:
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not NAMESPACE_PATTERN.fullmatch(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_' or '-'")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Path:
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ValueError("must be a non-empty path")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _UidList:
+    def check(self, value: object) -> tuple[int, ...]:
+        if not isinstance(value, list) or not all(
+            isinstance(uid, int) and not isinstance(uid, bool) and 0 <= uid < 2**32
+            for uid in value
+        ):
+            raise ValueError("must be a list of numeric user ids")
+        return tuple(value)
+
+
+SETTINGS: dict[str, object] = {
+    "max_queue_size": _Int(_layout.MIN_CAPACITY, _layout.MAX_CAPACITY),
+    "batch_size": _Int(1, 1 << 22),
+    "batch_timeout_seconds": _Float(0.001, 60.0),
+    "max_processing_time_seconds": _Float(0.01, 600.0),
+    "snapshot_interval_seconds": _Float(0.05, 3600.0),
+    "enable_circuit_breaker": _Bool(),
+    "failure_threshold": _Int(1, 1000),
+    "recovery_timeout_seconds": _Float(0.1, 3600.0),
+    "namespace": _Namespace(),
+    "on_full": _Choice(ON_FULL_CHOICES),
+    "stop_timeout_seconds": _Float(0.1, 600.0),
+    "state_dir": _Path(),
+    "names_per_lane": _Int(1, _layout.MAX_NAMES_CAPACITY),
+    "max_lanes": _Int(1, 65536),
+    "max_series": _Int(1, 1_000_000),
+    "discovery_interval_seconds": _Float(0.01, 60.0),
+    "trusted_uids": _UidList(),
+    "log_level": _Choice(LOG_LEVEL_CHOICES),
+}
+assert set(SETTINGS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def config_from_mapping(data: Mapping[str, object], source: str = "") -> Config:
+    """Validate ``data`` key by key; raise ConfigError for the first bad one."""
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        rule = SETTINGS.get(key) if isinstance(key, str) else None
+        if rule is None:
+            known = ", ".join(sorted(SETTINGS))
+            raise ConfigError(f"unknown key (known keys: {known})", source=source,
+                              key=str(key), value=value)  # fmt: skip
+        try:
+            values[key] = rule.check(value)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ConfigError(f"{exc}, got {value!r}", source=source, key=key,
+                              value=value) from None  # fmt: skip
+    return Config(**values)  # type: ignore[arg-type]
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a config file; None gives the defaults (and $AI_ANALYTICS_NAMESPACE)."""
+    if path is None:
+        return Config()
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", source=source) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML: {where}{problem}", source=source) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"must be a mapping of settings, got {type(data).__name__}",
+                          source=source)  # fmt: skip
+    return config_from_mapping(data, source)
+
+
+def log_level_number(config: Config) -> int:
+    return logging.getLevelName(config.log_level.upper())
+
+
+__all__ = ["NAMESPACE_ENV", "Config", "ConfigError", "config_from_mapping", "load_config"]

@@ -1,0 +1,217 @@
+"""The daemon's side of one lane: attach and validate a segment, read names, drain records.
+
+Nothing in a segment is trusted: the file's owner and mode are checked before mapping, every
+header field is checked against the layout, and every index read from shared memory is
+bounded before use. See docs/ring-format.md for the protocol this implements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+import stat
+
+import numpy as np
+from ai_analytics.client import _layout as L
+
+from .records import RECORD_DTYPE, name_slots
+
+
+class NotReady(Exception):
+    """The segment is still being created (no magic yet): look again later."""
+
+
+class BadSegment(Exception):
+    """The segment is not a lane we can use; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneIdentity:
+    """What the producer wrote at creation: enough to tell one lane from its successors."""
+
+    name: str
+    pid: int
+    pid_start_ticks: int
+    created_ns: int
+    thread_id: int
+    capacity: int
+    names_capacity: int
+    overwrite: bool
+
+
+@dataclasses.dataclass
+class Drained:
+    """One read of a lane: records copied out, and the slots lost to lapping before it."""
+
+    records: np.ndarray
+    first_index: int
+    lapped: int
+
+
+class LaneReader:
+    """A mapped, validated lane segment."""
+
+    def __init__(self, path: str, trusted_uids: frozenset[int]) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            _check_file(info, trusted_uids)
+            head = os.pread(fd, L.HEADER_SIZE, 0)
+            self.identity = _parse_header(os.path.basename(path), head, info.st_size)
+            self.inode = (info.st_dev, info.st_ino)
+            self.mm = mmap.mmap(fd, info.st_size, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        ident = self.identity
+        self.q = memoryview(self.mm).cast("B").cast("Q")
+        self.ring = np.frombuffer(
+            self.mm, dtype=RECORD_DTYPE, count=ident.capacity,
+            offset=L.records_offset(ident.names_capacity),
+        )  # fmt: skip
+        self.tail = int(self.q[L.Q_TAIL])
+        self.names: list[str | None] = []  # index i holds name id i + 1; None = unusable
+        # Per name slot (see records.name_slots): usable? and the daemon-wide series id.
+        self.names_ok = np.zeros(ident.names_capacity + 3, dtype=bool)
+        self.names_ok[0] = self.names_ok[ident.names_capacity + 1] = True
+        self.global_ids = np.zeros(ident.names_capacity + 3, dtype=np.int64)
+
+    # -- shared counters -------------------------------------------------------------------
+    def head(self) -> int:
+        return int(self.q[L.Q_HEAD])
+
+    def dropped(self) -> int:
+        return int(self.q[L.Q_DROPPED])
+
+    def retired(self) -> bool:
+        return self.q[L.Q_RETIRED] != 0
+
+    def shared_overwritten(self) -> int:
+        return int(self.q[L.Q_OVERWRITTEN])
+
+    def shared_invalid(self) -> int:
+        return int(self.q[L.Q_INVALID])
+
+    def pending(self) -> int:
+        return max(0, self.head() - self.tail)
+
+    # -- names -----------------------------------------------------------------------------
+    def new_names(self) -> list[tuple[int, str | None]]:
+        """Read entries published since the last call: [(name id, text or None if unusable)]."""
+        count = min(int(self.q[L.Q_NAMES_COUNT]), self.identity.names_capacity)
+        found = []
+        for index in range(len(self.names), count):
+            offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
+            size = self.mm[offset]
+            text: str | None = None
+            if 1 <= size <= L.MAX_NAME_BYTES:
+                try:
+                    text = self.mm[offset + 1 : offset + 1 + size].decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                if text is not None and not text.isprintable():
+                    text = None
+            self.names.append(text)
+            self.names_ok[index + 1] = text is not None
+            found.append((index + 1, text))
+        return found
+
+    # -- records ---------------------------------------------------------------------------
+    def read(self, limit: int) -> Drained | None:
+        """Copy up to ``limit`` unread records out of the ring; None if there are none.
+
+        The tail is not advanced here: the caller commits after it has counted the batch.
+        """
+        cap = self.identity.capacity
+        head = self.head()
+        tail = self.tail
+        if head <= tail:
+            return None
+        start = max(tail, head - cap)  # anything older is gone for sure
+        end = min(head, start + limit)
+        first = start % cap
+        count = end - start
+        if first + count <= cap:
+            records = self.ring[first : first + count].copy()
+        else:
+            records = np.concatenate((self.ring[first:], self.ring[: first + count - cap]))
+        if self.identity.overwrite:
+            # The producer may be writing slot `head` (of the newest head seen) right now,
+            # which aliases index head - cap: trust only the capacity - 1 records behind it.
+            newest = max(head, self.head())
+            trusted = max(start, newest - cap + 1)
+            if trusted > start:
+                records = records[min(trusted - start, count) :]
+                start = min(trusted, end)
+        return Drained(records, start, start - tail)
+
+    def commit(self, new_tail: int, overwritten: int, invalid: int) -> None:
+        """Publish the new tail, then the daemon's counters (in that order: see docs)."""
+        self.tail = new_tail
+        self.q[L.Q_TAIL] = new_tail
+        self.q[L.Q_OVERWRITTEN] = overwritten
+        self.q[L.Q_INVALID] = invalid
+        self.q[L.Q_CONSUMER_PID] = os.getpid()
+
+    def slots(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cap = self.identity.names_capacity
+        return name_slots(records["op_id"], cap), name_slots(records["model_id"], cap)
+
+    def close(self) -> None:
+        self.ring = None  # type: ignore[assignment]
+        self.q.release()
+        self.mm.close()
+
+    def still_linked(self) -> bool:
+        """True while our segment is still the file at its path (not replaced or unlinked)."""
+        try:
+            info = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == self.inode
+
+    def unlink(self) -> None:
+        """Remove the segment, but only if the path still names the file we mapped."""
+        if self.still_linked():
+            os.unlink(self.path)
+
+
+def _check_file(info: os.stat_result, trusted_uids: frozenset[int]) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise BadSegment("not a regular file")
+    if info.st_uid not in trusted_uids:
+        raise BadSegment(f"owned by uid {info.st_uid}, which is not trusted")
+    if info.st_mode & stat.S_IWOTH:
+        raise BadSegment(f"world-writable (mode {stat.S_IMODE(info.st_mode):o})")
+    if info.st_size < L.HEADER_SIZE:
+        raise NotReady(f"only {info.st_size} bytes so far")
+
+
+def _parse_header(name: str, raw: bytes, size: int) -> LaneIdentity:
+    if len(raw) < L.HEADER_SIZE:
+        raise NotReady("header not written yet")
+    magic = int.from_bytes(raw[L.OFF_MAGIC : L.OFF_MAGIC + 8], "little")
+    if magic == 0:
+        raise NotReady("no magic yet")
+    if magic != L.LANE_MAGIC:
+        raise BadSegment(f"bad magic {raw[:8]!r}")
+    (version, header_size, record_size, capacity, names_capacity, entry_size, pid, flags,
+     pid_start, created_ns, thread_id) = L.HEADER_FIXED.unpack_from(raw, L.OFF_VERSION)  # fmt: skip
+    if version != L.VERSION:
+        raise BadSegment(f"layout version {version}, this daemon reads {L.VERSION}")
+    if (header_size, record_size, entry_size) != (L.HEADER_SIZE, L.RECORD_SIZE, L.NAME_ENTRY_SIZE):
+        raise BadSegment(f"sizes {header_size}/{record_size}/{entry_size} do not match the layout")
+    if not L.MIN_CAPACITY <= capacity <= L.MAX_CAPACITY:
+        raise BadSegment(f"capacity {capacity} out of range")
+    if not 1 <= names_capacity <= L.MAX_NAMES_CAPACITY:
+        raise BadSegment(f"name table size {names_capacity} out of range")
+    expected = L.lane_size(capacity, names_capacity)
+    if size != expected:
+        raise BadSegment(f"{size} bytes, expected {expected} for its geometry")
+    if pid <= 0:
+        raise BadSegment(f"bad pid {pid}")
+    return LaneIdentity(
+        name, pid, pid_start, created_ns, thread_id, capacity, names_capacity,
+        bool(flags & L.FLAG_OVERWRITE),
+    )  # fmt: skip

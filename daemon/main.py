@@ -1,0 +1,65 @@
+"""``ai-analyticsd``: run the daemon in the foreground, logging to stderr."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from .config import load_config, log_level_number
+from .errors import ConfigError, StateError
+from .service import AlreadyRunning, Daemon, package_version
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), envvar="AI_ANALYTICS_CONFIG",
+    default=None, show_envvar=True,
+    help="config.yaml to use. Without it, the built-in defaults (see config.yaml in the "
+    "source) and $AI_ANALYTICS_NAMESPACE apply.",
+)  # fmt: skip
+@click.version_option(package_version(), prog_name="ai-analyticsd")
+def main(config_path: str | None) -> None:
+    """Drain the shared-memory lanes of a namespace, count every event, and keep a state
+    file for `ai-analytics status`.
+
+    Runs in the foreground and logs to stderr. SIGTERM or SIGINT: final drain, final state,
+    exit 0 within stop_timeout_seconds.
+    """
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"ai-analyticsd: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    logging.basicConfig(
+        level=log_level_number(config), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    try:
+        daemon = Daemon(config)
+    except StateError as exc:
+        click.echo(f"ai-analyticsd: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        daemon.request_stop()  # only record it: the loop does the work
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is not implemented yet
+    try:
+        daemon.run()
+    except AlreadyRunning as exc:
+        click.echo(f"ai-analyticsd: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except OSError as exc:
+        click.echo(f"ai-analyticsd: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(EXIT_OK)
