@@ -31,6 +31,7 @@ _pack_extended = L.RECORD_EXTENDED.pack_into
 _Q_HEAD = L.Q_HEAD
 _NAN = float("nan")
 _RETRY_SECONDS = 5.0
+assert L.RECORD_SIZE == 64  # written as a literal on the hot path: a constant, not a lookup
 
 
 def emit(
@@ -67,7 +68,7 @@ def emit(
         return _emit_full(
             lane, op_id, model_id, latency_ms, quality, success, cache_hit,
             ttft_ms, queue_ms, tokens_in, tokens_out,
-        )  # fmt: skip
+        )
     lane.head = h + 1
     try:
         if ttft_ms is None and queue_ms is None and tokens_in is None and tokens_out is None:
@@ -75,12 +76,12 @@ def emit(
                 lane.buf, lane.base + h % lane.capacity * 64, h, _now(), latency_ms,
                 _NAN if quality is None else quality, op_id, model_id, success,
                 2 if cache_hit is None else cache_hit,
-            )  # fmt: skip
+            )
         else:
             _pack_extended_record(
                 lane, h, op_id, model_id, latency_ms, quality, success, cache_hit,
                 ttft_ms, queue_ms, tokens_in, tokens_out,
-            )  # fmt: skip
+            )
     except struct.error as exc:
         if lane.head == h + 1:  # give the slot back unless a signal handler took the next one
             lane.head = h
@@ -95,7 +96,7 @@ def _pack_extended_record(
     lane: Lane, h: int, op_id: int, model_id: int, latency_ms: float, quality: float | None,
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
     tokens_in: int | None, tokens_out: int | None, target: object = None, offset: int = -1,
-) -> None:  # fmt: skip
+) -> None:
     _pack_extended(
         lane.buf if target is None else target,
         lane.base + h % lane.capacity * 64 if offset < 0 else offset,
@@ -104,27 +105,27 @@ def _pack_extended_record(
         _NAN if ttft_ms is None else ttft_ms, _NAN if queue_ms is None else queue_ms,
         L.TOKENS_ABSENT if tokens_in is None else tokens_in,
         L.TOKENS_ABSENT if tokens_out is None else tokens_out,
-    )  # fmt: skip
+    )
 
 
 def _emit_full(
     lane: Lane, op_id: int, model_id: int, latency_ms: float, quality: float | None,
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
     tokens_in: int | None, tokens_out: int | None,
-) -> bool:  # fmt: skip
+) -> bool:
     """The cached tail says the lane is full: look again, then write or drop and count."""
     lane.refresh_limit()
     if lane.head < lane.limit:
         return emit_on(
             lane, op_id, model_id, latency_ms, quality, success, cache_hit,
             ttft_ms, queue_ms, tokens_in, tokens_out,
-        )  # fmt: skip
+        )
     # Dropped, but a bad argument must fail exactly as on the write path: pack it aside.
     try:
         _pack_extended_record(
             lane, 0, op_id, model_id, latency_ms, quality, success, cache_hit,
             ttft_ms, queue_ms, tokens_in, tokens_out, lane.scratch, 0,
-        )  # fmt: skip
+        )
     except struct.error as exc:
         _raise_argument_error(
             exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
@@ -137,7 +138,7 @@ def emit_on(
     lane: Lane, op_id: int, model_id: int, latency_ms: float, quality: float | None,
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
     tokens_in: int | None, tokens_out: int | None,
-) -> bool:  # fmt: skip
+) -> bool:
     """Write one record into ``lane`` if it has room (the slow path's write)."""
     h = lane.head
     if h >= lane.limit:  # a signal handler filled it since the caller looked
@@ -148,7 +149,7 @@ def emit_on(
         _pack_extended_record(
             lane, h, op_id, model_id, latency_ms, quality, success, cache_hit,
             ttft_ms, queue_ms, tokens_in, tokens_out,
-        )  # fmt: skip
+        )
     except struct.error as exc:
         if lane.head == h + 1:
             lane.head = h
@@ -166,8 +167,14 @@ def _resolve(operation: object, model: object) -> tuple[Lane, int, int]:
         _check_name(operation, "operation")
         _check_name(model, "model")
         lane = _new_lane()
-        _local.lane = lane
+        # A signal handler may have created one meanwhile: keep that, retire ours.
+        lane = getattr(_local, "lane", None) or _adopt(lane)
     return lane, _intern(lane, operation, "operation"), _intern(lane, model, "model")
+
+
+def _adopt(lane: Lane) -> Lane:
+    _local.lane = lane
+    return lane
 
 
 def _intern(lane: Lane, name: object, argument: str) -> int:

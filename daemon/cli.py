@@ -21,7 +21,7 @@ CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="AI_ANALYTICS_CONFIG",
     default=None, show_envvar=True,
     help="The daemon's config.yaml (for its namespace and state_dir); defaults apply without it.",
-)  # fmt: skip
+)
 
 
 def _load(config_path: str | None) -> Config:
@@ -83,11 +83,11 @@ def config_check(path: str) -> None:
 
 @main.command()
 @click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True,
-              help="Seconds to run the simulated workers.")  # fmt: skip
+              help="Seconds to run the simulated workers.")
 @click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True,
-              help="Simulated inference worker processes.")  # fmt: skip
+              help="Simulated inference worker processes.")
 @click.option("--rate", type=click.IntRange(1, 1_000_000), default=2000, show_default=True,
-              help="Events per second per worker.")  # fmt: skip
+              help="Events per second per worker.")
 def demo(duration: float, workers: int, rate: int) -> None:
     """Start a daemon and simulated workers in a private namespace; show live counters."""
     from .demo import run_demo

@@ -154,12 +154,12 @@ def config_from_mapping(data: Mapping[str, object], source: str = "") -> Config:
         if rule is None:
             known = ", ".join(sorted(SETTINGS))
             raise ConfigError(f"unknown key (known keys: {known})", source=source,
-                              key=str(key), value=value)  # fmt: skip
+                              key=str(key), value=value)
         try:
             values[key] = rule.check(value)  # type: ignore[attr-defined]
         except ValueError as exc:
             raise ConfigError(f"{exc}, got {value!r}", source=source, key=key,
-                              value=value) from None  # fmt: skip
+                              value=value) from None
     return Config(**values)  # type: ignore[arg-type]
 
 
@@ -184,7 +184,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"must be a mapping of settings, got {type(data).__name__}",
-                          source=source)  # fmt: skip
+                          source=source)
     return config_from_mapping(data, source)
 
 

@@ -21,7 +21,7 @@ def publish_control(namespace: str, capacity: int, names_capacity: int, overwrit
     payload = L.CONTROL.pack(
         L.CONTROL_MAGIC, L.VERSION, capacity, L.FLAG_OVERWRITE if overwrite else 0,
         names_capacity, os.getpid(),
-    )  # fmt: skip
+    )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, CONTROL_MODE)
     try:
         os.fchmod(fd, CONTROL_MODE)

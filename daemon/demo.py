@@ -23,21 +23,21 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
     namespace = f"demo-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="ai-analytics-demo-") as state_dir:
         settings = {"namespace": namespace, "state_dir": state_dir,
-                    "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0}  # fmt: skip
+                    "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0}
         config = config_from_mapping(settings)
         path = os.path.join(state_dir, "config.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(f"{key}: {value}\n" for key, value in settings.items())
         env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
         daemon = subprocess.Popen([sys.executable, "-m", "ai_analytics.daemon", "--config", path],
-                                  env=env)  # fmt: skip
+                                  env=env)
         procs: list[subprocess.Popen[str]] = []
         try:
             if not _wait_for_state(config, daemon):
                 click.echo("demo: the daemon did not start", err=True)
                 return 1
             click.echo(f"demo: daemon pid {daemon.pid}, {workers} workers x {rate} events/s "
-                       f"for {duration:g} s in namespace {namespace} (Ctrl-C stops)")  # fmt: skip
+                       f"for {duration:g} s in namespace {namespace} (Ctrl-C stops)")
             procs = [
                 subprocess.Popen(
                     [sys.executable, "-m", "ai_analytics.daemon.demo_worker", str(duration),
@@ -66,7 +66,7 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         assert isinstance(events, dict)
         accounted = sum(int(v) for v in events.values())
         click.echo(f"reconciliation: workers emitted {emitted}, the daemon accounts for "
-                   f"{accounted} ({'exact' if accounted == emitted else 'MISMATCH'})")  # fmt: skip
+                   f"{accounted} ({'exact' if accounted == emitted else 'MISMATCH'})")
         return 0 if accounted == emitted and daemon.returncode == 0 else 1
 
 
@@ -91,7 +91,7 @@ def _watch(config, procs: list[subprocess.Popen[str]]) -> None:
         speed = "" if last is None else f" ({received - last:,}/s)"
         last = received
         click.echo(f"received {received:,}{speed}  dropped {events['dropped']:,}  "
-                   f"invalid {events['invalid']:,}  lanes {len(document['lanes'])}")  # fmt: skip
+                   f"invalid {events['invalid']:,}  lanes {len(document['lanes'])}")
 
 
 def _stop_workers(procs: list[subprocess.Popen[str]]) -> int:

@@ -11,7 +11,7 @@ class ConfigError(AnalyticsError, ValueError):
     """A configuration value is unusable; ``key`` and ``value`` name it (key may be None)."""
 
     def __init__(self, message: str, *, source: str = "", key: str | None = None,
-                 value: object = None) -> None:  # fmt: skip
+                 value: object = None) -> None:
         self.source = source
         self.key = key
         self.value = value

@@ -69,7 +69,7 @@ class LaneReader:
         self.ring = np.frombuffer(
             self.mm, dtype=RECORD_DTYPE, count=ident.capacity,
             offset=L.records_offset(ident.names_capacity),
-        )  # fmt: skip
+        )
         self.tail = int(self.q[L.Q_TAIL])
         self.names: list[str | None] = []  # index i holds name id i + 1; None = unusable
         # Per name slot (see records.name_slots): usable? and the daemon-wide series id.
@@ -197,7 +197,7 @@ def _parse_header(name: str, raw: bytes, size: int) -> LaneIdentity:
     if magic != L.LANE_MAGIC:
         raise BadSegment(f"bad magic {raw[:8]!r}")
     (version, header_size, record_size, capacity, names_capacity, entry_size, pid, flags,
-     pid_start, created_ns, thread_id) = L.HEADER_FIXED.unpack_from(raw, L.OFF_VERSION)  # fmt: skip
+     pid_start, created_ns, thread_id) = L.HEADER_FIXED.unpack_from(raw, L.OFF_VERSION)
     if version != L.VERSION:
         raise BadSegment(f"layout version {version}, this daemon reads {L.VERSION}")
     if (header_size, record_size, entry_size) != (L.HEADER_SIZE, L.RECORD_SIZE, L.NAME_ENTRY_SIZE):
@@ -214,4 +214,4 @@ def _parse_header(name: str, raw: bytes, size: int) -> LaneIdentity:
     return LaneIdentity(
         name, pid, pid_start, created_ns, thread_id, capacity, names_capacity,
         bool(flags & L.FLAG_OVERWRITE),
-    )  # fmt: skip
+    )

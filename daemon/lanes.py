@@ -87,7 +87,7 @@ class TrackedLane:
             received=self.received, dropped=self.reader.dropped(), overwritten=self.overwritten,
             invalid=self.invalid, lost_on_restart=self.lost_on_restart,
             pending=self.reader.pending(),
-        )  # fmt: skip
+        )
 
     def saved(self) -> dict[str, object]:
         """What a state file keeps of this lane."""
@@ -96,7 +96,7 @@ class TrackedLane:
             "tail": self.reader.tail, "dropped": self.reader.dropped(),
             "overwritten": self.overwritten, "invalid": self.invalid,
             "received": self.received, "lost_on_restart": self.lost_on_restart,
-        }  # fmt: skip
+        }
 
     def status(self) -> dict[str, object]:
         head = self.reader.head()
@@ -107,7 +107,7 @@ class TrackedLane:
             "state": self.state, "capacity": cap, "on_full": "overwrite" if self.ident.overwrite
             else "drop", "fill": round(min(unread, cap) / cap, 4), "head": head,
             "tail": self.reader.tail, **self.outcomes().as_dict(),
-        }  # fmt: skip
+        }
 
 
 class LaneSet:
@@ -117,7 +117,7 @@ class LaneSet:
         self, namespace: str, trusted_uids: frozenset[int], max_lanes: int,
         saved_lanes: dict[tuple[str, int], SavedLane],
         folded_unlinked: set[tuple[str, int]], folded: Outcomes, folded_count: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.prefix = lane_prefix(namespace)
         self.trusted_uids = trusted_uids
         self.max_lanes = max_lanes
@@ -149,8 +149,9 @@ class LaneSet:
             log.error("cannot list %s: %s", SHM_DIR, exc)
             names = []
         self.waiting = 0
+        finished = {lane.ident.name for lane in self.finished}  # folded, awaiting unlink
         for name in names:
-            if name not in self.lanes:
+            if name not in self.lanes and name not in finished:
                 self._consider(name)
         for lane in self.lanes.values():
             if lane.state == "live":
@@ -176,7 +177,7 @@ class LaneSet:
                 self._cap_logged = True
                 log.warning("max_lanes (%d) reached: new lanes wait until others are "
                             "reclaimed (their events stay counted in shared memory)",
-                            self.max_lanes)  # fmt: skip
+                            self.max_lanes)
             return
         try:
             _check_name(name, self.prefix)
@@ -206,7 +207,7 @@ class LaneSet:
         lane = TrackedLane(reader, self.saved.pop(key, SavedLane()))
         self.lanes[name] = lane
         log.info("attached lane %s (pid %d, capacity %d)", name, lane.ident.pid,
-                 lane.ident.capacity)  # fmt: skip
+                 lane.ident.capacity)
 
     def _reject(self, name: str, info: os.stat_result, reason: str) -> None:
         self.unready_since.pop(name, None)
@@ -217,11 +218,11 @@ class LaneSet:
         """Lanes the last state file knew that are gone from shared memory."""
         for (name, _created), saved in self.saved.items():
             log.warning("lane %s from the last state is gone from %s; keeping its counts",
-                        name, SHM_DIR)  # fmt: skip
+                        name, SHM_DIR)
             self.folded.add(Outcomes(received=saved.received, dropped=saved.dropped,
                                      overwritten=saved.overwritten,
                                      invalid=saved.invalid,
-                                     lost_on_restart=saved.lost_on_restart))  # fmt: skip
+                                     lost_on_restart=saved.lost_on_restart))
             self.folded_count += 1
         self.saved.clear()
         self.folded_keys.clear()
@@ -237,7 +238,7 @@ class LaneSet:
                 self.finished.append(lane)
                 del self.lanes[name]
                 log.info("reclaimed lane %s (%s): received %d, dropped %d", name, lane.state,
-                         outcome.received, outcome.dropped)  # fmt: skip
+                         outcome.received, outcome.dropped)
 
     def unlink_finished(self) -> None:
         """Called once a state file that includes the folded counts is on disk."""

@@ -24,7 +24,7 @@ EXIT_CONFIG = 2
     default=None, show_envvar=True,
     help="config.yaml to use. Without it, the built-in defaults (see config.yaml in the "
     "source) and $AI_ANALYTICS_NAMESPACE apply.",
-)  # fmt: skip
+)
 @click.version_option(package_version(), prog_name="ai-analyticsd")
 def main(config_path: str | None) -> None:
     """Drain the shared-memory lanes of a namespace, count every event, and keep a state
@@ -41,7 +41,7 @@ def main(config_path: str | None) -> None:
     logging.basicConfig(
         level=log_level_number(config), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )  # fmt: skip
+    )
     try:
         daemon = Daemon(config)
     except StateError as exc:

@@ -31,7 +31,7 @@ def name_slots(ids: np.ndarray, names_capacity: int) -> np.ndarray:
 def valid_mask(
     records: np.ndarray, first_index: int, op_slots: np.ndarray, model_slots: np.ndarray,
     names_ok: np.ndarray,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """True for each record that is well formed.
 
     ``first_index`` is the ring index of ``records[0]``; the slots come from ``name_slots``

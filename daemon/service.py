@@ -96,11 +96,11 @@ class Daemon:
             self.counts.load(list(document.get("operations", [])))  # type: ignore[arg-type]
             self.counts.overflow_events = int(restore.get("overflow_events", 0))
             log.info("restored counters from the last state (%d events received)",
-                     int(document["events"]["received"]))  # type: ignore[index]  # fmt: skip
+                     int(document["events"]["received"]))  # type: ignore[index]
         return LaneSet(
             self.config.namespace, trusted, self.config.max_lanes, saved, folded_unlinked,
             folded, folded_count,
-        )  # fmt: skip
+        )
 
     def _take_namespace(self) -> None:
         """One daemon per namespace: a second would break the single-consumer rule."""
@@ -125,9 +125,9 @@ class Daemon:
         cfg = self.config
         self._take_namespace()
         publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
-                        cfg.on_full == "overwrite")  # fmt: skip
+                        cfg.on_full == "overwrite")
         log.info("ai-analyticsd %s draining namespace %r (state in %s)", package_version(),
-                 cfg.namespace, cfg.state_dir)  # fmt: skip
+                 cfg.namespace, cfg.state_dir)
         next_scan = next_save = 0.0
         shm = DirectoryWatch(SHM_DIR)
         try:
@@ -212,7 +212,7 @@ class Daemon:
         return taken
 
     def _drain_lane(self, lane: TrackedLane, budget: int, ops: list[np.ndarray],
-                    models: list[np.ndarray]) -> int:  # fmt: skip
+                    models: list[np.ndarray]) -> int:
         reader = lane.reader
         drained = reader.read(budget)
         if drained is None:
@@ -273,7 +273,7 @@ class Daemon:
                 "state_writes_failed": self.saves_failed,
             },
             "restore": restore,
-        }  # fmt: skip
+        }
 
     def save(self, running: bool) -> bool:
         """Write the state file; unlink reclaimed lanes only once it is safely written."""

@@ -1,0 +1,143 @@
+"""Shared test helpers: a real daemon process, producer processes, namespace cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+SHM_DIR = "/dev/shm"
+
+
+def shm_names(namespace: str) -> list[str]:
+    """The segments and files of ``namespace`` in /dev/shm."""
+    return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(f"{namespace}."))
+
+
+def lane_names(namespace: str) -> list[str]:
+    return [n for n in shm_names(namespace) if n.startswith(f"{namespace}.lane.")]
+
+
+def remove_namespace(namespace: str) -> None:
+    for name in shm_names(namespace):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, name))
+
+
+def write_config(path: Path, **settings: object) -> Path:
+    """Write a config.yaml from keyword settings (values rendered as YAML via json)."""
+    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
+    return path
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class DaemonProcess:
+    """A real ``ai-analyticsd`` in a subprocess, always reaped."""
+
+    def __init__(self, config_path: Path, state_dir: Path, namespace: str) -> None:
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.namespace = namespace
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = config_path.with_suffix(".log")
+
+    def start(self) -> DaemonProcess:
+        env = {**os.environ, "AI_ANALYTICS_NAMESPACE": self.namespace}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in reap()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ai_analytics.daemon", "--config", str(self.config_path)],
+            env=env, stderr=self._log, stdout=self._log,
+        )
+        wait_for(lambda: self._lock_held() or self.proc.poll() is not None, what="daemon start")
+        assert self.proc.poll() is None, f"daemon exited at start:\n{self.log()}"
+        return self
+
+    def _lock_held(self) -> bool:
+        from ai_analytics.daemon.status import daemon_running
+
+        return daemon_running(self.namespace)
+
+    def state(self) -> dict:
+        return json.loads((self.state_dir / "state.json").read_text())
+
+    def state_after(self, predicate, timeout: float = 10.0, what: str = "state") -> dict:
+        """Wait for a state file written after now that satisfies ``predicate``."""
+        since = time.time()
+
+        def fresh() -> dict | None:
+            try:
+                doc = self.state()
+            except (FileNotFoundError, ValueError):
+                return None
+            return doc if doc["written_unix"] >= since and predicate(doc) else None
+
+        return wait_for(fresh, timeout, what=what)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.reap()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.reap()
+
+    def reap(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def run_python(code: str, namespace: str, timeout: float = 60.0, check: bool = True,
+               **popen: object) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter with the test's namespace; return its result."""
+    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace, "PYTHONWARNINGS": "error"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+        timeout=timeout, **popen,
+    )
+    if check:
+        assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def start_python(code: str, namespace: str, **popen: object) -> subprocess.Popen[str]:
+    """Start ``code`` in a fresh interpreter with the test's namespace (caller must wait)."""
+    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace, "PYTHONWARNINGS": "error"}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, **popen,
+    )
+
+
+def events_total(state: dict) -> int:
+    """Sum of the outcome counters: every emit call made in the namespace."""
+    return sum(state["events"].values())
