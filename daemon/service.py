@@ -85,18 +85,21 @@ class Daemon:
         folded_count = 0
         folded_unlinked: set[tuple[str, int]] = set()
         if document is not None:
-            restore = document.get("restore", {})
-            assert isinstance(restore, dict)
-            for row in restore.get("lanes", []):
-                key = (str(row["name"]), int(row["created_ns"]))
-                saved[key] = SavedLane(**{k: int(row[k]) for k in SavedLane.__dataclass_fields__})
-            folded = Outcomes.from_dict(restore.get("folded", {}))
-            folded_count = int(restore.get("folded_count", 0))
-            folded_unlinked = {(str(n), int(c)) for n, c in restore.get("folded_unlinked", [])}
-            self.counts.load(list(document.get("operations", [])))  # type: ignore[arg-type]
-            self.counts.overflow_events = int(restore.get("overflow_events", 0))
-            log.info("restored counters from the last state (%d events received)",
-                     int(document["events"]["received"]))  # type: ignore[index]
+            try:
+                restore = document["restore"]
+                for row in restore["lanes"]:
+                    key = (str(row["name"]), int(row["created_ns"]))
+                    fields = SavedLane.__dataclass_fields__
+                    saved[key] = SavedLane(**{k: int(row[k]) for k in fields})
+                folded = Outcomes.from_dict(restore["folded"])
+                folded_count = int(restore["folded_count"])
+                folded_unlinked = {(str(n), int(c)) for n, c in restore["folded_unlinked"]}
+                self.counts.load(document["operations"])
+                self.counts.overflow_events = int(restore["overflow_events"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StateError(f"the state file in {self.config.state_dir} is damaged "
+                                 f"({exc!r})") from None
+            log.info("resuming from the last state: %s", document.get("events"))
         return LaneSet(
             self.config.namespace, trusted, self.config.max_lanes, saved, folded_unlinked,
             folded, folded_count,

@@ -261,3 +261,20 @@ def test_header_pid_must_match_the_name(daemon_factory, namespace):
     daemon = daemon_factory()
     wait_for(lambda: "pid in the header does not match" in daemon.log(), what="refusal")
     assert daemon.stop() == 0
+
+
+def test_damaged_state_file_stops_the_start_with_a_clear_message(make_config, state_dir):
+    """A state file that is not ours (or truncated by hand) is not silently discarded: the
+    daemon refuses to start, says which file and what to do, exit 1, no traceback."""
+    import subprocess
+    import sys
+
+    state_dir.mkdir(parents=True)
+    (state_dir / "state.json").write_text('{"schema_version": 1, "events": {}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "ai_analytics.daemon", "--config", str(make_config())],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"the state file in {state_dir} is damaged" in result.stderr
+    assert "move it aside" in result.stderr and "Traceback" not in result.stderr
