@@ -97,6 +97,9 @@ def _pack_extended_record(
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
     tokens_in: int | None, tokens_out: int | None, target: object = None, offset: int = -1,
 ) -> None:
+    if tokens_in == L.TOKENS_ABSENT or tokens_out == L.TOKENS_ABSENT:
+        # It packs fine but means "absent" in the record: fail like a bad pack would.
+        raise struct.error("a token count of 4294967295 is the 'absent' marker")
     _pack_extended(
         lane.buf if target is None else target,
         lane.base + h % lane.capacity * 64 if offset < 0 else offset,
@@ -233,15 +236,16 @@ def _raise_argument_error(exc: struct.error, *values: object) -> None:
             continue
         try:
             struct.pack(code, value)
+            if code == "I" and value == L.TOKENS_ABSENT:
+                raise struct.error("reserved value")
         except struct.error as bad:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                limit = "0..4294967294" if code == "I" else "range"
+            integral = isinstance(value, int) and not isinstance(value, bool)
+            if code in "BI" and integral:
+                limit = "0..4294967294" if code == "I" else "0..1"
                 raise ValueError(f"{argument} out of {limit}: {value!r}") from None
             raise TypeError(
                 f"{argument} must be {_KINDS[code]}, got {type(value).__name__}: {bad}"
             ) from None
-        if code == "I" and value == L.TOKENS_ABSENT:
-            raise ValueError(f"{argument} out of 0..4294967294: {value!r}")
     raise TypeError(f"bad argument to emit: {exc}")
 
 

@@ -176,16 +176,23 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read: {exc}", source=source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"not valid YAML: {where}{problem}", source=source) from None
+        raise ConfigError(f"not valid YAML: {_yaml_problem(exc)}", source=source) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"must be a mapping of settings, got {type(data).__name__}",
                           source=source)
     return config_from_mapping(data, source)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: where and what, for syntax errors and for unreadable characters alike."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"  # type: ignore[attr-defined]
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"byte {exc.position}: unacceptable character {exc.character!r}"
+    return " ".join(str(exc).split())
 
 
 def log_level_number(config: Config) -> int:
