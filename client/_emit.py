@@ -29,6 +29,7 @@ _now = time.monotonic_ns
 _pack_basic = L.RECORD_BASIC.pack_into
 _pack_extended = L.RECORD_EXTENDED.pack_into
 _Q_HEAD = L.Q_HEAD
+_Q_DROPPED = L.Q_DROPPED
 _NAN = float("nan")
 _RETRY_SECONDS = 5.0
 assert L.RECORD_SIZE == 64  # written as a literal on the hot path: a constant, not a lookup
@@ -125,15 +126,22 @@ def _emit_full(
         )
     # Dropped, but a bad argument must fail exactly as on the write path: pack it aside.
     try:
-        _pack_extended_record(
-            lane, 0, op_id, model_id, latency_ms, quality, success, cache_hit,
-            ttft_ms, queue_ms, tokens_in, tokens_out, lane.scratch, 0,
-        )
+        if ttft_ms is None and queue_ms is None and tokens_in is None and tokens_out is None:
+            _pack_basic(
+                lane.scratch, 0, 0, 0, latency_ms, _NAN if quality is None else quality,
+                op_id, model_id, success, 2 if cache_hit is None else cache_hit,
+            )
+        else:
+            _pack_extended_record(
+                lane, 0, op_id, model_id, latency_ms, quality, success, cache_hit,
+                ttft_ms, queue_ms, tokens_in, tokens_out, lane.scratch, 0,
+            )
     except struct.error as exc:
         _raise_argument_error(
             exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
         )
-    lane.count_drop()
+    lane.dropped += 1  # no call in between: a signal handler cannot split the increment
+    lane.q[_Q_DROPPED] = lane.dropped
     return False
 
 
