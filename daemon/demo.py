@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -27,14 +28,18 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         config = config_from_mapping(settings)
         path = os.path.join(state_dir, "config.yaml")
         with open(path, "w", encoding="utf-8") as f:
-            f.writelines(f"{key}: {value}\n" for key, value in settings.items())
+            f.writelines(f"{key}: {json.dumps(value)}\n" for key, value in settings.items())
         env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
-        daemon = subprocess.Popen([sys.executable, "-m", "ai_analytics.daemon", "--config", path],
-                                  env=env)
+        log_path = os.path.join(state_dir, "daemon.log")
+        with open(log_path, "wb") as log_file:  # the daemon's log, shown if something fails
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "ai_analytics.daemon", "--config", path], env=env,
+                stderr=log_file, start_new_session=True,
+            )
         procs: list[subprocess.Popen[str]] = []
         try:
             if not _wait_for_state(config, daemon):
-                click.echo("demo: the daemon did not start", err=True)
+                click.echo(f"demo: the daemon did not start:\n{_tail(log_path)}", err=True)
                 return 1
             click.echo(f"demo: daemon pid {daemon.pid}, {workers} workers x {rate} events/s "
                        f"for {duration:g} s in namespace {namespace} (Ctrl-C stops)")
@@ -42,6 +47,7 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
                 subprocess.Popen(
                     [sys.executable, "-m", "ai_analytics.daemon.demo_worker", str(duration),
                      str(rate), str(seed)], env=env, stdout=subprocess.PIPE, text=True,
+                    start_new_session=True,  # Ctrl-C reaches the demo only: it stops them in order
                 )
                 for seed in range(workers)
             ]
@@ -58,8 +64,9 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
                 daemon.wait()
             _remove_namespace_files(namespace)
         report = load_status(config)
-        if report.document is None:
-            click.echo("demo: no final state was written", err=True)
+        if report.document is None or daemon.returncode != 0:
+            click.echo(f"demo: the daemon failed (exit {daemon.returncode}):\n{_tail(log_path)}",
+                       err=True)
             return 1
         click.echo(render_text(report.document))
         events = report.document["events"]
@@ -67,7 +74,12 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         accounted = sum(int(v) for v in events.values())
         click.echo(f"reconciliation: workers emitted {emitted}, the daemon accounts for "
                    f"{accounted} ({'exact' if accounted == emitted else 'MISMATCH'})")
-        return 0 if accounted == emitted and daemon.returncode == 0 else 1
+        return 0 if accounted == emitted else 1
+
+
+def _tail(path: str, lines: int = 20) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
 
 
 def _wait_for_state(config, daemon: subprocess.Popen) -> bool:

@@ -162,3 +162,23 @@ def test_namespaces_never_mix(daemon_factory, namespace):
         for name in shm_names(other):
             os.unlink(os.path.join(SHM_DIR, name))
     assert daemon.stop() == 0
+
+
+def test_full_name_table_counts_new_names_as_other(daemon_factory, namespace):
+    """A lane's name table is bounded: past names_per_lane, new names are counted under
+    "other", the known ones keep their own series, and no event is lost."""
+    daemon = daemon_factory(names_per_lane=3)
+    run_python(
+        """
+        from ai_analytics import client
+        for round in range(10):
+            for op in ("a", "b", "c", "d", "e"):
+                client.emit(op, 1.0)
+        """,
+        namespace,
+    )
+    state = daemon.state_after(lambda s: s["lanes"] == [] and s["events"]["received"],
+                               what="drain")
+    counts = {r["operation"]: r["count"] for r in state["operations"]}
+    assert counts == {"a": 10, "b": 10, "c": 10, "other": 20}
+    assert daemon.stop() == 0
