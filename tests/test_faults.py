@@ -38,28 +38,27 @@ while True:
 """
 
 
-def start_counting_producer(namespace: str, tmp_path) -> tuple[object, memoryview]:
+def kill_producer_after(namespace: str, tmp_path, calls: int) -> int:
+    """Start a counting producer, SIGKILL it once ``calls`` emits have returned, and return
+    how many had returned by then."""
     counter = tmp_path / "completed"
     counter.write_bytes(bytes(8))
     proc = start_python(COUNTING_PRODUCER.replace("sys.argv[1]", repr(str(counter))), namespace)
     assert proc.stdout.readline().strip() == "started"
     fd = os.open(counter, os.O_RDONLY)
-    view = memoryview(mmap.mmap(fd, 8, prot=mmap.PROT_READ)).cast("Q")
+    completed = memoryview(mmap.mmap(fd, 8, prot=mmap.PROT_READ)).cast("Q")
     os.close(fd)
-    return proc, view
+    wait_for(lambda: completed[0] > calls, what=f"{calls} emits")
+    proc.kill()
+    proc.communicate()
+    return completed[0]
 
 
 def test_producer_killed_mid_stream_is_drained_and_reclaimed(daemon_factory, namespace, tmp_path):
     """SIGKILL a producer while it emits: the daemon drains what it published, counts it,
     then reclaims (unlinks) its lane."""
     daemon = daemon_factory()
-    proc, completed = start_counting_producer(namespace, tmp_path)
-    wait_for(lambda: completed[0] > 20000, what="producer progress")
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    finished = completed[0]
+    finished = kill_producer_after(namespace, tmp_path, 20000)
     state = daemon.state_after(lambda s: s["lanes"] == [] and s["lanes_summary"]["reclaimed"],
                                what="reclaim of the dead lane")
     # Each completed call is counted; the one in flight at SIGKILL may or may not be.
@@ -71,13 +70,7 @@ def test_producer_killed_mid_stream_is_drained_and_reclaimed(daemon_factory, nam
 
 def test_producer_killed_before_any_daemon_runs(daemon_factory, namespace, tmp_path):
     """A producer dies with a full lane and no daemon; a daemon started later drains it."""
-    proc, completed = start_counting_producer(namespace, tmp_path)
-    wait_for(lambda: completed[0] > 12000, what="producer past its lane capacity")
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
-    finished = completed[0]
+    finished = kill_producer_after(namespace, tmp_path, 12000)  # past its lane's capacity
     daemon = daemon_factory()
     state = daemon.state_after(lambda s: s["lanes"] == [] and s["lanes_summary"]["reclaimed"],
                                what="reclaim")
