@@ -120,7 +120,7 @@ def _emit_full(
     """The cached tail says the lane is full: look again, then write or drop and count."""
     lane.refresh_limit()
     if lane.head < lane.limit:
-        return emit_on(
+        return _write_after_refresh(
             lane, op_id, model_id, latency_ms, quality, success, cache_hit,
             ttft_ms, queue_ms, tokens_in, tokens_out,
         )
@@ -145,15 +145,17 @@ def _emit_full(
     return False
 
 
-def emit_on(
+def _write_after_refresh(
     lane: Lane, op_id: int, model_id: int, latency_ms: float, quality: float | None,
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
     tokens_in: int | None, tokens_out: int | None,
 ) -> bool:
-    """Write one record into ``lane`` if it has room (the slow path's write)."""
+    """The slow path's write, once a fresh look at the tail found room (always the extended
+    record: this path is taken once a lap, its speed does not matter)."""
     h = lane.head
     if h >= lane.limit:  # a signal handler filled it since the caller looked
-        lane.count_drop()
+        lane.dropped += 1
+        lane.q[_Q_DROPPED] = lane.dropped
         return False
     lane.head = h + 1
     try:

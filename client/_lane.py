@@ -127,10 +127,6 @@ class Lane:
         """The cached tail says full: read the daemon's tail once (one shared read a lap)."""
         self.limit = self.q[L.Q_TAIL] + self.capacity
 
-    def count_drop(self) -> None:
-        self.dropped += 1  # no call in between: a signal handler cannot split the increment
-        self.q[L.Q_DROPPED] = self.dropped
-
     def intern(self, name: str) -> int:
         """Give ``name`` an id in this lane's table (already validated by the caller)."""
         if self.interning:  # re-entered from a signal handler: do not race the outer call

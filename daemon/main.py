@@ -45,7 +45,7 @@ def main(config_path: str | None) -> None:
     try:
         daemon = Daemon(config)
     except StateError as exc:
-        click.echo(f"ai-analyticsd: {exc}; move it aside to start counting from zero", err=True)
+        click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:

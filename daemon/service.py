@@ -85,6 +85,12 @@ class Daemon:
         folded_count = 0
         folded_unlinked: set[tuple[str, int]] = set()
         if document is not None:
+            if document.get("namespace") != self.config.namespace:
+                raise StateError(
+                    f"the state file in {self.config.state_dir} belongs to namespace "
+                    f"{document.get('namespace')!r}, not {self.config.namespace!r}: give each "
+                    "namespace its own state_dir"
+                )
             try:
                 restore = document["restore"]
                 for row in restore["lanes"]:
@@ -98,7 +104,8 @@ class Daemon:
                 self.counts.overflow_events = int(restore["overflow_events"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise StateError(f"the state file in {self.config.state_dir} is damaged "
-                                 f"({exc!r})") from None
+                                 f"({exc!r}); move it aside to start counting from zero"
+                                 ) from None
             log.info("resuming from the last state: %s", document.get("events"))
         return LaneSet(
             self.config.namespace, trusted, self.config.max_lanes, saved, folded_unlinked,

@@ -50,7 +50,9 @@ def read_state(state_dir: str) -> dict[str, object] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
+        raise StateError(f"cannot read {path}: {exc}; move it aside to start counting from zero"
+                         ) from exc
     if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
-        raise StateError(f"{path} is not a version {SCHEMA_VERSION} state file")
+        raise StateError(f"{path} is not a version {SCHEMA_VERSION} state file; move it aside "
+                         "to start counting from zero")
     return document

@@ -271,3 +271,18 @@ def test_damaged_state_file_stops_the_start_with_a_clear_message(make_config, st
     assert result.returncode == 1
     assert f"the state file in {state_dir} is damaged" in result.stderr
     assert "move it aside" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_state_dir_of_another_namespace_is_refused(daemon_factory, make_config, namespace):
+    """Two namespaces sharing one state_dir would mix their counters: the second is refused."""
+    import subprocess
+    import sys
+
+    daemon = daemon_factory()
+    assert daemon.stop() == 0
+    other = make_config(namespace=f"{namespace}-b")
+    result = subprocess.run([sys.executable, "-m", "ai_analytics.daemon", "--config", str(other)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"belongs to namespace {namespace!r}, not '{namespace}-b'" in result.stderr
+    assert "Traceback" not in result.stderr
