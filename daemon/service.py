@@ -85,13 +85,14 @@ class Daemon:
         folded_count = 0
         folded_unlinked: set[tuple[str, int]] = set()
         if document is not None:
-            if document.get("namespace") != self.config.namespace:
-                raise StateError(
-                    f"the state file in {self.config.state_dir} belongs to namespace "
-                    f"{document.get('namespace')!r}, not {self.config.namespace!r}: give each "
-                    "namespace its own state_dir"
-                )
             try:
+                owner = document["namespace"]
+                if owner != self.config.namespace:
+                    raise StateError(
+                        f"the state file in {self.config.state_dir} belongs to namespace "
+                        f"{owner!r}, not {self.config.namespace!r}: give each namespace its "
+                        "own state_dir"
+                    )
                 restore = document["restore"]
                 for row in restore["lanes"]:
                     key = (str(row["name"]), int(row["created_ns"]))
