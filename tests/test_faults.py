@@ -286,3 +286,33 @@ def test_state_dir_of_another_namespace_is_refused(daemon_factory, make_config, 
     assert result.returncode == 1
     assert f"belongs to namespace {namespace!r}, not '{namespace}-b'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_reused_pid_does_not_keep_a_dead_lane_alive(daemon_factory, namespace):
+    """Liveness is pid AND start time: a lane whose recorded start time does not match the
+    running process with that pid (the pid was reused) is treated as dead and reclaimed."""
+    lane = Lane(namespace, LaneGeometry(64, 8, False))  # pid = this (live) test process
+    struct.pack_into("<Q", lane.buf, L.OFF_PID_START, 12345)  # ...but another start time
+    daemon = daemon_factory()
+    state = daemon.state_after(lambda s: s["lanes_summary"]["reclaimed"] == 1, what="reclaim")
+    assert "reclaimed lane " + lane.name + " (dead)" in daemon.log()
+    assert state["lanes"] == []
+    assert daemon.stop() == 0
+
+
+def test_lanes_outlive_a_producer_that_uses_the_resource_tracker(namespace):
+    """A worker that also uses multiprocessing.shared_memory (so a resource tracker runs)
+    exits without unlinking our lane or printing a leak warning: only the daemon unlinks."""
+    result = run_python(
+        """
+        from multiprocessing import shared_memory
+        from ai_analytics import client
+        own = shared_memory.SharedMemory(create=True, size=4096)
+        client.emit("tracked", 1.0)
+        own.close()
+        own.unlink()
+        """,
+        namespace,
+    )
+    assert result.stderr == ""
+    assert len(lane_names(namespace)) == 1
