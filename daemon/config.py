@@ -46,10 +46,18 @@ class Config:
     state_dir: str = "/var/lib/ai-analytics"
     names_per_lane: int = _layout.DEFAULT_NAMES_CAPACITY
     max_lanes: int = 4096
-    max_series: int = 10000
+    max_operations: int = 256
+    max_models: int = 256
+    max_series: int = 1024
     discovery_interval_seconds: float = 1.0
     trusted_uids: tuple[int, ...] = ()
     log_level: LogLevel = "info"
+    resource_interval_seconds: float = 2.0
+    process_interval_seconds: float = 5.0
+    gpu_process_interval_seconds: float = 10.0
+    resource_timeout_seconds: float = 5.0
+    history_max_age_seconds: float = 7 * 24 * 3600.0
+    history_max_megabytes: float = 256.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +146,18 @@ SETTINGS: dict[str, object] = {
     "state_dir": _Path(),
     "names_per_lane": _Int(1, _layout.MAX_NAMES_CAPACITY),
     "max_lanes": _Int(1, 65536),
-    "max_series": _Int(1, 1_000_000),
+    "max_operations": _Int(1, 65536),
+    "max_models": _Int(1, 65536),
+    "max_series": _Int(1, 65536),
     "discovery_interval_seconds": _Float(0.01, 60.0),
     "trusted_uids": _UidList(),
     "log_level": _Choice(LOG_LEVEL_CHOICES),
+    "resource_interval_seconds": _Float(0.1, 3600.0),
+    "process_interval_seconds": _Float(0.1, 3600.0),
+    "gpu_process_interval_seconds": _Float(0.1, 3600.0),
+    "resource_timeout_seconds": _Float(0.1, 600.0),
+    "history_max_age_seconds": _Float(60.0, 10 * 365 * 86400.0),
+    "history_max_megabytes": _Float(1.0, 1_000_000.0),
 }
 assert set(SETTINGS) == {f.name for f in dataclasses.fields(Config)}
 
