@@ -8,7 +8,7 @@ Stdlib only: importing it loads none of numpy, yaml, psutil, pynvml or click.
 
 from __future__ import annotations
 
-from ._emit import dropped_without_lane, emit
+from ._emit import cache_state, dropped_without_lane, emit
 from ._operations import AIOperationType
 
-__all__ = ["AIOperationType", "dropped_without_lane", "emit"]
+__all__ = ["AIOperationType", "cache_state", "dropped_without_lane", "emit"]

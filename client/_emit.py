@@ -93,6 +93,54 @@ def emit(
     return True
 
 
+def cache_state(name: str, size: float | None = None, evictions: int = 0) -> bool:
+    """Report a cache's state: its current ``size`` (entries or bytes: a gauge, summed over
+    the worker processes that report it) and the ``evictions`` since this thread's previous
+    call for that cache (a counter increment). Same lock-free path as ``emit``; returns False
+    when the lane is full. Hit rates come from ``emit(..., cache_hit=...)``.
+    """
+    lane, name_id, _ = _resolve_cache(name)
+    h = lane.head
+    if h >= lane.limit:
+        lane.refresh_limit()
+        h = lane.head
+        if h >= lane.limit:
+            _pack_cache_state(lane.scratch, 0, 0, name_id, size, evictions)
+            lane.dropped += 1
+            lane.q[_Q_DROPPED] = lane.dropped
+            return False
+    lane.head = h + 1
+    try:
+        _pack_cache_state(lane.buf, lane.base + h % lane.capacity * 64, h, name_id, size,
+                          evictions)
+    except (struct.error, TypeError, ValueError):
+        if lane.head == h + 1:
+            lane.head = h
+        raise
+    lane.q[_Q_HEAD] = lane.head
+    return True
+
+
+def _resolve_cache(name: object) -> tuple[Lane, int, int]:
+    try:
+        lane = _local.lane
+        return lane, lane.ops[name], 0
+    except (AttributeError, KeyError, TypeError):
+        return _resolve(name, "", argument="name")
+
+
+def _pack_cache_state(target: object, offset: int, h: int, name_id: int, size: float | None,
+                      evictions: int) -> None:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))):
+        raise TypeError(f"size must be a number or None, got {type(size).__name__}")
+    if isinstance(evictions, bool) or not isinstance(evictions, int):
+        raise TypeError(f"evictions must be an int, got {type(evictions).__name__}")
+    if not 0 <= evictions < L.TOKENS_ABSENT:
+        raise ValueError(f"evictions out of 0..4294967294: {evictions!r}")
+    _pack_extended(target, offset, h, _now(), _NAN if size is None else size, _NAN, name_id, 0,
+                   1, L.CACHE_ABSENT, L.KIND_CACHE_STATE, _NAN, _NAN, evictions, 0)
+
+
 def _pack_extended_record(
     lane: Lane, h: int, op_id: int, model_id: int, latency_ms: float, quality: float | None,
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
@@ -173,16 +221,17 @@ def _write_after_refresh(
     return True
 
 
-def _resolve(operation: object, model: object) -> tuple[Lane, int, int]:
+def _resolve(operation: object, model: object, argument: str = "operation"
+             ) -> tuple[Lane, int, int]:
     """Slow path: create this thread's lane and/or intern new names, validating them."""
     lane = getattr(_local, "lane", None)
     if lane is None:
-        _check_name(operation, "operation")
+        _check_name(operation, argument)
         _check_name(model, "model")
         lane = _new_lane()
         # A signal handler may have created one meanwhile: keep that, retire ours.
         lane = getattr(_local, "lane", None) or _adopt(lane)
-    return lane, _intern(lane, operation, "operation"), _intern(lane, model, "model")
+    return lane, _intern(lane, operation, argument), _intern(lane, model, "model")
 
 
 def _adopt(lane: Lane) -> Lane:
@@ -191,7 +240,7 @@ def _adopt(lane: Lane) -> Lane:
 
 
 def _intern(lane: Lane, name: object, argument: str) -> int:
-    ids = lane.ops if argument == "operation" else lane.models
+    ids = lane.models if argument == "model" else lane.ops
     try:
         return ids[name]
     except (KeyError, TypeError):
@@ -211,8 +260,8 @@ def _check_name(name: object, argument: str) -> str:
     if not isinstance(name, str):
         kinds = "a str or AIOperationType" if argument == "operation" else "a str"
         raise TypeError(f"{argument} must be {kinds}, got {type(name).__name__}")
-    if argument == "operation" and not name:
-        raise ValueError("operation must not be empty")
+    if argument != "model" and not name:
+        raise ValueError(f"{argument} must not be empty")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:

@@ -53,7 +53,10 @@ Record (RECORD_SIZE bytes) ``i`` lives at ``records + (i % capacity) * RECORD_SI
         30    2 model_id    name id of the model (0 = none)
         32    1 success     0 or 1
         33    1 cache_hit   0 miss, 1 hit, 2 absent
-        34    1 kind        KIND_BASIC (fields 36.. are stale) or KIND_EXTENDED
+        34    1 kind        KIND_BASIC (fields 36.. are stale), KIND_EXTENDED, or
+                            KIND_CACHE_STATE: op_id names the cache, latency_ms holds its
+                            size (NaN = not given), tokens_in the evictions since the
+                            previous cache_state call of that cache
         35    1 (pad)
         36    4 ttft_ms     float32, NaN = absent           (KIND_EXTENDED only)
         40    4 queue_ms    float32, NaN = absent           (KIND_EXTENDED only)
@@ -132,6 +135,7 @@ assert HEADER_FIXED.size == OFF_HEAD - OFF_VERSION
 # path packs eight fields; the extended form packs the LLM-serving extras as well.
 KIND_BASIC = 0
 KIND_EXTENDED = 1
+KIND_CACHE_STATE = 2  # cache_state(): size in latency_ms, evictions in tokens_in
 TOKENS_ABSENT = 0xFFFFFFFF
 CACHE_MISS, CACHE_HIT, CACHE_ABSENT = 0, 1, 2
 

@@ -9,8 +9,8 @@ import click
 
 from .config import Config, load_config
 from .errors import ConfigError, StateError
-from .service import package_version
 from .status import load_status, render_text
+from .version import package_version
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

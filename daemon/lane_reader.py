@@ -151,6 +151,15 @@ class LaneReader:
                 start = min(trusted, end)
         return Drained(records, start, start - tail)
 
+    def oldest_unread_ns(self) -> int:
+        """The producer's timestamp of the oldest unread record (0: none, or unknown)."""
+        cap = self.identity.capacity
+        head, tail = self.head(), self.tail
+        if head <= tail:
+            return 0
+        index = max(tail, head - cap) % cap
+        return int(self.ring[index : index + 1].view(RECORD_DTYPE)["ts_ns"][0])
+
     def commit(self, new_tail: int, overwritten: int, invalid: int) -> None:
         """Publish the new tail, then the daemon's counters (in that order: see docs)."""
         self.tail = new_tail

@@ -81,6 +81,7 @@ class TrackedLane:
         self.rate = 0.0  # records/s, smoothed: decides how soon the drain loop wakes
         self.last_drain = time.monotonic()
         self.drained_since = 0
+        self.models_seen: set[int] = set()  # name ids of the models it emitted for
 
     def outcomes(self) -> Outcomes:
         return Outcomes(
@@ -228,17 +229,21 @@ class LaneSet:
         self.folded_keys.clear()
 
     # -- reclaim ---------------------------------------------------------------------------
-    def finish_drained(self) -> None:
-        """Fold lanes whose producer is gone and which are empty; unlink after the next save."""
+    def finish_drained(self) -> list[TrackedLane]:
+        """Fold lanes whose producer is gone and which are empty; unlink after the next save.
+        Returns the lanes folded now."""
+        folded = []
         for name, lane in list(self.lanes.items()):
             if lane.state != "live" and lane.reader.pending() == 0:
                 outcome = lane.outcomes()
                 self.folded.add(outcome)
                 self.folded_count += 1
                 self.finished.append(lane)
+                folded.append(lane)
                 del self.lanes[name]
                 log.info("reclaimed lane %s (%s): received %d, dropped %d", name, lane.state,
                          outcome.received, outcome.dropped)
+        return folded
 
     def unlink_finished(self) -> None:
         """Called once a state file that includes the folded counts is on disk."""

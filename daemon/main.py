@@ -11,7 +11,8 @@ import click
 
 from .config import load_config, log_level_number
 from .errors import ConfigError, StateError
-from .service import AlreadyRunning, Daemon, package_version
+from .service import AlreadyRunning, Daemon
+from .version import package_version
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

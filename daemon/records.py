@@ -37,7 +37,8 @@ def valid_mask(
     ``first_index`` is the ring index of ``records[0]``; the slots come from ``name_slots``
     and ``names_ok`` says which slots are published, usable names.
     Checks: the sequence field matches the index (stale or half-lapped slots fail), a known
-    kind, published name ids and a non-empty operation, a finite non-negative latency, a
+    kind, published name ids and a non-empty operation (or cache name), a finite non-negative
+    latency (a cache state's size may also be absent: NaN), a
     quality that is absent (NaN) or within [0, 1], success 0/1, cache_hit 0/1/2, and finite
     non-negative LLM timings when present.
     """
@@ -47,12 +48,14 @@ def valid_mask(
     kind = records["kind"]
     ok = records["seq"] == np.arange(first_index, first_index + n, dtype=np.uint64)
     ok &= records["ts_ns"] != 0
-    ok &= kind <= L.KIND_EXTENDED
+    ok &= kind <= L.KIND_CACHE_STATE
     ok &= names_ok[op_slots] & names_ok[model_slots] & (op_slots != 0)
     ok &= records["success"] <= 1
     ok &= records["cache_hit"] <= L.CACHE_ABSENT
     with np.errstate(invalid="ignore"):
-        ok &= np.isfinite(latency) & (latency >= 0)
+        # A cache state carries its size where events carry latency; the size may be absent.
+        measured = np.isfinite(latency) & (latency >= 0)
+        ok &= measured | ((kind == L.KIND_CACHE_STATE) & np.isnan(latency))
         ok &= np.isnan(quality) | ((quality >= 0) & (quality <= 1))
         extended = kind == L.KIND_EXTENDED
         if extended.any():

@@ -8,37 +8,32 @@ shorter when a lane fills fast enough to reach half its capacity before then.
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import logging
 import os
 import threading
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
 
-import numpy as np
 from ai_analytics.client._segments import SHM_DIR
 
-from .aggregate import OTHER_ID, OperationCounts
+from .caches import CacheStates
 from .config import Config
 from .control import publish_control, withdraw_control
+from .drain import Drainer
 from .errors import AnalyticsError, StateError
-from .lanes import LaneSet, Outcomes, SavedLane, TrackedLane
-from .records import valid_mask
-from .state import SCHEMA_VERSION, read_state, write_state
+from .lanes import LaneSet, Outcomes, SavedLane
+from .rates import CounterRates
+from .snapshot import build_document
+from .state import read_state, write_state
+from .stats import Statistics
+from .version import package_version
 
 log = logging.getLogger("ai_analytics.daemon")
 
 MIN_WAIT_SECONDS = 0.001
 # How full a lane may get, at its observed rate, before the loop wakes to drain it.
 WAKE_FILL = 0.5
-
-
-def package_version() -> str:
-    try:
-        return version("ai-analytics")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class DirectoryWatch:
@@ -63,19 +58,25 @@ class AlreadyRunning(AnalyticsError):
     """Another daemon holds the namespace."""
 
 
+OUTCOME_RATES = ("received", "dropped", "overwritten", "invalid")
+
+
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.stop_requested = threading.Event()
         self.started_unix = time.time()
-        self.started = time.monotonic()
-        self.counts = OperationCounts(config.max_series)
-        self.drains = 0
-        self.records_drained = 0
-        self.last_batch = 0
+        self.started = clock()
+        self.stats = Statistics(config.max_operations, config.max_models, config.max_series,
+                                clock)
+        self.caches = CacheStates(config.max_operations)
+        self.outcome_rates = CounterRates(OUTCOME_RATES)
         self.saves_failed = 0
+        self.resources = None
         self._lock_fd = -1
         self.lanes = self._restore(read_state(config.state_dir))
+        self.drainer = Drainer(self.lanes, self.stats, self.caches, config.batch_size)
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -101,8 +102,9 @@ class Daemon:
                 folded = Outcomes.from_dict(restore["folded"])
                 folded_count = int(restore["folded_count"])
                 folded_unlinked = {(str(n), int(c)) for n, c in restore["folded_unlinked"]}
-                self.counts.load(document["operations"])
-                self.counts.overflow_events = int(restore["overflow_events"])
+                self.stats.load_all_time(document["operations"])
+                self.stats.registry.overflow.update(
+                    {k: int(v) for k, v in restore["cardinality_overflow"].items()})
             except (KeyError, TypeError, ValueError) as exc:
                 raise StateError(f"the state file in {self.config.state_dir} is damaged "
                                  f"({exc!r}); move it aside to start counting from zero"
@@ -148,7 +150,8 @@ class Daemon:
                     self.lanes.scan()
                     next_scan = now + cfg.discovery_interval_seconds
                 self.drain()
-                self.lanes.finish_drained()
+                self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
+                self._finish_drained()
                 if now >= next_save:
                     self.save(running=True)
                     next_save = now + cfg.snapshot_interval_seconds
@@ -167,7 +170,7 @@ class Daemon:
             self.lanes.scan()
             while time.monotonic() < deadline and self.drain(deadline) > 0:
                 pass
-            self.lanes.finish_drained()
+            self._finish_drained()
             self.save(running=False)
         finally:
             withdraw_control(self.config.namespace)
@@ -175,6 +178,10 @@ class Daemon:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
         log.info("stopped: %s", self.lanes.totals().as_dict())
+
+    def _finish_drained(self) -> None:
+        for lane in self.lanes.finish_drained():
+            self.caches.forget_lane(lane.ident.name)
 
     def _next_wait(self) -> float:
         wait = self.config.batch_timeout_seconds
@@ -184,107 +191,14 @@ class Daemon:
                 wait = min(wait, room / lane.rate)
         return wait
 
-    # -- draining --------------------------------------------------------------------------
     def drain(self, deadline: float | None = None) -> int:
-        """Drain every lane, batch after batch, until all are empty or time is up."""
-        stop_at = deadline or time.monotonic() + self.config.batch_timeout_seconds
-        total = 0
-        while True:
-            taken = self._drain_batch()
-            total += taken
-            if taken == 0 or time.monotonic() >= stop_at:
-                break
-        now = time.monotonic()
-        for lane in self.lanes:
-            elapsed = now - lane.last_drain
-            if elapsed > 0:
-                lane.rate = 0.5 * lane.rate + 0.5 * (lane.drained_since / elapsed)
-            lane.last_drain = now
-            lane.drained_since = 0
-        return total
-
-    def _drain_batch(self) -> int:
-        """One batch: at most batch_size records across lanes, counted and committed."""
-        budget = self.config.batch_size
-        ops: list[np.ndarray] = []
-        models: list[np.ndarray] = []
-        for lane in self.lanes:
-            if budget <= 0:
-                break
-            taken = self._drain_lane(lane, budget, ops, models)
-            budget -= taken
-        taken = self.config.batch_size - budget
-        if ops:
-            self.counts.add(np.concatenate(ops), np.concatenate(models))
-        if taken:
-            self.drains += 1
-            self.records_drained += taken
-            self.last_batch = taken
-        return taken
-
-    def _drain_lane(self, lane: TrackedLane, budget: int, ops: list[np.ndarray],
-                    models: list[np.ndarray]) -> int:
-        reader = lane.reader
-        drained = reader.read(budget)
-        if drained is None:
-            return 0
-        # Names are read after the head: a producer publishes a name before any record
-        # that uses it, so every name those records need is visible now.
-        for name_id, text in reader.new_names():
-            reader.global_ids[name_id] = self.counts.name_id(text)
-        reader.global_ids[lane.ident.names_capacity + 1] = OTHER_ID
-        records = drained.records
-        op_slots, model_slots = reader.slots(records)
-        ok = valid_mask(records, drained.first_index, op_slots, model_slots, reader.names_ok)
-        good = int(np.count_nonzero(ok))
-        lane.received += good
-        lane.invalid += len(records) - good
-        lane.overwritten += drained.lapped
-        reader.commit(drained.first_index + len(records), lane.overwritten, lane.invalid)
-        lane.drained_since += len(records)
-        if good:
-            ops.append(reader.global_ids[op_slots[ok]])
-            models.append(reader.global_ids[model_slots[ok]])
-        return len(records)
+        """Drain every lane until all are empty or time is up (batch_timeout by default)."""
+        return self.drainer.drain(deadline or time.monotonic() + self.config.batch_timeout_seconds)
 
     # -- state -----------------------------------------------------------------------------
     def document(self, running: bool) -> dict[str, object]:
         """Everything the daemon knows, as written to the state file and shown by status."""
-        now = time.time()
-        lanes = list(self.lanes)
-        by_state = {s: sum(1 for lane in lanes if lane.state == s) for s in ("live", "retired",
-                                                                                 "dead")}
-        restore = self.lanes.saved_state()
-        restore["overflow_events"] = self.counts.overflow_events
-        cfg = self.config
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "written_at": datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
-            .isoformat(timespec="milliseconds"),
-            "written_unix": now,
-            "namespace": cfg.namespace,
-            "daemon": {
-                "pid": os.getpid(), "version": package_version(), "running": running,
-                "started_unix": self.started_unix,
-                "uptime_seconds": round(time.monotonic() - self.started, 3),
-                "on_full": cfg.on_full, "max_queue_size": cfg.max_queue_size,
-                "batch_size": cfg.batch_size, "batch_timeout_seconds": cfg.batch_timeout_seconds,
-            },
-            "events": self.lanes.totals().as_dict(),
-            "lanes": [lane.status() for lane in lanes],
-            "lanes_summary": {
-                **by_state, "reclaimed": self.lanes.folded_count, "waiting": self.lanes.waiting,
-                "rejected_segments": len(self.lanes.rejected),
-            },
-            "operations": self.counts.rows(),
-            "drain": {
-                "batches": self.drains, "records": self.records_drained,
-                "last_batch": self.last_batch,
-                "series_overflow_events": self.counts.overflow_events,
-                "state_writes_failed": self.saves_failed,
-            },
-            "restore": restore,
-        }
+        return build_document(self, running)
 
     def save(self, running: bool) -> bool:
         """Write the state file; unlink reclaimed lanes only once it is safely written."""

@@ -1,0 +1,104 @@
+"""Draining: copy records out of the lanes in batches, validate, account, hand to statistics.
+
+Each batch takes at most ``batch_size`` records across lanes. Per lane the order is: read
+(which reads the head), then the new names (published before any record that uses them),
+validate, count the outcome, commit the tail. The valid records of the whole batch then go
+to the statistics engine in one vectorized call; cache-state records go to the caches.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from ai_analytics.client import _layout as L
+
+from .caches import CacheStates
+from .lanes import LaneSet, TrackedLane
+from .records import valid_mask
+from .series import OTHER_NAME
+from .stats import Statistics
+
+
+class Drainer:
+    def __init__(self, lanes: LaneSet, stats: Statistics, caches: CacheStates,
+                 batch_size: int) -> None:
+        self.lanes = lanes
+        self.stats = stats
+        self.caches = caches
+        self.batch_size = batch_size
+        self.batches = 0
+        self.records = 0
+        self.last_batch = 0
+
+    def drain(self, stop_at: float) -> int:
+        """Batch after batch until every lane is empty or ``stop_at`` (monotonic) passes."""
+        total = 0
+        while True:
+            taken = self._batch()
+            total += taken
+            if taken == 0 or time.monotonic() >= stop_at:
+                break
+        now = time.monotonic()
+        for lane in self.lanes:
+            elapsed = now - lane.last_drain
+            if elapsed > 0:
+                lane.rate = 0.5 * lane.rate + 0.5 * (lane.drained_since / elapsed)
+            lane.last_drain = now
+            lane.drained_since = 0
+        return total
+
+    def _batch(self) -> int:
+        budget = self.batch_size
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for lane in self.lanes:
+            if budget <= 0:
+                break
+            budget -= self._lane(lane, budget, parts)
+        taken = self.batch_size - budget
+        if parts:
+            records, ops, models = (np.concatenate(column) for column in zip(*parts, strict=True))
+            self.stats.add(records, ops, models)
+        if taken:
+            self.batches += 1
+            self.records += taken
+            self.last_batch = taken
+        return taken
+
+    def _lane(self, lane: TrackedLane, budget: int,
+              parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> int:
+        reader = lane.reader
+        drained = reader.read(budget)
+        if drained is None:
+            return 0
+        registry = self.stats.registry
+        for name_id, text in reader.new_names():
+            reader.global_ids[name_id] = registry.name_id(text)
+        reader.global_ids[lane.ident.names_capacity + 1] = OTHER_NAME
+        records = drained.records
+        op_slots, model_slots = reader.slots(records)
+        ok = valid_mask(records, drained.first_index, op_slots, model_slots, reader.names_ok)
+        good = int(np.count_nonzero(ok))
+        lane.received += good
+        lane.invalid += len(records) - good
+        lane.overwritten += drained.lapped
+        reader.commit(drained.first_index + len(records), lane.overwritten, lane.invalid)
+        lane.drained_since += len(records)
+        if good:
+            valid = records[ok]
+            ops = reader.global_ids[op_slots[ok]]
+            models = reader.global_ids[model_slots[ok]]
+            cache = valid["kind"] == L.KIND_CACHE_STATE
+            if cache.any():
+                self._cache_states(lane, valid[cache], ops[cache])
+                events = ~cache
+                valid, ops, models = valid[events], ops[events], models[events]
+            if len(valid):
+                lane.models_seen.update(np.unique(models).tolist())
+                parts.append((valid, ops, models))
+        return len(records)
+
+    def _cache_states(self, lane: TrackedLane, records: np.ndarray, names: np.ndarray) -> None:
+        texts = [self.stats.registry.name_list[n] for n in names.tolist()]
+        self.caches.add(lane.ident.name, texts, records["latency_ms"], records["tokens_in"],
+                        records["ts_ns"] // 1_000_000_000)

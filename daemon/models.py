@@ -1,0 +1,59 @@
+"""Per-model view: inference time and error rate across operations, and the memory of the
+worker processes that serve each model (RSS, and GPU memory where a GPU reports it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .lanes import TrackedLane
+from .series import SeriesRegistry
+
+
+def model_summary(
+    operations: list[dict[str, object]], lanes: Iterable[TrackedLane], registry: SeriesRegistry,
+    rss_by_pid: dict[int, int], gpu_mb_by_pid: dict[int, float],
+) -> list[dict[str, object]]:
+    """One entry per model: per-window totals, and the processes whose lanes emitted for it."""
+    totals: dict[str, dict[str, dict[str, float]]] = {}
+    for row in operations:
+        model = str(row["model"])
+        windows = row["windows"]
+        assert isinstance(windows, dict)
+        per_window = totals.setdefault(model, {})
+        for window, stats in windows.items():
+            into = per_window.setdefault(window, {"count": 0, "errors": 0, "latency_sum": 0.0})
+            count = stats["count"]
+            into["count"] += count
+            into["errors"] += stats["errors"]
+            if count:
+                into["latency_sum"] += stats["latency_ms"]["mean"] * count
+    pids_by_name: dict[int, set[int]] = {}
+    for lane in lanes:
+        for name in lane.models_seen:
+            pids_by_name.setdefault(name, set()).add(lane.ident.pid)
+    summary = []
+    for model, per_window in totals.items():
+        name_id = registry.names.get(model)
+        pids = sorted(pids_by_name.get(name_id, ())) if name_id is not None else []
+        processes = [{"pid": pid, "rss_bytes": rss_by_pid.get(pid),
+                      "gpu_memory_mb": gpu_mb_by_pid.get(pid)} for pid in pids]
+        summary.append({
+            "model": model,
+            "windows": {window: _model_stats(t) for window, t in per_window.items()},
+            "processes": processes,
+            "rss_bytes": sum(p["rss_bytes"] or 0 for p in processes)
+            if any(p["rss_bytes"] is not None for p in processes) else None,
+            "gpu_memory_mb": sum(p["gpu_memory_mb"] or 0 for p in processes)
+            if any(p["gpu_memory_mb"] is not None for p in processes) else None,
+        })
+    summary.sort(key=lambda entry: str(entry["model"]))
+    return summary
+
+
+def _model_stats(totals: dict[str, float]) -> dict[str, object]:
+    count = int(totals["count"])
+    return {
+        "count": count, "errors": int(totals["errors"]),
+        "error_rate": round(totals["errors"] / count, 6) if count else None,
+        "inference_ms_mean": round(totals["latency_sum"] / count, 6) if count else None,
+    }

@@ -1,0 +1,86 @@
+"""The snapshot document: everything the daemon knows, in the shape docs/snapshot.md states.
+
+Written to state.json at every snapshot, shown by ``ai-analytics status --json``, returned by
+``get_performance_snapshot()``; the next daemon restores its counters from ``restore``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from typing import TYPE_CHECKING
+
+from .models import model_summary
+from .state import SCHEMA_VERSION
+from .version import package_version
+
+if TYPE_CHECKING:
+    from .service import Daemon
+
+
+def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
+    now_unix = time.time()
+    now = int(daemon.clock())
+    uptime = max(1, now - int(daemon.started) + 1)
+    cfg = daemon.config
+    lanes = list(daemon.lanes)
+    resources = daemon.resources.snapshot() if daemon.resources is not None else None
+    operations = daemon.stats.operations()
+    restore = daemon.lanes.saved_state()
+    restore["cardinality_overflow"] = dict(daemon.stats.registry.overflow)
+    drainer = daemon.drainer
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "written_at": datetime.datetime.fromtimestamp(now_unix, datetime.timezone.utc)
+        .isoformat(timespec="milliseconds"),
+        "written_unix": now_unix,
+        "namespace": cfg.namespace,
+        "daemon": {
+            "pid": os.getpid(), "version": package_version(), "running": running,
+            "started_unix": daemon.started_unix,
+            "uptime_seconds": round(daemon.clock() - daemon.started, 3),
+            "on_full": cfg.on_full, "max_queue_size": cfg.max_queue_size,
+            "batch_size": cfg.batch_size, "batch_timeout_seconds": cfg.batch_timeout_seconds,
+            **(resources["daemon"] if resources else {}),
+        },
+        "events": daemon.lanes.totals().as_dict(),
+        "lanes": [lane.status() for lane in lanes],
+        "lanes_summary": {
+            **{s: sum(1 for lane in lanes if lane.state == s) for s in ("live", "retired", "dead")},
+            "reclaimed": daemon.lanes.folded_count, "waiting": daemon.lanes.waiting,
+            "rejected_segments": len(daemon.lanes.rejected),
+        },
+        "operations": operations,
+        "models": model_summary(
+            operations, lanes, daemon.stats.registry,
+            daemon.resources.rss_by_pid() if daemon.resources is not None else {},
+            daemon.resources.gpu_memory_by_pid() if daemon.resources is not None else {},
+        ),
+        "caches": daemon.caches.snapshot(now, uptime),
+        "cardinality": daemon.stats.cardinality(),
+        "event_path": {
+            "max_fill": max((lane.status()["fill"] for lane in lanes), default=0.0),
+            "drain_lag_seconds": _drain_lag(lanes),
+            "rates_per_s": daemon.outcome_rates.rates(now, uptime),
+            "records_per_batch": round(drainer.records / drainer.batches, 1)
+            if drainer.batches else None,
+        },
+        "drain": {
+            "batches": drainer.batches, "records": drainer.records,
+            "last_batch": drainer.last_batch,
+            "series_overflow_events": daemon.stats.registry.overflow["series"],
+            "state_writes_failed": daemon.saves_failed,
+        },
+        "resources": resources,
+        "restore": restore,
+    }
+
+
+def _drain_lag(lanes: list) -> float:
+    """Age in seconds of the oldest record not drained yet (0 when every lane is empty)."""
+    now_ns = time.monotonic_ns()
+    oldest = [ts for ts in (lane.reader.oldest_unread_ns() for lane in lanes) if 0 < ts <= now_ns]
+    return round((now_ns - min(oldest)) / 1e9, 6) if oldest else 0.0
+
+

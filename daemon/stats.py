@@ -1,0 +1,354 @@
+"""Statistics per (operation, model) series over windows of 10 s, 1 min, 5 min and since
+start, from per-second buckets in a bounded ring. Everything is vectorized numpy.
+
+Exact: counts, successes, errors, sums (so means and rates), minimum and maximum. Bucketed,
+with the bound stated in ``histogram``: latency, time-to-first-token and queue-time
+percentiles (within 1 %), quality percentiles (within 0.0005).
+
+Events are placed by their own timestamp (the producer's monotonic clock, which is
+system-wide on Linux), so drain delay does not smear them across seconds. Three stores take
+each batch: the per-second ring (for the windows), and an "interval" accumulator that the
+daemon closes at every snapshot (one history row per series per snapshot: every received
+event is in exactly one row) and folds into the since-start totals.
+
+Memory: 21 numbers per series per second in the ring (about 50 KiB per series for 5 minutes)
+plus the sparse buckets actually hit; the number of series is capped (see ``series``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from ai_analytics.client import _layout as L
+
+from . import histogram as H
+from .series import SeriesRegistry
+
+RING_SECONDS = 300
+WINDOWS: tuple[tuple[str, int], ...] = (("10s", 10), ("1m", 60), ("5m", 300))
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999),
+)
+_QS = tuple(q for _, q in PERCENTILES)
+_QUALITY_P10 = 0.1
+
+SUM_FIELDS = (
+    "count", "successes", "lat_sum", "q_count", "q_sum", "cache_lookups", "cache_hits",
+    "ttft_count", "ttft_sum", "queue_count", "queue_sum", "tokens_in", "tokens_out",
+)
+MIN_FIELDS = ("lat_min", "q_min", "ttft_min", "queue_min")
+MAX_FIELDS = ("lat_max", "q_max", "ttft_max", "queue_max")
+FIELDS = SUM_FIELDS + MIN_FIELDS + MAX_FIELDS
+
+
+def _blank(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    arrays = {f: np.zeros(shape) for f in SUM_FIELDS}
+    arrays.update({f: np.full(shape, np.inf) for f in MIN_FIELDS})
+    arrays.update({f: np.full(shape, -np.inf) for f in MAX_FIELDS})
+    return arrays
+
+
+def _grow(arrays: dict[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
+    """The same arrays with their last axis widened to ``capacity`` series."""
+    old = next(iter(arrays.values())).shape
+    grown = _blank((*old[:-1], capacity))
+    for name, array in arrays.items():
+        grown[name][..., : old[-1]] = array
+    return grown
+
+
+def _combine(into: dict[str, np.ndarray], part: dict[str, np.ndarray]) -> None:
+    width = next(iter(part.values())).shape[-1]
+    for f in SUM_FIELDS:
+        into[f][..., :width] += part[f]
+    for f in MIN_FIELDS:
+        np.minimum(into[f][..., :width], part[f], out=into[f][..., :width])
+    for f in MAX_FIELDS:
+        np.maximum(into[f][..., :width], part[f], out=into[f][..., :width])
+
+
+class Accumulator:
+    """Totals per series (1-D arrays) plus their buckets: the interval and since-start."""
+
+    def __init__(self, capacity: int) -> None:
+        self.arrays = _blank((capacity,))
+        self.buckets = H.Sparse()
+
+    def grow(self, capacity: int) -> None:
+        self.arrays = _grow(self.arrays, capacity)
+
+    def add(self, arrays: dict[str, np.ndarray], keys: np.ndarray, counts: np.ndarray) -> None:
+        _combine(self.arrays, arrays)
+        self.buckets.add(keys, counts)
+
+    def add_accumulator(self, other: Accumulator) -> None:
+        keys, counts = other.buckets.items()
+        self.add(other.arrays, keys, counts)
+
+
+class SecondRing:
+    """Per-second totals and buckets for the last RING_SECONDS seconds."""
+
+    def __init__(self, capacity: int) -> None:
+        self.second = np.full(RING_SECONDS, -1, np.int64)  # which second each slot holds
+        self.arrays = _blank((RING_SECONDS, capacity))
+        self.buckets = [H.Sparse() for _ in range(RING_SECONDS)]
+
+    def grow(self, capacity: int) -> None:
+        self.arrays = _grow(self.arrays, capacity)
+
+    def slot(self, second: int) -> int:
+        """The slot for ``second``, cleared if it still holds an older second."""
+        index = second % RING_SECONDS
+        if self.second[index] != second:
+            self.second[index] = second
+            for name, array in self.arrays.items():
+                array[index] = 0.0 if name in SUM_FIELDS else (
+                    np.inf if name in MIN_FIELDS else -np.inf)
+            self.buckets[index] = H.Sparse()
+        return index
+
+    def window(self, now: int, seconds: int) -> tuple[dict[str, np.ndarray], H.Sparse]:
+        """Totals and buckets over the seconds (now - seconds, now]."""
+        chosen = (self.second > now - seconds) & (self.second <= now)
+        totals = {f: a[chosen].sum(axis=0) for f, a in self.arrays.items() if f in SUM_FIELDS}
+        totals.update({f: self.arrays[f][chosen].min(axis=0, initial=np.inf)
+                       for f in MIN_FIELDS})
+        totals.update({f: self.arrays[f][chosen].max(axis=0, initial=-np.inf)
+                       for f in MAX_FIELDS})
+        merged = H.Sparse()
+        for index in np.flatnonzero(chosen).tolist():
+            merged.add_sparse(self.buckets[index])
+        return totals, merged
+
+
+class Statistics:
+    """The daemon's statistics engine; ``clock`` is injectable (monotonic seconds)."""
+
+    def __init__(self, max_operations: int, max_models: int, max_series: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.registry = SeriesRegistry(max_operations, max_models, max_series)
+        self.capacity = 16
+        self.ring = SecondRing(self.capacity)
+        self.interval = Accumulator(self.capacity)
+        self.since_start = Accumulator(self.capacity)
+        self.all_time = np.zeros(self.capacity, np.int64)  # survives restarts (state file)
+        self.started = int(clock())
+        self.interval_started = clock()
+
+    # -- input -----------------------------------------------------------------------------
+    def add(self, records: np.ndarray, op_names: np.ndarray, model_names: np.ndarray) -> None:
+        """Count one batch of valid operation records (kinds 0 and 1)."""
+        if len(records) == 0:
+            return
+        sids = self.registry.series_ids(op_names, model_names)
+        self._ensure_capacity(len(self.registry))
+        width = self.capacity
+        now = int(self.clock())
+        seconds = np.minimum(records["ts_ns"] // 1_000_000_000, now).astype(np.int64)
+        distinct, local = np.unique(seconds, return_inverse=True)
+        arrays, keys, counts = _reduce(records, sids, local, len(distinct), width)
+        span = width * H.METRICS * H.BLOCK
+        bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span)
+        total = _blank((width,))
+        for position, second in enumerate(distinct.tolist()):
+            part = {f: a[position] for f, a in arrays.items()}
+            part_keys = keys[bounds[position] : bounds[position + 1]] - position * span
+            part_counts = counts[bounds[position] : bounds[position + 1]]
+            _combine(total, part)
+            if second > now - RING_SECONDS:
+                index = self.ring.slot(second)
+                _combine({f: a[index] for f, a in self.ring.arrays.items()}, part)
+                self.ring.buckets[index].add(part_keys, part_counts)
+            self.interval.buckets.add(part_keys, part_counts)
+        _combine(self.interval.arrays, total)
+        self.all_time += total["count"].astype(np.int64)
+
+    def _ensure_capacity(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = max(needed, 2 * self.capacity)
+        for store in (self.ring, self.interval, self.since_start):
+            store.grow(capacity)
+        self.all_time = np.concatenate([self.all_time, np.zeros(capacity - self.capacity,
+                                                                 np.int64)])
+        self.capacity = capacity
+
+    def load_all_time(self, rows: list[dict[str, object]]) -> None:
+        """Restore the all-time counts an earlier daemon saved."""
+        for row in rows:
+            op = np.array([self.registry.name_id(str(row["operation"]))])
+            model = np.array([self.registry.name_id(str(row["model"]))])
+            sid = int(self.registry.series_ids(op, model)[0])
+            self._ensure_capacity(len(self.registry))
+            self.all_time[sid] += int(row["count"])  # type: ignore[call-overload]
+
+    # -- output ----------------------------------------------------------------------------
+    def operations(self) -> list[dict[str, object]]:
+        """Every series with its all-time count and its statistics per window."""
+        now = int(self.clock())
+        uptime = max(1, now - self.started + 1)
+        windows = {}
+        for name, seconds in WINDOWS:
+            arrays, buckets = self.ring.window(now, seconds)
+            windows[name] = _describe(arrays, buckets, min(seconds, uptime), len(self.registry))
+        since = Accumulator(self.capacity)
+        since.add_accumulator(self.since_start)
+        since.add_accumulator(self.interval)
+        windows["since_start"] = _describe(since.arrays, since.buckets,
+                                           max(self.clock() - self.started, 1.0),
+                                           len(self.registry))
+        rows = []
+        for sid in range(len(self.registry)):
+            operation, model = self.registry.label(sid)
+            rows.append({
+                "operation": operation, "model": model, "count": int(self.all_time[sid]),
+                "windows": {name: stats[sid] for name, stats in windows.items()},
+            })
+        rows.sort(key=lambda row: -row["count"])
+        return rows
+
+    def close_interval(self) -> tuple[float, list[dict[str, object]]]:
+        """Statistics of every series since the last call, then fold them into since-start.
+
+        Returns (interval length in seconds, [{operation, model, stats}]) for series with
+        events in the interval.
+        """
+        now = self.clock()
+        span = max(now - self.interval_started, 1e-3)
+        described = _describe(self.interval.arrays, self.interval.buckets, span,
+                              len(self.registry))
+        rows = []
+        for sid in np.flatnonzero(self.interval.arrays["count"][: len(self.registry)]):
+            operation, model = self.registry.label(int(sid))
+            rows.append({"operation": operation, "model": model, "stats": described[int(sid)]})
+        self.since_start.add_accumulator(self.interval)
+        self.interval = Accumulator(self.capacity)
+        self.interval_started = now
+        return span, rows
+
+    def cardinality(self) -> dict[str, object]:
+        registry = self.registry
+        return {
+            "operations": len(registry.operations) - 1, "models": len(registry.models) - 2,
+            "series": len(registry), "max_operations": registry.max_operations,
+            "max_models": registry.max_models, "max_series": registry.max_series,
+            "overflow_events": dict(registry.overflow),
+        }
+
+
+def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: int,
+            width: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per (second, series) totals as [seconds, width] arrays, and the bucket counts with
+    keys offset by second (second * width * METRICS * BLOCK + key)."""
+    index = local * width + sids
+    size = seconds * width
+    arrays = _blank((size,))
+
+    def total(name: str, where: np.ndarray | None = None, values: np.ndarray | None = None):
+        at = index if where is None else index[where]
+        arrays[name] = np.bincount(at, weights=values, minlength=size).astype(np.float64)
+
+    def extreme(name: str, where: np.ndarray | None, values: np.ndarray, ufunc) -> None:
+        at = index if where is None else index[where]
+        ufunc.at(arrays[name], at, values)
+
+    latency = records["latency_ms"]
+    total("count")
+    total("successes", values=records["success"].astype(np.float64))
+    total("lat_sum", values=latency)
+    extreme("lat_min", None, latency, np.minimum)
+    extreme("lat_max", None, latency, np.maximum)
+    quality = records["quality"].astype(np.float64)
+    has_quality = ~np.isnan(quality)
+    total("q_count", has_quality)
+    total("q_sum", has_quality, quality[has_quality])
+    extreme("q_min", has_quality, quality[has_quality], np.minimum)
+    extreme("q_max", has_quality, quality[has_quality], np.maximum)
+    cache = records["cache_hit"]
+    total("cache_lookups", cache != L.CACHE_ABSENT)
+    total("cache_hits", cache == L.CACHE_HIT)
+    second_keys = local.astype(np.int64) * (width * H.METRICS * H.BLOCK)
+    keys = [second_keys + H.keys_for(sids, H.LATENCY, H.log_buckets(latency)),
+            second_keys[has_quality]
+            + H.keys_for(sids[has_quality], H.QUALITY, H.quality_buckets(quality[has_quality]))]
+    extended = records["kind"] == L.KIND_EXTENDED
+    if extended.any():
+        for metric, field, prefix in ((H.TTFT, "ttft_ms", "ttft"), (H.QUEUE, "queue_ms", "queue")):
+            values = records[field].astype(np.float64)
+            present = extended & ~np.isnan(values)
+            total(f"{prefix}_count", present)
+            total(f"{prefix}_sum", present, values[present])
+            extreme(f"{prefix}_min", present, values[present], np.minimum)
+            extreme(f"{prefix}_max", present, values[present], np.maximum)
+            keys.append(second_keys[present]
+                        + H.keys_for(sids[present], metric, H.log_buckets(values[present])))
+        for field in ("tokens_in", "tokens_out"):
+            values = records[field]
+            present = extended & (values != L.TOKENS_ABSENT)
+            total(field, present, values[present].astype(np.float64))
+    unique, counts = H.count_keys(np.concatenate(keys))
+    shaped = {f: a.reshape(seconds, width) for f, a in arrays.items()}
+    return shaped, unique, counts
+
+
+def _describe(arrays: dict[str, np.ndarray], buckets: H.Sparse, span: float, series: int
+              ) -> list[dict[str, object]]:
+    """One stats dict per series (index = series id) from totals, buckets and a span."""
+    keys, counts = buckets.items()
+    distributions, _totals, values = H.grouped_quantiles(keys, counts, (*_QS, _QUALITY_P10))
+    quantiles: dict[int, np.ndarray] = dict(zip(distributions.tolist(), values, strict=True))
+    columns = {f: a[:series].tolist() for f, a in arrays.items()}
+    return [_series_stats(columns, sid, quantiles, span) for sid in range(series)]
+
+
+def _series_stats(c: dict[str, list[float]], sid: int, quantiles: dict[int, np.ndarray],
+                  span: float) -> dict[str, object]:
+    count = int(c["count"][sid])
+    successes = int(c["successes"][sid])
+    base = sid * H.METRICS
+
+    def distribution(metric: int, prefix: str, n: float) -> dict[str, object]:
+        low, high = c[f"{prefix}_min"][sid], c[f"{prefix}_max"][sid]
+        out: dict[str, object] = {
+            "mean": _round(c[f"{prefix}_sum"][sid] / n) if n else None,
+            "min": _round(low) if n else None, "max": _round(high) if n else None,
+        }
+        found = quantiles.get(base + metric)
+        for column, (name, _) in enumerate(PERCENTILES):
+            # Clamp into the exact [min, max]: exact at the ends, never outside the data.
+            out[name] = _round(min(max(found[column], low), high)) if n and found is not None \
+                else None
+        return out
+
+    quality_n = c["q_count"][sid]
+    found = quantiles.get(base + H.QUALITY)
+    lookups = int(c["cache_lookups"][sid])
+    ttft_n, queue_n = c["ttft_count"][sid], c["queue_count"][sid]
+    tokens_in, tokens_out = int(c["tokens_in"][sid]), int(c["tokens_out"][sid])
+    return {
+        "count": count, "successes": successes, "errors": count - successes,
+        "error_rate": _round(1 - successes / count) if count else None,
+        "throughput_per_s": _round(count / span),
+        "latency_ms": distribution(H.LATENCY, "lat", count),
+        "quality": {
+            "count": int(quality_n),
+            "mean": _round(c["q_sum"][sid] / quality_n) if quality_n else None,
+            "min": _round(c["q_min"][sid]) if quality_n else None,
+            "p10": _round(min(max(found[-1], c["q_min"][sid]), c["q_max"][sid]))
+            if quality_n and found is not None else None,
+        },
+        "cache": {"lookups": lookups, "hits": int(c["cache_hits"][sid]),
+                  "hit_rate": _round(c["cache_hits"][sid] / lookups) if lookups else None},
+        "ttft_ms": {"count": int(ttft_n), **distribution(H.TTFT, "ttft", ttft_n)},
+        "queue_ms": {"count": int(queue_n), **distribution(H.QUEUE, "queue", queue_n)},
+        "tokens": {"in_total": tokens_in, "out_total": tokens_out,
+                   "in_per_s": _round(tokens_in / span), "out_per_s": _round(tokens_out / span)},
+    }
+
+
+def _round(value: float) -> float:
+    return round(float(value), 6)

@@ -1,0 +1,114 @@
+"""A workload whose true statistics the test knows, through real producers and a real daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import events_total
+
+from ai_analytics.daemon import histogram as H
+
+WORKLOAD = """
+import json, sys, threading
+from ai_analytics import client
+worker = int(sys.argv[1])
+
+def run(thread):
+    for i in range(2000):
+        latency = 1.0 + (i * 7919 % 2000) * 0.5          # 1.0 .. 1000.5 ms, each value once
+        client.emit("generate", latency, model="llama", success=i % 10 != 0,
+                    quality=None if i % 2 else (i % 100) / 100,
+                    cache_hit=None if i % 3 else i % 6 == 0,
+                    ttft_ms=latency / 10, tokens_in=100, tokens_out=i % 50)
+        client.emit("embed", 2.0, model="bge")
+    client.cache_state("prompt-cache", size=100 * (worker + 1), evictions=5)
+
+threads = [threading.Thread(target=run, args=(t,)) for t in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+"""
+
+
+def expected() -> dict:
+    """The true statistics of the workload, computed with numpy."""
+    i = np.arange(2000)
+    latency = 1.0 + (i * 7919 % 2000) * 0.5
+    quality = np.where(i % 2 == 0, (i % 100) / 100, np.nan)
+    lookups = i % 3 == 0
+    per = {"latency": latency, "quality": quality[~np.isnan(quality)],
+           "errors": int((i % 10 == 0).sum()), "lookups": int(lookups.sum()),
+           "hits": int((lookups & (i % 6 == 0)).sum()), "tokens_out": int((i % 50).sum())}
+    return per
+
+
+def test_snapshot_statistics_match_the_known_workload(daemon_factory, namespace):
+    """3 processes x 2 threads emit a workload with known values: the snapshot's counts,
+    error rate, means, extremes, percentiles (within 1 %), quality, cache hit rate, LLM
+    fields, caches and model view all match."""
+    daemon = daemon_factory()
+    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKLOAD, str(w)], env=env)
+             for w in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    state = daemon.state_after(lambda s: s["lanes"] == [] and s["events"]["received"] == 24006,
+                               what="all events drained")
+    assert events_total(state) == 24006 and state["events"]["invalid"] == 0
+    truth = expected()
+    rows = {(r["operation"], r["model"]): r for r in state["operations"]}
+    assert set(rows) == {("generate", "llama"), ("embed", "bge")}
+    for window in ("1m", "5m", "since_start"):
+        gen = rows[("generate", "llama")]["windows"][window]
+        n = 6 * 2000
+        assert gen["count"] == n and gen["errors"] == 6 * truth["errors"]
+        assert gen["error_rate"] == pytest.approx(truth["errors"] / 2000)
+        lat = gen["latency_ms"]
+        assert lat["mean"] == pytest.approx(truth["latency"].mean())
+        assert (lat["min"], lat["max"]) == (1.0, 1000.5)
+        all_latency = np.tile(truth["latency"], 6)
+        for name, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p999", 99.9)):
+            exact = np.percentile(all_latency, q, method="inverted_cdf")
+            assert abs(lat[name] - exact) / exact <= H.RELATIVE_ERROR * (1 + 1e-9), name
+        quality = gen["quality"]
+        assert quality["count"] == 6 * len(truth["quality"])
+        assert quality["mean"] == pytest.approx(truth["quality"].mean())
+        p10 = np.percentile(np.tile(truth["quality"], 6), 10, method="inverted_cdf")
+        assert abs(quality["p10"] - p10) <= 0.0005 + 1e-9
+        cache = gen["cache"]
+        assert (cache["lookups"], cache["hits"]) == (6 * truth["lookups"], 6 * truth["hits"])
+        assert gen["ttft_ms"]["count"] == n
+        assert gen["ttft_ms"]["mean"] == pytest.approx(truth["latency"].mean() / 10)
+        assert gen["tokens"]["in_total"] == 100 * n
+        assert gen["tokens"]["out_total"] == 6 * truth["tokens_out"]
+        embed = rows[("embed", "bge")]["windows"][window]
+        assert embed["count"] == n and embed["latency_ms"]["p99"] == 2.0
+        assert embed["cache"]["hit_rate"] is None and embed["quality"]["count"] == 0
+    models = {m["model"]: m for m in state["models"]}
+    assert models["llama"]["windows"]["since_start"]["error_rate"] == pytest.approx(0.1)
+    assert models["bge"]["windows"]["since_start"]["inference_ms_mean"] == 2.0
+    (cache,) = state["caches"]
+    assert cache["name"] == "prompt-cache" and cache["evictions_total"] == 30
+    assert cache["size"] is None  # its reporting lanes are gone: their share left with them
+    assert daemon.stop() == 0
+
+
+def test_concurrent_reader_never_sees_a_partial_snapshot(daemon_factory, namespace):
+    """A reader polling state.json while the daemon rewrites it many times a second always
+    parses a whole document."""
+    daemon = daemon_factory(snapshot_interval_seconds=0.05)
+    path = daemon.state_dir / "state.json"
+    writes = set()
+    reads = 0
+    deadline = time.monotonic() + 20
+    while len(writes) < 20 and time.monotonic() < deadline:
+        document = json.loads(path.read_text())
+        assert document["schema_version"] >= 1 and "events" in document
+        writes.add(document["written_unix"])
+        reads += 1
+    assert len(writes) >= 20 and reads > 100  # the file really was replaced while we read
+    assert daemon.stop() == 0
