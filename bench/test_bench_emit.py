@@ -23,8 +23,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from ai_analytics import client
 from emit_bench import MODEL, OP, DrainBench, Lanes, bare, lane_in_place, noop, remove_segments
+
+from ai_analytics import client
 
 _serial = itertools.count()
 DRAIN_CAPACITY = 65536

@@ -93,3 +93,58 @@ def demo(duration: float, workers: int, rate: int) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(duration, workers, rate))
+
+
+def _check_since(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from .history import parse_duration
+
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--since", default="1h", show_default=True, callback=_check_since,
+              metavar="DURATION", help="How far back to look: 90s, 15m, 1h, 2d, 1w or seconds.")
+@click.option("--operation", default=None, help="Only the series of this operation.")
+@click.option("--model", default=None, help="Only the series of this model.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="At most this many rows, the newest (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
+def history(config_path: str | None, since: str, operation: str | None, model: str | None,
+            limit: int | None, as_json: bool) -> None:
+    """Show the statistics ai-analyticsd recorded per operation and model, oldest first.
+
+    Exit status: 0, also when no row matches; 3 when there is no history (ai-analyticsd has
+    not run with this config).
+    """
+    import time
+
+    from .history import history_path, parse_duration, read_history, render_table
+
+    config = _load(config_path)
+    since_unix = time.time() - parse_duration(since)
+    try:
+        rows = read_history(config.state_dir, since_unix, operation, model, limit)
+    except StateError as exc:
+        click.echo(f"ai-analytics: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    if rows is None:
+        click.echo(
+            f"ai-analytics: no history in {history_path(config.state_dir)}: ai-analyticsd has "
+            f"not run with this config (namespace {config.namespace!r})",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_RUNNING)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(render_table(rows))
+    if not rows:
+        only = "".join(f" for {name} {value!r}" for name, value in
+                       (("operation", operation), ("model", model)) if value is not None)
+        click.echo(f"ai-analytics: no history rows in the last {since}{only}", err=True)
+    sys.exit(EXIT_OK)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Literal, get_args
 
 import yaml
+
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import NAMESPACE_ENV, NAMESPACE_PATTERN, namespace_from_env
 

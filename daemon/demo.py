@@ -12,6 +12,7 @@ import tempfile
 import time
 
 import click
+
 from ai_analytics.client._segments import SHM_DIR
 
 from .config import config_from_mapping

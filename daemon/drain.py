@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from ai_analytics.client import _layout as L
 
 from .caches import CacheStates

@@ -13,6 +13,7 @@ import os
 import stat
 
 import numpy as np
+
 from ai_analytics.client import _layout as L
 
 from .records import RECORD_DTYPE, name_slots

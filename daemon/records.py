@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from ai_analytics.client import _layout as L
 
 _NUMPY_CODES = {"Q": "<u8", "d": "<f8", "f": "<f4", "H": "<u2", "B": "u1", "I": "<u4"}

@@ -22,8 +22,10 @@ from .config import Config
 from .control import publish_control, withdraw_control
 from .drain import Drainer
 from .errors import AnalyticsError, StateError
+from .history import HistoryStore
 from .lanes import LaneSet, Outcomes, SavedLane
 from .rates import CounterRates
+from .resources import ResourceSampler
 from .snapshot import build_document
 from .state import read_state, write_state
 from .stats import Statistics
@@ -59,6 +61,7 @@ class AlreadyRunning(AnalyticsError):
 
 
 OUTCOME_RATES = ("received", "dropped", "overwritten", "invalid")
+RETENTION_INTERVAL_SECONDS = 60.0
 
 
 class Daemon:
@@ -72,11 +75,14 @@ class Daemon:
                                 clock)
         self.caches = CacheStates(config.max_operations)
         self.outcome_rates = CounterRates(OUTCOME_RATES)
-        self.saves_failed = 0
-        self.resources = None
+        self.sink_failures = {"state": 0, "history": 0}
+        self.resources = ResourceSampler(config, clock)
         self._lock_fd = -1
         self.lanes = self._restore(read_state(config.state_dir))
         self.drainer = Drainer(self.lanes, self.stats, self.caches, config.batch_size)
+        self.history = HistoryStore(config.state_dir, config.history_max_age_seconds,
+                                    config.history_max_megabytes)
+        self._next_retention = 0.0
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -139,6 +145,7 @@ class Daemon:
         self._take_namespace()
         publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
                         cfg.on_full == "overwrite")
+        self.resources.start()
         log.info("ai-analyticsd %s draining namespace %r (state in %s)", package_version(),
                  cfg.namespace, cfg.state_dir)
         next_scan = next_save = 0.0
@@ -148,6 +155,8 @@ class Daemon:
                 now = time.monotonic()
                 if now >= next_scan or shm.changed():  # a new lane: attach it at once
                     self.lanes.scan()
+                    self.resources.set_worker_pids(
+                        {lane.ident.pid for lane in self.lanes if lane.state == "live"})
                     next_scan = now + cfg.discovery_interval_seconds
                 self.drain()
                 self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
@@ -166,6 +175,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.stop_timeout_seconds
+        # The samplers' threads never hold up the stop: at most a second, then left behind.
+        self.resources.stop(min(1.0, self.config.stop_timeout_seconds / 4))
         try:
             self.lanes.scan()
             while time.monotonic() < deadline and self.drain(deadline) > 0:
@@ -174,6 +185,7 @@ class Daemon:
             self.save(running=False)
         finally:
             withdraw_control(self.config.namespace)
+            self.history.close()
             self.lanes.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
@@ -201,13 +213,30 @@ class Daemon:
         return build_document(self, running)
 
     def save(self, running: bool) -> bool:
-        """Write the state file; unlink reclaimed lanes only once it is safely written."""
+        """Write the snapshot and its history rows; unlink reclaimed lanes only once a state
+        file that counts them is safely written."""
+        document = self.document(running)
         try:
-            write_state(self.config.state_dir, self.document(running))
+            write_state(self.config.state_dir, document)
         except StateError as exc:
-            self.saves_failed += 1
-            if self.saves_failed == 1 or self.saves_failed % 100 == 0:
-                log.error("%s (failure %d; draining goes on)", exc, self.saves_failed)
-            return False
-        self.lanes.unlink_finished()
-        return True
+            self._sink_failed("state", exc)
+            saved = False
+        else:
+            self.lanes.unlink_finished()
+            saved = True
+        span, rows = self.stats.close_interval()
+        try:
+            self.history.append(float(document["written_unix"]), span, document["events"], rows)
+            if time.monotonic() >= self._next_retention:
+                self.history.enforce_retention()
+                self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
+        except StateError as exc:
+            self._sink_failed("history", exc)
+        return saved
+
+    def _sink_failed(self, sink: str, exc: StateError) -> None:
+        """Count a failed write; log the first and then every 100th, never stop draining."""
+        self.sink_failures[sink] += 1
+        failures = self.sink_failures[sink]
+        if failures == 1 or failures % 100 == 0:
+            log.error("%s (%s write failure %d; draining goes on)", exc, sink, failures)

@@ -25,7 +25,7 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
     uptime = max(1, now - int(daemon.started) + 1)
     cfg = daemon.config
     lanes = list(daemon.lanes)
-    resources = daemon.resources.snapshot() if daemon.resources is not None else None
+    resources = daemon.resources.snapshot()
     operations = daemon.stats.operations()
     restore = daemon.lanes.saved_state()
     restore["cardinality_overflow"] = dict(daemon.stats.registry.overflow)
@@ -42,7 +42,7 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "uptime_seconds": round(daemon.clock() - daemon.started, 3),
             "on_full": cfg.on_full, "max_queue_size": cfg.max_queue_size,
             "batch_size": cfg.batch_size, "batch_timeout_seconds": cfg.batch_timeout_seconds,
-            **(resources["daemon"] if resources else {}),
+            **resources["daemon"],
         },
         "events": daemon.lanes.totals().as_dict(),
         "lanes": [lane.status() for lane in lanes],
@@ -53,9 +53,8 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
         },
         "operations": operations,
         "models": model_summary(
-            operations, lanes, daemon.stats.registry,
-            daemon.resources.rss_by_pid() if daemon.resources is not None else {},
-            daemon.resources.gpu_memory_by_pid() if daemon.resources is not None else {},
+            operations, lanes, daemon.stats.registry, daemon.resources.rss_by_pid(),
+            daemon.resources.gpu_memory_by_pid(),
         ),
         "caches": daemon.caches.snapshot(now, uptime),
         "cardinality": daemon.stats.cardinality(),
@@ -70,7 +69,8 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "batches": drainer.batches, "records": drainer.records,
             "last_batch": drainer.last_batch,
             "series_overflow_events": daemon.stats.registry.overflow["series"],
-            "state_writes_failed": daemon.saves_failed,
+            "state_writes_failed": daemon.sink_failures["state"],
+            "history_writes_failed": daemon.sink_failures["history"],
         },
         "resources": resources,
         "restore": restore,

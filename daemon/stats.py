@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from ai_analytics.client import _layout as L
 
 from . import histogram as H

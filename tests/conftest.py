@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from helpers import DaemonProcess, remove_namespace, write_config
 
 _serial = itertools.count()

@@ -9,9 +9,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
 from ai_analytics.daemon import cli
 from ai_analytics.daemon import main as daemon_main
-from click.testing import CliRunner
 
 VERSION = version("ai-analytics")
 EXIT_NOT_RUNNING = 3

@@ -16,9 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import pytest
+
 from ai_analytics import client
 from ai_analytics.client import AIOperationType
 from ai_analytics.client import _layout as L
+
 from helpers import lane_names, run_python
 
 CAPACITY = 8192  # a lane's capacity when no daemon publishes another one

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import pytest
 import yaml
+from click.testing import CliRunner
+
 from ai_analytics.daemon import cli
 from ai_analytics.daemon.config import (
     SETTINGS,
@@ -25,7 +27,6 @@ from ai_analytics.daemon.config import (
     load_config,
 )
 from ai_analytics.daemon.errors import AnalyticsError
-from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "config.yaml"

@@ -11,6 +11,7 @@ import time
 
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import Lane, LaneGeometry
+
 from helpers import (
     SHM_DIR,
     events_total,

@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 from ai_analytics.client import _layout as L
+
 from helpers import SHM_DIR, events_total, lane_names, run_python, shm_names
 
 

@@ -10,9 +10,10 @@ import time
 
 import numpy as np
 import pytest
-from helpers import events_total
 
 from ai_analytics.daemon import histogram as H
+
+from helpers import events_total
 
 WORKLOAD = """
 import json, sys, threading
@@ -111,4 +112,61 @@ def test_concurrent_reader_never_sees_a_partial_snapshot(daemon_factory, namespa
         writes.add(document["written_unix"])
         reads += 1
     assert len(writes) >= 20 and reads > 100  # the file really was replaced while we read
+    assert daemon.stop() == 0
+
+
+def test_history_rows_add_up_to_the_workload(daemon_factory, namespace, make_config):
+    """Every received event lands in exactly one history row: `ai-analytics history --json`
+    sums to the workload, and the filters select series."""
+    config = make_config()
+    daemon = daemon_factory(config)
+    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKLOAD, str(w)], env=env)
+             for w in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    daemon.state_after(lambda s: s["lanes"] == [] and s["events"]["received"] == 16004,
+                       what="drain")
+    assert daemon.stop() == 0
+    cli = [str(os.path.join(os.path.dirname(sys.executable), "ai-analytics")), "history",
+           "--config", str(config), "--json", "--since", "1h"]
+    rows = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
+    totals: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["operation"], row["model"])
+        totals[key] = totals.get(key, 0) + row["count"]
+    assert totals == {("generate", "llama"): 8000, ("embed", "bge"): 8000}
+    assert sum(r["errors"] for r in rows if r["operation"] == "generate") == 800
+    assert all(r["latency_p99_ms"] == 2.0 for r in rows if r["operation"] == "embed")
+    only = json.loads(subprocess.run([*cli, "--operation", "embed"], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert {r["operation"] for r in only} == {"embed"} and len(only) < len(rows)
+
+
+def test_model_view_carries_worker_memory(daemon_factory, namespace):
+    """The model entry lists the live worker processes that emitted for it, with their RSS
+    sampled by the resource thread; system CPU and memory are in the snapshot too."""
+    daemon = daemon_factory(process_interval_seconds=0.2, resource_interval_seconds=0.2)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom ai_analytics import client\n"
+         "client.emit('generate', 5.0, model='resident')\nprint('ok', flush=True)\n"
+         "sys.stdin.readline()"],
+        env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "ok"
+
+        def ready(state: dict) -> bool:
+            models = {m["model"]: m for m in state["models"]}
+            entry = models.get("resident")
+            return bool(entry and entry["rss_bytes"])
+
+        state = daemon.state_after(ready, what="worker RSS in the model view")
+        (entry,) = [m for m in state["models"] if m["model"] == "resident"]
+        assert [p["pid"] for p in entry["processes"]] == [worker.pid]
+        assert entry["rss_bytes"] > 1_000_000
+        system = state["resources"]["system"]
+        assert system["memory_total_bytes"] > 0 and system["stale"] is False
+        assert state["resources"]["gpu"]["available"] in (True, False)
+    finally:
+        worker.communicate("\n", timeout=30)
     assert daemon.stop() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import Lane, LaneGeometry
+
 from helpers import events_total, run_python
 
 
