@@ -161,10 +161,9 @@ def test_untrusted_and_world_writable_segments_are_refused(daemon_factory, names
     os.chown(os.path.join(SHM_DIR, foreign), 54321, -1)
     os.chmod(os.path.join(SHM_DIR, loose), 0o666)
     daemon = daemon_factory()
-    wait_for(lambda: "world-writable" in daemon.log(), what="refusal")
-    log = daemon.log()
-    assert f"ignoring segment {foreign}: owned by uid 54321, which is not trusted" in log
-    assert f"ignoring segment {loose}: world-writable (mode 666)" in log
+    expected = [f"ignoring segment {foreign}: owned by uid 54321, which is not trusted",
+                f"ignoring segment {loose}: world-writable (mode 666)"]
+    wait_for(lambda: all(line in daemon.log() for line in expected), what="both refusals")
     assert daemon.stop() == 0
     assert daemon.state()["events"]["received"] == 0
 

@@ -13,7 +13,7 @@ import pytest
 
 from ai_analytics.daemon import histogram as H
 
-from helpers import events_total
+from helpers import events_total, wait_for
 
 WORKLOAD = """
 import json, sys, threading
@@ -103,6 +103,7 @@ def test_concurrent_reader_never_sees_a_partial_snapshot(daemon_factory, namespa
     parses a whole document."""
     daemon = daemon_factory(snapshot_interval_seconds=0.05)
     path = daemon.state_dir / "state.json"
+    wait_for(path.exists, what="the first snapshot")
     writes = set()
     reads = 0
     deadline = time.monotonic() + 20
