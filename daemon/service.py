@@ -212,6 +212,10 @@ class Daemon:
         """Everything the daemon knows, as written to the state file and shown by status."""
         return build_document(self, running)
 
+    def get_performance_snapshot(self) -> dict[str, object]:
+        """The snapshot document, computed now (the structure docs/snapshot.md describes)."""
+        return self.document(running=not self.stop_requested.is_set())
+
     def save(self, running: bool) -> bool:
         """Write the snapshot and its history rows; unlink reclaimed lanes only once a state
         file that counts them is safely written."""

@@ -48,6 +48,13 @@ def load_status(config: Config) -> StatusReport:
     return StatusReport(running, document)
 
 
+def get_performance_snapshot(config: Config | None = None) -> dict[str, object] | None:
+    """The latest snapshot of the daemon that ``config`` describes (defaults: the built-in
+    config and $AI_ANALYTICS_NAMESPACE), or None if it has never written one. Inside the
+    daemon's own process, ``Daemon.get_performance_snapshot()`` computes it afresh."""
+    return load_status(config or Config()).document
+
+
 def render_text(document: dict[str, object]) -> str:
     """A short human summary; the full operator view is a later addition."""
     events = document["events"]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -171,3 +172,31 @@ def test_model_view_carries_worker_memory(daemon_factory, namespace):
     finally:
         worker.communicate("\n", timeout=30)
     assert daemon.stop() == 0
+
+
+def test_get_performance_snapshot_in_process_and_from_file(namespace, make_config):
+    """The in-process API returns the same structure as the snapshot file: a Daemon built
+    in this process computes it afresh; get_performance_snapshot(config) reads the file."""
+    from ai_analytics import client
+    from ai_analytics.daemon import Daemon, get_performance_snapshot, load_config
+
+    config = load_config(make_config())
+    daemon = Daemon(config)
+    try:
+        # A thread of its own: the lane belongs to it and to this test's namespace only.
+        worker = threading.Thread(target=lambda: [client.emit("inline", 1.0 + i, model="m")
+                                                  for i in range(50)])
+        worker.start()
+        worker.join()
+        daemon.lanes.scan()
+        daemon.drain()
+        live = daemon.get_performance_snapshot()
+        assert daemon.save(running=True)
+    finally:
+        daemon.history.close()
+        daemon.lanes.close()
+    stored = get_performance_snapshot(config)
+    assert set(live) == set(stored)
+    (row,) = live["operations"]
+    assert row["operation"] == "inline" and row["windows"]["since_start"]["count"] == 50
+    assert stored["operations"][0]["windows"]["10s"]["latency_ms"]["max"] == 50.0
