@@ -1,7 +1,7 @@
 """The daemon's state file: written atomically, read by ``ai-analytics status`` and by the
 next daemon, which restores its counters from it.
 
-The schema is documented in docs/state.md; ``SCHEMA_VERSION`` changes with it.
+The schema is documented in docs/snapshot.md; ``SCHEMA_VERSION`` changes with it.
 """
 
 from __future__ import annotations
