@@ -39,7 +39,7 @@ collector is off while a loop is timed, as in ``timeit``):
     validate the arguments, count the drop). The full lane is a second lane of this thread,
     put in place of the live one in the client's thread-local between timed loops.
 ``drain``
-    The daemon's own ``Daemon._drain_batch`` (read, name table, validate, count, commit) over
+    The daemon's own ``Drainer._batch`` (read, name table, validate, count, commit, statistics) over
     one lane of ``--drain-capacity`` records written by emit (a mix of 4 operations, 3 models
     and 1 in 8 extended records). Between batches the tail (the reader's and the shared one)
     is put back to 0, so each batch re-reads the same, still valid, full ring. Reported per
@@ -322,10 +322,11 @@ def fill_for_drain(lane: Lane) -> None:
 
 
 class DrainBench:
-    """A real daemon (its ``_drain_batch``) over one full lane that is re-read batch after batch."""
+    """A real daemon (its ``Drainer._batch``) over one full lane, re-read batch after batch."""
 
     def __init__(self, namespace: str, capacity: int) -> None:
         from ai_analytics.daemon.config import Config  # numpy comes in here, not earlier
+        from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
         from ai_analytics.daemon.service import Daemon
 
         self.namespace = namespace
@@ -339,6 +340,7 @@ class DrainBench:
             batch_size=capacity,
             max_queue_size=capacity,
         )
+        keep_temporaries_on_heap()  # as ai-analyticsd does at start
         self.daemon = Daemon(config)
         self.daemon.lanes.scan()
         tracked = list(self.daemon.lanes)
@@ -353,7 +355,7 @@ class DrainBench:
         self.reader.q[L.Q_TAIL] = 0
 
     def batch(self) -> int:
-        return self.daemon._drain_batch()
+        return self.daemon.drainer._batch()
 
     def time_batches(self, batches: int) -> float:
         """ns per record over ``batches`` full-ring batches (each checked: all taken, all valid)."""
@@ -363,7 +365,7 @@ class DrainBench:
             self.rewind()
             received = self.lane.received
             t0 = clock()
-            taken = self.daemon._drain_batch()
+            taken = self.daemon.drainer._batch()
             total += clock() - t0
             if taken != self.capacity or self.lane.received - received != self.capacity:
                 raise RuntimeError(

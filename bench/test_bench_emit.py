@@ -6,7 +6,7 @@ plain ``pytest`` never runs these; run them with::
     .venv/bin/pytest bench/ --benchmark-only
 
 Cases ``noop``, ``bare``, ``emit``, ``emit_extended`` and ``emit_drop`` are one call each and
-print side by side in the group ``emit``; ``drain`` is one ``Daemon._drain_batch`` over a full
+print side by side in the group ``emit``; ``drain`` is one ``Drainer._batch`` over a full
 lane of 65536 records (group ``drain``, M records/s in its ``extra_info``). What each case is
 and why is in the docstring of ``bench/emit_bench.py``, which this module shares its pieces
 with. One difference: pytest-benchmark cannot run code between calls, so the live lane here is
@@ -99,7 +99,7 @@ def test_emit_drop(benchmark, lanes: Lanes) -> None:
 
 @pytest.mark.benchmark(group="drain")
 def test_drain(benchmark, namespace: str) -> None:
-    """The daemon's _drain_batch over a full ring of emitted records, re-read each round."""
+    """The daemon's Drainer._batch over a full ring of emitted records, re-read each round."""
     drain = DrainBench(f"{namespace}-drain", DRAIN_CAPACITY)
     try:
         taken = benchmark.pedantic(drain.batch, setup=drain.rewind, rounds=30, warmup_rounds=2)

@@ -57,7 +57,9 @@ class Drainer:
                 break
             budget -= self._lane(lane, budget, parts)
         taken = self.batch_size - budget
-        if parts:
+        if len(parts) == 1:
+            self.stats.add(*parts[0])
+        elif parts:
             records, ops, models = (np.concatenate(column) for column in zip(*parts, strict=True))
             self.stats.add(records, ops, models)
         if taken:
@@ -85,17 +87,19 @@ class Drainer:
         lane.overwritten += drained.lapped
         reader.commit(drained.first_index + len(records), lane.overwritten, lane.invalid)
         lane.drained_since += len(records)
+        gids = reader.global_ids
+        if good == len(records):  # the usual case: no copy
+            valid, ops, models = records, gids[op_slots], gids[model_slots]
+        elif good:
+            valid, ops, models = records[ok], gids[op_slots[ok]], gids[model_slots[ok]]
         if good:
-            valid = records[ok]
-            ops = reader.global_ids[op_slots[ok]]
-            models = reader.global_ids[model_slots[ok]]
             cache = valid["kind"] == L.KIND_CACHE_STATE
             if cache.any():
                 self._cache_states(lane, valid[cache], ops[cache])
                 events = ~cache
                 valid, ops, models = valid[events], ops[events], models[events]
             if len(valid):
-                lane.models_seen.update(np.unique(models).tolist())
+                lane.models_seen.update(np.flatnonzero(np.bincount(models)).tolist())
                 parts.append((valid, ops, models))
         return len(records)
 

@@ -38,11 +38,22 @@ BLOCK = LOG_BUCKETS
 assert QUALITY_BUCKETS <= BLOCK
 
 
+_INV_LOG_GAMMA = 1 / _LOG_GAMMA
+_BUCKET_OFFSET = 1 - math.log(LOG_MIN_MS) * _INV_LOG_GAMMA
+
+
 def log_buckets(values_ms: np.ndarray) -> np.ndarray:
-    """Bucket index of each value (finite, >= 0: the caller filters the rest)."""
-    with np.errstate(divide="ignore"):
-        scaled = np.floor(np.log(np.maximum(values_ms, 0.0) / LOG_MIN_MS) / _LOG_GAMMA) + 1
-    return np.clip(scaled, 0, LOG_BUCKETS - 1).astype(np.int64)
+    """Bucket index of each value (finite, >= 0: the caller filters the rest).
+
+    floor(log(v / LOG_MIN_MS) / log(GAMMA)) + 1, computed in place; truncation stands in
+    for floor because every value that lands below 1 is clipped to bucket 0 anyway.
+    """
+    scaled = np.maximum(values_ms, 1e-300)
+    np.log(scaled, out=scaled)
+    scaled *= _INV_LOG_GAMMA
+    scaled += _BUCKET_OFFSET
+    np.clip(scaled, 0, LOG_BUCKETS - 1, out=scaled)
+    return scaled.astype(np.int64)
 
 
 def log_bucket_values(buckets: np.ndarray) -> np.ndarray:
@@ -106,9 +117,24 @@ class Sparse:
         self._pending = []
 
 
-def count_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique keys and how often each occurs."""
-    return np.unique(keys, return_counts=True)
+# Below this key range, counting by bincount over the range beats sorting the keys.
+_DENSE_RANGE = 1 << 22
+
+
+def count_keys(keys: np.ndarray, counts: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique keys and how often each occurs (weighted by ``counts`` if given)."""
+    if len(keys) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < max(_DENSE_RANGE, 4 * len(keys)):
+        tally = np.bincount(keys - low, weights=counts, minlength=high - low + 1)
+        present = np.flatnonzero(tally)
+        return present + low, tally[present].astype(np.int64)
+    if counts is None:
+        return np.unique(keys, return_counts=True)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
 
 
 def merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -118,10 +144,8 @@ def merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.nd
         return np.empty(0, np.int64), np.empty(0, np.int64)
     if len(parts) == 1:
         return parts[0]
-    keys = np.concatenate([k for k, _ in parts])
-    counts = np.concatenate([c for _, c in parts])
-    unique, inverse = np.unique(keys, return_inverse=True)
-    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+    return count_keys(np.concatenate([k for k, _ in parts]),
+                      np.concatenate([c for _, c in parts]))
 
 
 def grouped_quantiles(

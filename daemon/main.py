@@ -11,6 +11,7 @@ import click
 
 from .config import load_config, log_level_number
 from .errors import ConfigError, StateError
+from .malloc_tuning import keep_temporaries_on_heap
 from .service import AlreadyRunning, Daemon
 from .version import package_version
 
@@ -43,6 +44,7 @@ def main(config_path: str | None) -> None:
         level=log_level_number(config), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_temporaries_on_heap()
     try:
         daemon = Daemon(config)
     except StateError as exc:

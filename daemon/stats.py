@@ -150,7 +150,7 @@ class Statistics:
         width = self.capacity
         now = int(self.clock())
         seconds = np.minimum(records["ts_ns"] // 1_000_000_000, now).astype(np.int64)
-        distinct, local = np.unique(seconds, return_inverse=True)
+        distinct, local = _seconds_index(seconds)
         arrays, keys, counts = _reduce(records, sids, local, len(distinct), width)
         span = width * H.METRICS * H.BLOCK
         bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span)
@@ -241,6 +241,21 @@ class Statistics:
         }
 
 
+def _seconds_index(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct seconds of a batch and each record's index among them. A batch spans a
+    second or two, so an offset from the first second replaces a sort."""
+    first, last = int(seconds.min()), int(seconds.max())
+    if last - first < 64:
+        local = seconds - first
+        present = np.flatnonzero(np.bincount(local, minlength=last - first + 1))
+        if len(present) == last - first + 1:
+            return np.arange(first, last + 1), local
+        remap = np.zeros(last - first + 1, np.int64)
+        remap[present] = np.arange(len(present))
+        return present + first, remap[local]
+    return np.unique(seconds, return_inverse=True)
+
+
 def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: int,
             width: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Per (second, series) totals as [seconds, width] arrays, and the bucket counts with
@@ -257,7 +272,8 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
         at = index if where is None else index[where]
         ufunc.at(arrays[name], at, values)
 
-    latency = records["latency_ms"]
+    # Contiguous copies: ufunc.at on a strided field of the record array is 20x slower.
+    latency = np.ascontiguousarray(records["latency_ms"])
     total("count")
     total("successes", values=records["success"].astype(np.float64))
     total("lat_sum", values=latency)
