@@ -16,9 +16,11 @@ from ai_analytics.client import _layout as L
 
 from .caches import CacheStates
 from .lanes import LaneSet, TrackedLane
-from .records import valid_mask
+from .records import RECORD_DTYPE, valid_mask
 from .series import OTHER_NAME
 from .stats import Statistics
+
+_RAW = np.dtype((np.void, L.RECORD_SIZE))
 
 
 class Drainer:
@@ -60,8 +62,10 @@ class Drainer:
         if len(parts) == 1:
             self.stats.add(*parts[0])
         elif parts:
-            records, ops, models = (np.concatenate(column) for column in zip(*parts, strict=True))
-            self.stats.add(records, ops, models)
+            # Join the records as opaque 64-byte items (one memcpy), not field by field.
+            records = np.concatenate([part[0].view(_RAW) for part in parts]).view(RECORD_DTYPE)
+            self.stats.add(records, np.concatenate([part[1] for part in parts]),
+                           np.concatenate([part[2] for part in parts]))
         if taken:
             self.batches += 1
             self.records += taken

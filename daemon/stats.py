@@ -1,22 +1,28 @@
 """Statistics per (operation, model) series over windows of 10 s, 1 min, 5 min and since
 start, from per-second buckets in a bounded ring. Everything is vectorized numpy.
 
-Exact: counts, successes, errors, sums (so means and rates), minimum and maximum. Bucketed,
-with the bound stated in ``histogram``: latency, time-to-first-token and queue-time
-percentiles (within 1 %), quality percentiles (within 0.0005).
+Exact: counts, successes, errors, sums (so means and rates), minimum and maximum, from
+per-second totals kept for 300 seconds. Bucketed, with the bound stated in ``histogram``:
+latency, time-to-first-token and queue-time percentiles (within 1 %), quality percentiles
+(within 0.005), from bucket counts kept at three resolutions: per second for the 10 s window,
+per 10 s for the 1 min window, per 30 s for the 5 min window (those windows' percentiles
+start on a 10 s or 30 s boundary: they cover 50-60 s and 270-300 s).
 
 Events are placed by their own timestamp (the producer's monotonic clock, which is
-system-wide on Linux), so drain delay does not smear them across seconds. Three stores take
-each batch: the per-second ring (for the windows), and an "interval" accumulator that the
-daemon closes at every snapshot (one history row per series per snapshot: every received
-event is in exactly one row) and folds into the since-start totals.
+system-wide on Linux), so drain delay does not smear them across seconds. Each batch goes to
+the ring (for the windows) and to an "interval" accumulator that the daemon closes at every
+snapshot (one history row per series per snapshot: every received event is in exactly one
+row) and folds into the since-start totals.
 
-Memory: 21 numbers per series per second in the ring (about 50 KiB per series for 5 minutes)
-plus the sparse buckets actually hit; the number of series is capped (see ``series``).
+Memory depends on the number of series, not on the event rate: per series, 21 totals for
+each of 300 seconds (50 KiB) and 26 rows of bucket counts (26 x 13.8 KiB), all allocated and
+touched when the series appears, so a daemon's RSS does not creep up under steady load. The
+number of series is capped (see ``series``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -29,6 +35,8 @@ from .series import SeriesRegistry
 
 RING_SECONDS = 300
 WINDOWS: tuple[tuple[str, int], ...] = (("10s", 10), ("1m", 60), ("5m", 300))
+# Bucket-count rings: (slot length in seconds, slots), one per window.
+BUCKET_RINGS = {"10s": (1, 10), "1m": (10, 6), "5m": (30, 10)}
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999),
 )
@@ -45,7 +53,7 @@ FIELDS = SUM_FIELDS + MIN_FIELDS + MAX_FIELDS
 
 
 def _blank(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    arrays = {f: np.zeros(shape) for f in SUM_FIELDS}
+    arrays = {f: np.full(shape, 0.0) for f in SUM_FIELDS}  # written, so resident (see _touched)
     arrays.update({f: np.full(shape, np.inf) for f in MIN_FIELDS})
     arrays.update({f: np.full(shape, -np.inf) for f in MAX_FIELDS})
     return arrays
@@ -70,59 +78,111 @@ def _combine(into: dict[str, np.ndarray], part: dict[str, np.ndarray]) -> None:
         np.maximum(into[f][..., :width], part[f], out=into[f][..., :width])
 
 
+def _touched(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """Zeros that are resident now: np.zeros alone maps pages lazily, so RSS would creep up
+    as slots are first written, and look like a leak."""
+    array = np.empty(shape, dtype)
+    array.fill(0)
+    return array
+
+
+def _grow_rows(array: np.ndarray, capacity: int, axis: int) -> np.ndarray:
+    shape = list(array.shape)
+    shape[axis] = capacity
+    grown = _touched(tuple(shape), array.dtype.type)
+    grown[tuple(slice(0, n) for n in array.shape)] = array
+    return grown
+
+
 class Accumulator:
-    """Totals per series (1-D arrays) plus their buckets: the interval and since-start."""
+    """Totals and bucket counts per series: the interval, and since start."""
 
     def __init__(self, capacity: int) -> None:
         self.arrays = _blank((capacity,))
-        self.buckets = H.Sparse()
+        self.buckets = _touched((capacity, H.HIST_WIDTH), np.int64)
 
     def grow(self, capacity: int) -> None:
         self.arrays = _grow(self.arrays, capacity)
+        self.buckets = _grow_rows(self.buckets, capacity, 0)
 
-    def add(self, arrays: dict[str, np.ndarray], keys: np.ndarray, counts: np.ndarray) -> None:
-        _combine(self.arrays, arrays)
-        self.buckets.add(keys, counts)
+    def add_buckets(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        self.buckets.reshape(-1)[keys] += counts  # keys are unique: a plain scatter-add
 
     def add_accumulator(self, other: Accumulator) -> None:
-        keys, counts = other.buckets.items()
-        self.add(other.arrays, keys, counts)
+        _combine(self.arrays, other.arrays)
+        self.buckets += other.buckets
+
+    def reset(self) -> None:
+        self.arrays = _blank((len(self.buckets),))
+        self.buckets.fill(0)
+
+
+class BucketRing:
+    """Bucket counts per series in ``slots`` time slots of ``resolution`` seconds."""
+
+    def __init__(self, resolution: int, slots: int, capacity: int) -> None:
+        self.resolution = resolution
+        self.period = np.full(slots, -1, np.int64)  # which period (second // resolution)
+        self.counts = _touched((slots, capacity, H.HIST_WIDTH), np.uint32)
+
+    def grow(self, capacity: int) -> None:
+        self.counts = _grow_rows(self.counts, capacity, 1)
+
+    def add(self, second: int, keys: np.ndarray, counts: np.ndarray) -> None:
+        period = second // self.resolution
+        index = period % len(self.period)
+        if self.period[index] < period:
+            self.period[index] = period
+            self.counts[index] = 0
+        elif self.period[index] > period:
+            return  # older than the ring: only since-start keeps it
+        self.counts[index].reshape(-1)[keys] += counts.astype(np.uint32)
+
+    def window(self, now: int, seconds: int) -> np.ndarray:
+        """Counts summed over the slots whose period overlaps (now - seconds, now]."""
+        last = now // self.resolution
+        first = (now - seconds + 1) // self.resolution
+        chosen = (self.period >= first) & (self.period <= last)
+        return self.counts[chosen].sum(axis=0, dtype=np.int64)
 
 
 class SecondRing:
-    """Per-second totals and buckets for the last RING_SECONDS seconds."""
+    """Per-second totals for the last RING_SECONDS seconds, and a bucket ring per window."""
 
     def __init__(self, capacity: int) -> None:
         self.second = np.full(RING_SECONDS, -1, np.int64)  # which second each slot holds
         self.arrays = _blank((RING_SECONDS, capacity))
-        self.buckets = [H.Sparse() for _ in range(RING_SECONDS)]
+        self.buckets = {name: BucketRing(resolution, slots, capacity)
+                        for name, (resolution, slots) in BUCKET_RINGS.items()}
 
     def grow(self, capacity: int) -> None:
         self.arrays = _grow(self.arrays, capacity)
+        for ring in self.buckets.values():
+            ring.grow(capacity)
 
-    def slot(self, second: int) -> int:
-        """The slot for ``second``, cleared if it still holds an older second."""
+    def add(self, second: int, arrays: dict[str, np.ndarray], keys: np.ndarray,
+            counts: np.ndarray) -> None:
         index = second % RING_SECONDS
         if self.second[index] != second:
             self.second[index] = second
             for name, array in self.arrays.items():
                 array[index] = 0.0 if name in SUM_FIELDS else (
                     np.inf if name in MIN_FIELDS else -np.inf)
-            self.buckets[index] = H.Sparse()
-        return index
+        _combine({f: a[index] for f, a in self.arrays.items()}, arrays)
+        for ring in self.buckets.values():
+            ring.add(second, keys, counts)
 
-    def window(self, now: int, seconds: int) -> tuple[dict[str, np.ndarray], H.Sparse]:
-        """Totals and buckets over the seconds (now - seconds, now]."""
+    def window(self, name: str, now: int, seconds: int
+               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Totals over the seconds (now - seconds, now]; bucket counts over the slots of the
+        window's own bucket ring that overlap them."""
         chosen = (self.second > now - seconds) & (self.second <= now)
         totals = {f: a[chosen].sum(axis=0) for f, a in self.arrays.items() if f in SUM_FIELDS}
         totals.update({f: self.arrays[f][chosen].min(axis=0, initial=np.inf)
                        for f in MIN_FIELDS})
         totals.update({f: self.arrays[f][chosen].max(axis=0, initial=-np.inf)
                        for f in MAX_FIELDS})
-        merged = H.Sparse()
-        for index in np.flatnonzero(chosen).tolist():
-            merged.add_sparse(self.buckets[index])
-        return totals, merged
+        return totals, self.buckets[name].window(now, seconds)
 
 
 class Statistics:
@@ -152,7 +212,7 @@ class Statistics:
         seconds = np.minimum(records["ts_ns"] // 1_000_000_000, now).astype(np.int64)
         distinct, local = _seconds_index(seconds)
         arrays, keys, counts = _reduce(records, sids, local, len(distinct), width)
-        span = width * H.METRICS * H.BLOCK
+        span = width * H.HIST_WIDTH
         bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span)
         total = _blank((width,))
         for position, second in enumerate(distinct.tolist()):
@@ -161,10 +221,8 @@ class Statistics:
             part_counts = counts[bounds[position] : bounds[position + 1]]
             _combine(total, part)
             if second > now - RING_SECONDS:
-                index = self.ring.slot(second)
-                _combine({f: a[index] for f, a in self.ring.arrays.items()}, part)
-                self.ring.buckets[index].add(part_keys, part_counts)
-            self.interval.buckets.add(part_keys, part_counts)
+                self.ring.add(second, part, part_keys, part_counts)
+            self.interval.add_buckets(part_keys, part_counts)
         _combine(self.interval.arrays, total)
         self.all_time += total["count"].astype(np.int64)
 
@@ -194,7 +252,7 @@ class Statistics:
         uptime = max(1, now - self.started + 1)
         windows = {}
         for name, seconds in WINDOWS:
-            arrays, buckets = self.ring.window(now, seconds)
+            arrays, buckets = self.ring.window(name, now, seconds)
             windows[name] = _describe(arrays, buckets, min(seconds, uptime), len(self.registry))
         since = Accumulator(self.capacity)
         since.add_accumulator(self.since_start)
@@ -227,7 +285,7 @@ class Statistics:
             operation, model = self.registry.label(int(sid))
             rows.append({"operation": operation, "model": model, "stats": described[int(sid)]})
         self.since_start.add_accumulator(self.interval)
-        self.interval = Accumulator(self.capacity)
+        self.interval.reset()
         self.interval_started = now
         return span, rows
 
@@ -264,69 +322,71 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
     size = seconds * width
     arrays = _blank((size,))
 
-    def total(name: str, where: np.ndarray | None = None, values: np.ndarray | None = None):
-        at = index if where is None else index[where]
+    def total(name: str, at: np.ndarray, values: np.ndarray | None = None) -> None:
         arrays[name] = np.bincount(at, weights=values, minlength=size).astype(np.float64)
 
-    def extreme(name: str, where: np.ndarray | None, values: np.ndarray, ufunc) -> None:
-        at = index if where is None else index[where]
-        ufunc.at(arrays[name], at, values)
+    def extremes(prefix: str, at: np.ndarray, values: np.ndarray) -> None:
+        np.minimum.at(arrays[f"{prefix}_min"], at, values)
+        np.maximum.at(arrays[f"{prefix}_max"], at, values)
 
     # Contiguous copies: ufunc.at on a strided field of the record array is 20x slower.
     latency = np.ascontiguousarray(records["latency_ms"])
-    total("count")
-    total("successes", values=records["success"].astype(np.float64))
-    total("lat_sum", values=latency)
-    extreme("lat_min", None, latency, np.minimum)
-    extreme("lat_max", None, latency, np.maximum)
+    total("count", index)
+    total("successes", index, records["success"].astype(np.float64))
+    total("lat_sum", index, latency)
+    extremes("lat", index, latency)
     quality = records["quality"].astype(np.float64)
     has_quality = ~np.isnan(quality)
-    total("q_count", has_quality)
-    total("q_sum", has_quality, quality[has_quality])
-    extreme("q_min", has_quality, quality[has_quality], np.minimum)
-    extreme("q_max", has_quality, quality[has_quality], np.maximum)
+    q_at, q_values = index[has_quality], quality[has_quality]
+    total("q_count", q_at)
+    total("q_sum", q_at, q_values)
+    extremes("q", q_at, q_values)
     cache = records["cache_hit"]
-    total("cache_lookups", cache != L.CACHE_ABSENT)
-    total("cache_hits", cache == L.CACHE_HIT)
-    second_keys = local.astype(np.int64) * (width * H.METRICS * H.BLOCK)
-    keys = [second_keys + H.keys_for(sids, H.LATENCY, H.log_buckets(latency)),
-            second_keys[has_quality]
-            + H.keys_for(sids[has_quality], H.QUALITY, H.quality_buckets(quality[has_quality]))]
-    extended = records["kind"] == L.KIND_EXTENDED
-    if extended.any():
+    total("cache_lookups", index[cache != L.CACHE_ABSENT])
+    total("cache_hits", index[cache == L.CACHE_HIT])
+    # Key of (second, series, bucket of a metric): base + the metric's offset + bucket.
+    base = local * (width * H.HIST_WIDTH) + sids * H.HIST_WIDTH
+    keys = [base + H.OFFSETS[H.LATENCY] + H.log_buckets(latency),
+            base[has_quality] + H.OFFSETS[H.QUALITY] + H.quality_buckets(q_values)]
+    extended = np.flatnonzero(records["kind"] == L.KIND_EXTENDED)
+    if len(extended):  # the LLM fields, only over the records that carry them
+        sub, sub_index, sub_base = records[extended], index[extended], base[extended]
         for metric, field, prefix in ((H.TTFT, "ttft_ms", "ttft"), (H.QUEUE, "queue_ms", "queue")):
-            values = records[field].astype(np.float64)
-            present = extended & ~np.isnan(values)
-            total(f"{prefix}_count", present)
-            total(f"{prefix}_sum", present, values[present])
-            extreme(f"{prefix}_min", present, values[present], np.minimum)
-            extreme(f"{prefix}_max", present, values[present], np.maximum)
-            keys.append(second_keys[present]
-                        + H.keys_for(sids[present], metric, H.log_buckets(values[present])))
+            values = sub[field].astype(np.float64)
+            present = ~np.isnan(values)
+            at, values = sub_index[present], values[present]
+            total(f"{prefix}_count", at)
+            total(f"{prefix}_sum", at, values)
+            extremes(prefix, at, values)
+            keys.append(sub_base[present] + H.OFFSETS[metric] + H.log_buckets(values))
         for field in ("tokens_in", "tokens_out"):
-            values = records[field]
-            present = extended & (values != L.TOKENS_ABSENT)
-            total(field, present, values[present].astype(np.float64))
+            values = sub[field]
+            present = values != L.TOKENS_ABSENT
+            total(field, sub_index[present], values[present].astype(np.float64))
     unique, counts = H.count_keys(np.concatenate(keys))
     shaped = {f: a.reshape(seconds, width) for f, a in arrays.items()}
     return shaped, unique, counts
 
 
-def _describe(arrays: dict[str, np.ndarray], buckets: H.Sparse, span: float, series: int
+def _describe(arrays: dict[str, np.ndarray], buckets: np.ndarray, span: float, series: int
               ) -> list[dict[str, object]]:
-    """One stats dict per series (index = series id) from totals, buckets and a span."""
-    keys, counts = buckets.items()
-    distributions, _totals, values = H.grouped_quantiles(keys, counts, (*_QS, _QUALITY_P10))
-    quantiles: dict[int, np.ndarray] = dict(zip(distributions.tolist(), values, strict=True))
+    """One stats dict per series (index = series id) from totals, bucket counts and a span."""
+    rows = buckets[:series]
+    quantiles = {metric: H.row_quantiles(rows, metric, _QS).tolist()
+                 for metric in (H.LATENCY, H.TTFT, H.QUEUE)}
+    quantiles[H.QUALITY] = H.row_quantiles(rows, H.QUALITY, (_QUALITY_P10,)).tolist()
     columns = {f: a[:series].tolist() for f, a in arrays.items()}
     return [_series_stats(columns, sid, quantiles, span) for sid in range(series)]
 
 
-def _series_stats(c: dict[str, list[float]], sid: int, quantiles: dict[int, np.ndarray],
+def _series_stats(c: dict[str, list[float]], sid: int, quantiles: dict[int, list[list[float]]],
                   span: float) -> dict[str, object]:
     count = int(c["count"][sid])
     successes = int(c["successes"][sid])
-    base = sid * H.METRICS
+
+    def clamp(value: float, low: float, high: float) -> float | None:
+        # Into the exact [min, max]: exact at the ends, never outside the data.
+        return None if math.isnan(value) else _round(min(max(value, low), high))
 
     def distribution(metric: int, prefix: str, n: float) -> dict[str, object]:
         low, high = c[f"{prefix}_min"][sid], c[f"{prefix}_max"][sid]
@@ -334,15 +394,12 @@ def _series_stats(c: dict[str, list[float]], sid: int, quantiles: dict[int, np.n
             "mean": _round(c[f"{prefix}_sum"][sid] / n) if n else None,
             "min": _round(low) if n else None, "max": _round(high) if n else None,
         }
-        found = quantiles.get(base + metric)
+        found = quantiles[metric][sid]
         for column, (name, _) in enumerate(PERCENTILES):
-            # Clamp into the exact [min, max]: exact at the ends, never outside the data.
-            out[name] = _round(min(max(found[column], low), high)) if n and found is not None \
-                else None
+            out[name] = clamp(found[column], low, high) if n else None
         return out
 
     quality_n = c["q_count"][sid]
-    found = quantiles.get(base + H.QUALITY)
     lookups = int(c["cache_lookups"][sid])
     ttft_n, queue_n = c["ttft_count"][sid], c["queue_count"][sid]
     tokens_in, tokens_out = int(c["tokens_in"][sid]), int(c["tokens_out"][sid])
@@ -355,8 +412,8 @@ def _series_stats(c: dict[str, list[float]], sid: int, quantiles: dict[int, np.n
             "count": int(quality_n),
             "mean": _round(c["q_sum"][sid] / quality_n) if quality_n else None,
             "min": _round(c["q_min"][sid]) if quality_n else None,
-            "p10": _round(min(max(found[-1], c["q_min"][sid]), c["q_max"][sid]))
-            if quality_n and found is not None else None,
+            "p10": clamp(quantiles[H.QUALITY][sid][0], c["q_min"][sid], c["q_max"][sid])
+            if quality_n else None,
         },
         "cache": {"lookups": lookups, "hits": int(c["cache_hits"][sid]),
                   "hit_rate": _round(c["cache_hits"][sid] / lookups) if lookups else None},

@@ -80,7 +80,7 @@ def test_snapshot_statistics_match_the_known_workload(daemon_factory, namespace)
         assert quality["count"] == 6 * len(truth["quality"])
         assert quality["mean"] == pytest.approx(truth["quality"].mean())
         p10 = np.percentile(np.tile(truth["quality"], 6), 10, method="inverted_cdf")
-        assert abs(quality["p10"] - p10) <= 0.0005 + 1e-9
+        assert abs(quality["p10"] - p10) <= H.QUALITY_ABSOLUTE_ERROR + 1e-9
         cache = gen["cache"]
         assert (cache["lookups"], cache["hits"]) == (6 * truth["lookups"], 6 * truth["hits"])
         assert gen["ttft_ms"]["count"] == n

@@ -126,7 +126,7 @@ def test_quality_ignores_absent_and_nan(stats):
     assert q["count"] == 3
     assert q["mean"] == pytest.approx(0.7)
     assert q["min"] == pytest.approx(0.5)
-    assert abs(q["p10"] - 0.5) <= 0.0005
+    assert abs(q["p10"] - 0.5) <= H.QUALITY_ABSOLUTE_ERROR + 1e-9
 
 
 def test_cache_hit_rate_ignores_events_that_were_not_lookups(stats):
