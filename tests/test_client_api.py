@@ -218,3 +218,36 @@ def test_style_transfer_member() -> None:
     assert {"style_transfer": 1}[member] == 1
     assert member.upper() == "STYLE_TRANSFER"
     assert all(isinstance(m, str) and m.value == str(m) for m in AIOperationType)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "argument"),
+    [
+        ({"name": ""}, ValueError, "name"),
+        ({"name": 5}, TypeError, "name"),
+        ({"name": "c", "size": "big"}, TypeError, "size"),
+        ({"name": "c", "evictions": 1.5}, TypeError, "evictions"),
+        ({"name": "c", "evictions": -1}, ValueError, "evictions"),
+    ],
+)
+def test_cache_state_checks_its_arguments(kwargs: dict, error: type[Exception], argument: str,
+                                          on_thread: RunOnThread, namespace: str) -> None:
+    """cache_state fails at the call for a bad argument, naming it, and claims no slot."""
+    assert on_thread(client.cache_state, "c", size=10) is True
+    with pytest.raises(error, match=rf"^{argument}\b"):
+        on_thread(lambda: client.cache_state(**kwargs))
+    assert on_thread(client.cache_state, "c", evictions=2) is True
+    assert the_lane(namespace).head == 2
+
+
+def test_cache_state_on_a_full_lane_is_dropped_and_counted(on_thread: RunOnThread,
+                                                          namespace: str) -> None:
+    """Like emit, cache_state never blocks: on a full lane it returns False and counts."""
+
+    def fill_then_report() -> bool:
+        for _ in range(CAPACITY):
+            client.emit("op", 1.0)
+        return client.cache_state("c", size=1.0)
+
+    assert on_thread(fill_then_report) is False
+    assert the_lane(namespace).dropped == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -200,3 +201,40 @@ def test_get_performance_snapshot_in_process_and_from_file(namespace, make_confi
     (row,) = live["operations"]
     assert row["operation"] == "inline" and row["windows"]["since_start"]["count"] == 50
     assert stored["operations"][0]["windows"]["10s"]["latency_ms"]["max"] == 50.0
+
+
+def test_event_path_shows_drops_and_drain_lag(daemon_factory, namespace):
+    """While the daemon is stopped a lane fills: the snapshot then shows the fill, the age of
+    the oldest undrained record, and afterwards the rate of dropped events."""
+    daemon = daemon_factory(max_queue_size=64)
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        run_python_code = ("from ai_analytics import client\n"
+                           "print(sum(client.emit('burst', 1.0) for _ in range(1000)))")
+        out = subprocess.run([sys.executable, "-c", run_python_code], capture_output=True,
+                             text=True, check=True,
+                             env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}).stdout
+        assert int(out) == 64
+        time.sleep(0.3)
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    state = daemon.state_after(lambda s: s["events"]["dropped"] == 936, what="drops counted")
+    path = state["event_path"]
+    assert path["rates_per_s"]["dropped"]["10s"] > 0
+    assert path["records_per_batch"] >= 1
+    assert daemon.stop() == 0
+
+
+def test_drain_lag_is_the_age_of_the_oldest_unread_record(daemon_factory, namespace):
+    """A daemon that cannot keep up (one record per batch here) reports how old its oldest
+    unread record is, and the fill of its fullest lane."""
+    daemon = daemon_factory(batch_size=1, batch_timeout_seconds=0.05, max_queue_size=65536,
+                            snapshot_interval_seconds=0.1)
+    code = "from ai_analytics import client\nfor _ in range(20000): client.emit('slow', 1.0)"
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace})
+    state = daemon.state_after(lambda s: s["event_path"]["drain_lag_seconds"] > 0.3,
+                               what="drain lag to grow")
+    assert state["event_path"]["max_fill"] > 0
+    assert state["events"]["pending"] > 0
+    assert daemon.stop() == 0
