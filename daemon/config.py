@@ -22,9 +22,11 @@ from ai_analytics.client._segments import NAMESPACE_ENV, NAMESPACE_PATTERN, name
 from .errors import ConfigError
 
 OnFull = Literal["drop", "overwrite"]
+InsightWindow = Literal["10s", "1m", "5m"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ON_FULL_CHOICES: tuple[str, ...] = get_args(OnFull)
 LOG_LEVEL_CHOICES: tuple[str, ...] = get_args(LogLevel)
+INSIGHT_WINDOW_CHOICES: tuple[str, ...] = get_args(InsightWindow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,23 @@ class Config:
     resource_timeout_seconds: float = 5.0
     history_max_age_seconds: float = 7 * 24 * 3600.0
     history_max_megabytes: float = 256.0
+    # Bottleneck rules (the original design's thresholds, then ours) and recommendations.
+    insight_window: InsightWindow = "1m"
+    insight_queue_fill: float = 0.8
+    insight_event_loss_ratio: float = 0.05
+    insight_model_error_rate: float = 0.1
+    insight_slow_model_ms: float = 5000.0
+    insight_drain_lag_seconds: float = 5.0
+    insight_gpu_saturated_percent: float = 95.0
+    insight_gpu_idle_percent: float = 10.0
+    insight_hysteresis: float = 0.1
+    recommend_processing_ms: float = 3000.0
+    recommend_cache_hit_rate: float = 0.3
+    recommend_error_rate: float = 0.05
+    # The loopback HTTP endpoint: /status, /healthz (and /metrics in a later release).
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 9466
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +141,24 @@ class _Path:
 
 
 @dataclasses.dataclass(frozen=True)
+class _Fraction:
+    def check(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError("must be a number between 0 and 1")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("must be between 0 and 1")
+        return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Host:
+    def check(self, value: object) -> str:
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise ValueError("must be a host name or IP address (127.0.0.1 keeps it local)")
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
 class _UidList:
     def check(self, value: object) -> tuple[int, ...]:
         if not isinstance(value, list) or not all(
@@ -159,6 +196,21 @@ SETTINGS: dict[str, object] = {
     "resource_timeout_seconds": _Float(0.1, 600.0),
     "history_max_age_seconds": _Float(60.0, 10 * 365 * 86400.0),
     "history_max_megabytes": _Float(1.0, 1_000_000.0),
+    "insight_window": _Choice(INSIGHT_WINDOW_CHOICES),
+    "insight_queue_fill": _Fraction(),
+    "insight_event_loss_ratio": _Fraction(),
+    "insight_model_error_rate": _Fraction(),
+    "insight_slow_model_ms": _Float(0.001, 3_600_000.0),
+    "insight_drain_lag_seconds": _Float(0.01, 3600.0),
+    "insight_gpu_saturated_percent": _Float(0.0, 100.0),
+    "insight_gpu_idle_percent": _Float(0.0, 100.0),
+    "insight_hysteresis": _Float(0.0, 0.9),
+    "recommend_processing_ms": _Float(0.001, 3_600_000.0),
+    "recommend_cache_hit_rate": _Fraction(),
+    "recommend_error_rate": _Fraction(),
+    "http_enabled": _Bool(),
+    "http_host": _Host(),
+    "http_port": _Int(1, 65535),
 }
 assert set(SETTINGS) == {f.name for f in dataclasses.fields(Config)}
 
