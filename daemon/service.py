@@ -83,6 +83,7 @@ class Daemon:
         self.history = HistoryStore(config.state_dir, config.history_max_age_seconds,
                                     config.history_max_megabytes)
         self._next_retention = 0.0
+        self.last_document: dict[str, object] | None = None
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -220,6 +221,7 @@ class Daemon:
         """Write the snapshot and its history rows; unlink reclaimed lanes only once a state
         file that counts them is safely written."""
         document = self.document(running)
+        self.last_document = document  # read by other threads (embedded mode, HTTP)
         try:
             write_state(self.config.state_dir, document)
         except StateError as exc:
