@@ -1,5 +1,10 @@
 """A simulated inference worker for ``ai-analytics demo``: emits a realistic mix at a paced
-rate, then prints how many events it emitted (so the demo can reconcile the counts)."""
+rate, then prints how many events it emitted (so the demo can reconcile the counts).
+
+The mix has the problems the demo wants an operator to see: one slow model (style transfer
+around 5.9 s on average), one model failing 15 % of its requests, an embedding cache with a
+25 % hit rate, and (worker 0 only) a burst every 20 seconds that overfills its lane.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import time
 from ai_analytics import client
 from ai_analytics.client import AIOperationType as Op
 
-# (operation, model, mean latency ms, error rate, cache hit rate or None)
+# (operation, model, median latency ms, error rate, cache hit rate or None)
 MIX = (
     (Op.TEXT_GENERATION, "llama-3-8b", 420.0, 0.01, None),
     (Op.TEXT_GENERATION, "mistral-7b", 380.0, 0.15, None),
@@ -20,6 +25,31 @@ MIX = (
     (Op.CLASSIFICATION, "distilbert", 8.0, 0.02, None),
     (Op.STYLE_TRANSFER, "sd-xl-turbo", 5200.0, 0.03, None),
 )
+BURST_EVENTS = 60_000
+BURST_EVERY_SECONDS = 20.0
+FIRST_BURST_SECONDS = 3.0
+
+
+def emit_one(rng: random.Random) -> None:
+    op, model, median, errors, hits = rng.choice(MIX)
+    latency = rng.lognormvariate(0, 0.5) * median
+    if op is Op.TEXT_GENERATION:
+        client.emit(op, latency, model=model, quality=rng.uniform(0.7, 1.0),
+                    success=rng.random() >= errors, ttft_ms=latency * 0.1,
+                    queue_ms=rng.uniform(1.0, 30.0), tokens_in=rng.randint(20, 800),
+                    tokens_out=rng.randint(10, 400))
+    else:
+        client.emit(op, latency, model=model, quality=rng.uniform(0.8, 1.0),
+                    success=rng.random() >= errors,
+                    cache_hit=None if hits is None else rng.random() < hits)
+
+
+def burst(count: int) -> int:
+    """Far more events at once than one lane holds: the lane fills, the rest are dropped."""
+    for _ in range(count):
+        client.emit(Op.EMBEDDING, 3.0, model="bge-small", cache_hit=False)
+    client.cache_state("embedding-cache", size=50_000, evictions=count // 10)
+    return count + 1
 
 
 def run(duration: float, rate: int, seed: int) -> int:
@@ -29,20 +59,16 @@ def run(duration: float, rate: int, seed: int) -> int:
     emitted = 0
     tick = 0.01
     per_tick = max(1, round(rate * tick))
-    deadline = time.monotonic() + duration
+    started = time.monotonic()
+    deadline = started + duration
+    next_burst = started + FIRST_BURST_SECONDS if seed == 0 else float("inf")
     while not stop.is_set() and time.monotonic() < deadline:
         for _ in range(per_tick):
-            op, model, mean, errors, hits = rng.choice(MIX)
-            latency = rng.lognormvariate(0, 0.5) * mean
-            cache = None if hits is None else rng.random() < hits
-            if op is Op.TEXT_GENERATION:
-                client.emit(op, latency, model=model, quality=rng.uniform(0.7, 1.0),
-                            success=rng.random() >= errors, ttft_ms=latency * 0.1,
-                            tokens_in=rng.randint(20, 800), tokens_out=rng.randint(10, 400))
-            else:
-                client.emit(op, latency, model=model, quality=rng.uniform(0.8, 1.0),
-                            success=rng.random() >= errors, cache_hit=cache)
-            emitted += 1
+            emit_one(rng)
+        emitted += per_tick
+        if time.monotonic() >= next_burst:
+            emitted += burst(BURST_EVENTS)
+            next_burst += BURST_EVERY_SECONDS
         stop.wait(tick)
     return emitted
 

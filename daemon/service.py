@@ -23,6 +23,7 @@ from .control import publish_control, withdraw_control
 from .drain import Drainer
 from .errors import AnalyticsError, StateError
 from .history import HistoryStore
+from .insights import Insights
 from .lanes import LaneSet, Outcomes, SavedLane
 from .rates import CounterRates
 from .resources import ResourceSampler
@@ -84,6 +85,7 @@ class Daemon:
                                     config.history_max_megabytes)
         self._next_retention = 0.0
         self.last_document: dict[str, object] | None = None
+        self.insights = Insights(config)
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -214,13 +216,19 @@ class Daemon:
         return build_document(self, running)
 
     def get_performance_snapshot(self) -> dict[str, object]:
-        """The snapshot document, computed now (the structure docs/snapshot.md describes)."""
-        return self.document(running=not self.stop_requested.is_set())
+        """The snapshot document, computed now (the structure docs/snapshot.md describes),
+        with the findings and recommendations of the last snapshot."""
+        document = self.document(running=not self.stop_requested.is_set())
+        last = self.last_document or {}
+        document["findings"] = last.get("findings", [])
+        document["recommendations"] = last.get("recommendations", [])
+        return document
 
     def save(self, running: bool) -> bool:
         """Write the snapshot and its history rows; unlink reclaimed lanes only once a state
         file that counts them is safely written."""
         document = self.document(running)
+        document.update(self.insights.evaluate(document, float(document["written_unix"])))
         self.last_document = document  # read by other threads (embedded mode, HTTP)
         try:
             write_state(self.config.state_dir, document)
