@@ -11,6 +11,7 @@ import click
 
 from .config import load_config, log_level_number
 from .errors import ConfigError, StateError
+from .http_server import BindError
 from .malloc_tuning import keep_temporaries_on_heap
 from .service import AlreadyRunning, Daemon
 from .version import package_version
@@ -18,6 +19,9 @@ from .version import package_version
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+# Not 4: systemd names 3-7 (4 = NOPERMISSION). A taken port is a plain failure, like a
+# namespace another daemon holds; the message says which.
+EXIT_BIND = EXIT_FAILURE
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +66,9 @@ def main(config_path: str | None) -> None:
     except AlreadyRunning as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(EXIT_FAILURE)
+    except BindError as exc:
+        click.echo(f"ai-analyticsd: {exc}", err=True)
+        sys.exit(EXIT_BIND)
     except OSError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(EXIT_FAILURE)

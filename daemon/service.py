@@ -23,6 +23,7 @@ from .control import publish_control, withdraw_control
 from .drain import Drainer
 from .errors import AnalyticsError, StateError
 from .history import HistoryStore
+from .http_server import BindError, StatusServer
 from .insights import Insights
 from .lanes import LaneSet, Outcomes, SavedLane
 from .rates import CounterRates
@@ -86,6 +87,8 @@ class Daemon:
         self._next_retention = 0.0
         self.last_document: dict[str, object] | None = None
         self.insights = Insights(config)
+        self.http: StatusServer | None = None
+        self.last_iteration: float | None = None  # monotonic; written by the loop thread only
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -146,6 +149,17 @@ class Daemon:
         """Drain until ``request_stop``; then drain what is left and save, within the deadline."""
         cfg = self.config
         self._take_namespace()
+        if cfg.http_enabled:
+            # After the namespace: a second daemon reports "already running", not "port in
+            # use"; before the loop's try: a bind failure must not run the final drain.
+            self.http = StatusServer(cfg.http_host, cfg.http_port, lambda: self.last_document,
+                                     self.health)
+            try:
+                self.http.start()
+            except BindError:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+                raise
         publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
                         cfg.on_full == "overwrite")
         self.resources.start()
@@ -168,9 +182,24 @@ class Daemon:
                     self.save(running=True)
                     next_save = now + cfg.snapshot_interval_seconds
                 wait = min(self._next_wait(), next_scan - now, next_save - now)
+                self.last_iteration = time.monotonic()
                 self.stop_requested.wait(max(wait, MIN_WAIT_SECONDS))
         finally:
             self._shutdown()
+
+    def health(self) -> tuple[bool, str]:
+        """For /healthz: is the drain loop going round? (One round includes a state write
+        with fsync, hence the floor of 2 s.)"""
+        if self.stop_requested.is_set():
+            return False, "stopping"
+        last = self.last_iteration
+        if last is None:
+            return False, "starting: the drain loop has not completed an iteration yet"
+        age, limit = time.monotonic() - last, max(3 * self.config.batch_timeout_seconds, 2.0)
+        if age > limit:
+            return False, (f"the drain loop has not completed an iteration for {age:.1f} s "
+                           f"(limit {limit:.1f} s)")
+        return True, "ok"
 
     def request_stop(self) -> None:
         """Safe from a signal handler: it only sets an event."""
@@ -178,7 +207,9 @@ class Daemon:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.stop_timeout_seconds
-        # The samplers' threads never hold up the stop: at most a second, then left behind.
+        # Helper threads never hold up the stop: at most a second each, then left behind.
+        if self.http is not None:
+            self.http.stop(min(1.0, self.config.stop_timeout_seconds / 4))
         self.resources.stop(min(1.0, self.config.stop_timeout_seconds / 4))
         try:
             self.lanes.scan()

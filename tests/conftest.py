@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import DaemonProcess, remove_namespace, write_config
+from helpers import DaemonProcess, free_port, remove_namespace, write_config
 
 _serial = itertools.count()
 
@@ -40,6 +40,7 @@ def make_config(tmp_path: Path, namespace: str, state_dir: Path) -> Callable[...
             "snapshot_interval_seconds": 0.2,
             "discovery_interval_seconds": 0.1,
             "stop_timeout_seconds": 10.0,
+            "http_port": free_port(),
         }
         base.update(settings)
         return write_config(tmp_path / f"config-{next(_serial)}.yaml", **base)

@@ -1,0 +1,484 @@
+"""The daemon's HTTP endpoint: ``GET /status`` (the latest snapshot as JSON), ``GET /healthz``.
+
+Loopback by default (``http_host: 127.0.0.1``); nothing listens beyond it unless configured,
+and a non-loopback address is logged as a warning at start.
+
+Why not ``http.server.ThreadingHTTPServer`` as it comes: it starts one thread per connection
+without a cap; its ``shutdown()`` waits without a timeout; its ``server_close()`` joins every
+handler thread without a timeout (``block_on_close``); its ``server_bind()`` does a reverse DNS
+lookup (``getfqdn``); and its per-read socket timeout lets a client that sends one byte every
+few seconds keep a thread for as long as it likes. So the stdlib does the HTTP (request-line and
+header parsing, ``BaseHTTPRequestHandler`` with its 400/414/431/501 answers) and this module
+does the rest, where every wait and every resource can be bounded:
+
+- one accept thread; it takes a connection slot *before* it accepts, so with every slot busy
+  new connections wait in the kernel's listen backlog, costing no thread and no memory here;
+- one daemon thread per accepted connection, at most ``max_connections`` of them;
+- one deadline per connection (``request_timeout``) for reading the request and writing the
+  answer, and a byte budget for the request head (``MAX_HEAD_BYTES``): a silent or trickling
+  client is cut at the deadline, whatever it sends;
+- HTTP/1.0, one request per connection: no idle keep-alive connections holding slots;
+- ``stop(timeout)`` closes the listener, shuts down every open connection (which wakes the
+  threads blocked on them) and joins within the timeout.
+
+Nothing is written to stderr per request: http.server's request log goes to the
+``ai_analytics.daemon.http`` logger at debug level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import ipaddress
+import json
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import urlsplit
+
+from .errors import AnalyticsError
+
+log = logging.getLogger("ai_analytics.daemon.http")
+
+REQUEST_TIMEOUT_SECONDS = 10.0  # connect → answer written, whatever the client does
+MAX_CONNECTIONS = 32  # connections served at once; more wait in the listen backlog
+LISTEN_BACKLOG = 128
+MAX_HEAD_BYTES = 32 * 1024  # request line + headers; beyond: 414 (request line) or 431
+MAX_DISCARD_BYTES = 64 * 1024  # a request body we read and drop so the answer is not reset
+LINGER_SECONDS = 1.0  # after an error answer: how long unread input is drained before close
+LINGER_BYTES = 256 * 1024
+POLL_SECONDS = 0.1  # how often the accept thread looks at the stop flag
+MIN_WRITE_SECONDS = 0.05  # the least time given to write an answer once it is ready
+
+ALLOW = "GET, HEAD"
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+LOG_EVERY_FAILURES = 100
+
+Snapshot = Callable[[], dict[str, object] | None]
+Health = Callable[[], tuple[bool, str]]
+
+
+class BindError(AnalyticsError, OSError):
+    """The endpoint cannot listen on ``host``:``port``; ``reason`` says why in plain words and
+    ``errno`` keeps the system's error number (None when the host did not resolve)."""
+
+    def __init__(self, host: str, port: int, reason: str, error_number: int | None = None
+                 ) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(f"HTTP endpoint {host_port(host, port)}: {reason}")
+        self.errno = error_number
+
+
+def host_port(host: str, port: int) -> str:
+    """``127.0.0.1:9466``, ``[::1]:9466``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_error(host: str, port: int, exc: OSError) -> BindError:
+    """Turn the OSError of resolving, binding or listening into a BindError that says what
+    to change."""
+    if isinstance(exc, socket.gaierror):
+        return BindError(host, port, f"host {host!r} does not resolve ({exc.strerror}); set "
+                         "http_host (127.0.0.1 keeps it local)")
+    code = exc.errno
+    if code == errno.EADDRINUSE:
+        reason = (f"port {port} on {host} is already in use (another ai-analyticsd?); set "
+                  "http_port to a free port, or http_enabled: false")
+    elif code == errno.EADDRNOTAVAIL:
+        reason = (f"{host} is not an address of this machine; set http_host (127.0.0.1 keeps "
+                  "it local)")
+    elif code in (errno.EACCES, errno.EPERM):
+        why = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)" if port < 1024 else ""
+        reason = f"permission denied for port {port}{why}; set http_port (default 9466)"
+    elif code == errno.EAFNOSUPPORT:
+        reason = f"this machine cannot listen on {host} (address family not supported)"
+    else:
+        reason = exc.strerror or str(exc)
+    return BindError(host, port, reason, code)
+
+
+class _RequestTooLarge(Exception):
+    """The client sent more than the byte budget of its request."""
+
+
+class _RequestReader(io.RawIOBase):
+    """A connection's read side bounded in time (one deadline for the whole request, not a
+    timeout per read) and in bytes (``left``)."""
+
+    def __init__(self, sock: socket.socket, deadline: float, limit: int) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self.left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.left <= 0:
+            raise _RequestTooLarge
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received in time")
+        self._sock.settimeout(remaining)
+        received = self._sock.recv_into(buffer, min(len(buffer), self.left))
+        self.left -= received
+        return received
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request on one connection (HTTP/1.0: the connection closes after the answer)."""
+
+    protocol_version = "HTTP/1.0"
+    # http.server's default, HTTP/0.9, answers a bad request line with a bare body and no
+    # status line; every answer here has a status line and headers.
+    default_request_version = "HTTP/1.0"
+    server: StatusServer  # type: ignore[assignment]
+
+    def setup(self) -> None:
+        self.deadline = time.monotonic() + self.server.request_timeout
+        self.linger = False  # True when input may be left unread: drain it before closing
+        # What http.server sets while parsing; set here so that an error answer to a request
+        # cut short (too large, see handle_one_request) finds them.
+        self.raw_requestline = b""
+        self.requestline = self.command = self.request_version = ""
+        super().setup()
+        self.rfile.close()  # replaced by the bounded reader
+        self.reader = _RequestReader(self.connection, self.deadline, MAX_HEAD_BYTES)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except _RequestTooLarge:
+            if not self.raw_requestline:  # still reading the request line
+                self.send_error(414, f"request line longer than {MAX_HEAD_BYTES} bytes")
+            else:
+                self.send_error(431, f"request head larger than {MAX_HEAD_BYTES} bytes")
+
+    # -- routes ----------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._discard_body()
+        path = urlsplit(self.path).path
+        if path == "/status":
+            self._status()
+        elif path == "/healthz":
+            self._health()
+        else:
+            self._not_found(path)
+
+    do_HEAD = do_GET  # _respond leaves the body out for HEAD
+
+    def _not_allowed(self) -> None:
+        self._discard_body()
+        path = urlsplit(self.path).path
+        if path not in ("/status", "/healthz"):
+            self._not_found(path)
+            return
+        self._respond(405, _error_body(405, f"method {self.command} not allowed on {path}; "
+                                       f"use {ALLOW}"), JSON_TYPE, [("Allow", ALLOW)])
+
+    # Methods HTTP defines that these resources do not allow: 405 with Allow. A method that
+    # HTTP does not define gets http.server's 501 (RFC 9110 §9.1), in JSON with Allow too.
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
+    do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def _status(self) -> None:
+        try:
+            body = self.server.status_body()
+        except Exception as exc:
+            self.server.callback_failed("snapshot")
+            self._respond(500, _error_body(500, f"snapshot failed: {exc!r}"), JSON_TYPE)
+            return
+        if body is None:
+            self._respond(503, _error_body(503, "no snapshot yet: the daemon has not finished "
+                                           "its first loop; try again in a moment"), JSON_TYPE)
+        else:
+            self._respond(200, body, JSON_TYPE)
+
+    def _health(self) -> None:
+        try:
+            healthy, reason = self.server.health()
+        except Exception as exc:
+            self.server.callback_failed("health")
+            healthy, reason = False, f"health check failed: {exc!r}"
+        if healthy:
+            self._respond(200, b"ok\n", TEXT_TYPE)
+        else:
+            self._respond(503, f"{reason or 'unhealthy'}\n".encode(), TEXT_TYPE)
+
+    def _not_found(self, path: str) -> None:
+        self._respond(404, _error_body(404, f"no such path: {path}; try /status or /healthz"),
+                      JSON_TYPE)
+
+    # -- answers ---------------------------------------------------------------------------
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None
+                   ) -> None:
+        """http.server's error answers (400, 414, 431, 501, ...) in JSON like ours."""
+        self.linger = True  # the request may not have been read to its end
+        text = message or self.responses.get(code, ("error",))[0]
+        if explain:
+            text = f"{text}: {explain}"
+        headers = [("Allow", ALLOW)] if code in (405, 501) else []
+        self._respond(code, _error_body(code, text), JSON_TYPE, headers)
+
+    def _respond(self, code: int, body: bytes, content_type: str,
+                 headers: Iterable[tuple[str, str]] = ()) -> None:
+        self.connection.settimeout(max(self.deadline - time.monotonic(), MIN_WRITE_SECONDS))
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _discard_body(self) -> None:
+        """Read a small request body we do not use: closing a socket with unread input sends
+        a reset, which can destroy our answer before the client reads it."""
+        try:
+            length = int(self.headers.get("Content-Length", 0))
+        except ValueError:
+            length = -1
+        if length == 0:
+            return
+        if not 0 < length <= MAX_DISCARD_BYTES or "Transfer-Encoding" in self.headers:
+            self.linger = True
+            return
+        self.reader.left += length
+        try:
+            self.rfile.read(length)
+        except (_RequestTooLarge, OSError):
+            self.linger = True
+
+    def version_string(self) -> str:
+        return "ai-analyticsd"
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+def _error_body(code: int, message: str) -> bytes:
+    return json.dumps({"status": code, "error": message}).encode() + b"\n"
+
+
+class StatusServer:
+    """Serve ``/status`` and ``/healthz`` from a daemon thread, with bounded threads, time and
+    memory; see the module docstring.
+
+    ``snapshot`` returns the latest snapshot document or None; ``health`` returns
+    (healthy, reason). Both run on the server's threads and must return at once: reading a
+    reference the daemon's loop publishes is the intended use.
+    """
+
+    def __init__(self, host: str, port: int, snapshot: Snapshot, health: Health, *,
+                 request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self.host = host
+        self.port = port
+        self.snapshot = snapshot
+        self.health = health
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # guards _connections
+        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] = (host, port)
+        # (document, its JSON): one tuple, replaced whole, so a reader sees a matching pair.
+        self._serialized: tuple[object, bytes] | None = None
+        self._failures = {"snapshot": 0, "health": 0}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) it listens on once started (the real port when 0 was asked for)."""
+        return self._address
+
+    # -- start and stop --------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind, listen and serve in a daemon thread; BindError if it cannot listen."""
+        if self._thread is not None or self._stopping.is_set():
+            raise RuntimeError("a StatusServer starts once; make a new one after stop()")
+        sock = self._listen()
+        self._socket = sock
+        self._address = sock.getsockname()[:2]
+        self._thread = threading.Thread(target=self._accept_loop, name="ai-analytics-http",
+                                        daemon=True)
+        self._thread.start()
+        where = host_port(*self._address)
+        if ipaddress.ip_address(self._address[0].split("%")[0]).is_loopback:
+            log.info("HTTP endpoint on http://%s (/status, /healthz)", where)
+        else:
+            log.warning("HTTP endpoint on http://%s is reachable from other machines; "
+                        "set http_host: 127.0.0.1 to keep it local", where)
+
+    def _listen(self) -> socket.socket:
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                self.host, self.port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)[0]
+        except OSError as exc:
+            raise bind_error(self.host, self.port, exc) from None
+        sock: socket.socket | None = None
+        try:
+            sock = socket.socket(family, kind, proto)
+            # A restart must not wait for the last run's connections in TIME_WAIT; on Linux
+            # this does not let two listeners share a port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)  # accept never blocks, even if the client left already
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            raise bind_error(self.host, self.port, exc) from None
+        return sock
+
+    def stop(self, timeout: float) -> bool:
+        """Stop listening, cut open connections, and join the threads within ``timeout``.
+
+        Returns True when every thread has ended; threads still busy (a callback that does
+        not return) are left behind as daemon threads and logged.
+        """
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        if self._thread is not None:  # it sees the flag within two polls
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._socket is not None:
+            self._socket.close()
+        with self._lock:
+            connections = dict(self._connections)
+            for conn in connections:  # wakes a thread blocked reading or writing it
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        for thread in connections.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t for t in (self._thread, *connections.values()) if t and t.is_alive()]
+        if busy:
+            log.warning("HTTP endpoint: %d thread(s) still busy after %.1f s, left behind",
+                        len(busy), timeout)
+        return not busy
+
+    # -- connections -----------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._socket is not None
+        listener = self._socket
+        errors = 0
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(listener, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    # A slot first: with all busy, new connections wait in the listen backlog.
+                    if not self._slots.acquire(timeout=POLL_SECONDS):
+                        continue
+                    handed_over = False
+                    try:
+                        if selector.select(POLL_SECONDS):
+                            conn, peer = listener.accept()
+                            self._start_connection(conn, peer)
+                            handed_over = True
+                    except (BlockingIOError, InterruptedError):
+                        pass  # the client left between select and accept
+                    except (OSError, RuntimeError) as exc:  # EMFILE, no thread left, ...
+                        if self._stopping.is_set():
+                            break
+                        errors += 1
+                        if errors == 1 or errors % LOG_EVERY_FAILURES == 0:
+                            log.warning("HTTP endpoint cannot take a connection: %s "
+                                        "(failure %d; it keeps trying)", exc, errors)
+                        self._stopping.wait(POLL_SECONDS)
+                    finally:
+                        if not handed_over:
+                            self._slots.release()
+        except Exception:
+            log.exception("HTTP endpoint stopped serving: /status and /healthz are down")
+
+    def _start_connection(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(conn, peer),
+                                  name="ai-analytics-http-conn", daemon=True)
+        with self._lock:
+            self._connections[conn] = thread
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                del self._connections[conn]
+            conn.close()
+            raise
+
+    def _serve_connection(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            handler = _Handler(conn, peer, self)  # type: ignore[arg-type]
+            if handler.linger:
+                _linger(conn)
+        except Exception as exc:  # the client went away, timed out, or reset: normal
+            log.debug("HTTP connection from %s ended: %r", peer[0], exc)
+        finally:
+            # Out of the table before closing: stop() only shuts down sockets still open.
+            with self._lock:
+                self._connections.pop(conn, None)
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_WR)
+            conn.close()
+            self._slots.release()
+
+    # -- what the handlers call ------------------------------------------------------------
+    def status_body(self) -> bytes | None:
+        """The latest snapshot as JSON bytes, or None when there is none yet.
+
+        Serialized here, on a server thread, at most once per document. That is safe only
+        because the daemon replaces ``last_document`` with a new dict and never mutates a
+        dict it has published (nor anything inside it); a document mutated in place would
+        make json.dumps race with the writer, and would make this cache serve stale bytes.
+        """
+        document = self.snapshot()
+        if document is None:
+            return None
+        cached = self._serialized
+        if cached is not None and cached[0] is document:
+            return cached[1]
+        body = json.dumps(document, separators=(",", ":")).encode() + b"\n"
+        self._serialized = (document, body)
+        return body
+
+    def callback_failed(self, name: str) -> None:
+        """Log a raising callback: the first failure and then every 100th, with traceback."""
+        self._failures[name] += 1
+        failures = self._failures[name]
+        if failures == 1 or failures % LOG_EVERY_FAILURES == 0:
+            log.exception("HTTP endpoint: the %s callback failed (failure %d)", name, failures)
+
+
+def _linger(conn: socket.socket) -> None:
+    """Half-close, then read and drop what the client still sends (bounded in bytes and
+    time), so that closing does not reset the connection before the client reads the
+    answer."""
+    conn.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + LINGER_SECONDS
+    left = LINGER_BYTES
+    while left > 0:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        conn.settimeout(remaining)
+        data = conn.recv(min(left, 65536))
+        if not data:
+            return
+        left -= len(data)
+
+
+__all__ = ["BindError", "StatusServer", "bind_error", "host_port"]

@@ -1,0 +1,476 @@
+"""The loopback HTTP endpoint (/status, /healthz): real sockets on 127.0.0.1, real clients."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import json
+import logging
+import select
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from ai_analytics.daemon.errors import AnalyticsError
+from ai_analytics.daemon.http_server import (
+    MAX_HEAD_BYTES,
+    BindError,
+    StatusServer,
+    bind_error,
+)
+
+from helpers import wait_for
+
+DOCUMENT = {"schema_version": 1, "namespace": "t", "events": {"received": 3, "dropped": 0}}
+CONN_THREAD = "ai-analytics-http-conn"
+
+
+def healthy() -> tuple[bool, str]:
+    return True, ""
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., StatusServer]]:
+    """Start StatusServers on a free loopback port; each is stopped (within 5 s) at the end."""
+    servers: list[StatusServer] = []
+
+    def start(snapshot: Callable[[], dict | None] = lambda: DOCUMENT,
+              health: Callable[[], tuple[bool, str]] = healthy, host: str = "127.0.0.1",
+              **options: object) -> StatusServer:
+        server = StatusServer(host, 0, snapshot, health, **options)  # type: ignore[arg-type]
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        assert server.stop(5.0), "a server thread outlived stop()"
+
+
+def fetch(server: StatusServer, method: str = "GET", path: str = "/status",
+          body: bytes | None = None, headers: dict[str, str] | None = None,
+          ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request with http.client: (status, headers, body)."""
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def raw_exchange(server: StatusServer, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a plain socket and read until the server closes."""
+    with socket.create_connection(server.address, timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def connection_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == CONN_THREAD)
+
+
+# -- /status ---------------------------------------------------------------------------------
+def test_status_serves_the_snapshot_as_json(serve):
+    """GET /status answers 200, application/json, and the body is the callback's dict."""
+    server = serve()
+    status, headers, body = fetch(server)
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert int(headers["Content-Length"]) == len(body)
+    assert json.loads(body) == DOCUMENT
+
+
+def test_status_with_urllib(serve):
+    """A plain urllib client (what a user's script would use) reads the same document."""
+    server = serve()
+    host, port = server.address
+    with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=10) as response:
+        assert response.status == 200
+        assert json.loads(response.read()) == DOCUMENT
+
+
+def test_status_follows_the_latest_document(serve):
+    """Each request serializes the document published now: replacing it changes the answer,
+    and the query string is ignored."""
+    holder: dict[str, dict] = {"doc": {"n": 1}}
+    server = serve(snapshot=lambda: holder["doc"])
+    assert json.loads(fetch(server)[2]) == {"n": 1}
+    assert json.loads(fetch(server)[2]) == {"n": 1}
+    holder["doc"] = {"n": 2}
+    assert json.loads(fetch(server, path="/status?pretty=1")[2]) == {"n": 2}
+
+
+def test_status_503_before_the_first_snapshot(serve):
+    """No snapshot yet: 503 with a JSON error body that says so."""
+    server = serve(snapshot=lambda: None)
+    status, headers, body = fetch(server)
+    assert status == 503
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(body)
+    assert error["status"] == 503
+    assert "no snapshot yet" in error["error"]
+
+
+def test_status_500_when_the_document_cannot_be_serialized(serve):
+    """A document json cannot write, or a raising callback, gives a 500 in JSON; the server
+    goes on serving."""
+    holder: dict[str, object] = {"doc": {"bad": object()}}
+    server = serve(snapshot=lambda: holder["doc"])
+    status, _, body = fetch(server)
+    assert status == 500
+    assert "snapshot failed" in json.loads(body)["error"]
+    holder["doc"] = DOCUMENT
+    assert fetch(server)[0] == 200
+
+
+def test_head_status_has_the_headers_and_no_body(serve):
+    """HEAD /status: the GET's status and Content-Length, no body."""
+    server = serve()
+    get_length = int(fetch(server)[1]["Content-Length"])
+    status, headers, body = fetch(server, "HEAD")
+    assert status == 200
+    assert int(headers["Content-Length"]) == get_length
+    assert body == b""
+
+
+# -- /healthz --------------------------------------------------------------------------------
+def test_healthz_ok_when_healthy(serve):
+    """Healthy: 200 with the body "ok"; HEAD gives 200 with no body."""
+    server = serve()
+    status, headers, body = fetch(server, path="/healthz")
+    assert (status, body) == (200, b"ok\n")
+    assert headers["Content-Type"].startswith("text/plain")
+    assert fetch(server, "HEAD", "/healthz")[::2] == (200, b"")
+
+
+def test_healthz_503_with_the_reason(serve):
+    """Unhealthy: 503 whose body is the callback's reason; HEAD gives 503 with no body."""
+    reason = "the loop has not completed an iteration for 4.2 s (limit 3.0 s)"
+    server = serve(health=lambda: (False, reason))
+    status, _, body = fetch(server, path="/healthz")
+    assert status == 503
+    assert body.decode().strip() == reason
+    assert fetch(server, "HEAD", "/healthz")[::2] == (503, b"")
+
+
+def test_healthz_503_when_the_callback_raises(serve):
+    """A health callback that raises counts as unhealthy, not as a crash."""
+
+    def broken() -> tuple[bool, str]:
+        raise RuntimeError("boom")
+
+    server = serve(health=broken)
+    status, _, body = fetch(server, path="/healthz")
+    assert status == 503
+    assert b"health check failed" in body and b"boom" in body
+    assert fetch(server)[0] == 200
+
+
+# -- other paths and methods -----------------------------------------------------------------
+def test_unknown_path_404_json(serve):
+    """Any other path: 404 with a JSON body naming the path and the ones that exist."""
+    server = serve()
+    for path in ("/", "/metrics", "/status/", "/nope?x=1"):
+        status, headers, body = fetch(server, path=path)
+        assert status == 404, path
+        assert headers["Content-Type"] == "application/json"
+        assert "/status" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/status", "/healthz"])
+def test_other_methods_405_with_allow(serve, method, path):
+    """Methods other than GET and HEAD: 405 with Allow: GET, HEAD and a JSON body, also when
+    the request carries a body."""
+    server = serve()
+    status, headers, body = fetch(server, method, path, body=b'{"x": 1}')
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
+    assert method in json.loads(body)["error"]
+
+
+def test_method_http_does_not_define_501(serve):
+    """A method HTTP does not define gets 501 (RFC 9110), in JSON, with Allow."""
+    server = serve()
+    status, headers, body = fetch(server, "BREW")
+    assert status == 501
+    assert headers["Allow"] == "GET, HEAD"
+    assert json.loads(body)["status"] == 501
+
+
+def test_malformed_request_line_400(serve):
+    """A request line that is not HTTP: 400 in JSON, and the server serves on."""
+    server = serve()
+    answer = raw_exchange(server, b"GARBAGE\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 400 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["status"] == 400
+    assert fetch(server)[0] == 200
+
+
+# -- limits ----------------------------------------------------------------------------------
+def test_huge_header_431_then_serves_on(serve):
+    """Headers beyond the head budget: 431 that the client reads (no reset), and the server
+    still answers the next request."""
+    server = serve()
+    status, _, body = fetch(server, headers={"X-Big": "a" * (3 * MAX_HEAD_BYTES)})
+    assert status == 431
+    assert json.loads(body)["status"] == 431
+    assert fetch(server)[0] == 200
+
+
+def test_too_many_headers_431(serve):
+    """More headers than http.server accepts (100): 431."""
+    server = serve()
+    headers = {f"X-H{i}": "v" for i in range(150)}
+    assert fetch(server, headers=headers)[0] == 431
+    assert fetch(server)[0] == 200
+
+
+def test_huge_request_line_414(serve):
+    """A request line beyond the head budget: 414, and the server serves on."""
+    server = serve()
+    assert fetch(server, path="/status?" + "q" * (2 * MAX_HEAD_BYTES))[0] == 414
+    assert fetch(server)[0] == 200
+
+
+def test_idle_connection_does_not_block_other_requests(serve):
+    """A client that connects and sends nothing (or half a request line) holds one slot,
+    not the server: other requests are answered at once."""
+    server = serve()
+    with socket.create_connection(server.address) as idle, \
+            socket.create_connection(server.address) as half:
+        half.sendall(b"GET /sta")
+        started = time.monotonic()
+        assert fetch(server)[0] == 200
+        assert time.monotonic() - started < 2.0
+        assert idle.fileno() >= 0
+
+
+def test_idle_connection_is_closed_at_the_request_timeout(serve):
+    """A silent client is disconnected at request_timeout: it cannot keep a thread."""
+    server = serve(request_timeout=0.3)
+    with socket.create_connection(server.address, timeout=10) as idle:
+        started = time.monotonic()
+        assert idle.recv(1) == b""
+        assert 0.2 < time.monotonic() - started < 5.0
+    wait_for(lambda: connection_threads() == 0, what="the connection thread to end")
+
+
+def test_trickling_client_is_cut_at_one_deadline(serve):
+    """The timeout is one deadline for the whole request, not one per read: a client sending
+    a byte every 50 ms is cut at request_timeout."""
+    server = serve(request_timeout=0.5)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /status HTTP/1.0\r\n")
+        closed = False
+        while not closed and time.monotonic() - started < 5.0:
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                try:
+                    closed = sock.recv(1) == b""
+                except ConnectionResetError:
+                    closed = True
+        assert closed, "the server kept a trickling connection open past its deadline"
+        assert time.monotonic() - started < 3.0
+
+
+def test_connections_beyond_the_cap_wait_in_the_backlog(serve):
+    """With max_connections busy, no thread is started for a new connection: it waits in the
+    listen backlog and is answered as soon as a slot frees."""
+    server = serve(max_connections=2)
+    with contextlib.ExitStack() as stack:
+        idle = [stack.enter_context(socket.create_connection(server.address)) for _ in range(2)]
+        wait_for(lambda: connection_threads() == 2, what="two connections taken")
+        flood = [stack.enter_context(socket.create_connection(server.address))
+                 for _ in range(10)]
+        waiting = socket.create_connection(server.address, timeout=0.5)
+        stack.enter_context(waiting)
+        waiting.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+        with pytest.raises(TimeoutError):
+            waiting.recv(1)
+        assert connection_threads() == 2
+        for sock in [*idle, *flood]:
+            sock.close()
+        waiting.settimeout(10)
+        answer = b""
+        while chunk := waiting.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200 ")
+
+
+def test_many_concurrent_requests_all_answered(serve):
+    """200 requests from 64 client threads (twice the default cap): every one gets a 200
+    with the document."""
+    server = serve()
+
+    def one(_: int) -> tuple[int, bytes]:
+        status, _, body = fetch(server)
+        return status, body
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        results = list(pool.map(one, range(200)))
+    assert all(status == 200 for status, _ in results)
+    assert all(json.loads(body) == DOCUMENT for _, body in results)
+
+
+def test_no_request_logging_on_stderr(serve, capfd, caplog):
+    """Requests, errors and timeouts write nothing to stderr; the request log goes to the
+    ai_analytics.daemon.http logger at debug level."""
+    caplog.set_level(logging.DEBUG, logger="ai_analytics.daemon.http")
+    server = serve(request_timeout=0.2)
+    fetch(server)
+    fetch(server, path="/nope")
+    fetch(server, "POST")
+    with socket.create_connection(server.address, timeout=10) as idle:
+        assert idle.recv(1) == b""
+    assert capfd.readouterr().err == ""
+    messages = [r.getMessage() for r in caplog.records if r.name == "ai_analytics.daemon.http"]
+    assert any('"GET /status HTTP/1.1" 200' in m for m in messages)
+    assert all(r.levelno <= logging.INFO for r in caplog.records)
+
+
+# -- bind ------------------------------------------------------------------------------------
+def test_bind_error_when_the_port_is_taken(serve):
+    """A port another socket listens on: BindError (an AnalyticsError and an OSError with
+    errno EADDRINUSE) whose message names host:port and says what to change."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = StatusServer("127.0.0.1", port, lambda: DOCUMENT, healthy)
+        with pytest.raises(BindError) as info:
+            server.start()
+    error = info.value
+    assert isinstance(error, AnalyticsError) and isinstance(error, OSError)
+    assert error.errno == errno.EADDRINUSE
+    assert (error.host, error.port) == ("127.0.0.1", port)
+    assert f"127.0.0.1:{port}" in str(error)
+    assert "already in use" in str(error) and "http_port" in str(error)
+    assert server.stop(1.0)
+
+
+def test_bind_error_when_the_address_is_not_local():
+    """An address that is not this machine's (TEST-NET-1): BindError telling to set
+    http_host."""
+    if Path("/proc/sys/net/ipv4/ip_nonlocal_bind").read_text().strip() != "0":
+        pytest.skip("this machine allows binding non-local addresses")
+    server = StatusServer("192.0.2.1", 9466, lambda: DOCUMENT, healthy)
+    with pytest.raises(BindError) as info:
+        server.start()
+    assert info.value.errno == errno.EADDRNOTAVAIL
+    assert "192.0.2.1:9466" in str(info.value) and "http_host" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("exc", "words"),
+    [
+        (OSError(errno.EACCES, "Permission denied"), "permission denied for port 80"),
+        (OSError(errno.EPERM, "Operation not permitted"), "CAP_NET_BIND_SERVICE"),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "does not resolve"),
+        (OSError(errno.EMFILE, "Too many open files"), "Too many open files"),
+    ],
+)
+def test_bind_error_messages(exc, words):
+    """Every way binding fails reads as host:port plus a plain reason (a privileged port, a
+    name that does not resolve, anything else: the system's words)."""
+    error = bind_error("example.test", 80, exc)
+    assert str(error).startswith("HTTP endpoint example.test:80: ")
+    assert words in str(error)
+
+
+def test_ipv6_loopback(serve):
+    """http_host ::1 listens on IPv6 loopback; the address is (host, port) without brackets."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        server = serve(host="::1")
+    except BindError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    assert server.address[0] == "::1"
+    assert fetch(server)[0] == 200
+
+
+def test_non_loopback_bind_is_warned(serve, caplog):
+    """Listening beyond loopback only happens when configured, and is logged as a warning."""
+    caplog.set_level(logging.INFO, logger="ai_analytics.daemon.http")
+    server = serve(host="0.0.0.0")
+    assert server.address[0] == "0.0.0.0"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("reachable from other machines" in r.getMessage() for r in warnings)
+
+
+# -- stop ------------------------------------------------------------------------------------
+def test_stop_within_timeout_while_a_client_holds_an_idle_connection():
+    """stop() cuts an idle connection and returns True well within its timeout (the default
+    request timeout, 10 s, plays no part); afterwards the port refuses connections."""
+    server = StatusServer("127.0.0.1", 0, lambda: DOCUMENT, healthy)
+    server.start()
+    with socket.create_connection(server.address, timeout=10) as idle:
+        wait_for(lambda: connection_threads() == 1, what="the idle connection taken")
+        started = time.monotonic()
+        assert server.stop(2.0)
+        assert time.monotonic() - started < 2.0
+        assert idle.recv(1) == b""
+    assert connection_threads() == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=2).close()
+
+
+def test_stop_gives_up_on_a_stuck_callback_at_its_timeout():
+    """A snapshot callback that does not return cannot hold stop() past its timeout: stop
+    returns False (the thread is left behind as a daemon thread)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck() -> dict:
+        entered.set()
+        release.wait(30)
+        return DOCUMENT
+
+    server = StatusServer("127.0.0.1", 0, stuck, healthy)
+    server.start()
+    try:
+        with socket.create_connection(server.address, timeout=10) as client:
+            client.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+            assert entered.wait(10), "the request never reached the callback"
+            started = time.monotonic()
+            assert server.stop(0.5) is False
+            assert time.monotonic() - started < 1.5
+    finally:
+        release.set()
+        wait_for(lambda: connection_threads() == 0, what="the stuck thread to end")
+
+
+def test_start_and_stop_edges():
+    """stop() before start() is harmless; start() twice is an error; address is the real
+    port once started."""
+    server = StatusServer("127.0.0.1", 0, lambda: DOCUMENT, healthy)
+    assert server.address == ("127.0.0.1", 0)
+    assert server.stop(0.1)
+    server = StatusServer("127.0.0.1", 0, lambda: DOCUMENT, healthy)
+    server.start()
+    try:
+        assert server.address[1] > 0
+        with pytest.raises(RuntimeError):
+            server.start()
+    finally:
+        assert server.stop(2.0)
+        assert server.stop(0.1)
