@@ -8,7 +8,21 @@ Stdlib only: importing it loads none of numpy, yaml, psutil, pynvml or click.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._emit import cache_state, dropped_without_lane, emit
 from ._operations import AIOperationType
 
-__all__ = ["AIOperationType", "cache_state", "dropped_without_lane", "emit"]
+__all__ = [
+    "AIOperationType", "AnalyticsAIIntegration", "AnalyticsConfig", "cache_state",
+    "dropped_without_lane", "emit",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The original design's asyncio API loads asyncio: only for those who ask for it.
+    if name in ("AnalyticsAIIntegration", "AnalyticsConfig"):
+        from . import integration
+
+        return getattr(integration, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,7 @@ class Drainer:
         self.stats = stats
         self.caches = caches
         self.batch_size = batch_size
+        self.no_model = stats.registry.name_id("")
         self.batches = 0
         self.records = 0
         self.last_batch = 0
@@ -81,6 +82,7 @@ class Drainer:
         registry = self.stats.registry
         for name_id, text in reader.new_names():
             reader.global_ids[name_id] = registry.name_id(text)
+        reader.global_ids[0] = self.no_model  # a lane's id 0 is "no model"
         reader.global_ids[lane.ident.names_capacity + 1] = OTHER_NAME
         records = drained.records
         op_slots, model_slots = reader.slots(records)

@@ -148,7 +148,11 @@ class Daemon:
     def run(self) -> None:
         """Drain until ``request_stop``; then drain what is left and save, within the deadline."""
         cfg = self.config
-        self._take_namespace()
+        try:
+            self._take_namespace()
+        except AlreadyRunning:
+            self.history.close()
+            raise
         if cfg.http_enabled:
             # After the namespace: a second daemon reports "already running", not "port in
             # use"; before the loop's try: a bind failure must not run the final drain.
@@ -159,6 +163,7 @@ class Daemon:
             except BindError:
                 os.close(self._lock_fd)
                 self._lock_fd = -1
+                self.history.close()
                 raise
         publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
                         cfg.on_full == "overwrite")
@@ -218,12 +223,13 @@ class Daemon:
             self._finish_drained()
             self.save(running=False)
         finally:
+            totals = self.lanes.totals().as_dict()
             withdraw_control(self.config.namespace)
             self.history.close()
             self.lanes.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
-        log.info("stopped: %s", self.lanes.totals().as_dict())
+        log.info("stopped: %s", totals)
 
     def _finish_drained(self) -> None:
         for lane in self.lanes.finish_drained():

@@ -1,0 +1,545 @@
+"""The original design's API, ``AnalyticsConfig`` and ``AnalyticsAIIntegration``, over ``emit``.
+
+    config = AnalyticsConfig(max_queue_size=1000, batch_size=50, batch_timeout_seconds=5.0)
+    integration = AnalyticsAIIntegration(config, analytics_dashboard)
+    await integration.start()
+    await integration.record_operation_metrics(
+        operation_type=AIOperationType.STYLE_TRANSFER, processing_time_ms=523.1,
+        quality_score=0.94, success=True)
+    snapshot = await integration.get_performance_snapshot()
+    await integration.stop(timeout=5.0)
+
+There is no asyncio queue and no batch task here: ``record_operation_metrics`` calls ``emit``,
+which writes the event into this thread's shared-memory lane and returns. What drains the
+lanes is a daemon, in one of two modes chosen by ``start()``:
+
+- **daemon**: an ``ai-analyticsd`` already drains the namespace; snapshots come from its
+  loopback HTTP ``/status`` endpoint (``AnalyticsConfig.daemon_url``).
+- **embedded**: no daemon runs, so one is started inside this process, on a thread of its
+  own, with a private temporary state directory; snapshots are its latest document.
+
+Stdlib only at import time, like the rest of the client: the daemon's modules (numpy, psutil,
+pyyaml) are imported only when embedded mode starts, and ``urllib.request`` only when daemon
+mode first asks for a snapshot. See docs/integration.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import fcntl
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+from . import _layout
+from ._emit import emit
+from ._operations import AIOperationType
+from ._segments import SHM_DIR, check_namespace, namespace_from_env
+
+log = logging.getLogger("ai_analytics.client")
+
+Mode = Literal["auto", "daemon", "embedded"]
+MODES: tuple[str, ...] = get_args(Mode)
+DEFAULT_DAEMON_URL = "http://127.0.0.1:9466"
+DEFAULT_START_TIMEOUT_SECONDS = 10.0
+DEFAULT_STOP_TIMEOUT_SECONDS = 5.0
+# The largest /status answer read: a document of thousands of series is a few MiB.
+MAX_STATUS_BYTES = 64 * 1024 * 1024
+# How often start() looks whether the embedded daemon has written its first snapshot.
+READY_POLL_SECONDS = 0.01
+# Share of stop()'s timeout given to the embedded daemon's final drain; the rest is for its
+# final snapshot write and the thread join.
+STOP_DRAIN_SHARE = 0.8
+
+
+class EmbeddedModeError(RuntimeError):
+    """The in-process daemon of embedded mode could not start (missing dependencies, another
+    daemon holds the namespace, or no first snapshot in time)."""
+
+
+# The seed's settings: (kind, low, high), the same ranges the daemon's config.py accepts for
+# the keys of the same names (a test checks that they agree), so that a config accepted here
+# is never refused when embedded mode hands it to the daemon.
+_SEED_SETTINGS: dict[str, tuple[type, float, float]] = {
+    "max_queue_size": (int, _layout.MIN_CAPACITY, _layout.MAX_CAPACITY),
+    "batch_size": (int, 1, 1 << 22),
+    "batch_timeout_seconds": (float, 0.001, 60.0),
+    "max_processing_time_seconds": (float, 0.01, 600.0),
+    "snapshot_interval_seconds": (float, 0.05, 3600.0),
+    "enable_circuit_breaker": (bool, 0, 1),
+    "failure_threshold": (int, 1, 1000),
+    "recovery_timeout_seconds": (float, 0.1, 3600.0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyticsConfig:
+    """The original design's settings, plus where to find (or how to run) the daemon.
+
+    In daemon mode the running ``ai-analyticsd``'s own config rules and the seed's settings
+    only record intent; in embedded mode they configure the in-process daemon (the daemon
+    config keys of the same names). ``namespace`` None means $AI_ANALYTICS_NAMESPACE (or the
+    default); ``mode`` "auto" picks daemon mode when a daemon holds the namespace, else
+    embedded; ``daemon_url`` is where daemon mode reads ``/status``.
+    """
+
+    max_queue_size: int = 1000
+    batch_size: int = 50
+    batch_timeout_seconds: float = 5.0
+    max_processing_time_seconds: float = 10.0
+    snapshot_interval_seconds: float = 60.0
+    enable_circuit_breaker: bool = True
+    failure_threshold: int = 5
+    recovery_timeout_seconds: float = 30.0
+    namespace: str | None = None
+    mode: Mode = "auto"
+    daemon_url: str = DEFAULT_DAEMON_URL
+
+    def __post_init__(self) -> None:
+        for name, (kind, low, high) in _SEED_SETTINGS.items():
+            value = _check_setting(name, getattr(self, name), kind, low, high)
+            object.__setattr__(self, name, value)  # ints given for seconds become floats
+        if self.namespace is not None:
+            try:
+                check_namespace(self.namespace)
+            except ValueError:
+                raise ValueError(
+                    "AnalyticsConfig.namespace must be None or 1-64 characters of letters, "
+                    f"digits, '_' or '-', got {self.namespace!r}"
+                ) from None
+        if self.mode not in MODES:
+            raise ValueError(
+                f"AnalyticsConfig.mode must be one of {', '.join(MODES)}, got {self.mode!r}"
+            )
+        _check_url(self.daemon_url)
+
+    def daemon_settings(self, namespace: str, state_dir: str) -> dict[str, object]:
+        """The daemon config (``config_from_mapping`` keys) that embedded mode runs with."""
+        settings: dict[str, object] = {name: getattr(self, name) for name in _SEED_SETTINGS}
+        settings.update(
+            namespace=namespace,
+            state_dir=state_dir,
+            http_enabled=False,  # no port to claim: snapshots are read in-process
+            stop_timeout_seconds=DEFAULT_STOP_TIMEOUT_SECONDS,  # stop() narrows it
+        )
+        return settings
+
+
+def _check_setting(name: str, value: object, kind: type, low: float, high: float) -> object:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"AnalyticsConfig.{name} must be True or False, got {value!r}")
+        return value
+    numeric = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        what = "an integer" if kind is int else "a number of seconds"
+        raise ValueError(
+            f"AnalyticsConfig.{name} must be {what} between {low} and {high}, got {value!r}"
+        )
+    if math.isnan(value) or not low <= value <= high:
+        raise ValueError(f"AnalyticsConfig.{name} must be between {low} and {high}, got {value!r}")
+    return kind(value)
+
+
+def _check_url(url: object) -> None:
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "AnalyticsConfig.daemon_url must be an http:// URL of the daemon's endpoint, "
+            f"got {url!r}"
+        )
+
+
+def _check_timeout(name: str, timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def daemon_holds_namespace(namespace: str) -> bool:
+    """True while some daemon holds ``namespace``'s lock: the same test as
+    ``ai_analytics.daemon.status.daemon_running``, without importing the daemon package
+    (whose config module loads yaml) into a worker."""
+    path = os.path.join(SHM_DIR, f"{namespace}.daemon.lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class AnalyticsAIIntegration:
+    """Record AI operation metrics without blocking; read snapshots from the daemon.
+
+    ``analytics_dashboard`` is accepted for compatibility with the original design and may
+    be None. If it has a callable ``on_snapshot``, that is called with every snapshot
+    ``get_performance_snapshot`` returns (awaited if it returns an awaitable); an exception
+    it raises is logged and counted in ``dashboard_failures``, never raised to the caller.
+
+    One start per object: ``start()`` a second time raises RuntimeError, even after
+    ``stop()``; make a new integration to start again.
+    """
+
+    def __init__(self, config: AnalyticsConfig | None = None,
+                 analytics_dashboard: object = None) -> None:
+        if config is None:
+            config = AnalyticsConfig()
+        if not isinstance(config, AnalyticsConfig):
+            raise TypeError(f"config must be an AnalyticsConfig, got {type(config).__name__}")
+        self.config = config
+        self.analytics_dashboard = analytics_dashboard
+        self.dashboard_failures = 0
+        self._mode: Literal["daemon", "embedded"] | None = None
+        self._namespace: str | None = None
+        self._started = False
+        self._stopped = False
+        self._embedded: _EmbeddedDaemon | None = None
+        self._unreachable_logged = False
+
+    @property
+    def mode(self) -> Literal["daemon", "embedded"] | None:
+        """The mode ``start()`` chose; None before it."""
+        return self._mode
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace ``start()`` resolved; None before it."""
+        return self._namespace
+
+    @property
+    def is_running(self) -> bool:
+        """Started and not stopped (the original design's flag)."""
+        return self._mode is not None and not self._stopped
+
+    async def __aenter__(self) -> AnalyticsAIIntegration:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # -- start -----------------------------------------------------------------------------
+    async def start(self, timeout: float = DEFAULT_START_TIMEOUT_SECONDS) -> None:
+        """Choose the mode; in embedded mode start the in-process daemon and wait (at most
+        ``timeout`` seconds) for its first snapshot. Raises EmbeddedModeError when embedded
+        mode cannot start, ValueError when the namespace is unusable."""
+        timeout = _check_timeout("timeout", timeout)
+        if self._started:
+            raise RuntimeError("this AnalyticsAIIntegration was already started; an "
+                               "integration starts once, make a new one to start again")
+        self._started = True  # before the first await: a concurrent start() sees it
+        try:
+            namespace = self._resolve_namespace()
+            mode: Literal["daemon", "embedded"]
+            if self.config.mode == "auto":
+                mode = "daemon" if daemon_holds_namespace(namespace) else "embedded"
+            else:
+                mode = self.config.mode
+            if mode == "embedded":
+                settings = self.config.daemon_settings(namespace, "")
+                # Set before the wait, so that a stop() during it reaches the daemon.
+                self._embedded = _EmbeddedDaemon(settings, namespace)
+                await self._embedded.start(timeout)
+            elif not daemon_holds_namespace(namespace):
+                log.warning("ai_analytics: no ai-analyticsd drains namespace %r yet; events "
+                            "wait in their lanes until one starts", namespace)
+        except BaseException:
+            self._embedded = None
+            self._started = False  # nothing runs: a later start() may try again
+            raise
+        self._namespace = namespace
+        self._mode = mode
+        log.info("ai_analytics: integration started in %s mode (namespace %r)", mode, namespace)
+
+    def _resolve_namespace(self) -> str:
+        # emit writes into the namespace of $AI_ANALYTICS_NAMESPACE (read when a thread makes
+        # its first event), so a different namespace here would drain or watch no lane of ours.
+        current = namespace_from_env()
+        wanted = self.config.namespace
+        if wanted is not None and wanted != current:
+            raise ValueError(
+                f"AnalyticsConfig.namespace is {wanted!r} but emit writes into {current!r} "
+                f"($AI_ANALYTICS_NAMESPACE): set AI_ANALYTICS_NAMESPACE={wanted} before the "
+                "process records its first event, or leave namespace None"
+            )
+        return current
+
+    # -- record ----------------------------------------------------------------------------
+    async def record_operation_metrics(
+        self,
+        operation_type: str | AIOperationType,
+        processing_time_ms: float,
+        quality_score: float | None = None,
+        success: bool = True,
+        model: str = "",
+        cache_hit: bool | None = None,
+        **llm_extras: Any,
+    ) -> bool:
+        """Record one operation: True if written, False if dropped (the lane was full).
+
+        Calls ``emit`` directly: no queue, no executor, no await inside, so it never waits
+        and never yields to the loop. Works before ``start()`` and after ``stop()`` too (the
+        event waits in its lane for a daemon). ``llm_extras`` are emit's keyword-only
+        ``ttft_ms``, ``queue_ms``, ``tokens_in`` and ``tokens_out``. Bad arguments raise
+        exactly as emit raises them (TypeError, ValueError).
+        """
+        return emit(operation_type, processing_time_ms, model, quality_score, success,
+                    cache_hit, **llm_extras)
+
+    # -- snapshot --------------------------------------------------------------------------
+    async def get_performance_snapshot(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The latest snapshot document (docs/snapshot.md), or None.
+
+        Embedded: a copy of the in-process daemon's latest snapshot (at most
+        ``snapshot_interval_seconds`` old; after ``stop()``, the final one). Daemon: the
+        daemon's ``/status``, fetched within ``timeout`` seconds; None (logged once until it
+        answers again) when it cannot be reached. None before ``start()``.
+        """
+        timeout = _check_timeout("timeout", timeout)
+        deadline = time.monotonic() + timeout
+        if self._embedded is not None:
+            snapshot = self._embedded.snapshot()
+        elif self._mode == "daemon":
+            snapshot = await self._fetch_status(timeout)
+        else:
+            return None
+        if snapshot is not None:
+            await self._notify_dashboard(snapshot, deadline)
+        return snapshot
+
+    async def _fetch_status(self, timeout: float) -> dict[str, Any] | None:
+        url = self.config.daemon_url.rstrip("/") + "/status"
+        try:
+            document = await asyncio.wait_for(asyncio.to_thread(_get_json, url, timeout),
+                                              timeout)
+        except (OSError, ValueError, asyncio.TimeoutError) as exc:
+            if not self._unreachable_logged:
+                self._unreachable_logged = True
+                log.warning("ai_analytics: the daemon's status endpoint %s did not answer "
+                            "(%s); get_performance_snapshot returns None until it does",
+                            url, str(exc) or f"no answer within {timeout} s")
+            return None
+        self._unreachable_logged = False
+        return document
+
+    async def _notify_dashboard(self, snapshot: dict[str, Any], deadline: float) -> None:
+        hook = getattr(self.analytics_dashboard, "on_snapshot", None)
+        if not callable(hook):
+            return
+        try:
+            result = hook(snapshot)
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, max(deadline - time.monotonic(), 0.001))
+        except Exception:
+            self.dashboard_failures += 1
+            if self.dashboard_failures == 1 or self.dashboard_failures % 100 == 0:
+                log.warning("ai_analytics: analytics_dashboard.on_snapshot failed (failure %d;"
+                            " snapshots go on)", self.dashboard_failures, exc_info=True)
+
+    # -- stop ------------------------------------------------------------------------------
+    async def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_SECONDS) -> bool:
+        """Stop within ``timeout`` seconds; True once everything stopped.
+
+        Embedded: the daemon drains what is left, writes its final snapshot and lets go of
+        the namespace; its temporary state directory is removed. If its thread has not ended
+        in time, that is logged and False returned (nothing raised); the thread, a daemon
+        thread, finishes on its own. Daemon mode: nothing to stop. Before ``start()`` or a
+        second time: nothing to do.
+        """
+        timeout = _check_timeout("timeout", timeout)
+        if not self._started or self._stopped:
+            return True
+        self._stopped = True
+        if self._embedded is None:
+            return True
+        return await self._embedded.stop(timeout)
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    """GET ``url`` and decode a JSON object; OSError or ValueError for anything else."""
+    # Imported here, not at the top: urllib.request pulls in http.client, email and ssl,
+    # which a worker that only records should not pay for.
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    # The daemon is local: never route the request through a proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            body = response.read(MAX_STATUS_BYTES + 1)
+    except urllib.error.HTTPError as exc:  # it holds the open response: close it here
+        exc.close()
+        raise OSError(f"HTTP {exc.code} {exc.reason}") from None
+    except http.client.HTTPException as exc:  # a malformed answer; not an OSError
+        raise OSError(f"bad HTTP response: {exc!r}") from None
+    if len(body) > MAX_STATUS_BYTES:
+        raise ValueError(f"the answer is larger than {MAX_STATUS_BYTES} bytes")
+    document = json.loads(body)
+    if not isinstance(document, dict):
+        raise ValueError(f"the answer is a JSON {type(document).__name__}, not an object")
+    return document
+
+
+class _EmbeddedDaemon:
+    """An ai-analyticsd ``Daemon`` on a daemon thread of this process, with a private
+    temporary state directory."""
+
+    def __init__(self, settings: dict[str, object], namespace: str) -> None:
+        self.settings = settings
+        self.namespace = namespace
+        self.state_dir = ""
+        self.daemon: Any = None  # set by the thread once constructed
+        self.error: BaseException | None = None
+        self.ended = threading.Event()
+        self.cancelled = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"ai-analytics-embedded-{namespace}")
+
+    async def start(self, timeout: float) -> None:
+        self.state_dir = tempfile.mkdtemp(prefix=f"ai-analytics-{self.namespace}-")
+        self.settings["state_dir"] = self.state_dir
+        # Should the thread still run when the interpreter exits (a stop that timed out),
+        # the directory goes at exit; the thread itself removes it when it ends.
+        atexit.register(self._remove_state_dir)
+        self.thread.start()
+        ready = False
+        try:
+            ready = await asyncio.wait_for(asyncio.to_thread(self._wait_ready, timeout),
+                                           timeout)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            self._request_stop(DEFAULT_STOP_TIMEOUT_SECONDS)  # the thread ends on its own
+            raise
+        if ready:
+            return
+        if self.ended.is_set() and self.error is not None:
+            raise self._start_error(self.error)
+        stopped = await self.stop(min(timeout, DEFAULT_STOP_TIMEOUT_SECONDS))
+        raise EmbeddedModeError(
+            f"the embedded ai-analyticsd wrote no first snapshot within {timeout} s"
+            + ("" if stopped else " and did not stop; its thread is left to finish")
+        )
+
+    def _run(self) -> None:
+        """The thread: import the daemon, construct it here (its SQLite connection belongs
+        to the thread that made it), and run its loop until stop."""
+        daemon = None
+        try:
+            from ai_analytics.daemon.config import config_from_mapping
+            from ai_analytics.daemon.service import Daemon
+
+            daemon = Daemon(config_from_mapping(self.settings))
+            self.daemon = daemon
+            if not self.cancelled.is_set():  # stop() sets cancelled, then reads self.daemon
+                daemon.run()
+        except Exception as exc:
+            self.error = exc
+            if daemon is not None and daemon.last_document is None:
+                # run() refused before its loop (another daemon holds the namespace): it
+                # never reached its shutdown, which closes the history database.
+                with contextlib.suppress(Exception):
+                    daemon.history.close()
+            else:
+                log.error("ai_analytics: the embedded ai-analyticsd stopped with an error",
+                          exc_info=True)
+        finally:
+            # The daemon has closed its files by now (or never opened them): the state
+            # directory goes with the thread, whichever way it ends.
+            self._remove_state_dir()
+            atexit.unregister(self._remove_state_dir)
+            self.ended.set()
+
+    def _wait_ready(self, timeout: float) -> bool:
+        """Block until the first snapshot exists (True) or the thread ended (False)."""
+        deadline = time.monotonic() + timeout
+        while not self.ended.wait(READY_POLL_SECONDS):
+            daemon = self.daemon
+            if daemon is not None and daemon.last_document is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return False
+
+    def _start_error(self, error: BaseException) -> EmbeddedModeError:
+        if isinstance(error, ImportError):
+            message = (f"embedded mode needs the daemon's dependencies (numpy, psutil, pyyaml: "
+                       f"pip install ai-analytics) and cannot import them ({error}); or run "
+                       "ai-analyticsd and use mode='daemon'")
+        elif type(error).__name__ == "AlreadyRunning":
+            message = (f"cannot run an embedded daemon: {error}; use mode='daemon' (or "
+                       "'auto') to report to it")
+        else:
+            message = f"the embedded ai-analyticsd could not start: {error}"
+        exc = EmbeddedModeError(message)
+        exc.__cause__ = error
+        return exc
+
+    def snapshot(self) -> dict[str, Any] | None:
+        # Only last_document is read here, never daemon.get_performance_snapshot(): that
+        # builds a document from the daemon's statistics, lanes and numpy arrays, which the
+        # daemon thread changes without a lock (its loop is single-threaded by design), so
+        # computing one from this thread could see half-updated state or fail with "changed
+        # size during iteration". The daemon publishes each finished document with one
+        # reference store and never changes it afterwards; the JSON round trip gives the
+        # caller its own copy (the daemon thread may still be writing this one to disk) with
+        # the same shape as state.json and daemon mode's /status.
+        daemon = self.daemon
+        document = None if daemon is None else daemon.last_document
+        return None if document is None else json.loads(json.dumps(document))
+
+    async def stop(self, timeout: float) -> bool:
+        self._request_stop(timeout)
+        if self.thread.is_alive():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self.thread.join, timeout), timeout)
+        if self.thread.is_alive():
+            log.warning("ai_analytics: the embedded ai-analyticsd did not stop within %s s; "
+                        "its thread goes on finishing on its own, and its state directory %s "
+                        "is removed when it ends or at exit", timeout, self.state_dir)
+            return False
+        return True
+
+    def _remove_state_dir(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _request_stop(self, timeout: float) -> None:
+        self.cancelled.set()  # before reading self.daemon: see _run
+        daemon = self.daemon
+        if daemon is not None:
+            # The daemon's final drain must end inside our timeout. Its shutdown reads
+            # stop_timeout_seconds from self.config after it sees the stop event, which is
+            # set below: rebinding the (frozen) config is one reference store, and every
+            # other setting stays the same.
+            budget = min(max(timeout * STOP_DRAIN_SHARE, 0.1), 600.0)
+            daemon.config = dataclasses.replace(daemon.config, stop_timeout_seconds=budget)
+            daemon.request_stop()
+
+
+__all__ = [
+    "AIOperationType",
+    "AnalyticsAIIntegration",
+    "AnalyticsConfig",
+    "EmbeddedModeError",
+    "daemon_holds_namespace",
+]
