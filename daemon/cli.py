@@ -1,21 +1,41 @@
-"""``ai-analytics``: the operator's command line (status, config check, demo)."""
+"""``ai-analytics``: the operator's command line (status, lanes, config check, demo, history)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import sys
+import time
+from collections.abc import Callable
+from typing import NoReturn
 
 import click
 
 from .config import Config, load_config
 from .errors import ConfigError, StateError
-from .status import load_status, render_text
+from .status import (
+    DEFAULT_WIDTH,
+    DEFAULT_WINDOW,
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    WINDOWS,
+    StatusOutput,
+    lanes_exit_code,
+    read_namespace,
+    render_lanes,
+    status_output,
+)
 from .version import package_version
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+MIN_WATCH_SECONDS = 0.2
+MAX_WATCH_SECONDS = 3600.0
+CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, clear the screen
 
 CONFIG_OPTION = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), envvar="AI_ANALYTICS_CONFIG",
@@ -38,34 +58,127 @@ def main() -> None:
     """Look at what ai-analyticsd has counted on this node."""
 
 
+def _check_watch(ctx: click.Context, param: click.Parameter, value: float | None
+                 ) -> float | None:
+    if value is not None and not (MIN_WATCH_SECONDS <= value <= MAX_WATCH_SECONDS):
+        raise click.BadParameter(
+            f"must be between {MIN_WATCH_SECONDS} and {MAX_WATCH_SECONDS:g} seconds, "
+            f"got {value}", ctx=ctx, param=param)
+    return value
+
+
+def _width() -> int:
+    """Terminal columns, kept between 60 and 120 so tables stay readable.
+
+    On a terminal its size now (it may have been resized while --watch runs), not $COLUMNS,
+    which a shell may have exported at another size; piped, $COLUMNS or 100."""
+    columns = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+    if sys.stdout.isatty():
+        with contextlib.suppress(OSError, ValueError):
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+    return max(60, min(columns, 120))
+
+
+def _watch(seconds: float, frame: Callable[[], StatusOutput], as_json: bool) -> NoReturn:
+    """Print ``frame()`` every ``seconds`` until Ctrl-C, then exit 130 without a traceback.
+
+    On a terminal each frame replaces the last (cursor home, clear to the end); piped, the
+    frames follow each other, separated by a blank line (JSON: one document per line)."""
+    clear = sys.stdout.isatty() and not as_json
+    first = True
+    try:
+        while True:
+            out = frame()
+            text = "\n".join(part for part in (out.stdout, out.stderr) if part)
+            if clear:
+                footer = (f"every {seconds:g} s · {time.strftime('%H:%M:%S')} · exit status "
+                          f"now {out.exit_code} · Ctrl-C to stop")
+                click.echo(f"{CLEAR_SCREEN}{text}\n\n{footer}", nl=True)
+            elif as_json:
+                click.echo(text)
+            else:
+                click.echo(text if first else f"\n{text}")
+            sys.stdout.flush()
+            first = False
+            time.sleep(seconds)
+    except KeyboardInterrupt:
+        if clear:
+            click.echo()
+        sys.exit(EXIT_INTERRUPTED)
+
+
 @main.command()
 @CONFIG_OPTION
-@click.option("--json", "as_json", is_flag=True, help="Print the full state document as JSON.")
-def status(config_path: str | None, as_json: bool) -> None:
-    """Show the daemon's counters: events by outcome, lanes, operations.
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the snapshot document as JSON (docs/snapshot.md), unchanged except "
+                   "daemon.running; with --watch, one document per line.")
+@click.option("--watch", type=float, default=None, metavar="SECONDS", callback=_check_watch,
+              help=f"Redraw every SECONDS (at least {MIN_WATCH_SECONDS}) until Ctrl-C.")
+@click.option("--window", type=click.Choice(WINDOWS), default=None,
+              help="Statistics window of the tables (default: the daemon's insight window "
+                   f"where the snapshot states it, else {DEFAULT_WINDOW}).")
+def status(config_path: str | None, as_json: bool, watch: float | None, window: str | None
+           ) -> None:
+    """Show what ai-analyticsd counts: operations, models, resources, event path, caches,
+    findings and recommendations.
 
-    Exit status: 0 when the daemon runs, 3 when it does not (the last state it wrote is
-    still shown, if any).
+    When no daemon runs, the lanes are read straight from shared memory (never written) and
+    shown with the events they still hold.
+
+    \b
+    Exit status:
+      0    the daemon runs and no finding is a warning or critical
+      1    the daemon runs and a finding is a warning or critical
+           (or its state file cannot be read)
+      2    bad usage or config
+      3    ai-analyticsd is not running for the namespace
+      130  --watch stopped with Ctrl-C
     """
     config = _load(config_path)
-    try:
-        report = load_status(config)
-    except StateError as exc:
-        click.echo(f"ai-analytics: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
-    if report.document is None:
-        click.echo(
-            f"ai-analytics: no state in {config.state_dir}: ai-analyticsd has not run with this "
-            f"config (namespace {config.namespace!r})"
-            + ("" if report.running else " and is not running"),
-            err=True,
-        )
-        sys.exit(EXIT_NOT_RUNNING)
+
+    def frame() -> StatusOutput:
+        return status_output(config, window, as_json, _width(),
+                             json_indent=None if watch is not None else 2)
+
+    if watch is not None:
+        _watch(watch, frame, as_json)
+    out = frame()
+    if out.stdout:
+        click.echo(out.stdout)
+    if out.stderr:
+        click.echo(out.stderr, err=True)
+    sys.exit(out.exit_code)
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the lanes, control segment and lock as JSON.")
+def lanes(config_path: str | None, as_json: bool) -> None:
+    """Ring diagnostics straight from shared memory, with or without the daemon.
+
+    Per lane: producer pid (alive?), thread, capacity, on_full, head, tail, pending, fill,
+    dropped, overwritten, invalid, names used, retired, consumer pid, creation time; then
+    the control segment and the namespace lock. Segments are only read (os.pread), never
+    mapped, written or removed; one that is not a valid lane is listed as unreadable.
+
+    \b
+    Exit status:
+      0    shown (lanes, or a daemon that holds the namespace)
+      2    bad usage or config
+      3    nothing at all: no segment in the namespace and no daemon (wrong namespace?)
+    """
+    config = _load(config_path)
+    view = read_namespace(config.namespace)
+    code = lanes_exit_code(view)
     if as_json:
-        click.echo(json.dumps(report.document, indent=2))
+        click.echo(json.dumps(view.as_dict(), indent=2))
     else:
-        click.echo(render_text(report.document))
-    sys.exit(EXIT_OK if report.running else EXIT_NOT_RUNNING)
+        click.echo(render_lanes(view, _width()))
+    if code == EXIT_NOT_RUNNING and not as_json:
+        click.echo(f"ai-analytics: nothing in {view.shm_dir} for namespace "
+                   f"{config.namespace!r} and no ai-analyticsd runs for it", err=True)
+    sys.exit(code)
 
 
 @main.group()

@@ -42,6 +42,8 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "uptime_seconds": round(daemon.clock() - daemon.started, 3),
             "on_full": cfg.on_full, "max_queue_size": cfg.max_queue_size,
             "batch_size": cfg.batch_size, "batch_timeout_seconds": cfg.batch_timeout_seconds,
+            "snapshot_interval_seconds": cfg.snapshot_interval_seconds,
+            "insight_window": cfg.insight_window,
             **resources["daemon"],
         },
         "events": daemon.lanes.totals().as_dict(),

@@ -1,34 +1,58 @@
-"""What ``ai-analytics status`` shows: the daemon's last state, and whether it still runs.
+"""What ``ai-analytics status`` shows: the daemon's last snapshot as terminal tables, or,
+when no daemon runs, the namespace's shared memory read directly.
 
-Kept apart from the CLI so it can be called and tested without a terminal.
+Kept apart from the CLI so every part can be called and tested without a terminal:
+``status_output`` returns what the command prints and its exit status; the ``render_*``
+functions turn a snapshot document (docs/snapshot.md) into text. Rendering never trusts the
+document's shape: a missing key or a value of the wrong type shows as "-", so a snapshot from
+an older or newer daemon still renders.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
+import json
 import os
+import textwrap
+import time
+from collections.abc import Mapping, Sequence
 
 from ai_analytics.client._segments import SHM_DIR
 
+from . import tables as fmt
 from .config import Config
-from .state import read_state
+from .errors import StateError
+from .shm_view import ShmView, read_lock, read_namespace
+from .state import read_state, state_path
+from .tables import Column, table
+
+EXIT_OK = 0  # the daemon runs and no finding is a warning or critical
+EXIT_FINDINGS = 1  # the daemon runs, and some finding is a warning or critical
+EXIT_FAILURE = 1  # the state file cannot be read (or is not written yet)
+EXIT_NOT_RUNNING = 3  # no ai-analyticsd holds the namespace
+
+WINDOWS = ("10s", "1m", "5m", "since_start")
+DEFAULT_WINDOW = "1m"
+SEVERITIES = ("critical", "warning", "info")
+ALERTING = frozenset({"critical", "warning"})
+NAME_MAX = 32  # operation, model and cache names are cut to this many characters
+MAX_ROWS = 20  # per table; the rest is counted in one line (--json has everything)
+DEFAULT_WIDTH = 100
+INDENT = "  "
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+def lock_path(namespace: str) -> str:
+    return os.path.join(SHM_DIR, f"{namespace}.daemon.lock")
 
 
 def daemon_running(namespace: str) -> bool:
-    """True while some ai-analyticsd holds the namespace lock (the kernel drops it on exit)."""
-    path = os.path.join(SHM_DIR, f"{namespace}.daemon.lock")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    """True while some ai-analyticsd holds the namespace lock (the kernel drops it on exit).
+
+    Read from /proc/locks where the holder is visible, so looking takes no lock at all;
+    otherwise a shared-lock probe, which fails at once against the daemon's exclusive lock."""
+    return read_lock(lock_path(namespace)).held
 
 
 @dataclasses.dataclass
@@ -55,25 +79,569 @@ def get_performance_snapshot(config: Config | None = None) -> dict[str, object] 
     return load_status(config or Config()).document
 
 
-def render_text(document: dict[str, object]) -> str:
-    """A short human summary; the full operator view is a later addition."""
-    events = document["events"]
-    daemon = document["daemon"]
-    summary = document["lanes_summary"]
-    assert isinstance(events, dict) and isinstance(daemon, dict) and isinstance(summary, dict)
-    state = "running" if daemon.get("running") else "NOT RUNNING (last state shown)"
-    lines = [
-        f"ai-analyticsd {state}: namespace {document['namespace']}, pid {daemon['pid']}, "
-        f"state written {document['written_at']}",
-        "events: " + ", ".join(f"{k} {v}" for k, v in events.items()),
-        "lanes: " + ", ".join(f"{k} {v}" for k, v in summary.items()),
+def exit_code(running: bool, document: Mapping[str, object] | None) -> int:
+    """3 when no daemon runs; else 1 when any finding is a warning or critical; else 0."""
+    if not running:
+        return EXIT_NOT_RUNNING
+    if any(_dict(f).get("severity") in ALERTING for f in _list(_get(document, "findings"))):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusOutput:
+    """What one ``ai-analytics status`` prints, and its exit status."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+def status_output(config: Config, window: str | None = None, as_json: bool = False,
+                  width: int = DEFAULT_WIDTH, now: float | None = None,
+                  json_indent: int | None = 2) -> StatusOutput:
+    """Everything ``ai-analytics status`` decides, without a terminal."""
+    running = daemon_running(config.namespace)
+    problem: str | None = None
+    try:
+        document = read_state(config.state_dir)
+    except StateError as exc:
+        document, problem = None, str(exc)
+    if document is not None:
+        daemon = document.setdefault("daemon", {})
+        if isinstance(daemon, dict):
+            daemon["running"] = running
+    no_state = (f"ai-analytics: no state in {config.state_dir}: ai-analyticsd has not run with "
+                f"this config (namespace {config.namespace!r})")
+    if running:
+        if problem is not None:
+            return StatusOutput("", f"ai-analytics: {problem}", EXIT_FAILURE)
+        if document is None:
+            return StatusOutput("", f"ai-analytics: ai-analyticsd runs for namespace "
+                                    f"{config.namespace!r} but has written no state in "
+                                    f"{config.state_dir} yet", EXIT_FAILURE)
+        code = exit_code(True, document)
+        if as_json:
+            return StatusOutput(json.dumps(document, indent=json_indent), "", code)
+        return StatusOutput(render_text(document, window, width, now), "", code)
+    if as_json:
+        if document is None:
+            return StatusOutput("", f"ai-analytics: {problem}" if problem
+                                else no_state + " and is not running", EXIT_NOT_RUNNING)
+        return StatusOutput(json.dumps(document, indent=json_indent), "", EXIT_NOT_RUNNING)
+    view = read_namespace(config.namespace)
+    if document is None and problem is None and view.empty:
+        return StatusOutput("", no_state + " and is not running", EXIT_NOT_RUNNING)
+    text = render_not_running(view, document, config.state_dir, problem, width, now)
+    return StatusOutput(text, "", EXIT_NOT_RUNNING)
+
+
+# -- the document's shape, tolerated ---------------------------------------------------------
+
+def _get(document: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(document, Mapping):
+            return None
+        document = document.get(key)
+    return document
+
+
+def _dict(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> Sequence[object]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: object) -> str:
+    return fmt.MISSING if value is None or value == "" else str(value)
+
+
+def default_window(document: Mapping[str, object]) -> str:
+    """The daemon's insight window where the document states it (``daemon.insight_window``,
+    else the window of its findings), else 1m."""
+    candidates = [_get(document, "daemon", "insight_window"),
+                  _get(document, "daemon", "settings", "insight_window"),
+                  *(_dict(f).get("window") for f in _list(document.get("findings")))]
+    return next((str(c) for c in candidates if c in WINDOWS), DEFAULT_WINDOW)
+
+
+def _window_title(window: str) -> str:
+    return "since the daemon started" if window == "since_start" else f"last {window}"
+
+
+def _section(title: str, lines: Sequence[str]) -> str:
+    return "\n".join([title, *lines])
+
+
+def _note(text: str) -> str:
+    return INDENT + text
+
+
+def _more(shown: int, total: int, what: str) -> list[str]:
+    hidden = total - shown
+    return [_note(f"… and {hidden:,} more {what} (--json shows all)")] if hidden > 0 else []
+
+
+def _joined(parts: Sequence[str], width: int, sep: str = " · ") -> list[str]:
+    """``parts`` joined by ``sep``, broken into lines of at most ``width`` where possible."""
+    lines: list[str] = []
+    current = ""
+    for part in parts:
+        candidate = f"{current}{sep}{part}" if current else part
+        if current and len(candidate) > width:
+            lines.append(current)
+            current = part
+        else:
+            current = candidate
+    return [*lines, current] if current else lines
+
+
+# -- the view of a running daemon ------------------------------------------------------------
+
+def render_text(document: Mapping[str, object], window: str | None = None,
+                width: int = DEFAULT_WIDTH, now: float | None = None) -> str:
+    """The whole operator view of one snapshot document, section after section."""
+    now = time.time() if now is None else now
+    window = window or default_window(document)
+    return "\n\n".join([
+        render_header(document, width, now),
+        render_operations(document, window, width),
+        render_models(document, window, width),
+        render_resources(document, width),
+        render_event_path(document, window, width),
+        render_caches(document, window, width),
+        render_findings(document, width, now),
+        render_recommendations(document, width),
+    ])
+
+
+def render_header(document: Mapping[str, object], width: int = DEFAULT_WIDTH,
+                  now: float | None = None) -> str:
+    """One line (two if narrow): running or not, namespace, pid, uptime, snapshot age."""
+    now = time.time() if now is None else now
+    daemon = _dict(document.get("daemon"))
+    written = document.get("written_unix")
+    age = max(0.0, now - written) if isinstance(written, (int, float)) else None
+    running = daemon.get("running") is True
+    uptime = daemon.get("uptime_seconds")
+    if running and isinstance(uptime, (int, float)) and age is not None:
+        uptime = uptime + age  # the snapshot's uptime, brought up to now
+    parts = [
+        "ai-analyticsd running" if running else "ai-analyticsd NOT RUNNING (last snapshot shown)",
+        f"namespace {_text(document.get('namespace'))}",
+        f"pid {_text(daemon.get('pid'))}",
+        f"version {_text(daemon.get('version'))}",
+        f"up {fmt.duration(uptime)}" if running else
+        f"ran {fmt.duration(daemon.get('uptime_seconds'))}",
+        f"snapshot {fmt.seconds(age)} old" if age is not None else "snapshot age unknown",
     ]
-    operations = document.get("operations") or []
-    assert isinstance(operations, list)
-    if operations:
-        width = max(len(str(row["operation"])) for row in operations)
-        lines.append(f"{'operation':<{width}}  {'model':<24} {'count':>12}")
-        for row in operations:
-            model = row["model"] or "-"
-            lines.append(f"{row['operation']:<{width}}  {model:<24} {row['count']:>12}")
-    return "\n".join(lines)
+    interval = daemon.get("snapshot_interval_seconds")
+    stale_after = 3 * interval + 2 if isinstance(interval, (int, float)) else 30.0
+    if running and age is not None and age > stale_after:
+        parts.append(f"STALE: no snapshot since {fmt.local_time(written)}")
+    elif not running:
+        parts.append(f"written {fmt.local_time(written)}")
+    return "\n".join(_joined(parts, width))
+
+
+def render_operations(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+                      width: int = DEFAULT_WIDTH) -> str:
+    """Per (operation, model) series in ``window``: count, ops/s, err%, p50/p95/p99, quality."""
+    operations = [_dict(row) for row in _list(document.get("operations"))]
+    title = f"OPERATIONS ({_window_title(window)})"
+    active = [(row, _dict(_get(row, "windows", window))) for row in operations]
+    active = [(row, stats) for row, stats in active
+              if isinstance(stats.get("count"), int) and stats["count"] > 0]
+    if not active:
+        what = "no operations yet" if not operations else \
+            f"no events in the {_window_title(window)} ({len(operations):,} series known)"
+        return _section(title, [_note(what)])
+    active.sort(key=lambda item: (-int(item[1]["count"]), str(item[0].get("operation")),
+                                  str(item[0].get("model"))))
+    columns = [Column("operation", shrink=10, max=NAME_MAX),
+               Column("model", shrink=8, max=NAME_MAX), Column("count", right=True),
+               Column("ops/s", right=True), Column("err%", right=True),
+               Column("p50", right=True), Column("p95", right=True), Column("p99", right=True),
+               Column("quality", right=True)]
+    rows = []
+    for row, stats in active[:MAX_ROWS]:
+        latency = _dict(stats.get("latency_ms"))
+        rows.append([
+            _text(row.get("operation")), _text(row.get("model")), fmt.count(stats.get("count")),
+            fmt.rate(stats.get("throughput_per_s")), fmt.percent(stats.get("error_rate")),
+            fmt.milliseconds(latency.get("p50")), fmt.milliseconds(latency.get("p95")),
+            fmt.milliseconds(latency.get("p99")),
+            fmt.fixed(_get(stats, "quality", "mean")),
+        ])
+    idle = len(operations) - len(active)
+    lines = table(columns, rows, width) + _more(min(len(active), MAX_ROWS), len(active), "series")
+    if idle:
+        lines.append(_note(f"{idle:,} more series had no events in the {_window_title(window)}"))
+    return _section(title, lines)
+
+
+def render_models(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+                  width: int = DEFAULT_WIDTH) -> str:
+    """Per model in ``window``: count, err%, mean inference time; its workers' RSS and GPU."""
+    models = [_dict(row) for row in _list(document.get("models"))]
+    title = f"MODELS ({_window_title(window)})"
+    if not models:
+        return _section(title, [_note("no models")])
+    columns = [Column("model", shrink=10, max=NAME_MAX), Column("count", right=True),
+               Column("err%", right=True), Column("mean", right=True),
+               Column("workers", right=True), Column("RSS MB", right=True),
+               Column("GPU MB", right=True)]
+    rows = []
+    for row in models[:MAX_ROWS]:
+        stats = _dict(_get(row, "windows", window))
+        rows.append([
+            _text(row.get("model")), fmt.count(stats.get("count")),
+            fmt.percent(stats.get("error_rate")), fmt.milliseconds(stats.get("inference_ms_mean")),
+            fmt.count(len(_list(row.get("processes")))), fmt.mebibytes(row.get("rss_bytes")),
+            fmt.megabytes(row.get("gpu_memory_mb")),
+        ])
+    return _section(title, table(columns, rows, width) + _more(len(rows), len(models), "models"))
+
+
+def _stale(section: Mapping[str, object], age_key: str = "age_seconds",
+           stale_key: str = "stale") -> str:
+    if section.get(stale_key) is True:
+        return f" (STALE: sampled {fmt.seconds(section.get(age_key))} ago)"
+    return ""
+
+
+def render_resources(document: Mapping[str, object], width: int = DEFAULT_WIDTH) -> str:
+    """System CPU and memory, the daemon's own use, workers, and each GPU (or why none)."""
+    resources = _dict(document.get("resources"))
+    title = "RESOURCES"
+    if not resources:
+        return _section(title, [_note("no resource samples in this snapshot")])
+    system = _dict(resources.get("system"))
+    total = system.get("memory_total_bytes")
+    used = system.get("memory_used_bytes")
+    gigabytes = ""
+    if isinstance(total, (int, float)) and isinstance(used, (int, float)):
+        gigabytes = f" ({used / 1e9:.1f} of {total / 1e9:.1f} GB used)"
+    daemon = _dict(resources.get("daemon"))
+    processes = [_dict(p) for p in _list(resources.get("processes"))]
+    rss = [p.get("rss_bytes") for p in processes if isinstance(p.get("rss_bytes"), int)]
+    plural = "" if len(processes) == 1 else "es"
+    lines = [
+        _note(f"system: CPU {fmt.percent_value(system.get('cpu_percent'))} · memory "
+              f"{fmt.percent_value(system.get('memory_percent'))}{gigabytes}{_stale(system)}"),
+        _note(f"daemon: CPU {fmt.percent_value(daemon.get('cpu_percent'))} · RSS "
+              f"{fmt.mebibytes(daemon.get('rss_bytes'))} MB"),
+        _note(f"workers: {len(processes):,} process{plural}"
+              + (f" · RSS {fmt.mebibytes(sum(rss))} MB in all" if rss else "")
+              + _stale(resources, "processes_age_seconds", "processes_stale")),
+    ]
+    gpu = _dict(resources.get("gpu"))
+    devices = [_dict(d) for d in _list(gpu.get("devices"))]
+    if gpu.get("available") is True and devices:
+        if gpu.get("stale") is True:
+            lines.append(_note(f"GPU samples STALE: {fmt.seconds(gpu.get('age_seconds'))} old"))
+        columns = [Column("GPU", right=True), Column("name", shrink=8), Column("util", right=True),
+                   Column("memory MB", right=True), Column("mem%", right=True),
+                   Column("temp", right=True), Column("power", right=True)]
+        rows = []
+        for device in devices:
+            used_mb, total_mb = device.get("memory_used_mb"), device.get("memory_total_mb")
+            share = (used_mb / total_mb if isinstance(used_mb, (int, float))
+                     and isinstance(total_mb, (int, float)) and total_mb > 0 else None)
+            temp, power = device.get("temperature_c"), device.get("power_w")
+            rows.append([
+                _text(device.get("index")), _text(device.get("name")),
+                fmt.percent_value(device.get("utilization_percent")),
+                f"{fmt.megabytes(used_mb)} / {fmt.megabytes(total_mb)}", fmt.percent(share),
+                f"{fmt.fixed(temp, 0)} °C" if temp is not None else fmt.MISSING,
+                f"{fmt.fixed(power, 0)} W" if power is not None else fmt.MISSING,
+            ])
+        lines += table(columns, rows, width)
+    elif gpu.get("available") is True:
+        lines.append(_note("GPU: available, no devices reported"))
+    else:
+        lines.append(_note(f"GPU: unavailable — {_text(gpu.get('reason'))}"))
+    return _section(title, lines)
+
+
+_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart", "pending")
+
+
+def _outcomes(events: Mapping[str, object]) -> list[str]:
+    parts = [f"{key.replace('_', ' ')} {fmt.count(events.get(key))}" for key in _OUTCOMES]
+    return [f"events: {parts[0]}", *parts[1:]]
+
+
+def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+                      width: int = DEFAULT_WIDTH) -> str:
+    """Events by outcome, outcome rates, lane counts, max fill, drain lag, and the lanes."""
+    events = _dict(document.get("events"))
+    path = _dict(document.get("event_path"))
+    summary = _dict(document.get("lanes_summary"))
+    prefix = f"{document.get('namespace')}.lane."
+    inner = width - len(INDENT)
+    lines = [_note(text) for text in _joined(_outcomes(events), inner)]
+    rates = _dict(path.get("rates_per_s"))
+    if window != "since_start" and rates:
+        lines += [_note(text) for text in _joined(
+            [f"rates ({_window_title(window)}): received "
+             f"{fmt.rate(_get(rates, 'received', window))}/s"]
+            + [f"{key} {fmt.rate(_get(rates, key, window))}/s"
+               for key in ("dropped", "overwritten", "invalid")], inner)]
+    per_batch = path.get("records_per_batch")
+    lines += [_note(text) for text in _joined([
+        "lanes: " + ", ".join(f"{fmt.count(summary.get(k))} {k.replace('_', ' ')}" for k in
+                              ("live", "retired", "dead", "reclaimed", "waiting",
+                               "rejected_segments")),
+        f"max fill {fmt.percent(path.get('max_fill'))}",
+        f"drain lag {fmt.seconds(path.get('drain_lag_seconds'))}",
+        f"{fmt.rate(per_batch)} records/batch",
+    ], inner)]
+    lanes = [_dict(lane) for lane in _list(document.get("lanes"))]
+    if not lanes:
+        lines.append(_note("no lanes attached"))
+        return _section("EVENT PATH", lines)
+    lanes.sort(key=lambda lane: -(lane.get("fill") if isinstance(lane.get("fill"), float)
+                                  else 0.0))
+    columns = [Column("lane", shrink=8), Column("pid", right=True),
+               Column("state"), Column("on_full"),
+               Column("fill", right=True), Column("pending", right=True),
+               Column("dropped", right=True), Column("overwritten", right=True),
+               Column("invalid", right=True)]
+    rows = []
+    for lane in lanes[:MAX_ROWS]:
+        head, tail = lane.get("head"), lane.get("tail")
+        pending = head - tail if isinstance(head, int) and isinstance(tail, int) else None
+        name = _text(lane.get("name"))
+        rows.append([
+            name.removeprefix(prefix), _text(lane.get("pid")), _text(lane.get("state")),
+            _text(lane.get("on_full")), fmt.percent(lane.get("fill")),
+            fmt.count(pending), fmt.count(lane.get("dropped")),
+            fmt.count(lane.get("overwritten")), fmt.count(lane.get("invalid")),
+        ])
+    lines += table(columns, rows, width) + _more(len(rows), len(lanes), "lanes")
+    return _section("EVENT PATH", lines)
+
+
+def render_caches(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+                  width: int = DEFAULT_WIDTH) -> str:
+    """Per cache: size, reporting lanes, evictions in all and per second in ``window``."""
+    caches = [_dict(c) for c in _list(document.get("caches"))]
+    if not caches:
+        return _section("CACHES", [_note("no caches reported")])
+    rate_window = window if window != "since_start" else "5m"
+    columns = [Column("cache", shrink=10, max=NAME_MAX), Column("size", right=True),
+               Column("lanes", right=True), Column("evictions", right=True),
+               Column(f"evictions/s ({rate_window})", right=True)]
+    rows = [[_text(c.get("name")), fmt.count(c.get("size")), fmt.count(c.get("reporting_lanes")),
+             fmt.count(c.get("evictions_total")), fmt.rate(_get(c, "evictions_per_s", rate_window))]
+            for c in caches[:MAX_ROWS]]
+    return _section("CACHES", table(columns, rows, width) + _more(len(rows), len(caches),
+                                                                    "caches"))
+
+
+def _subject(value: object, namespace: object = None) -> str:
+    """"model llama-3-8b", "lane 2908.0" (a lane's name without its namespace prefix)."""
+    subject = _dict(value)
+    if not subject:
+        return _text(value) if not isinstance(value, Mapping) else fmt.MISSING
+    kind, name = subject.get("type"), subject.get("name")
+    if kind == "lane" and isinstance(name, str):
+        name = name.removeprefix(f"{namespace}.lane.")
+    return " ".join(_text(part) for part in (kind, name) if part is not None)
+
+
+def render_findings(document: Mapping[str, object], width: int = DEFAULT_WIDTH,
+                    now: float | None = None) -> str:
+    """The daemon's findings, most severe first: severity, kind, subject, since, message."""
+    now = time.time() if now is None else now
+    if "findings" not in document:
+        return _section("FINDINGS", [_note("no findings (this daemon does not report them)")])
+    findings = [_dict(f) for f in _list(document.get("findings"))]
+    if not findings:
+        return _section("FINDINGS", [_note("no findings")])
+    order = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+    findings.sort(key=lambda f: (order.get(str(f.get("severity")), len(order)),
+                                 str(f.get("kind")), _subject(f.get("subject"))))
+    counts = [f"{n} {s}" for s in SEVERITIES
+              if (n := sum(1 for f in findings if f.get("severity") == s))]
+    columns = [Column("severity"), Column("kind", shrink=10), Column("subject", shrink=10),
+               Column("for", right=True), Column("message", wrap=24)]
+    rows = []
+    for finding in findings:
+        started = finding.get("started_unix")
+        since = now - started if isinstance(started, (int, float)) else None
+        rows.append([_text(finding.get("severity")).upper(), _text(finding.get("kind")),
+                     _subject(finding.get("subject"), document.get("namespace")),
+                     fmt.duration(since),
+                     _text(finding.get("message"))])
+    return _section(f"FINDINGS ({', '.join(counts) or len(findings)})",
+                    table(columns, rows, width))
+
+
+def render_recommendations(document: Mapping[str, object], width: int = DEFAULT_WIDTH) -> str:
+    """What to change: the message, and the config key with its suggested value."""
+    if "recommendations" not in document:
+        return _section("RECOMMENDATIONS",
+                        [_note("no recommendations (this daemon does not make them)")])
+    items = [_dict(r) for r in _list(document.get("recommendations"))]
+    if not items:
+        return _section("RECOMMENDATIONS", [_note("no recommendations")])
+    columns = [Column("category", shrink=8), Column("recommendation", wrap=30),
+               Column("config", wrap=16)]
+    rows = []
+    for item in items:
+        key, value = item.get("config_key"), item.get("suggested_value")
+        setting = fmt.MISSING if key is None else \
+            str(key) if value is None else f"{key} → {json.dumps(value)}"
+        rows.append([_text(item.get("category")), _text(item.get("message")), setting])
+    return _section(f"RECOMMENDATIONS ({len(items)})", table(columns, rows, width))
+
+
+# -- the view of shared memory, without a daemon ---------------------------------------------
+
+def render_not_running(view: ShmView, document: Mapping[str, object] | None, state_dir: str,
+                       problem: str | None = None, width: int = DEFAULT_WIDTH,
+                       now: float | None = None) -> str:
+    """The daemon is down: say so first, then what its lanes hold, then its last snapshot."""
+    now = time.time() if now is None else now
+    if document is not None:
+        written = document.get("written_unix")
+        age = now - written if isinstance(written, (int, float)) else None
+        last = f"last snapshot from {fmt.local_time(written)} ({fmt.duration(age)} ago)"
+    elif problem is not None:
+        last = f"last snapshot unreadable: {problem}"
+    else:
+        last = f"no snapshot in {state_path(state_dir)}"
+    head = (f"ai-analyticsd is NOT running for namespace {view.namespace}: showing shared "
+            f"memory directly; {last}")
+    head = "\n".join(textwrap.wrap(head, width, break_long_words=False,
+                                   break_on_hyphens=False))
+    sections = [head, render_shm(view, width)]
+    if document is not None:
+        events = _dict(document.get("events"))
+        sections.append(_section("LAST SNAPSHOT", [
+            *[_note(text) for text in _joined(_outcomes(events), width - len(INDENT))],
+            _note(f"{len(_list(document.get('operations'))):,} series, "
+                  f"{len(_list(document.get('lanes'))):,} lanes attached, "
+                  f"{len(_list(document.get('findings'))):,} findings "
+                  "(ai-analytics status --json prints it)"),
+        ]))
+    return "\n\n".join(sections)
+
+
+def _control_line(view: ShmView) -> str:
+    control = view.control
+    if not control.present:
+        return "control: none (new lanes use the defaults)"
+    if control.error:
+        return f"control: unreadable: {control.error}"
+    alive = "alive" if control.daemon_alive else "gone"
+    return (f"control: capacity {fmt.count(control.capacity)} · on_full {control.on_full} · "
+            f"names {fmt.count(control.names_capacity)} · published by pid "
+            f"{control.daemon_pid} ({alive})")
+
+
+def _lock_line(view: ShmView) -> str:
+    lock = view.lock
+    if not lock.present:
+        return "lock: none (no daemon has run in this namespace since boot)"
+    recorded = f"pid {lock.recorded_pid}" if lock.recorded_pid else "no pid recorded"
+    if lock.held:
+        holder = f"pid {lock.holder_pid}" if lock.holder_pid else recorded
+        return f"lock: held by ai-analyticsd {holder}"
+    return f"lock: free (last daemon: {recorded})"
+
+
+def render_shm(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
+    """Totals and one row per lane, read straight from shared memory."""
+    totals = view.totals()
+    lines = [_note(text) for text in _joined([
+        f"lanes {totals['lanes']:,} ({totals['producers_alive']:,} producer "
+        f"process{'' if totals['producers_alive'] == 1 else 'es'} alive, "
+        f"{totals['retired']:,} retired)",
+        f"events pending {totals['pending']:,}", f"dropped {totals['dropped']:,}",
+        f"overwritten {totals['overwritten']:,}", f"invalid {totals['invalid']:,}",
+    ], width - len(INDENT))]
+    lines += [_note(_control_line(view)), _note(_lock_line(view))]
+    if view.lanes:
+        columns = [Column("lane", shrink=8), Column("pid", right=True), Column("alive"),
+                   Column("retired"), Column("on_full"), Column("capacity", right=True),
+                   Column("pending", right=True), Column("fill", right=True),
+                   Column("dropped", right=True), Column("names", shrink=8)]
+        rows = [[lane.name.removeprefix(f"{view.namespace}.lane."), lane.pid,
+                 "yes" if lane.pid_alive else "no", "yes" if lane.retired else "no",
+                 lane.on_full, fmt.count(lane.capacity), fmt.count(lane.pending),
+                 fmt.percent(lane.fill), fmt.count(lane.dropped),
+                 ", ".join(lane.names) or fmt.MISSING]
+                for lane in view.lanes[:MAX_ROWS]]
+        lines += table(columns, rows, width) + _more(len(rows), len(view.lanes), "lanes")
+    else:
+        lines.append(_note("no lanes"))
+    lines += [_note(f"{u.name}: unreadable: {u.reason}") for u in view.unreadable]
+    return _section(f"SHARED MEMORY ({view.shm_dir})", lines)
+
+
+def render_lanes(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
+    """``ai-analytics lanes``: every lane's header in two tables, control, lock, unreadable."""
+    state = "running" if view.lock.held else "NOT running"
+    lines = [f"namespace {view.namespace} in {view.shm_dir}: ai-analyticsd {state}",
+             _control_line(view), _lock_line(view)]
+    totals = view.totals()
+    lines += _joined([f"lanes {totals['lanes']:,}", f"published {totals['published']:,}",
+                      f"pending {totals['pending']:,}", f"dropped {totals['dropped']:,}",
+                      f"overwritten {totals['overwritten']:,}", f"invalid {totals['invalid']:,}",
+                      f"unreadable {totals['unreadable']:,}"], width)
+    sections = ["\n".join(lines)]
+    prefix = f"{view.namespace}.lane."
+    if view.lanes:
+        counters = [Column("lane", shrink=8), Column("pid", right=True), Column("alive"),
+                    Column("retired"), Column("on_full"),
+                    Column("capacity", right=True), Column("pending", right=True),
+                    Column("fill", right=True), Column("dropped", right=True),
+                    Column("overwritten", right=True), Column("invalid", right=True)]
+        rows = [[lane.name.removeprefix(prefix), lane.pid, "yes" if lane.pid_alive else "no",
+                 "yes" if lane.retired else "no", lane.on_full,
+                 fmt.count(lane.capacity), fmt.count(lane.pending), fmt.percent(lane.fill),
+                 fmt.count(lane.dropped), fmt.count(lane.overwritten + lane.lapped),
+                 fmt.count(lane.invalid)] for lane in view.lanes]
+        lapped = sum(lane.lapped for lane in view.lanes)
+        notes = [_note(f"overwritten includes {lapped:,} records lapped since the last drain")
+                 ] if lapped else []
+        sections.append(_section(f"LANES ({len(view.lanes)})", table(counters, rows, width)
+                                 + notes))
+        positions = [Column("lane", shrink=8), Column("thread", right=True),
+                     Column("head", right=True),
+                     Column("tail", right=True), Column("names", right=True),
+                     Column("consumer", right=True), Column("created (UTC)"),
+                     Column("name table", shrink=10)]
+        rows = [[lane.name.removeprefix(prefix), lane.thread_id, fmt.count(lane.head),
+                 fmt.count(lane.tail),
+                 f"{lane.names_count}/{lane.names_capacity}", lane.consumer_pid or fmt.MISSING,
+                 lane.created.replace("+00:00", "Z"), ", ".join(lane.names) or fmt.MISSING]
+                for lane in view.lanes]
+        sections.append(_section("POSITIONS", table(positions, rows, width)))
+    else:
+        sections.append(_section("LANES (0)", [_note("no lanes")]))
+    if view.unreadable:
+        sections.append(_section(f"UNREADABLE ({len(view.unreadable)})", [
+            _note(f"{u.name}: unreadable: {u.reason}") for u in view.unreadable]))
+    return "\n\n".join(sections)
+
+
+def lanes_exit_code(view: ShmView) -> int:
+    """0 when there is anything to show; 3 when the namespace has no segment at all and no
+    daemon holds it (most likely the wrong namespace)."""
+    return EXIT_NOT_RUNNING if view.empty and not view.lock.held else EXIT_OK
+
+
+__all__ = [
+    "DEFAULT_WINDOW", "EXIT_FAILURE", "EXIT_FINDINGS", "EXIT_NOT_RUNNING", "EXIT_OK", "WINDOWS",
+    "StatusOutput", "StatusReport", "daemon_running", "default_window", "exit_code",
+    "get_performance_snapshot", "lanes_exit_code", "load_status", "read_namespace",
+    "render_caches", "render_event_path", "render_findings", "render_header", "render_lanes",
+    "render_models", "render_not_running", "render_operations", "render_recommendations",
+    "render_resources", "render_shm", "render_text", "status_output",
+]

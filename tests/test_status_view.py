@@ -1,0 +1,750 @@
+"""The operator's view: ``ai-analytics status`` (tables, --json, --watch, exit codes) and
+``ai-analytics lanes`` (shared memory read directly), on crafted documents, real daemons,
+real producer processes and, for --watch, a real terminal under tmux."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ai_analytics.daemon import cli, status
+from ai_analytics.daemon import tables as fmt
+from ai_analytics.daemon.shm_view import read_namespace
+from ai_analytics.daemon.state import write_state
+from ai_analytics.daemon.tables import Column, table
+
+from helpers import SHM_DIR, run_python, start_python, wait_for
+
+AI_ANALYTICS = str(Path(sys.executable).with_name("ai-analytics"))
+NOW = 1_800_000_000.0
+TITLES = ("OPERATIONS (", "MODELS (", "RESOURCES", "EVENT PATH", "CACHES", "FINDINGS",
+          "RECOMMENDATIONS")
+LONG_MODEL = "llama-3-8b-instruct-with-a-very-long-name-indeed"
+WINDOW_NAMES = ("10s", "1m", "5m", "since_start")
+
+
+# -- a crafted document with every section -----------------------------------------------------
+
+def window_stats(count: int, errors: int, rate: float, p50: float | None, p95: float | None,
+                 p99: float | None, quality: float | None) -> dict:
+    return {
+        "count": count, "successes": count - errors, "errors": errors,
+        "error_rate": errors / count if count else None, "throughput_per_s": rate,
+        "latency_ms": {"mean": p50, "min": p50, "max": p99, "p50": p50, "p90": p95,
+                       "p95": p95, "p99": p99, "p999": p99},
+        "quality": {"count": count if quality is not None else 0, "mean": quality,
+                    "min": quality, "p10": quality},
+        "cache": {"lookups": 0, "hits": 0, "hit_rate": None},
+    }
+
+
+def full_document(namespace: str = "prod") -> dict:
+    """A snapshot as docs/snapshot.md describes it, plus findings and recommendations, with
+    two GPUs (one reporting nothing) and numbers whose formatting the tests know."""
+    lane = f"{namespace}.lane.2908.0"
+    dead = f"{namespace}.lane.3001.0"
+    return {
+        "schema_version": 1, "written_at": "2027-01-15T08:00:00.000+00:00",
+        "written_unix": NOW - 2.5, "namespace": namespace,
+        "daemon": {"pid": 4242, "version": "0.1.0", "running": True,
+                   "started_unix": NOW - 7322.5, "uptime_seconds": 7320.0, "on_full": "drop",
+                   "max_queue_size": 8192, "batch_size": 65536, "batch_timeout_seconds": 1.0,
+                   "cpu_percent": 1.5, "rss_bytes": 61_000_000},
+        "events": {"received": 123506, "dropped": 4321, "overwritten": 0, "invalid": 3,
+                   "lost_on_restart": 0, "pending": 7680},
+        "lanes": [
+            {"name": lane, "pid": 2908, "thread_id": 2911, "state": "live", "capacity": 8192,
+             "on_full": "drop", "fill": 0.9375, "head": 130000, "tail": 122320,
+             "received": 122317, "dropped": 4321, "overwritten": 0, "invalid": 3,
+             "lost_on_restart": 0, "pending": 7680},
+            {"name": dead, "pid": 3001, "thread_id": 3001, "state": "dead", "capacity": 8192,
+             "on_full": "drop", "fill": 0.0, "head": 50, "tail": 50, "received": 50,
+             "dropped": 0, "overwritten": 0, "invalid": 0, "lost_on_restart": 0, "pending": 0},
+        ],
+        "lanes_summary": {"live": 1, "retired": 0, "dead": 1, "reclaimed": 4, "waiting": 0,
+                          "rejected_segments": 2},
+        "operations": [
+            {"operation": "chat_completion", "model": LONG_MODEL, "count": 123456,
+             "windows": {w: window_stats(1234, 62, 20.567, 12.34, 812.0, 1234.5, 0.912)
+                         for w in WINDOW_NAMES}},
+            {"operation": "embedding", "model": "bge-small", "count": 50,
+             "windows": {"10s": window_stats(0, 0, 0.0, None, None, None, None),
+                         "1m": window_stats(7, 0, 0.117, 0.42, 0.9, 0.95, None),
+                         "5m": window_stats(50, 1, 0.1667, 0.5, 1.0, 1.1, None),
+                         "since_start": window_stats(50, 1, 0.1, 0.5, 1.0, 1.1, None)}},
+        ],
+        "models": [
+            {"model": "bge-small",
+             "windows": {w: {"count": 7, "errors": 0, "error_rate": 0.0,
+                             "inference_ms_mean": 0.5} for w in WINDOW_NAMES},
+             "processes": [], "rss_bytes": None, "gpu_memory_mb": None},
+            {"model": LONG_MODEL,
+             "windows": {w: {"count": 1234, "errors": 62, "error_rate": 0.0502,
+                             "inference_ms_mean": 1500.0} for w in WINDOW_NAMES},
+             "processes": [{"pid": 2908, "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0}],
+             "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0},
+        ],
+        "caches": [{"name": "kv-cache", "size": 98765, "reporting_lanes": 3,
+                    "evictions_total": 4567,
+                    "evictions_per_s": {"10s": 1.5, "1m": 2.5, "5m": 0.5}}],
+        "cardinality": {"operations": 2, "models": 2, "series": 2, "max_operations": 256,
+                        "max_models": 256, "max_series": 1024,
+                        "overflow_events": {"operations": 0, "models": 0, "series": 0}},
+        "event_path": {
+            "max_fill": 0.9375, "drain_lag_seconds": 1.234, "records_per_batch": 812.5,
+            "rates_per_s": {"received": {"10s": 1.0, "1m": 2058.4, "5m": 3.0},
+                            "dropped": {"10s": 0.0, "1m": 72.0, "5m": 0.0},
+                            "overwritten": {"10s": 0.0, "1m": 0.0, "5m": 0.0},
+                            "invalid": {"10s": 0.0, "1m": 0.05, "5m": 0.0}}},
+        "drain": {"batches": 10, "records": 8125, "last_batch": 800,
+                  "series_overflow_events": 0, "state_writes_failed": 0,
+                  "history_writes_failed": 0},
+        "resources": {
+            "system": {"cpu_percent": 12.5, "memory_total_bytes": 25_200_000_000,
+                       "memory_used_bytes": 2_040_000_000,
+                       "memory_available_bytes": 23_160_000_000, "memory_percent": 8.1,
+                       "age_seconds": 0.4, "stale": False},
+            "daemon": {"cpu_percent": 1.5, "rss_bytes": 61_000_000},
+            "processes": [{"pid": 2908, "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0}],
+            "processes_age_seconds": 1.2, "processes_stale": False,
+            "gpu": {"available": True, "reason": None, "age_seconds": 0.4, "stale": False,
+                    "processes_age_seconds": 3.0, "processes_stale": False,
+                    "devices": [
+                        {"index": 0, "name": "NVIDIA H200", "utilization_percent": 97.0,
+                         "memory_used_mb": 15360.0, "memory_total_mb": 143771.0,
+                         "temperature_c": 71, "power_w": 612.4},
+                        {"index": 1, "name": "NVIDIA H200", "utilization_percent": None,
+                         "memory_used_mb": None, "memory_total_mb": None,
+                         "temperature_c": None, "power_w": None},
+                    ]},
+        },
+        "findings": [
+            {"id": f"queue_congestion:lane:{lane}", "kind": "queue_congestion",
+             "subject": {"type": "lane", "name": lane}, "severity": "warning", "window": "1m",
+             "evidence": {"fill": 0.9375}, "threshold": 0.8, "started_unix": NOW - 125,
+             "message": "Lane 2908.0 is 94% full (threshold 80%): its producer emits faster "
+                        "than the daemon drains it."},
+            {"id": f"event_loss:namespace:{namespace}", "kind": "event_loss",
+             "subject": {"type": "namespace", "name": namespace}, "severity": "critical",
+             "window": "1m", "evidence": {"ratio": 0.034}, "threshold": 0.05,
+             "started_unix": NOW - 60, "message": "3.4% of events were lost in the last minute."},
+            {"id": f"producer_died:lane:{dead}", "kind": "producer_died",
+             "subject": {"type": "lane", "name": dead}, "severity": "info", "window": "1m",
+             "evidence": {}, "threshold": 0, "started_unix": NOW - 5,
+             "message": "Worker 3001 died with events still pending."},
+        ],
+        "recommendations": [
+            {"id": f"queue_size:lane:{lane}", "category": "queue_size",
+             "finding": f"queue_congestion:lane:{lane}",
+             "subject": {"type": "lane", "name": lane},
+             "message": "Raise max_queue_size from 8192 to 16384: about 9000 events/s arrive "
+                        "per live lane and the daemon may wait 1 s between drains.",
+             "config_key": "max_queue_size", "suggested_value": 16384},
+            {"id": "caching:model:bge-small", "category": "caching", "finding": None,
+             "subject": {"type": "model", "name": "bge-small"},
+             "message": "Cache the embeddings: the hit rate is 12%.", "config_key": None,
+             "suggested_value": None},
+        ],
+        "restore": {"lanes": []},
+    }
+
+
+def healthy(document: dict) -> dict:
+    """The same document with nothing wrong: no findings, no recommendations."""
+    document = copy.deepcopy(document)
+    document["findings"], document["recommendations"] = [], []
+    return document
+
+
+def section(text: str, title: str) -> str:
+    """The lines of the section whose title starts with ``title``, up to the next blank line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next((i for i in range(start, len(lines)) if not lines[i]), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def row(text: str, first_cell: str) -> list[str]:
+    """The cells (split on runs of spaces) of the table row that starts with ``first_cell``."""
+    line = next(line for line in text.splitlines() if line.strip().startswith(first_cell + " "))
+    return line.split()
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+def test_render_shows_every_section_with_numbers_for_humans() -> None:
+    """Every section of a full document appears under its title, with the key numbers as a
+    human reads them (1,234; 12.3 ms; 1.2 s; percentages), GPU rows, lanes, caches, findings
+    most severe first and recommendations with their config key and suggested value."""
+    text = status.render_text(full_document(), width=200, now=NOW)
+    for title in TITLES:
+        assert f"\n{title}" in text, title
+    assert text.startswith("ai-analyticsd running · namespace prod · pid 4242 · version 0.1.0 "
+                           "· up 2h 02m · snapshot 2.5 s old")
+    assert "OPERATIONS (last 1m)" in text and "MODELS (last 1m)" in text
+    assert row(text, "chat_completion")[2:] == ["1,234", "20.6", "5.0%", "12.3", "ms", "812",
+                                                 "ms", "1.2", "s", "0.912"]
+    assert row(text, "embedding")[2:] == ["7", "0.12", "0.0%", "0.42", "ms", "0.90", "ms",
+                                          "0.95", "ms", "-"]
+    models = section(text, "MODELS")
+    assert row(models, "bge-small")[1:] == ["7", "0.0%", "0.50", "ms", "0", "-", "-"]
+    assert next(line for line in models.splitlines() if "1,234" in line).split()[1:] == \
+        ["1,234", "5.0%", "1.5", "s", "1", "2,048", "15,360"]
+    resources = section(text, "RESOURCES")
+    assert "system: CPU 12.5% · memory 8.1% (2.0 of 25.2 GB used)" in resources
+    assert "daemon: CPU 1.5% · RSS 58.2 MB" in resources
+    assert "workers: 1 process · RSS 2,048 MB in all" in resources
+    assert row(resources, "0")[1:] == ["NVIDIA", "H200", "97.0%", "15,360", "/", "143,771",
+                                       "10.7%", "71", "°C", "612", "W"]
+    assert row(resources, "1")[1:] == ["NVIDIA", "H200", "-", "-", "/", "-", "-", "-", "-"]
+    path = section(text, "EVENT PATH")
+    assert ("events: received 123,506 · dropped 4,321 · overwritten 0 · invalid 3 · lost on "
+            "restart 0 · pending 7,680") in path
+    assert "rates (last 1m): received 2,058/s · dropped 72.0/s" in path
+    assert "1 live, 0 retired, 1 dead, 4 reclaimed, 0 waiting, 2 rejected segments" in path
+    assert "max fill 93.8% · drain lag 1.2 s · 812 records/batch" in path
+    assert row(path, "2908.0")[1:] == ["2908", "live", "drop", "93.8%", "7,680", "4,321", "0",
+                                       "3"]
+    assert row(section(text, "CACHES"), "kv-cache")[1:] == ["98,765", "3", "4,567", "2.5"]
+    findings = section(text, "FINDINGS")
+    assert findings.splitlines()[0] == "FINDINGS (1 critical, 1 warning, 1 info)"
+    severities = [line.split()[0] for line in findings.splitlines()[2:]]
+    assert severities == ["CRITICAL", "WARNING", "INFO"]
+    flat = [" ".join(line.split()) for line in findings.splitlines()]
+    assert "CRITICAL event_loss namespace prod 1m 00s 3.4% of events were lost in the last " \
+        "minute." in flat
+    assert any(line.startswith("WARNING queue_congestion lane 2908.0 2m 05s Lane 2908.0 is 94% "
+                               "full") for line in flat)
+    assert "INFO producer_died lane 3001.0 5 s Worker 3001 died with events still pending." \
+        in flat
+    recommendations = section(text, "RECOMMENDATIONS")
+    assert recommendations.splitlines()[0] == "RECOMMENDATIONS (2)"
+    assert "max_queue_size → 16384" in recommendations
+    assert "Cache the embeddings: the hit rate is 12%." in recommendations
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_render_fits_the_terminal_and_truncates_long_names(width: int) -> None:
+    """At 80, 100 and 120 columns no line is wider than the terminal: long names are cut with
+    "…" (a 48-character model name never shows whole, room or not) and long messages are
+    wrapped, not cut."""
+    text = status.render_text(full_document(), width=width, now=NOW)
+    too_wide = [line for line in text.splitlines() if len(line) > width]
+    assert too_wide == []
+    assert LONG_MODEL not in text and LONG_MODEL[:20] in text and "…" in text
+    findings = " ".join(section(text, "FINDINGS").split())
+    assert "3.4% of events were lost in the last minute." in findings
+
+
+def test_render_gpu_unavailable_and_empty_sections_say_so() -> None:
+    """Without a GPU the resources say "GPU: unavailable — <reason>"; a section with nothing
+    to show says so in one line; a daemon that does not report findings says that."""
+    document = full_document()
+    document["resources"]["gpu"] = {"available": False, "devices": [],
+                                    "reason": "NVML library libnvidia-ml.so.1 not found"}
+    document.update(operations=[], models=[], caches=[], lanes=[], findings=[],
+                    recommendations=[])
+    text = status.render_text(document, width=100, now=NOW)
+    assert "  GPU: unavailable — NVML library libnvidia-ml.so.1 not found" in text
+    for title, line in [("OPERATIONS", "no operations yet"), ("MODELS", "no models"),
+                        ("CACHES", "no caches reported"), ("FINDINGS", "no findings"),
+                        ("RECOMMENDATIONS", "no recommendations")]:
+        assert section(text, title).splitlines()[1:] == [f"  {line}"], title
+    assert section(text, "EVENT PATH").splitlines()[-1] == "  no lanes attached"
+    del document["findings"], document["recommendations"]
+    text = status.render_text(document, width=100, now=NOW)
+    assert "no findings (this daemon does not report them)" in text
+    assert "no recommendations (this daemon does not make them)" in text
+
+
+def test_render_survives_partial_and_malformed_documents() -> None:
+    """A document with missing keys or values of the wrong type (an older or newer daemon, a
+    hand-edited file) renders with "-" where a value is missing instead of raising."""
+    for document in [
+        {},
+        {"namespace": "x", "daemon": "nope", "operations": "garbage", "models": [1, None],
+         "resources": {"gpu": "x", "system": None}, "findings": [None, {"severity": 3}],
+         "recommendations": [{"config_key": "batch_size"}], "lanes": [{"fill": "x"}],
+         "events": {"received": "many"}, "caches": [{"name": None}], "written_unix": "yesterday"},
+    ]:
+        text = status.render_text(document, width=100, now=NOW)
+        for title in TITLES:
+            assert title in text
+        assert "snapshot age unknown" in text
+    assert status.exit_code(True, {"findings": "bad"}) == status.EXIT_OK
+
+
+def test_window_choice_changes_the_tables() -> None:
+    """The tables show the chosen window; by default the daemon's insight window where the
+    document states it (daemon.insight_window, else the findings' window), else 1m; a series
+    with no events in the window is counted, not listed."""
+    document = full_document()
+    assert status.default_window(document) == "1m"
+    document["findings"][0]["window"] = document["findings"][1]["window"] = "5m"
+    document["findings"][2]["window"] = "5m"
+    assert status.default_window(document) == "5m"
+    document["daemon"]["insight_window"] = "10s"
+    assert status.default_window(document) == "10s"
+    assert status.default_window(healthy(full_document())) == "1m"
+    text = status.render_text(document, width=100, now=NOW)
+    assert "OPERATIONS (last 10s)" in text and "MODELS (last 10s)" in text
+    assert "1 more series had no events in the last 10s" in text
+    assert "rates (last 10s): received 1.0/s" in text
+    since = status.render_text(document, window="since_start", width=100, now=NOW)
+    assert "OPERATIONS (since the daemon started)" in since
+    assert row(since, "embedding")[2] == "50"
+
+
+@pytest.mark.parametrize(
+    ("running", "severities", "expected"),
+    [
+        (True, None, 0), (True, [], 0), (True, ["info"], 0), (True, ["info", "warning"], 1),
+        (True, ["critical"], 1), (False, [], 3), (False, ["critical"], 3),
+    ],
+)
+def test_exit_code_from_findings(running: bool, severities: list[str] | None,
+                                 expected: int) -> None:
+    """0 healthy, 1 when any finding is a warning or critical, 3 when no daemon runs
+    (whatever its last findings were); info findings do not fail the check."""
+    document = healthy(full_document())
+    if severities is None:
+        del document["findings"]
+    else:
+        document["findings"] = [{"severity": s, "kind": "k"} for s in severities]
+    assert status.exit_code(running, document) == expected
+
+
+def test_number_formats_and_tables() -> None:
+    """The human formats ("-" for missing, NaN or bool) and the table helper: widths fit,
+    names are cut with "…", messages are wrapped, numbers align right."""
+    assert [fmt.count(v) for v in (1234, 0, None, math.nan, True)] == \
+        ["1,234", "0", "-", "-", "-"]
+    assert [fmt.milliseconds(v) for v in (0.4249, 12.34, 171.6, 1234.5, 150_000, None)] == \
+        ["0.42 ms", "12.3 ms", "172 ms", "1.2 s", "2.5 min", "-"]
+    assert [fmt.duration(v) for v in (42.9, 303, 7320, 3 * 86400 + 4 * 3600, -1)] == \
+        ["42 s", "5m 03s", "2h 02m", "3d 04h", "-"]
+    assert [fmt.rate(v) for v in (0, 0.117, 20.567, 2058.4)] == ["0", "0.12", "20.6", "2,058"]
+    assert fmt.percent(0.0502) == "5.0%" and fmt.mebibytes(61_000_000) == "58.2"
+    assert fmt.truncate("abcdef", 4) == "abc…" and fmt.truncate("abc", 4) == "abc"
+    lines = table([Column("name", shrink=4), Column("n", right=True), Column("msg", wrap=5)],
+                  [["a-long-name", 1, "one two three"], [None, 12345, "x"]], width=26, indent=0)
+    assert lines == [
+        "name          n  msg",
+        "a-long-…      1  one two",
+        "                 three",
+        "-         12345  x",
+    ]
+
+
+# -- status against real and simulated daemons ----------------------------------------------
+
+@contextlib.contextmanager
+def holding_namespace_lock(namespace: str) -> Iterator[None]:
+    """Hold the namespace lock the way ai-analyticsd does: status then sees a running daemon
+    and reads whatever state.json the test wrote."""
+    fd = os.open(os.path.join(SHM_DIR, f"{namespace}.daemon.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def invoke(*args: str) -> object:
+    result = CliRunner().invoke(cli.main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+def test_status_exit_codes_and_json_from_the_state_file(
+    namespace: str, make_config: Callable[..., Path], state_dir: Path
+) -> None:
+    """With the namespace lock held, status reads state.json: a warning or critical finding
+    exits 1 and shows it; info only exits 0; --json prints the document unchanged except
+    daemon.running; once the lock is released the same state gives 3 and NOT running."""
+    path = make_config()
+    document = full_document(namespace)
+    document["written_unix"] = time.time()
+    document["daemon"]["running"] = False  # as a stopped daemon leaves it
+    write_state(str(state_dir), document)
+    with holding_namespace_lock(namespace):
+        result = invoke("status", "--config", str(path))
+        assert result.exit_code == 1, result.output
+        assert result.stdout.startswith(f"ai-analyticsd running · namespace {namespace}")
+        assert "FINDINGS (1 critical, 1 warning, 1 info)" in result.stdout
+        as_json = invoke("status", "--config", str(path), "--json")
+        assert as_json.exit_code == 1
+        expected = copy.deepcopy(document)
+        expected["daemon"]["running"] = True
+        assert json.loads(as_json.stdout) == expected
+        document["findings"] = [document["findings"][2]]  # info only
+        write_state(str(state_dir), document)
+        assert invoke("status", "--config", str(path)).exit_code == 0
+    stopped = invoke("status", "--config", str(path))
+    assert stopped.exit_code == 3
+    head = " ".join(stopped.stdout.split("\n\n")[0].split())
+    assert head.startswith(f"ai-analyticsd is NOT running for namespace {namespace}: showing "
+                           "shared memory directly; last snapshot from ")
+    assert "LAST SNAPSHOT" in stopped.stdout
+    assert json.loads(invoke("status", "--config", str(path), "--json").stdout)["daemon"][
+        "running"] is False
+
+
+EMIT_KNOWN = """
+from ai_analytics import client
+for i in range({n}):
+    client.emit("chat_completion", 10.0 + i % 10, model="llama-3-8b", quality=0.5,
+                success=i % 25 != 0)
+"""
+
+
+def test_status_against_a_live_daemon(
+    daemon_factory: Callable[..., object], namespace: str, make_config: Callable[..., Path]
+) -> None:
+    """A healthy live daemon: status (CliRunner and the installed script) exits 0 with every
+    section, the operation's count and error rate as emitted; --json is the snapshot with
+    daemon.running true."""
+    path = make_config()
+    daemon = daemon_factory(path)
+    run_python(EMIT_KNOWN.format(n=120), namespace)
+    daemon.state_after(lambda d: d["events"]["received"] == 120, what="120 received")
+    result = invoke("status", "--config", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"ai-analyticsd running · namespace {namespace} · pid "
+                                    f"{daemon.proc.pid} ·")
+    for title in TITLES:
+        assert title in result.stdout
+    cells = row(result.stdout, "chat_completion")
+    assert cells[1:3] == ["llama-3-8b", "120"] and cells[4] == "4.2%"
+    assert cells[-1] == "0.500"
+    assert "events: received 120 · dropped 0" in result.stdout
+    as_json = invoke("status", "--config", str(path), "--json")
+    assert as_json.exit_code == 0
+    document = json.loads(as_json.stdout)
+    assert document["daemon"]["running"] is True and document["daemon"]["pid"] == daemon.proc.pid
+    assert document["events"]["received"] == 120
+    assert set(document) >= {"schema_version", "operations", "models", "events", "resources"}
+    proc = subprocess.run([AI_ANALYTICS, "status", "--config", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "" and "OPERATIONS (last 1m)" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 120
+
+
+PRODUCE_WITHOUT_DAEMON = """
+import json, os, threading
+from ai_analytics import client
+main = [client.emit("chat_completion", 5.0, model="llama-3-8b") for _ in range({main})]
+side = []
+def work():
+    side.extend(client.emit("embedding", 1.0) for _ in range({side}))
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+print(json.dumps({{"pid": os.getpid(), "main_ok": sum(main), "main_dropped": main.count(False),
+                  "side_ok": sum(side)}}))
+"""
+
+
+def test_status_with_the_daemon_killed_reads_shared_memory(
+    daemon_factory: Callable[..., object], namespace: str, make_config: Callable[..., Path]
+) -> None:
+    """Kill the daemon, then a producer emits into 16-record lanes (the geometry the dead
+    daemon published): status says plainly that ai-analyticsd is NOT running, shows the
+    lanes with pending and dropped equal to what was emitted, the producer gone and the
+    thread's lane retired, and exits 3."""
+    path = make_config(max_queue_size=16)
+    daemon = daemon_factory(path)
+    run_python(EMIT_KNOWN.format(n=5), namespace)
+    daemon.state_after(lambda d: d["events"]["received"] == 5, what="5 received")
+    daemon.kill()
+    assert not status.daemon_running(namespace)
+    emitted = json.loads(run_python(PRODUCE_WITHOUT_DAEMON.format(main=40, side=3),
+                                    namespace).stdout)
+    assert (emitted["main_ok"], emitted["main_dropped"], emitted["side_ok"]) == (16, 24, 3)
+    pid = emitted["pid"]
+
+    proc = subprocess.run([AI_ANALYTICS, "status", "--config", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    head = " ".join(proc.stdout.split("\n\n")[0].split())
+    assert head.startswith(f"ai-analyticsd is NOT running for namespace {namespace}: showing "
+                           "shared memory directly; last snapshot from ")
+    shm = section(proc.stdout, "SHARED MEMORY")
+    assert "events pending 19" in shm and "dropped 24" in shm
+    assert "0 producer processes alive, 1 retired" in shm
+    assert f"published by pid {daemon.proc.pid} (gone)" in shm
+    lanes = [line.split() for line in shm.splitlines() if line.strip().startswith(f"{pid}.")]
+    #        lane, pid, alive, retired, on_full, capacity, pending, fill, dropped, names...
+    assert [cells[:9] for cells in lanes] == [
+        [f"{pid}.0", str(pid), "no", "no", "drop", "16", "16", "100.0%", "24"],
+        [f"{pid}.1", str(pid), "no", "yes", "drop", "16", "3", "18.8%", "0"],
+    ]
+    assert "LAST SNAPSHOT" in proc.stdout and "received 5" in section(proc.stdout,
+                                                                       "LAST SNAPSHOT")
+    as_json = invoke("status", "--config", str(path), "--json")
+    assert as_json.exit_code == 3
+    assert json.loads(as_json.stdout)["daemon"]["running"] is False
+
+    view = invoke("lanes", "--config", str(path), "--json")
+    assert view.exit_code == 0
+    data = json.loads(view.stdout)
+    ours = {lane["names"][0]: lane for lane in data["lanes"] if lane["pid"] == pid}
+    assert {k: ours["chat_completion"][k] for k in ("head", "tail", "pending", "dropped",
+                                                    "capacity", "fill", "retired",
+                                                    "pid_alive", "names")} == {
+        "head": 16, "tail": 0, "pending": 16, "dropped": 24, "capacity": 16, "fill": 1.0,
+        "retired": False, "pid_alive": False, "names": ["chat_completion", "llama-3-8b"]}
+    assert (ours["embedding"]["head"], ours["embedding"]["retired"]) == (3, True)
+    assert data["control"]["daemon_pid"] == daemon.proc.pid
+    assert data["control"]["daemon_alive"] is False
+    assert data["lock"] == {"present": True, "held": False, "holder_pid": None,
+                            "recorded_pid": daemon.proc.pid}
+
+
+def test_lanes_with_a_live_daemon_and_producer(
+    daemon_factory: Callable[..., object], namespace: str, make_config: Callable[..., Path]
+) -> None:
+    """With a daemon draining and a producer still alive: lanes shows the daemon holding the
+    lock and publishing the control segment, the lane drained by it (tail = head = emits,
+    consumer = the daemon), the producer alive; exit 0 in text and JSON."""
+    path = make_config(max_queue_size=64)
+    daemon = daemon_factory(path)
+    producer = start_python("""
+        import sys
+        from ai_analytics import client
+        for i in range(50):
+            client.emit("rerank", 2.0, model="bge-reranker")
+        print("emitted", flush=True)
+        sys.stdin.read()
+        """, namespace, stdin=subprocess.PIPE)
+    try:
+        assert producer.stdout.readline().strip() == "emitted"
+
+        def drained() -> dict | None:
+            result = invoke("lanes", "--config", str(path), "--json")
+            data = json.loads(result.stdout)
+            lanes = [lane for lane in data["lanes"] if lane["pid"] == producer.pid]
+            return data if lanes and lanes[0]["tail"] == 50 else None
+
+        data = wait_for(drained, what="the daemon drains the lane")
+        (lane,) = [lane for lane in data["lanes"] if lane["pid"] == producer.pid]
+        assert (lane["head"], lane["pending"], lane["capacity"], lane["consumer_pid"]) == \
+            (50, 0, 64, daemon.proc.pid)
+        assert lane["pid_alive"] is True and lane["retired"] is False
+        assert lane["names_count"] == 2 and lane["names_capacity"] >= 2
+        assert data["lock"]["held"] is True
+        assert data["lock"]["recorded_pid"] == daemon.proc.pid
+        assert data["lock"]["holder_pid"] in (daemon.proc.pid, None)  # None: /proc/locks hidden
+        assert data["control"]["daemon_pid"] == daemon.proc.pid
+        assert data["control"]["daemon_alive"] is True and data["control"]["capacity"] == 64
+        text = invoke("lanes", "--config", str(path))
+        assert text.exit_code == 0
+        assert text.stdout.startswith(f"namespace {namespace} in /dev/shm: ai-analyticsd running")
+        assert f"published by pid {daemon.proc.pid} (alive)" in text.stdout
+        cells = row(text.stdout, f"{producer.pid}.0")
+        assert cells[1:8] == [str(producer.pid), "yes", "no", "drop", "64", "0", "0.0%"]
+        positions = section(text.stdout, "POSITIONS")
+        assert row(positions, f"{producer.pid}.0")[2:6] == ["50", "50", "2/256",
+                                                            str(daemon.proc.pid)]
+        assert "rerank, bge-reranker" in positions
+    finally:
+        producer.communicate(input="", timeout=30)
+
+
+def _write_segment(namespace: str, suffix: str, data: bytes) -> None:
+    with open(os.path.join(SHM_DIR, f"{namespace}.lane.{suffix}"), "wb") as f:
+        f.write(data)
+
+
+def test_lanes_counts_known_emits_and_lists_garbage_as_unreadable(
+    namespace: str, make_config: Callable[..., Path], state_dir: Path
+) -> None:
+    """No daemon: lanes reads a producer's lanes with exactly its emits, and lists every
+    hostile or half-made segment (bad magic, empty, no magic yet, wrong size, pid not
+    matching the name, bad name, not a regular file) as unreadable with its reason; nothing
+    crashes, nothing is modified or removed, exit 0. An empty namespace exits 3."""
+    path = make_config()
+    empty = invoke("lanes", "--config", str(path))
+    assert empty.exit_code == 3 and "no ai-analyticsd runs for it" in empty.stderr
+    assert json.loads(invoke("lanes", "--config", str(path), "--json").stdout)["lanes"] == []
+
+    emitted = json.loads(run_python(PRODUCE_WITHOUT_DAEMON.format(main=7, side=5),
+                                    namespace).stdout)
+    pid = emitted["pid"]
+    real = Path(SHM_DIR, f"{namespace}.lane.{pid}.0").read_bytes()
+    _write_segment(namespace, "999999.0", b"garbage!" * 512)
+    _write_segment(namespace, "999998.0", b"")
+    _write_segment(namespace, "999997.0", bytes(8) + real[8:])  # magic not stored yet
+    _write_segment(namespace, "999996.0", real[:4096])  # header of a bigger lane
+    _write_segment(namespace, "1.0", real)  # a copy whose header pid is not in its name
+    _write_segment(namespace, "notalane", b"x")
+    os.mkfifo(os.path.join(SHM_DIR, f"{namespace}.lane.999995.0"))
+    before = {name: os.stat(os.path.join(SHM_DIR, name)).st_mtime_ns
+              for name in os.listdir(SHM_DIR) if name.startswith(f"{namespace}.")}
+
+    result = invoke("lanes", "--config", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(lane["names"], lane["head"], lane["tail"], lane["pending"], lane["dropped"])
+            for lane in data["lanes"]] == [
+        (["chat_completion", "llama-3-8b"], 7, 0, 7, 0), (["embedding"], 5, 0, 5, 0)]
+    assert data["totals"]["pending"] == 12 and data["totals"]["unreadable"] == 7
+    reasons = {u["name"].removeprefix(f"{namespace}.lane."): u["reason"]
+               for u in data["unreadable"]}
+    assert reasons["999999.0"] == "bad magic b'garbage!'"
+    assert reasons["999998.0"].endswith("header not written yet")
+    assert reasons["999997.0"].startswith("no magic yet")
+    assert reasons["999996.0"].startswith("4096 bytes, expected ")
+    assert reasons["1.0"] == f"pid {pid} in the header does not match the name"
+    assert reasons["notalane"].startswith("name does not match")
+    assert reasons["999995.0"] == "not a regular file"
+
+    text = invoke("lanes", "--config", str(path))
+    assert text.exit_code == 0
+    assert "ai-analyticsd NOT running" in text.stdout and "control: none" in text.stdout
+    assert "UNREADABLE (7)" in text.stdout
+    assert f"{namespace}.lane.999999.0: unreadable: bad magic b'garbage!'" in text.stdout
+    assert row(text.stdout, f"{pid}.0")[1:10] == [str(pid), "no", "no", "drop", "8,192", "7",
+                                                  "0.1%", "0", "0"]
+    shown = invoke("status", "--config", str(path))
+    assert shown.exit_code == 3
+    head = " ".join(shown.stdout.split("\n\n")[0].split())
+    assert head.endswith(f"; no snapshot in {state_dir / 'state.json'}")
+    assert "events pending 12" in shown.stdout
+    assert f"{namespace}.lane.999996.0: unreadable: 4096 bytes" in shown.stdout
+    after = {name: os.stat(os.path.join(SHM_DIR, name)).st_mtime_ns
+             for name in os.listdir(SHM_DIR) if name.startswith(f"{namespace}.")}
+    assert after == before
+    assert read_namespace(namespace).totals()["published"] == 12
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def test_help_documents_the_exit_codes() -> None:
+    """status --help and lanes --help list every exit status and what it means."""
+    help_text = invoke("status", "--help").stdout
+    for text in ("--watch SECONDS", "--window [10s|1m|5m|since_start]", "--json",
+                 "0    the daemon runs and no finding", "1    the daemon runs and a finding",
+                 "3    ai-analyticsd is not running", "130  --watch stopped with Ctrl-C"):
+        assert text in help_text, text
+    lanes_help = invoke("lanes", "--help").stdout
+    assert "0    shown" in lanes_help and "3    nothing at all" in lanes_help
+
+
+@pytest.mark.parametrize("seconds", ["0.1", "0", "-1", "nan", "inf", "soon"])
+def test_watch_interval_is_validated(seconds: str, make_config: Callable[..., Path]) -> None:
+    """--watch below 0.2 s, not finite or not a number is a usage error (exit 2) that names
+    the option, before anything is shown."""
+    result = invoke("status", "--config", str(make_config()), "--watch", seconds)
+    assert result.exit_code == 2
+    assert "Invalid value for '--watch'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_watch_without_a_terminal_prints_frames_then_exits_130(
+    namespace: str, make_config: Callable[..., Path], state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Piped (no TTY), --watch prints one frame per interval separated by a blank line,
+    without ANSI codes; Ctrl-C ends it with exit 130 and no "Aborted!"; with --json each
+    frame is one JSON document on one line."""
+    path = make_config()
+    document = healthy(full_document(namespace))
+    document["written_unix"] = time.time()
+    write_state(str(state_dir), document)
+    naps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    with holding_namespace_lock(namespace):
+        result = invoke("status", "--config", str(path), "--watch", "0.5")
+        assert result.exit_code == 130
+        assert naps == [0.5, 0.5, 0.5]
+        assert result.stdout.count("ai-analyticsd running · namespace") == 3
+        assert result.stdout.count("\n\nai-analyticsd running") == 2
+        assert "\x1b[" not in result.stdout and "Aborted" not in result.output
+        naps.clear()
+        as_json = invoke("status", "--config", str(path), "--watch", "0.2", "--json")
+    assert as_json.exit_code == 130
+    frames = as_json.stdout.splitlines()
+    assert len(frames) == 3 and all(json.loads(f)["namespace"] == namespace for f in frames)
+
+
+def _tmux(socket: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """tmux on a private server (its socket in the test's tmp_path, no user config)."""
+    return subprocess.run(["tmux", "-S", str(socket), "-f", "/dev/null", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None,
+                    reason="tmux is not installed: --watch needs a real terminal to be tested")
+def test_watch_redraws_in_a_real_terminal_and_ctrl_c_exits_130(
+    daemon_factory: Callable[..., object], namespace: str, make_config: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """In a real terminal (tmux, 160x50) ``status --watch 0.5`` draws the header and the
+    operations table at the terminal's width (not a stale $COLUMNS), redraws in place (one
+    header on screen, the clock and snapshot age change), and Ctrl-C ends it with exit
+    status 130 and no traceback."""
+    path = make_config()
+    daemon = daemon_factory(path)
+    run_python(EMIT_KNOWN.format(n=30), namespace)
+    daemon.state_after(lambda d: d["events"]["received"] == 30, what="30 received")
+    exit_file = tmp_path / "exit-status"
+    socket = tmp_path / "tmux.sock"
+    # A stale $COLUMNS must not win over the terminal's real width.
+    command = (f"COLUMNS=80 {shlex.quote(AI_ANALYTICS)} status --config "
+               f"{shlex.quote(str(path))} --watch 0.5; echo $? > {shlex.quote(str(exit_file))}")
+
+    def screen() -> str:
+        return _tmux(socket, "capture-pane", "-p", "-t", "watch").stdout
+
+    def screen_when(predicate: Callable[[str], bool]) -> str | None:
+        shown = screen()
+        return shown if predicate(shown) else None
+
+    try:
+        started = _tmux(socket, "new-session", "-d", "-s", "watch", "-x", "160", "-y", "50",
+                        command)
+        assert started.returncode == 0, started.stderr
+        _tmux(socket, "set-option", "-t", "watch", "remain-on-exit", "on")
+        first = wait_for(lambda: screen_when(lambda s: "Ctrl-C to stop" in s), timeout=20,
+                         what="the first frame")
+        assert first.count("ai-analyticsd running · namespace") == 1
+        assert max(len(line) for line in first.splitlines()) > 80  # the 160-column terminal
+        assert "OPERATIONS (last 1m)" in first
+        assert row(first, "chat_completion")[1:3] == ["llama-3-8b", "30"]
+        second = wait_for(lambda: screen_when(lambda s: s != first and "Ctrl-C" in s),
+                          timeout=10, what="a redraw")
+        assert second.count("ai-analyticsd running · namespace") == 1
+        assert "OPERATIONS (last 1m)" in second
+        _tmux(socket, "send-keys", "-t", "watch", "C-c")
+        code = wait_for(lambda: exit_file.exists() and exit_file.read_text().strip(),
+                        timeout=10, what="the exit status")
+        assert code == "130"
+        final = screen()
+        assert "Traceback" not in final and "Aborted" not in final
+    finally:
+        _tmux(socket, "kill-server")
