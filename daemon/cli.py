@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +13,6 @@ import click
 from .config import Config, load_config
 from .errors import ConfigError, StateError
 from .status import (
-    DEFAULT_WIDTH,
     DEFAULT_WINDOW,
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
@@ -28,6 +24,7 @@ from .status import (
     render_lanes,
     status_output,
 )
+from .tables import terminal_width
 from .version import package_version
 
 EXIT_USAGE = 2
@@ -65,18 +62,6 @@ def _check_watch(ctx: click.Context, param: click.Parameter, value: float | None
             f"must be between {MIN_WATCH_SECONDS} and {MAX_WATCH_SECONDS:g} seconds, "
             f"got {value}", ctx=ctx, param=param)
     return value
-
-
-def _width() -> int:
-    """Terminal columns, kept between 60 and 120 so tables stay readable.
-
-    On a terminal its size now (it may have been resized while --watch runs), not $COLUMNS,
-    which a shell may have exported at another size; piped, $COLUMNS or 100."""
-    columns = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
-    if sys.stdout.isatty():
-        with contextlib.suppress(OSError, ValueError):
-            columns = os.get_terminal_size(sys.stdout.fileno()).columns
-    return max(60, min(columns, 120))
 
 
 def _watch(seconds: float, frame: Callable[[], StatusOutput], as_json: bool) -> NoReturn:
@@ -137,7 +122,7 @@ def status(config_path: str | None, as_json: bool, watch: float | None, window: 
     config = _load(config_path)
 
     def frame() -> StatusOutput:
-        return status_output(config, window, as_json, _width(),
+        return status_output(config, window, as_json, terminal_width(),
                              json_indent=None if watch is not None else 2)
 
     if watch is not None:
@@ -174,7 +159,7 @@ def lanes(config_path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(view.as_dict(), indent=2))
     else:
-        click.echo(render_lanes(view, _width()))
+        click.echo(render_lanes(view, terminal_width()))
     if code == EXIT_NOT_RUNNING and not as_json:
         click.echo(f"ai-analytics: nothing in {view.shm_dir} for namespace "
                    f"{config.namespace!r} and no ai-analyticsd runs for it", err=True)
@@ -195,7 +180,7 @@ def config_check(path: str) -> None:
 
 
 @main.command()
-@click.option("--duration", type=click.FloatRange(min=1), default=10.0, show_default=True,
+@click.option("--duration", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="Seconds to run the simulated workers.")
 @click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True,
               help="Simulated inference worker processes.")

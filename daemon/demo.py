@@ -17,15 +17,19 @@ from ai_analytics.client._segments import SHM_DIR
 
 from .config import config_from_mapping
 from .status import load_status, render_text
+from .tables import terminal_width
 
 START_TIMEOUT_SECONDS = 15.0
+REFRESH_SECONDS = 2.0
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 
 def run_demo(duration: float, workers: int, rate: int) -> int:
     namespace = f"demo-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="ai-analytics-demo-") as state_dir:
         settings = {"namespace": namespace, "state_dir": state_dir,
-                    "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0}
+                    "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0,
+                    "http_enabled": False}
         config = config_from_mapping(settings)
         path = os.path.join(state_dir, "config.yaml")
         with open(path, "w", encoding="utf-8") as f:
@@ -69,7 +73,7 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
             click.echo(f"demo: the daemon failed (exit {daemon.returncode}):\n{_tail(log_path)}",
                        err=True)
             return 1
-        click.echo(render_text(report.document))
+        click.echo(render_text(report.document, width=terminal_width()))
         events = report.document["events"]
         assert isinstance(events, dict)
         accounted = sum(int(v) for v in events.values())
@@ -93,18 +97,25 @@ def _wait_for_state(config, daemon: subprocess.Popen) -> bool:
 
 
 def _watch(config, procs: list[subprocess.Popen[str]]) -> None:
+    """The live status: on a terminal the full view, redrawn; piped, one line a second."""
+    interactive = sys.stdout.isatty()
     last = None
     while any(p.poll() is None for p in procs):
-        time.sleep(1.0)
+        time.sleep(REFRESH_SECONDS if interactive else 1.0)
         document = load_status(config).document
         if document is None:
+            continue
+        if interactive:
+            click.echo(CLEAR + render_text(document, width=terminal_width())
+                       + "\n\ndemo running · Ctrl-C stops it")
             continue
         events = document["events"]
         received = events["received"]
         speed = "" if last is None else f" ({received - last:,}/s)"
         last = received
+        findings = ", ".join(f"{f['kind']} {f['subject']['name']}" for f in document["findings"])
         click.echo(f"received {received:,}{speed}  dropped {events['dropped']:,}  "
-                   f"invalid {events['invalid']:,}  lanes {len(document['lanes'])}")
+                   f"findings: {findings or 'none'}")
 
 
 def _stop_workers(procs: list[subprocess.Popen[str]]) -> int:

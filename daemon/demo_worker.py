@@ -48,8 +48,14 @@ def burst(count: int) -> int:
     """Far more events at once than one lane holds: the lane fills, the rest are dropped."""
     for _ in range(count):
         client.emit(Op.EMBEDDING, 3.0, model="bge-small", cache_hit=False)
-    client.cache_state("embedding-cache", size=50_000, evictions=count // 10)
-    return count + 1
+    return count
+
+
+def report_cache(rng: random.Random) -> int:
+    """The embedding cache's state, once a second: its size, and what it evicted since."""
+    client.cache_state("embedding-cache", size=rng.randint(45_000, 50_000),
+                       evictions=rng.randint(200, 400))
+    return 1
 
 
 def run(duration: float, rate: int, seed: int) -> int:
@@ -62,10 +68,14 @@ def run(duration: float, rate: int, seed: int) -> int:
     started = time.monotonic()
     deadline = started + duration
     next_burst = started + FIRST_BURST_SECONDS if seed == 0 else float("inf")
+    next_cache_report = started
     while not stop.is_set() and time.monotonic() < deadline:
         for _ in range(per_tick):
             emit_one(rng)
         emitted += per_tick
+        if time.monotonic() >= next_cache_report:
+            emitted += report_cache(rng)
+            next_cache_report += 1.0
         if time.monotonic() >= next_burst:
             emitted += burst(BURST_EVENTS)
             next_burst += BURST_EVERY_SECONDS

@@ -24,7 +24,7 @@ from .config import Config
 from .errors import StateError
 from .shm_view import ShmView, read_lock, read_namespace
 from .state import read_state, state_path
-from .tables import Column, table
+from .tables import DEFAULT_WIDTH, Column, table
 
 EXIT_OK = 0  # the daemon runs and no finding is a warning or critical
 EXIT_FINDINGS = 1  # the daemon runs, and some finding is a warning or critical
@@ -37,7 +37,6 @@ SEVERITIES = ("critical", "warning", "info")
 ALERTING = frozenset({"critical", "warning"})
 NAME_MAX = 32  # operation, model and cache names are cut to this many characters
 MAX_ROWS = 20  # per table; the rest is counted in one line (--json has everything)
-DEFAULT_WIDTH = 100
 INDENT = "  "
 
 

@@ -7,11 +7,17 @@ down to their minimum. Every formatter turns None into "-".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import math
+import os
+import shutil
+import sys
 import textwrap
 from collections.abc import Sequence
+
+DEFAULT_WIDTH = 100  # columns when there is no terminal to ask
 
 MISSING = "-"
 ELLIPSIS = "…"
@@ -205,3 +211,15 @@ def iso_utc(unix: object) -> str:
     except (OverflowError, OSError, ValueError):
         return MISSING
     return moment.isoformat(timespec="seconds")
+
+
+def terminal_width() -> int:
+    """Terminal columns, kept between 60 and 120 so tables stay readable.
+
+    On a terminal its size now (it may have been resized while a view refreshes), not
+    $COLUMNS, which a shell may have exported at another size; piped, $COLUMNS or 100."""
+    columns = shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+    if sys.stdout.isatty():
+        with contextlib.suppress(OSError, ValueError):
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+    return max(60, min(columns, 120))

@@ -13,13 +13,23 @@ AI_ANALYTICS = str(Path(sys.executable).with_name("ai-analytics"))
 
 
 def test_demo_runs_and_reconciles_exactly():
-    """The demo starts a daemon and workers, shows live counters, stops everything and
-    reports an exact reconciliation, exit 0, leaving nothing in /dev/shm."""
-    result = subprocess.run([AI_ANALYTICS, "demo", "--duration", "2", "--workers", "2"],
+    """The demo starts a daemon and workers, shows live counters, stops everything, names
+    the slow model, the failing model, the poor cache and the burst as findings with their
+    recommendations, reconciles every event exactly, exits 0 and leaves nothing in /dev/shm."""
+    result = subprocess.run([AI_ANALYTICS, "demo", "--duration", "8", "--workers", "2"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "received " in result.stdout
     assert "(exact)" in result.stdout
+    # What a newcomer must see: the four problems named as findings, each with advice.
+    final = result.stdout.split("FINDINGS", 1)[1]
+    for kind, subject in (("event_loss", "namespace"), ("model_errors", "mistral-7b"),
+                          ("poor_cache", "embedding/bge"), ("slow_model", "sd-xl-turbo")):
+        assert any(kind in line and subject in line for line in final.splitlines()), kind
+    advice = final.split("RECOMMENDATIONS", 1)[1]
+    for category in ("queue_size", "reliability", "caching", "performance"):
+        assert category in advice, category
+    assert "max_queue_size → " in advice
     assert "Traceback" not in result.stderr
     namespace = result.stdout.split("in namespace ", 1)[1].split()[0]
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"{namespace}.")]
