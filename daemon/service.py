@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 
@@ -32,6 +31,7 @@ from .snapshot import build_document
 from .state import read_state, write_state
 from .stats import Statistics
 from .version import package_version
+from .wakeup import StopRequest
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -70,7 +70,7 @@ class Daemon:
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
-        self.stop_requested = threading.Event()
+        self.stop_requested = StopRequest()
         self.started_unix = time.time()
         self.started = clock()
         self.stats = Statistics(config.max_operations, config.max_models, config.max_series,
@@ -207,7 +207,7 @@ class Daemon:
         return True, "ok"
 
     def request_stop(self) -> None:
-        """Safe from a signal handler: it only sets an event."""
+        """Safe from a signal handler and from other threads: no lock involved."""
         self.stop_requested.set()
 
     def _shutdown(self) -> None:
@@ -227,6 +227,7 @@ class Daemon:
             withdraw_control(self.config.namespace)
             self.history.close()
             self.lanes.close()
+            self.stop_requested.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)
         log.info("stopped: %s", totals)

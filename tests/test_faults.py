@@ -316,3 +316,41 @@ def test_lanes_outlive_a_producer_that_uses_the_resource_tracker(namespace):
     )
     assert result.stderr == ""
     assert len(lane_names(namespace)) == 1
+
+
+def test_sigterm_at_any_moment_stops_the_daemon(daemon_factory, namespace):
+    """SIGTERM can land anywhere in the loop, including inside its wait: the daemon always
+    stops (a signal handler that took a lock could deadlock it forever)."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(5):
+        daemon = daemon_factory(batch_timeout_seconds=0.001, discovery_interval_seconds=0.01,
+                                snapshot_interval_seconds=0.05)
+        time.sleep(rng.uniform(0.05, 0.3))
+        assert daemon.stop(timeout=10) == 0
+
+
+def test_stop_request_from_a_signal_handler_never_deadlocks():
+    """A signal handler requests the stop while the loop waits, thousands of times at random
+    moments: every wait returns at once. (threading.Event.set() from a handler can deadlock
+    when the signal lands while the same thread holds the event's lock inside wait().)"""
+    import random
+
+    from ai_analytics.daemon.wakeup import StopRequest
+
+    rng = random.Random(3)
+    current: list[StopRequest] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: current[0].set())
+    try:
+        for _ in range(30000):  # threading.Event deadlocks well within this many (seen)
+            request = StopRequest()
+            current[:] = [request]
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, 5e-5))
+            started = time.monotonic()
+            while not request.wait(0.0005):
+                assert time.monotonic() - started < 2.0, "the stop request was lost"
+            request.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
