@@ -11,11 +11,12 @@ from __future__ import annotations
 import random
 import signal
 import sys
-import threading
 import time
 
 from ai_analytics import client
 from ai_analytics.client import AIOperationType as Op
+
+from .wakeup import StopRequest
 
 # (operation, model, median latency ms, error rate, cache hit rate or None)
 MIX = (
@@ -59,7 +60,7 @@ def report_cache(rng: random.Random) -> int:
 
 
 def run(duration: float, rate: int, seed: int) -> int:
-    stop = threading.Event()
+    stop = StopRequest()  # not threading.Event: set() from a signal handler can deadlock
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     rng = random.Random(seed)
     emitted = 0
