@@ -48,6 +48,8 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
                 return 1
             click.echo(f"demo: daemon pid {daemon.pid}, {workers} workers x {rate} events/s "
                        f"for {duration:g} s in namespace {namespace} (Ctrl-C stops)")
+            click.echo(f"demo: in another terminal: ai-analytics status --config {path} "
+                       "(or: lanes, history --since 5m, status --json)")
             procs = [
                 subprocess.Popen(
                     [sys.executable, "-m", "ai_analytics.daemon.demo_worker", str(duration),
