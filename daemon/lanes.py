@@ -130,6 +130,9 @@ class LaneSet:
         self.folded_count = folded_count
         self.finished: list[TrackedLane] = []
         self.rejected: dict[str, tuple[int, int]] = {}
+        # Folded (counted) lanes we could not unlink (e.g. no right to in a sticky /dev/shm):
+        # name -> (inode, key). Never attached again, listed in every state file.
+        self.retained: dict[str, tuple[int, tuple[str, int]]] = {}
         self.unready_since: dict[str, float] = {}
         self.waiting = 0
         self._cap_logged = False
@@ -172,6 +175,8 @@ class LaneSet:
             return
         if self.rejected.get(name) == (info.st_ino, info.st_mtime_ns):
             return
+        if name in self.retained and self.retained[name][0] == info.st_ino:
+            return
         if len(self.lanes) >= self.max_lanes:
             self.waiting += 1
             if not self._cap_logged:
@@ -201,9 +206,8 @@ class LaneSet:
         self.unready_since.pop(name, None)
         key = (name, reader.identity.created_ns)
         if key in self.folded_keys:  # counted already; a crash came before its unlink
-            reader.unlink()
-            reader.close()
             self.folded_keys.discard(key)
+            self._unlink_or_retain(reader, key)
             return
         lane = TrackedLane(reader, self.saved.pop(key, SavedLane()))
         self.lanes[name] = lane
@@ -248,12 +252,18 @@ class LaneSet:
     def unlink_finished(self) -> None:
         """Called once a state file that includes the folded counts is on disk."""
         for lane in self.finished:
-            try:
-                lane.reader.unlink()
-            except OSError as exc:
-                log.warning("cannot unlink %s: %s", lane.reader.path, exc)
-            lane.reader.close()
+            self._unlink_or_retain(lane.reader, (lane.ident.name, lane.ident.created_ns))
         self.finished.clear()
+
+    def _unlink_or_retain(self, reader: LaneReader, key: tuple[str, int]) -> None:
+        """Remove a counted lane; if that fails, remember it so it is never counted again."""
+        try:
+            reader.unlink()
+        except OSError as exc:
+            log.warning("cannot unlink %s (%s); it is counted and will be ignored",
+                        reader.path, exc)
+            self.retained[key[0]] = (reader.inode[1], key)
+        reader.close()
 
     def close(self) -> None:
         for lane in self.lanes.values():
@@ -273,7 +283,8 @@ class LaneSet:
             "lanes": [lane.saved() for lane in self.lanes.values()],
             "folded": self.folded.as_dict(),
             "folded_count": self.folded_count,
-            "folded_unlinked": [[lane.ident.name, lane.ident.created_ns] for lane in self.finished],
+            "folded_unlinked": [[lane.ident.name, lane.ident.created_ns] for lane in self.finished]
+            + [list(key) for _inode, key in self.retained.values()],
         }
 
 

@@ -213,8 +213,11 @@ def test_sigint_stops_like_sigterm(daemon_factory, namespace):
 def test_idle_daemon_does_not_poll(daemon_factory, namespace):
     """An idle daemon sleeps: over 2 s it uses a small fraction of a core (a busy loop
     would use all of it)."""
-    daemon = daemon_factory(batch_timeout_seconds=1.0, discovery_interval_seconds=1.0)
-    time.sleep(0.5)
+    daemon = daemon_factory(batch_timeout_seconds=1.0, discovery_interval_seconds=1.0,
+                            snapshot_interval_seconds=1.0, resource_interval_seconds=1.0)
+    # Start-up work (imports, first samples, first snapshot) is not idling: let it pass.
+    daemon.state_after(lambda s: s["resources"]["system"]["cpu_percent"] is not None,
+                       what="the start-up to settle")
 
     def cpu_seconds() -> float:
         with open(f"/proc/{daemon.proc.pid}/stat") as f:
@@ -354,3 +357,29 @@ def test_stop_request_from_a_signal_handler_never_deadlocks():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_counted_lane_that_cannot_be_unlinked_is_never_counted_again(namespace, monkeypatch):
+    """If the daemon may not delete a finished lane (a sticky /dev/shm and another user's
+    file), it keeps ignoring that segment instead of attaching and counting it again, and the
+    state file lists it so the next daemon does not count it either."""
+    from ai_analytics.daemon.lanes import LaneSet, Outcomes
+
+    lane = Lane(namespace, LaneGeometry(64, 8, False))
+    lane.retire()
+    lanes = LaneSet(namespace, frozenset({os.getuid(), 0}), 16, {}, set(), Outcomes(), 0)
+    lanes.scan()
+    assert [t.ident.name for t in lanes.finish_drained()] == [lane.name]
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", path)
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    lanes.unlink_finished()
+    monkeypatch.undo()
+    assert os.path.exists(os.path.join(SHM_DIR, lane.name))
+    for _ in range(3):
+        lanes.scan()
+    assert len(lanes) == 0 and lanes.folded_count == 1
+    created = lane.q[L.OFF_CREATED_NS // 8]
+    assert [lane.name, created] in lanes.saved_state()["folded_unlinked"]
