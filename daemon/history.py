@@ -237,7 +237,14 @@ def _iso(unix: float) -> str:
 
 
 class HistoryStore:
-    """The daemon's writer: one connection, held open, one transaction per call."""
+    """The daemon's writer: one connection, held open, one transaction per call.
+
+    The daemon makes it in its loop thread but writes through it from a worker thread, one
+    write at a time (daemon/breaker.py: a write bounded by max_processing_time_seconds runs
+    in its own thread, and no second write starts while one runs), hence
+    ``check_same_thread=False``: sqlite3's default check refuses any use from another thread
+    to prevent two threads using the connection at once, which that rule already excludes.
+    """
 
     def __init__(self, state_dir: str, max_age_seconds: float, max_megabytes: float,
                  clock: Callable[[], float] = time.time,
@@ -248,13 +255,20 @@ class HistoryStore:
         self.clock = clock
         with self._errors("cannot open"):
             os.makedirs(state_dir, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
         try:
             with self._errors("cannot open"):
                 self._setup()
         except StateError:
             self._conn.close()
             raise
+
+    def set_limits(self, max_age_seconds: float, max_megabytes: float) -> None:
+        """New retention limits (a reload), used from the next ``enforce_retention``; the
+        WAL's size limits chosen at open stay until the next start."""
+        self.max_age_seconds = max_age_seconds
+        self.max_bytes = int(max_megabytes * 1024 * 1024)
 
     def _setup(self) -> None:
         conn = self._conn

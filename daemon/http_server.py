@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoint: ``GET /status`` (the latest snapshot as JSON), ``GET /healthz``.
+"""The daemon's HTTP endpoint: ``GET /status`` (the latest snapshot as JSON), ``GET /healthz``,
+and ``GET /metrics`` (Prometheus text format) when a ``metrics`` callback is given.
 
 Loopback by default (``http_host: 127.0.0.1``); nothing listens beyond it unless configured,
 and a non-loopback address is logged as a warning at start.
@@ -58,10 +59,13 @@ MIN_WRITE_SECONDS = 0.05  # the least time given to write an answer once it is r
 ALLOW = "GET, HEAD"
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
+# Prometheus text exposition format 0.0.4: what prometheus_client's generate_latest writes.
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LOG_EVERY_FAILURES = 100
 
 Snapshot = Callable[[], dict[str, object] | None]
 Health = Callable[[], tuple[bool, str]]
+Metrics = Callable[[], bytes]
 
 
 class BindError(AnalyticsError, OSError):
@@ -171,6 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._status()
         elif path == "/healthz":
             self._health()
+        elif path == "/metrics" and self.server.metrics is not None:
+            self._metrics()
         else:
             self._not_found(path)
 
@@ -179,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         self._discard_body()
         path = urlsplit(self.path).path
-        if path not in ("/status", "/healthz"):
+        if path not in self.server.paths():
             self._not_found(path)
             return
         self._respond(405, _error_body(405, f"method {self.command} not allowed on {path}; "
@@ -214,9 +220,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._respond(503, f"{reason or 'unhealthy'}\n".encode(), TEXT_TYPE)
 
+    def _metrics(self) -> None:
+        assert self.server.metrics is not None
+        try:
+            body = self.server.metrics()
+        except Exception as exc:
+            self.server.callback_failed("metrics")
+            self._respond(500, f"metrics failed: {exc!r}\n".encode(), TEXT_TYPE)
+            return
+        self._respond(200, body, METRICS_TYPE)
+
     def _not_found(self, path: str) -> None:
-        self._respond(404, _error_body(404, f"no such path: {path}; try /status or /healthz"),
-                      JSON_TYPE)
+        self._respond(404, _error_body(404, f"no such path: {path}; try "
+                                       f"{' or '.join(self.server.paths())}"), JSON_TYPE)
 
     # -- answers ---------------------------------------------------------------------------
     def send_error(self, code: int, message: str | None = None, explain: str | None = None
@@ -274,23 +290,26 @@ def _error_body(code: int, message: str) -> bytes:
 
 
 class StatusServer:
-    """Serve ``/status`` and ``/healthz`` from a daemon thread, with bounded threads, time and
-    memory; see the module docstring.
+    """Serve ``/status`` and ``/healthz`` (and ``/metrics`` when ``metrics`` is given) from a
+    daemon thread, with bounded threads, time and memory; see the module docstring.
 
     ``snapshot`` returns the latest snapshot document or None; ``health`` returns
-    (healthy, reason). Both run on the server's threads and must return at once: reading a
-    reference the daemon's loop publishes is the intended use.
+    (healthy, reason); ``metrics`` returns the Prometheus text for ``/metrics`` (see
+    ``metrics.MetricsEndpoint``). All run on the server's threads and must return at once:
+    reading a reference the daemon's loop publishes is the intended use.
     """
 
     def __init__(self, host: str, port: int, snapshot: Snapshot, health: Health, *,
                  request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS, metrics: Metrics | None = None
+                 ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.host = host
         self.port = port
         self.snapshot = snapshot
         self.health = health
+        self.metrics = metrics
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -302,7 +321,13 @@ class StatusServer:
         self._address: tuple[str, int] = (host, port)
         # (document, its JSON): one tuple, replaced whole, so a reader sees a matching pair.
         self._serialized: tuple[object, bytes] | None = None
-        self._failures = {"snapshot": 0, "health": 0}
+        self._failures = {"snapshot": 0, "health": 0, "metrics": 0}
+
+    def paths(self) -> tuple[str, ...]:
+        """The paths this server answers."""
+        if self.metrics is None:
+            return ("/status", "/healthz")
+        return ("/status", "/healthz", "/metrics")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -322,7 +347,7 @@ class StatusServer:
         self._thread.start()
         where = host_port(*self._address)
         if ipaddress.ip_address(self._address[0].split("%")[0]).is_loopback:
-            log.info("HTTP endpoint on http://%s (/status, /healthz)", where)
+            log.info("HTTP endpoint on http://%s (%s)", where, ", ".join(self.paths()))
         else:
             log.warning("HTTP endpoint on http://%s is reachable from other machines; "
                         "set http_host: 127.0.0.1 to keep it local", where)
@@ -405,7 +430,8 @@ class StatusServer:
                         if not handed_over:
                             self._slots.release()
         except Exception:
-            log.exception("HTTP endpoint stopped serving: /status and /healthz are down")
+            log.exception("HTTP endpoint stopped serving: %s are down",
+                          " and ".join(self.paths()))
 
     def _start_connection(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         thread = threading.Thread(target=self._serve_connection, args=(conn, peer),

@@ -14,6 +14,7 @@ from .errors import ConfigError, StateError
 from .http_server import BindError
 from .malloc_tuning import keep_temporaries_on_heap
 from .service import AlreadyRunning, Daemon
+from .systemd_notify import notify, watchdog_interval
 from .version import package_version
 
 EXIT_OK = 0
@@ -37,7 +38,9 @@ def main(config_path: str | None) -> None:
     file for `ai-analytics status`.
 
     Runs in the foreground and logs to stderr. SIGTERM or SIGINT: final drain, final state,
-    exit 0 within stop_timeout_seconds.
+    exit 0 within stop_timeout_seconds. SIGHUP: read the config file again and apply what can
+    change while running (an invalid file is logged and the running config stays). Under
+    systemd (Type=notify) it reports READY=1, WATCHDOG=1, RELOADING=1 and STOPPING=1.
     """
     try:
         config = load_config(config_path)
@@ -58,11 +61,15 @@ def main(config_path: str | None) -> None:
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop()  # only record it: the loop does the work
 
+    def on_reload(signum: int, _frame: FrameType | None) -> None:
+        daemon.request_reload()  # only record it: the loop reads the file
+
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reload is not implemented yet
+    signal.signal(signal.SIGHUP, on_reload)
     try:
-        daemon.run()
+        daemon.run(reload_config=lambda: load_config(config_path), notify=notify,
+                   watchdog_seconds=watchdog_interval())
     except AlreadyRunning as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(EXIT_FAILURE)

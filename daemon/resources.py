@@ -241,6 +241,7 @@ class ResourceSampler:
     ``start`` once, ``stop(timeout)`` once; ``set_worker_pids`` and ``snapshot`` from any
     thread at any time. The ``sample_*`` methods take one sample now: the threads call them,
     and tests and benchmarks may call them directly on a sampler that was not started.
+    A reload may replace ``config``: each probe's next wait uses the new interval.
     """
 
     def __init__(self, config: Config, clock: Clock = time.monotonic, *,
@@ -269,11 +270,14 @@ class ResourceSampler:
         if self._threads:
             raise RuntimeError("ResourceSampler.start() called twice")
         self._started = self._clock()
-        cfg = self.config
-        probes: tuple[tuple[str, float, Callable[[], None], Callable[[], None] | None], ...] = (
-            ("system", cfg.resource_interval_seconds, self.sample_system, None),
-            ("processes", cfg.process_interval_seconds, self.sample_processes, None),
-            ("gpu", cfg.resource_interval_seconds, self.sample_gpu, self._nvml.shutdown),
+        # Each probe reads its interval after every sample: a reload replaces ``config``.
+        probes: tuple[tuple[str, Callable[[], float], Callable[[], None],
+                            Callable[[], None] | None], ...] = (
+            ("system", lambda: self.config.resource_interval_seconds, self.sample_system, None),
+            ("processes", lambda: self.config.process_interval_seconds, self.sample_processes,
+             None),
+            ("gpu", lambda: self.config.resource_interval_seconds, self.sample_gpu,
+             self._nvml.shutdown),
         )
         for name, interval, sample, cleanup in probes:
             thread = threading.Thread(target=self._run, args=(name, interval, sample, cleanup),
@@ -292,7 +296,7 @@ class ResourceSampler:
             log.warning("resource probes still busy after %.1f s, left behind: %s "
                         "(a hung driver or /proc call?)", timeout, ", ".join(stuck))
 
-    def _run(self, name: str, interval: float, sample: Callable[[], None],
+    def _run(self, name: str, interval: Callable[[], float], sample: Callable[[], None],
              cleanup: Callable[[], None] | None) -> None:
         failures = 0
 
@@ -308,7 +312,7 @@ class ResourceSampler:
 
         try:
             guarded()
-            while not self._stop.wait(interval):
+            while not self._stop.wait(interval()):
                 guarded()
         finally:
             if cleanup is not None:

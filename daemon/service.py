@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
 
 from ai_analytics.client._segments import SHM_DIR
 
+from .breaker import HISTORY_BACKLOG_ROWS, HISTORY_BACKLOG_SNAPSHOTS, Backlog, GuardedSink, Outcome
 from .caches import CacheStates
-from .config import Config
+from .config import Config, log_level_number
 from .control import publish_control, withdraw_control
 from .drain import Drainer
-from .errors import AnalyticsError, StateError
+from .errors import AnalyticsError, ConfigError, StateError
 from .history import HistoryStore
 from .http_server import BindError, StatusServer
 from .insights import Insights
 from .lanes import LaneSet, Outcomes, SavedLane
+from .metrics import MetricsEndpoint
 from .rates import CounterRates
+from .reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
 from .resources import ResourceSampler
 from .snapshot import build_document
 from .state import read_state, write_state
@@ -58,6 +62,10 @@ class DirectoryWatch:
         return True
 
 
+def _no_notify(_state: str) -> bool:
+    return False
+
+
 class AlreadyRunning(AnalyticsError):
     """Another daemon holds the namespace."""
 
@@ -78,6 +86,11 @@ class Daemon:
         self.caches = CacheStates(config.max_operations)
         self.outcome_rates = CounterRates(OUTCOME_RATES)
         self.sink_failures = {"state": 0, "history": 0}
+        # Circuit breakers around the two sinks (daemon/breaker.py), and the history intervals
+        # not stored yet: kept (bounded) while the history sink is down, flushed when it is back.
+        self.sinks = {sink: GuardedSink.from_config(sink, config) for sink in ("state", "history")}
+        self.history_backlog: Backlog[tuple[float, float, object, list]] = Backlog(
+            HISTORY_BACKLOG_SNAPSHOTS, HISTORY_BACKLOG_ROWS)
         self.resources = ResourceSampler(config, clock)
         self._lock_fd = -1
         self.lanes = self._restore(read_state(config.state_dir))
@@ -145,8 +158,20 @@ class Daemon:
         self._lock_fd = fd
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self) -> None:
-        """Drain until ``request_stop``; then drain what is left and save, within the deadline."""
+    def run(self, reload_config: Callable[[], Config] | None = None,
+            notify: Callable[[str], bool] | None = None,
+            watchdog_seconds: float | None = None) -> None:
+        """Drain until ``request_stop``; then drain what is left and save, within the deadline.
+
+        ``reload_config`` reads the config again when ``request_reload`` asks (without it, a
+        reload request is logged and ignored). ``notify`` speaks systemd's notify protocol
+        (ai-analyticsd passes ``systemd_notify.notify``; an embedded daemon gives none: it must
+        not speak for its host process): READY=1 once the namespace is ours, HTTP listens and
+        the first scan has attached the lanes; WATCHDOG=1 from the loop itself every
+        ``watchdog_seconds / 2``, so that a hung loop is restarted; RELOADING=1 and READY=1
+        around a reload; a STATUS= line after every snapshot; STOPPING=1 when the stop begins.
+        """
+        self._notify = notify or _no_notify
         cfg = self.config
         try:
             self._take_namespace()
@@ -157,7 +182,8 @@ class Daemon:
             # After the namespace: a second daemon reports "already running", not "port in
             # use"; before the loop's try: a bind failure must not run the final drain.
             self.http = StatusServer(cfg.http_host, cfg.http_port, lambda: self.last_document,
-                                     self.health)
+                                     self.health,
+                                     metrics=MetricsEndpoint(lambda: self.last_document))
             try:
                 self.http.start()
             except BindError:
@@ -171,14 +197,22 @@ class Daemon:
         log.info("ai-analyticsd %s draining namespace %r (state in %s)", package_version(),
                  cfg.namespace, cfg.state_dir)
         next_scan = next_save = 0.0
+        beat = watchdog_seconds / 2 if watchdog_seconds else math.inf
+        next_beat = 0.0 if watchdog_seconds else math.inf
         shm = DirectoryWatch(SHM_DIR)
         try:
+            shm.changed()  # from now on: a lane made during the first scan is seen
+            self._scan()
+            next_scan = time.monotonic() + cfg.discovery_interval_seconds
+            self._notify("READY=1")  # the namespace is ours, HTTP listens, lanes are attached
             while not self.stop_requested.is_set():
                 now = time.monotonic()
+                if self.stop_requested.take_reload():
+                    self._reload(reload_config)
+                    cfg = self.config
+                    next_scan = next_save = now  # the new intervals count from now
                 if now >= next_scan or shm.changed():  # a new lane: attach it at once
-                    self.lanes.scan()
-                    self.resources.set_worker_pids(
-                        {lane.ident.pid for lane in self.lanes if lane.state == "live"})
+                    self._scan()
                     next_scan = now + cfg.discovery_interval_seconds
                 self.drain()
                 self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
@@ -186,7 +220,11 @@ class Daemon:
                 if now >= next_save:
                     self.save(running=True)
                     next_save = now + cfg.snapshot_interval_seconds
-                wait = min(self._next_wait(), next_scan - now, next_save - now)
+                    self._notify(self._status_line())
+                if now >= next_beat:  # sent by the loop itself: a hung loop stops the beat
+                    self._notify("WATCHDOG=1")
+                    next_beat = now + beat
+                wait = min(self._next_wait(), next_scan - now, next_save - now, next_beat - now)
                 self.last_iteration = time.monotonic()
                 self.stop_requested.wait(max(wait, MIN_WAIT_SECONDS))
         finally:
@@ -210,7 +248,75 @@ class Daemon:
         """Safe from a signal handler and from other threads: no lock involved."""
         self.stop_requested.set()
 
+    def request_reload(self) -> None:
+        """Ask the loop to read the config again (SIGHUP). Safe from a signal handler and from
+        other threads: it only records the request and wakes the loop, no lock involved."""
+        self.stop_requested.request_reload()
+
+    def reload(self, config: Config) -> ReloadPlan:
+        """Apply a validated config while running; no counter or statistic is reset. Settings
+        that cannot change at run time (``reload.NEEDS_RESTART``) are logged and keep their
+        running value; the control segment is republished for settings of new lanes."""
+        running = self.config
+        plan = plan_reload(running, config)
+        for key in plan.needs_restart:
+            log.warning("reload: %s changed to %r, which needs a restart (%s); it stays %r",
+                        key, getattr(config, key), NEEDS_RESTART[key], getattr(running, key))
+        cfg = self.config = plan.config
+        changed = set(plan.changed)
+        # The objects that keep a setting of their own; everything else reads self.config (or
+        # the loop's cfg) when it needs it.
+        self.drainer.batch_size = cfg.batch_size
+        self.insights.config = cfg  # thresholds; the open findings and their memory stay
+        self.resources.config = cfg  # each probe's next wait uses the new interval
+        for sink in self.sinks.values():  # breakers: their state and counters stay
+            sink.apply_config(cfg)
+        self.history.set_limits(cfg.history_max_age_seconds, cfg.history_max_megabytes)
+        if changed & {"history_max_age_seconds", "history_max_megabytes"}:
+            self._next_retention = 0.0  # enforce the new limits at the next snapshot
+        self.lanes.max_lanes = cfg.max_lanes  # lanes beyond a lowered cap stay attached
+        if "trusted_uids" in changed:
+            self.lanes.trusted_uids = frozenset({os.getuid(), 0, *cfg.trusted_uids})
+            self.lanes.rejected.clear()  # look again at the segments refused so far
+        if "log_level" in changed:
+            logging.getLogger().setLevel(log_level_number(cfg))
+        if changed & set(NEW_LANES_ONLY) and self._lock_fd >= 0:  # run() published it
+            publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
+                            cfg.on_full == "overwrite")
+            log.info("reload: new lanes get %s; lanes that exist keep theirs",
+                     ", ".join(f"{k}={getattr(cfg, k)!r}" for k in NEW_LANES_ONLY))
+        log.info("config reloaded: %s", ", ".join(
+            f"{k}={getattr(cfg, k)!r}" for k in plan.changed) or "nothing changed")
+        return plan
+
+    def _reload(self, load: Callable[[], Config] | None) -> None:
+        """The loop's side of ``request_reload``: read and validate the config, then apply it
+        or keep the running one; systemd hears RELOADING=1 before and READY=1 after."""
+        self._notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            if load is None:
+                log.warning("reload requested, but this daemon has no config to read again")
+            else:
+                self.reload(load())
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+        finally:
+            self._notify("READY=1")
+
+    def _scan(self) -> None:
+        self.lanes.scan()
+        self.resources.set_worker_pids(
+            {lane.ident.pid for lane in self.lanes if lane.state == "live"})
+
+    def _status_line(self) -> str:
+        """systemd's STATUS= (shown by ``systemctl status``): the counts so far."""
+        events = self.lanes.totals()
+        return (f"STATUS=namespace {self.config.namespace}: {len(self.lanes)} lanes; received "
+                f"{events.received}, dropped {events.dropped}, overwritten "
+                f"{events.overwritten}, invalid {events.invalid}")
+
     def _shutdown(self) -> None:
+        self._notify("STOPPING=1")
         deadline = time.monotonic() + self.config.stop_timeout_seconds
         # Helper threads never hold up the stop: at most a second each, then left behind.
         if self.http is not None:
@@ -221,11 +327,17 @@ class Daemon:
             while time.monotonic() < deadline and self.drain(deadline) > 0:
                 pass
             self._finish_drained()
+            # The final writes get what is left of the stop deadline, not a full
+            # max_processing_time each: stop_timeout_seconds is a promise.
+            left = max(0.1, deadline - time.monotonic())
+            for sink in self.sinks.values():
+                sink.bounded.timeout = min(sink.bounded.timeout, left / len(self.sinks))
             self.save(running=False)
         finally:
             totals = self.lanes.totals().as_dict()
             withdraw_control(self.config.namespace)
-            self.history.close()
+            if self.sinks["history"].bounded.running_seconds() is None:
+                self.history.close()  # else a stuck write holds it: closing would wait for it
             self.lanes.close()
             self.stop_requested.close()
             if self._lock_fd >= 0:
@@ -263,32 +375,61 @@ class Daemon:
         return document
 
     def save(self, running: bool) -> bool:
-        """Write the snapshot and its history rows; unlink reclaimed lanes only once a state
-        file that counts them is safely written."""
+        """Write the snapshot and its history rows, each sink behind its circuit breaker
+        (daemon/breaker.py), each write bounded by max_processing_time_seconds; unlink
+        reclaimed lanes only once a state file that counts them is safely written. The final
+        snapshot (not ``running``) is attempted even while a breaker is open."""
         document = self.document(running)
         document.update(self.insights.evaluate(document, float(document["written_unix"])))
         self.last_document = document  # read by other threads (embedded mode, HTTP)
-        try:
-            write_state(self.config.state_dir, document)
-        except StateError as exc:
-            self._sink_failed("state", exc)
-            saved = False
-        else:
+        # The writes run in worker threads that only read ``document``: like the HTTP
+        # threads, they rely on nothing changing it once it is built.
+        force = not running
+        state_dir = self.config.state_dir
+        saved = self.sinks["state"].write(lambda: write_state(state_dir, document),
+                                          force) is Outcome.OK
+        if saved:
+            # Only after a write that finished in time: one that overran and finishes later
+            # wrote a document without the lanes folded since, so it unlinks nothing.
             self.lanes.unlink_finished()
-            saved = True
+        else:
+            self._sink_failed("state")
+        # Each interval's rows wait in a bounded backlog until a history write stores them,
+        # oldest first: an outage loses none unless it outlasts the backlog's bounds.
         span, rows = self.stats.close_interval()
-        try:
-            self.history.append(float(document["written_unix"]), span, document["events"], rows)
-            if time.monotonic() >= self._next_retention:
-                self.history.enforce_retention()
-                self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
-        except StateError as exc:
-            self._sink_failed("history", exc)
+        self.history_backlog.add(
+            (float(document["written_unix"]), span, document["events"], rows), len(rows))
+        history, backlog = self.history, self.history_backlog
+        retention = time.monotonic() >= self._next_retention
+
+        def write_history() -> None:
+            backlog.flush(lambda item: history.append(*item))
+            if retention:
+                history.enforce_retention()
+
+        if self.sinks["history"].write(write_history, force) is not Outcome.OK:
+            self._sink_failed("history")
+        elif retention:
+            self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
         return saved
 
-    def _sink_failed(self, sink: str, exc: StateError) -> None:
-        """Count a failed write; log the first and then every 100th, never stop draining."""
+    def _sink_failed(self, sink: str) -> None:
+        """Count a snapshot that ``sink`` did not store: its write failed, overran, or was
+        skipped by the open breaker. This is drain.<sink>_writes_failed, which the
+        sink_failing finding watches: it keeps growing, and the finding stays open, while the
+        breaker is open. The breaker logs its transitions; draining never stops."""
         self.sink_failures[sink] += 1
-        failures = self.sink_failures[sink]
-        if failures == 1 or failures % 100 == 0:
-            log.error("%s (%s write failure %d; draining goes on)", exc, sink, failures)
+
+    def sink_states(self) -> dict[str, object]:
+        """The snapshot's "sinks": each sink's breaker state and counters (daemon/breaker.py);
+        for the history, the intervals waiting to be stored and those dropped at the
+        backlog's bounds (HISTORY_BACKLOG_SNAPSHOTS, HISTORY_BACKLOG_ROWS). Taken when the
+        document is built, before its own writes: their outcome shows in the next snapshot."""
+        backlog = self.history_backlog.counts()
+        return {
+            "state": self.sinks["state"].state(),
+            "history": {**self.sinks["history"].state(), "backlog": {
+                "snapshots": backlog["items"], "series_rows": backlog["weight"],
+                "dropped_snapshots": backlog["dropped"],
+                "dropped_series_rows": backlog["dropped_weight"]}},
+        }

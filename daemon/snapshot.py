@@ -11,6 +11,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from .metrics import histogram_section
 from .models import model_summary
 from .state import SCHEMA_VERSION
 from .version import package_version
@@ -74,7 +75,9 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "state_writes_failed": daemon.sink_failures["state"],
             "history_writes_failed": daemon.sink_failures["history"],
         },
+        "sinks": daemon.sink_states(),
         "resources": resources,
+        "histograms": histogram_section(daemon.stats),
         "restore": restore,
     }
 

@@ -1,9 +1,13 @@
-"""A stop request that a signal handler may make: no lock anywhere.
+"""A stop or reload request that a signal handler may make: no lock anywhere.
 
 ``threading.Event.set()`` takes the event's lock; if a signal arrives while the main thread
 is inside ``Event.wait()`` holding that same lock, a handler calling ``set()`` deadlocks the
 daemon for good (seen: a SIGTERM that never stopped it). Here a request is a flag and a byte
 written to a pipe; the loop sleeps in ``select`` on the pipe, so it wakes at once.
+
+A reload request (SIGHUP) is a second flag on the same pipe: a counter that only requesters
+increase, and that the loop compares with the last value it took. A request that arrives while
+the loop takes the previous one is therefore never lost.
 """
 
 from __future__ import annotations
@@ -19,10 +23,28 @@ class StopRequest:
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
         self._requested = False
+        self._reloads = 0  # increased by requesters only
+        self._reloads_taken = 0  # written by the loop only
 
     def set(self) -> None:
         """Request the stop; safe from a signal handler and from any thread."""
         self._requested = True
+        self._wake()
+
+    def request_reload(self) -> None:
+        """Request a reload; safe from a signal handler and from any thread."""
+        self._reloads += 1
+        self._wake()
+
+    def take_reload(self) -> bool:
+        """True if a reload was requested since the last call (for the loop's thread)."""
+        requested = self._reloads
+        if requested == self._reloads_taken:
+            return False
+        self._reloads_taken = requested
+        return True
+
+    def _wake(self) -> None:
         if self._write >= 0:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._write, b"!")  # a full pipe already wakes the loop
@@ -31,8 +53,9 @@ class StopRequest:
         return self._requested
 
     def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds, less if a stop is requested; True if it was."""
-        if not self._requested and self._read >= 0:
+        """Sleep up to ``timeout`` seconds, less if a stop or a reload is requested; True if
+        a stop was."""
+        if not self._requested and self._reloads == self._reloads_taken and self._read >= 0:
             with contextlib.suppress(InterruptedError):
                 select.select([self._read], [], [], timeout)
             with contextlib.suppress(BlockingIOError, OSError):

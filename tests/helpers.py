@@ -57,17 +57,20 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
 
 
 class DaemonProcess:
-    """A real ``ai-analyticsd`` in a subprocess, always reaped."""
+    """A real ``ai-analyticsd`` in a subprocess, always reaped. ``env``: variables added to
+    its environment (e.g. systemd's NOTIFY_SOCKET)."""
 
-    def __init__(self, config_path: Path, state_dir: Path, namespace: str) -> None:
+    def __init__(self, config_path: Path, state_dir: Path, namespace: str, *,
+                 env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
         self.state_dir = state_dir
         self.namespace = namespace
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config_path.with_suffix(".log")
 
     def start(self) -> DaemonProcess:
-        env = {**os.environ, "AI_ANALYTICS_NAMESPACE": self.namespace}
+        env = {**os.environ, "AI_ANALYTICS_NAMESPACE": self.namespace, **self.env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in reap()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ai_analytics.daemon", "--config", str(self.config_path)],

@@ -1,0 +1,425 @@
+"""Prometheus exposition of the snapshot document: what ``GET /metrics`` serves.
+
+``SnapshotCollector`` is a prometheus_client custom collector over a callable that returns the
+daemon's latest snapshot document (docs/snapshot.md). Each ``collect()`` builds fresh metric
+families from that one document and reads nothing else, so it is safe on the HTTP server's
+threads: the daemon replaces its published document with a new dict and never mutates one it
+has published. ``render(document)`` writes the text format with ``generate_latest`` on a
+private ``CollectorRegistry`` (never the global one: nothing of the process leaks in), and
+``MetricsEndpoint`` is the ``/metrics`` callback for ``StatusServer``, rendering each published
+document at most once however many scrapers ask.
+
+Names follow the Prometheus conventions (docs/metrics.md lists them): the ``ai_analytics_``
+prefix, base units (seconds, bytes, ratios 0-1), ``_total`` on counters, ``operation`` and
+``model`` labels whose values the daemon caps (``max_operations``, ``max_models``,
+``max_series``; past a cap, events count under ``other``). A section the document lacks (no
+GPU, no caches, no ``sinks`` yet) gives no samples.
+
+Histograms: the daemon keeps log-spaced bucket counts (``histogram``: ratio 1.02 between
+edges); ``latency_bucket_counts`` turns a series' since-start counts into the cumulative
+counts of fixed Prometheus edges (``BUCKETS_SECONDS``). A log bucket counts toward an edge
+when its *upper* edge is at or below it, so a ``le`` count never includes a value above its
+edge, and misses at most the values in the one log bucket straddling the edge: values in
+``(edge / 1.02, edge]`` (a value exactly on an edge lands in the next ``le`` up). The counts
+are therefore exact to within that 2 % band below each edge. ``histogram_section`` computes
+them on the daemon's loop thread (the only thread that touches ``Statistics``) for the
+document, under the key ``"histograms"``; the collector only reads them from there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from . import histogram as H
+from .stats import Statistics
+
+PREFIX = "ai_analytics_"
+# Upper bounds (seconds) of the exported histogram buckets; +Inf is added. Wide enough for
+# a sub-millisecond cache hit and an hour-long batch job.
+BUCKETS_SECONDS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)
+# Histogram name → (distribution in the daemon's bucket rows, its totals' prefix in Statistics).
+HISTOGRAMS: dict[str, tuple[int, str]] = {
+    "request_duration_seconds": (H.LATENCY, "lat"),
+    "time_to_first_token_seconds": (H.TTFT, "ttft"),
+    "queue_duration_seconds": (H.QUEUE, "queue"),
+}
+_HELP = {
+    "request_duration_seconds": "Inference latency since the daemon started.",
+    "time_to_first_token_seconds": "Time to first token since the daemon started.",
+    "queue_duration_seconds": "Time requests waited in the worker's queue since the daemon "
+                              "started.",
+}
+MIB = 1024 * 1024
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+SEVERITIES = ("info", "warning", "critical")
+EVENT_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart")
+LANE_STATES = ("live", "retired", "dead", "waiting")
+
+BucketCounts = tuple[str, str, list[int], int, float]
+
+
+# -- from the statistics engine to fixed edges (on the daemon's loop thread) ------------------
+def latency_bucket_counts(stats: Statistics, edges_seconds: Sequence[float],
+                          metric: int = H.LATENCY) -> list[BucketCounts]:
+    """Per series since this daemon started: (operation, model, cumulative count at each edge
+    of ``edges_seconds``, count, sum in seconds), in series-id order.
+
+    ``metric`` is ``histogram.LATENCY``, ``TTFT`` or ``QUEUE``. A log bucket counts toward an
+    edge when its upper edge is at or below the edge (see the module docstring for the
+    error). Call it on the thread that feeds ``stats``: it reads the live arrays.
+    """
+    edges = np.asarray(edges_seconds, dtype=np.float64)
+    if (edges.ndim != 1 or edges.size == 0 or not np.all(np.isfinite(edges))
+            or np.any(edges <= 0) or np.any(np.diff(edges) <= 0)):
+        raise ValueError(f"edges must be finite, positive and increasing, got {edges_seconds!r}")
+    prefix = next((p for m, p in HISTOGRAMS.values() if m == metric), None)
+    if prefix is None:
+        raise ValueError(f"no Prometheus histogram for distribution {metric}")
+    series = len(stats.registry)
+    columns = slice(H.OFFSETS[metric], H.OFFSETS[metric] + H.WIDTHS[metric])
+    # since_start plus the interval not folded into it yet: what the since_start window shows.
+    rows = stats.since_start.buckets[:series, columns] + stats.interval.buckets[:series, columns]
+    cumulative = np.zeros((series, H.WIDTHS[metric] + 1), np.int64)
+    np.cumsum(rows, axis=1, out=cumulative[:, 1:])
+    # Upper edge of log bucket i: LOG_MIN_MS * GAMMA**i (bucket 0 ends at LOG_MIN_MS); the
+    # overflow bucket has none.
+    upper_ms = H.LOG_MIN_MS * np.power(H.GAMMA, np.arange(H.WIDTHS[metric], dtype=np.float64))
+    upper_ms[-1] = np.inf
+    taken = np.searchsorted(upper_ms, edges * 1000.0, side="right")  # buckets under each edge
+    at_edges = cumulative[:, taken].tolist()
+    totals = cumulative[:, -1].tolist()
+    sums = ((stats.since_start.arrays[f"{prefix}_sum"][:series]
+             + stats.interval.arrays[f"{prefix}_sum"][:series]) / 1000.0).tolist()
+    out = []
+    for sid in range(series):
+        operation, model = stats.registry.label(sid)
+        out.append((operation, model, at_edges[sid], totals[sid], sums[sid]))
+    return out
+
+
+def histogram_section(stats: Statistics,
+                      edges_seconds: Sequence[float] = BUCKETS_SECONDS) -> dict[str, object]:
+    """The snapshot document's ``"histograms"`` section (JSON-ready): the edges, and per
+    histogram the series with data, each with its cumulative counts at the edges, its count
+    (the +Inf bucket) and its sum in seconds. Latency lists every series (a series with no
+    event since this start shows zeros); TTFT and queue time only series that reported them.
+    """
+    section: dict[str, object] = {"le_seconds": [float(e) for e in edges_seconds]}
+    for name, (metric, _) in HISTOGRAMS.items():
+        section[name] = [
+            {"operation": operation, "model": model, "buckets": buckets, "count": count,
+             "sum": round(total, 9)}
+            for operation, model, buckets, count, total
+            in latency_bucket_counts(stats, edges_seconds, metric)
+            if count or metric == H.LATENCY
+        ]
+    return section
+
+
+# -- from the document to metric families (on any thread) -------------------------------------
+class SnapshotCollector(Collector):
+    """Fresh metric families per scrape from ``document()``, the latest snapshot or None."""
+
+    def __init__(self, document: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._document = document
+
+    def collect(self) -> Iterator[Metric]:
+        document = self._document()
+        if document is None:
+            return
+        for family in _families(document):
+            if family.samples:
+                yield family
+
+
+def render(document: Mapping[str, Any] | None) -> bytes:
+    """The Prometheus text format (0.0.4) of one snapshot document; empty for None."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: document))
+    return generate_latest(registry)
+
+
+class MetricsEndpoint:
+    """The ``/metrics`` callback for ``StatusServer``: ``render`` of ``snapshot()``, cached
+    per document (the daemon publishes a new document object at every snapshot, and never
+    changes one it has published)."""
+
+    def __init__(self, snapshot: Callable[[], Mapping[str, Any] | None]) -> None:
+        self.snapshot = snapshot
+        # (document, its text): one tuple, replaced whole, so a reader sees a matching pair.
+        self._rendered: tuple[object, bytes] | None = None
+
+    def __call__(self) -> bytes:
+        document = self.snapshot()
+        cached = self._rendered
+        if cached is not None and cached[0] is document:
+            return cached[1]
+        body = render(document)
+        self._rendered = (document, body)
+        return body
+
+
+def _families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    yield from _request_families(doc)
+    yield from _histogram_families(doc)
+    yield from _event_path_families(doc)
+    yield from _cache_families(doc)
+    yield from _resource_families(doc)
+    yield from _daemon_families(doc)
+
+
+def _request_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    series = ["operation", "model"]
+    requests = CounterMetricFamily(
+        f"{PREFIX}requests", "Inference requests since the daemon started, by outcome.",
+        labels=[*series, "outcome"])
+    tokens = CounterMetricFamily(
+        f"{PREFIX}tokens", "Tokens since the daemon started; direction in (prompt) or out "
+        "(generated).", labels=[*series, "direction"])
+    hits = CounterMetricFamily(f"{PREFIX}cache_hits",
+                               "Requests that hit a cache, since the daemon started.",
+                               labels=series)
+    misses = CounterMetricFamily(f"{PREFIX}cache_misses",
+                                 "Requests that missed a cache, since the daemon started.",
+                                 labels=series)
+    quality = GaugeMetricFamily(f"{PREFIX}quality_score_mean",
+                                "Mean quality score (0-1) over the last minute.", labels=series)
+    for row in _list(doc.get("operations")):
+        labels = [str(row.get("operation")), str(row.get("model"))]
+        windows = _dict(row.get("windows"))
+        since = _dict(windows.get("since_start"))
+        _add(requests, [*labels, "success"], since.get("successes"))
+        _add(requests, [*labels, "error"], since.get("errors"))
+        token_totals = _dict(since.get("tokens"))
+        _add(tokens, [*labels, "in"], token_totals.get("in_total"))
+        _add(tokens, [*labels, "out"], token_totals.get("out_total"))
+        cache = _dict(since.get("cache"))
+        lookups, hit_count = _number(cache.get("lookups")), _number(cache.get("hits"))
+        if lookups is not None and hit_count is not None:
+            _add(hits, labels, hit_count)
+            _add(misses, labels, lookups - hit_count)
+        _add(quality, labels, _dict(_dict(windows.get("1m")).get("quality")).get("mean"))
+    yield from (requests, tokens, hits, misses, quality)
+
+
+def _histogram_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    section = _dict(doc.get("histograms"))
+    raw_edges = section.get("le_seconds")
+    edges = [_number(e) for e in raw_edges] if isinstance(raw_edges, list) else []
+    if not edges or None in edges:
+        return
+    names = [floatToGoString(e) for e in edges]
+    for name in HISTOGRAMS:
+        family = HistogramMetricFamily(f"{PREFIX}{name}", _HELP[name],
+                                       labels=["operation", "model"])
+        for row in _list(section.get(name)):
+            counts, count = row.get("buckets"), _number(row.get("count"))
+            total = _number(row.get("sum"))
+            if not isinstance(counts, list) or len(counts) != len(edges) or count is None:
+                continue
+            buckets = [*zip(names, counts, strict=True), ("+Inf", count)]
+            family.add_metric([str(row.get("operation")), str(row.get("model"))], buckets,
+                              total)
+        yield family
+
+
+def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    events = _dict(doc.get("events"))
+    family = CounterMetricFamily(
+        f"{PREFIX}events", "Events by where they ended, since the first daemon ran with this "
+        "state directory.", labels=["outcome"])
+    for outcome in EVENT_OUTCOMES:
+        _add(family, [outcome], events.get(outcome))
+    yield family
+    yield _gauge("events_pending", "Events published by producers and not drained yet.",
+                 events.get("pending"))
+    path = _dict(doc.get("event_path"))
+    yield _gauge("lane_fill_ratio_max", "Fill (0-1) of the fullest lane.", path.get("max_fill"))
+    yield _gauge("drain_lag_seconds", "Age of the oldest record not drained yet.",
+                 path.get("drain_lag_seconds"))
+    fill = GaugeMetricFamily(f"{PREFIX}lane_fill_ratio",
+                             "Fill (0-1) of each lane being drained (one per producer thread).",
+                             labels=["lane"])
+    for lane in _list(doc.get("lanes")):
+        _add(fill, [str(lane.get("name"))], lane.get("fill"))
+    yield fill
+    lanes = GaugeMetricFamily(f"{PREFIX}lanes", "Lanes by state; waiting: producers waiting "
+                              "for a slot under max_lanes.", labels=["state"])
+    summary = _dict(doc.get("lanes_summary"))
+    for state in LANE_STATES:
+        _add(lanes, [state], summary.get(state))
+    yield lanes
+
+
+def _cache_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    size = GaugeMetricFamily(f"{PREFIX}cache_size", "Size of each cache, in the unit its "
+                             "workers report, summed over the live lanes reporting it.",
+                             labels=["cache"])
+    evictions = CounterMetricFamily(f"{PREFIX}cache_evictions",
+                                    "Cache evictions reported by workers, since the daemon "
+                                    "started.", labels=["cache"])
+    for cache in _list(doc.get("caches")):
+        name = [str(cache.get("name"))]
+        _add(size, name, cache.get("size"))
+        _add(evictions, name, cache.get("evictions_total"))
+    yield from (size, evictions)
+
+
+def _resource_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    resources = _dict(doc.get("resources"))
+    system = _dict(resources.get("system"))
+    yield _gauge("system_cpu_ratio", "CPU busy (0-1) over all cores of the node.",
+                 _ratio(system.get("cpu_percent")))
+    yield _gauge("system_memory_used_bytes", "Memory in use on the node.",
+                 system.get("memory_used_bytes"))
+    yield _gauge("system_memory_total_bytes", "Memory of the node.",
+                 system.get("memory_total_bytes"))
+    gpu = _dict(resources.get("gpu"))
+    age = GaugeMetricFamily(f"{PREFIX}resource_sample_age_seconds",
+                            "Age of the latest resource sample; a hung driver call shows up "
+                            "here.", labels=["source"])
+    for source, value in (("system", system.get("age_seconds")),
+                          ("processes", resources.get("processes_age_seconds")),
+                          ("gpu", gpu.get("age_seconds") if gpu.get("available") else None)):
+        _add(age, [source], value)
+    yield age
+    per_gpu = {
+        "gpu_utilization_ratio": ("GPU busy (0-1).", "utilization_percent", 0.01),
+        "gpu_memory_used_bytes": ("GPU memory in use (from MiB, 0.1 MiB resolution).",
+                                  "memory_used_mb", MIB),
+        "gpu_memory_total_bytes": ("GPU memory (from MiB).", "memory_total_mb", MIB),
+        "gpu_temperature_celsius": ("GPU temperature.", "temperature_c", 1),
+        "gpu_power_watts": ("GPU power draw.", "power_w", 1),
+    }
+    devices = _list(gpu.get("devices")) if gpu.get("available") else []
+    for name, (help_text, field, scale) in per_gpu.items():
+        family = GaugeMetricFamily(f"{PREFIX}{name}", help_text, labels=["gpu"])
+        for device in devices:
+            value = _number(device.get(field))
+            _add(family, [str(device.get("index"))], None if value is None else value * scale)
+        yield family
+    rss = GaugeMetricFamily(f"{PREFIX}model_resident_memory_bytes", "Resident memory of the "
+                            "live worker processes serving each model.", labels=["model"])
+    gpu_memory = GaugeMetricFamily(f"{PREFIX}model_gpu_memory_bytes", "GPU memory of the live "
+                                   "worker processes serving each model (where the GPU "
+                                   "reports it).", labels=["model"])
+    for model in _list(doc.get("models")):
+        name = [str(model.get("model"))]
+        _add(rss, name, model.get("rss_bytes"))
+        megabytes = _number(model.get("gpu_memory_mb"))
+        _add(gpu_memory, name, None if megabytes is None else megabytes * MIB)
+    yield from (rss, gpu_memory)
+
+
+def _daemon_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+    daemon = _dict(doc.get("daemon"))
+    info = GaugeMetricFamily(f"{PREFIX}build_info", "The daemon's version (always 1).",
+                             labels=["version"])
+    if daemon.get("version") is not None:
+        info.add_metric([str(daemon["version"])], 1)
+    yield info
+    yield _gauge("daemon_start_time_seconds", "When the daemon started, in Unix seconds.",
+                 daemon.get("started_unix"))
+    yield _gauge("snapshot_timestamp_seconds", "When the served snapshot was taken, in Unix "
+                 "seconds.", doc.get("written_unix"))
+    yield _gauge("snapshot_interval_seconds", "How often the daemon takes a snapshot (what "
+                 "/metrics serves).", daemon.get("snapshot_interval_seconds"))
+    yield _gauge("daemon_cpu_ratio", "CPU used by the daemon; 1.0 is one core busy.",
+                 _ratio(daemon.get("cpu_percent")))
+    yield _gauge("daemon_resident_memory_bytes", "Resident memory of the daemon.",
+                 daemon.get("rss_bytes"))
+    findings = GaugeMetricFamily(f"{PREFIX}findings",
+                                 "Open findings of the bottleneck rules, by severity.",
+                                 labels=["severity"])
+    if "findings" in doc:
+        open_findings = _list(doc.get("findings"))
+        for severity in SEVERITIES:
+            findings.add_metric([severity], sum(1 for f in open_findings
+                                                if f.get("severity") == severity))
+    yield findings
+    circuit = GaugeMetricFamily(f"{PREFIX}sink_circuit_state", "Circuit breaker of each "
+                                "snapshot sink: 0 closed, 1 half-open, 2 open.",
+                                labels=["sink"])
+    skipped = CounterMetricFamily(f"{PREFIX}sink_skipped_writes", "Snapshot writes skipped "
+                                  "because the sink's circuit was open, since the daemon "
+                                  "started.", labels=["sink"])
+    for sink, state in sorted(_dict(doc.get("sinks")).items()):
+        breaker = _dict(state)  # a disabled breaker has no circuit: no state sample
+        _add(circuit, [str(sink)], CIRCUIT_STATES.get(str(breaker.get("state"))))
+        _add(skipped, [str(sink)], breaker.get("skipped"))
+    yield from (circuit, skipped)
+    failures = CounterMetricFamily(f"{PREFIX}sink_write_failures", "Failed snapshot writes "
+                                   "since the daemon started, by sink (skipped writes not "
+                                   "included: see sink_skipped_writes).", labels=["sink"])
+    for sink, state in sorted(_dict(doc.get("sinks")).items()):
+        _add(failures, [str(sink)], _dict(state).get("failures"))
+    yield failures
+    cardinality = _dict(doc.get("cardinality"))
+    yield _gauge("series", "Distinct (operation, model) series now.", cardinality.get("series"))
+    yield _gauge("series_limit", "The cap on distinct series (max_series).",
+                 cardinality.get("max_series"))
+    overflow = CounterMetricFamily(f"{PREFIX}cardinality_overflow_events", "Events counted "
+                                   "under 'other' because a cardinality cap was reached.",
+                                   labels=["cap"])
+    for cap, value in sorted(_dict(cardinality.get("overflow_events")).items()):
+        _add(overflow, [str(cap)], value)
+    yield overflow
+
+
+# -- small readers that turn a missing or odd value into "no sample" -------------------------
+def _gauge(name: str, help_text: str, value: object) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"{PREFIX}{name}", help_text, labels=[])
+    _add(family, [], value)
+    return family
+
+
+def _add(family: Metric, labels: list[str], value: object) -> None:
+    number = _number(value)
+    if number is not None:
+        family.add_metric(labels, number)  # type: ignore[attr-defined]
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return None if math.isnan(value) else float(value)
+
+
+def _ratio(percent: object) -> float | None:
+    number = _number(percent)
+    return None if number is None else number / 100.0
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> Iterable[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(
+        value, list) else []
+
+
+__all__ = [
+    "BUCKETS_SECONDS",
+    "MetricsEndpoint",
+    "SnapshotCollector",
+    "histogram_section",
+    "latency_bucket_counts",
+    "render",
+]
