@@ -398,6 +398,13 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
         f"drain lag {fmt.seconds(path.get('drain_lag_seconds'))}",
         f"{fmt.rate(per_batch)} records/batch",
     ], inner)]
+    sinks = _dict(document.get("sinks"))
+    if sinks:
+        lines += [_note(text) for text in _joined([
+            f"sink {name}: {_text(_dict(state).get('state'))}"
+            + (f" ({fmt.count(_dict(state).get('skipped'))} writes skipped)"
+               if _dict(state).get("skipped") else "")
+            for name, state in sorted(sinks.items())], inner)]
     lanes = [_dict(lane) for lane in _list(document.get("lanes"))]
     if not lanes:
         lines.append(_note("no lanes attached"))

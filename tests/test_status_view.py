@@ -748,3 +748,15 @@ def test_watch_redraws_in_a_real_terminal_and_ctrl_c_exits_130(
         assert "Traceback" not in final and "Aborted" not in final
     finally:
         _tmux(socket, "kill-server")
+
+
+def test_event_path_shows_each_sinks_circuit():
+    """The operator sees each sink's breaker: an open one with its skipped writes."""
+    from ai_analytics.daemon.status import render_event_path
+
+    document = {"namespace": "ns", "events": {}, "event_path": {}, "lanes_summary": {},
+                "lanes": [], "sinks": {"state": {"state": "open", "skipped": 12},
+                                       "history": {"state": "closed", "skipped": 0}}}
+    text = render_event_path(document)
+    assert "sink history: closed" in text
+    assert "sink state: open (12 writes skipped)" in text
