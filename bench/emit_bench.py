@@ -383,6 +383,17 @@ class DrainBench:
 
 
 # -- the run -------------------------------------------------------------------------------
+def report_header(machine: dict[str, Any], source: Any) -> dict[str, Any]:
+    """What every results file starts with: when, how, where, and from which source."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "machine": machine,
+        "source": source,
+        "loadavg_after": list(os.getloadavg()),
+    }
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -666,11 +677,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"removed leftover segments: {', '.join(left)}")
     summary = summarize(samples)
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "machine": before,
-        "source": source,
-        "loadavg_after": list(os.getloadavg()),
+        **report_header(before, source),
         "parameters": {
             "rounds": args.rounds,
             "calls": args.calls,

@@ -60,10 +60,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -742,11 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     log("import time ...")
     imp = measure_import(args.import_runs)
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "machine": before,
-        "source": source,
-        "loadavg_after": list(os.getloadavg()),
+        **eb.report_header(before, source),
         "parameters": {
             "rounds": args.rounds,
             "calls": args.calls,
