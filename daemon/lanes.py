@@ -192,6 +192,9 @@ class LaneSet:
                 reader.close()
                 raise BadSegment("pid in the header does not match the name")
         except NotReady as exc:
+            if not is_alive(int(name[len(self.prefix) :].split(".")[0]), 0):
+                self._remove_half_made(name, info)
+                return
             first = self.unready_since.setdefault(name, time.monotonic())
             if time.monotonic() - first < CREATION_GRACE_SECONDS:
                 return
@@ -213,6 +216,21 @@ class LaneSet:
         self.lanes[name] = lane
         log.info("attached lane %s (pid %d, capacity %d)", name, lane.ident.pid,
                  lane.ident.capacity)
+
+    def _remove_half_made(self, name: str, info: os.stat_result) -> None:
+        """Its producer died while creating it (killed before the magic): nobody will finish
+        it, and no event was ever published in it (emit writes only to a whole lane)."""
+        self.unready_since.pop(name, None)
+        path = os.path.join(SHM_DIR, name)
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == info.st_ino:
+                os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._reject(name, info, f"half-made by a dead process, cannot remove it: {exc}")
+            return
+        log.info("removed segment %s: its process died before the lane was complete", name)
 
     def _reject(self, name: str, info: os.stat_result, reason: str) -> None:
         self.unready_since.pop(name, None)

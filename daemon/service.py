@@ -32,7 +32,7 @@ from .rates import CounterRates
 from .reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
 from .resources import ResourceSampler
 from .snapshot import build_document
-from .state import read_state, write_state
+from .state import read_state, remove_unfinished_writes, write_state
 from .stats import Statistics
 from .version import package_version
 from .wakeup import StopRequest
@@ -178,6 +178,9 @@ class Daemon:
         except AlreadyRunning:
             self.history.close()
             raise
+        if removed := remove_unfinished_writes(cfg.state_dir):
+            log.info("removed %d temporary files of state writes a killed daemon left in %s",
+                     removed, cfg.state_dir)
         if cfg.http_enabled:
             # After the namespace: a second daemon reports "already running", not "port in
             # use"; before the loop's try: a bind failure must not run the final drain.

@@ -7,6 +7,7 @@ The schema is documented in docs/snapshot.md; ``SCHEMA_VERSION`` changes with it
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -15,6 +16,8 @@ from .errors import StateError
 
 SCHEMA_VERSION = 1
 STATE_FILE = "state.json"
+# The temporary file of a write in progress: ".state.<random>.tmp".
+TEMP_PREFIX, TEMP_SUFFIX = ".state.", ".tmp"
 
 
 def state_path(state_dir: str) -> str:
@@ -25,7 +28,7 @@ def write_state(state_dir: str, document: dict[str, object]) -> None:
     """Write ``document`` so that a reader sees the old file or the new one, never a mix."""
     try:
         os.makedirs(state_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".state.", suffix=".tmp", dir=state_dir)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=state_dir)
     except OSError as exc:
         raise StateError(f"cannot write state in {state_dir}: {exc}") from exc
     try:
@@ -39,6 +42,19 @@ def write_state(state_dir: str, document: dict[str, object]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StateError(f"cannot write state in {state_dir}: {exc}") from exc
+
+
+def remove_unfinished_writes(state_dir: str) -> int:
+    """Remove the temporary files of writes that a killed daemon never finished (each as big
+    as a state file: they would pile up, one per crash). Only while holding the namespace, so
+    that no write is in progress. Returns how many went."""
+    pattern = os.path.join(glob.escape(state_dir), f"{TEMP_PREFIX}*{TEMP_SUFFIX}")
+    removed = 0
+    for path in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed += 1
+    return removed
 
 
 def read_state(state_dir: str) -> dict[str, object] | None:

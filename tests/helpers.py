@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -88,18 +89,20 @@ class DaemonProcess:
     def state(self) -> dict:
         return json.loads((self.state_dir / "state.json").read_text())
 
-    def state_after(self, predicate, timeout: float = 10.0, what: str = "state") -> dict:
-        """Wait for a state file written after now that satisfies ``predicate``."""
-        since = time.time()
+    def state_after(self, predicate, timeout: float = 10.0, what: str = "state",
+                    fresh: bool = True) -> dict:
+        """Wait for a state file written after now that satisfies ``predicate``. ``fresh``
+        False: any state file that satisfies it (for a daemon whose wall clock is not ours)."""
+        since = time.time() if fresh else -math.inf
 
-        def fresh() -> dict | None:
+        def fresh_enough() -> dict | None:
             try:
                 doc = self.state()
             except (FileNotFoundError, ValueError):
                 return None
             return doc if doc["written_unix"] >= since and predicate(doc) else None
 
-        return wait_for(fresh, timeout, what=what)
+        return wait_for(fresh_enough, timeout, what=what)
 
     def stop(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -152,3 +155,45 @@ def start_python(code: str, namespace: str, **popen: object) -> subprocess.Popen
 def events_total(state: dict) -> int:
     """Sum of the outcome counters: every emit call made in the namespace."""
     return sum(state["events"].values())
+
+
+# Emits about 4000 events/s until the file {stop!r} exists (at most two minutes); prints how
+# many emit calls it made, whatever they returned.
+EMITTER = """
+import json, os, time
+from ai_analytics import client
+sent = 0
+deadline = time.monotonic() + 120
+while not os.path.exists({stop!r}) and time.monotonic() < deadline:
+    for _ in range(20):
+        client.emit("steady", 2.0, model="m")
+        sent += 1
+    time.sleep(0.005)
+print(json.dumps(sent))
+"""
+
+
+class Emitters:
+    """Producer processes that emit steadily until ``finish``; ``reap`` kills what is left."""
+
+    def __init__(self, namespace: str, stop: Path, count: int = 2) -> None:
+        self.stop = stop
+        self.procs = [start_python(EMITTER.format(stop=str(stop)), namespace)
+                      for _ in range(count)]
+
+    def finish(self) -> int:
+        """Stop them; the number of emit calls they made."""
+        self.stop.touch()
+        emitted = 0
+        for proc in self.procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0 and err == "", err
+            emitted += json.loads(out)
+        return emitted
+
+    def reap(self) -> None:
+        self.stop.touch()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
