@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import math
 import numbers
 import os
@@ -96,6 +97,8 @@ from typing import Any, NamedTuple
 
 from .errors import StateError
 
+log = logging.getLogger("ai_analytics.daemon")
+
 SCHEMA_VERSION = 1
 HISTORY_FILE = "history.sqlite3"
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -105,6 +108,9 @@ LOW_WATER = 0.9
 # (SQLite's default is 1000), and truncated to that size after a checkpoint.
 WAL_PAGES_MIN = 100
 WAL_PAGES_MAX = 1000
+
+
+SQLITE_MAX_INTEGER = 2**63 - 1
 
 
 def _integer(value: object) -> int | None:
@@ -253,16 +259,41 @@ class HistoryStore:
         self.max_age_seconds = max_age_seconds
         self.max_bytes = int(max_megabytes * 1024 * 1024)
         self.clock = clock
+        self._timeout = timeout
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file we opened
+        self._open()
+
+    def _open(self) -> None:
         with self._errors("cannot open"):
-            os.makedirs(state_dir, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=self._timeout,
+                                         isolation_level=None, check_same_thread=False)
         try:
             with self._errors("cannot open"):
                 self._setup()
+                info = os.stat(self.path)
         except StateError:
             self._conn.close()
             raise
+        self._file = (info.st_dev, info.st_ino)
+
+    def _reopen_if_gone(self) -> None:
+        """A database file removed or replaced under us (the state directory deleted by hand)
+        would take our writes where nobody reads them: start a new file instead."""
+        try:
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self._file:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # cannot tell (the directory is unreadable just now): keep our file
+        log.warning("history database %s is gone or was replaced (state directory removed?): "
+                    "starting a new one", self.path)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._file = None
+        self._open()
 
     def set_limits(self, max_age_seconds: float, max_megabytes: float) -> None:
         """New retention limits (a reload), used from the next ``enforce_retention``; the
@@ -323,6 +354,9 @@ class HistoryStore:
             event_values = [_integer(events[name]) for name in EVENT_COLUMNS]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"snapshot events: {exc}") from None
+        # A lane's writer can claim counts beyond SQLite's signed 64-bit integers (its own
+        # counts are then wrong anyway): store the largest one rather than fail every write.
+        event_values = [v if v is None else min(v, SQLITE_MAX_INTEGER) for v in event_values]
         rows = []
         seen: set[tuple[str, str]] = set()
         for item in series:
@@ -336,6 +370,7 @@ class HistoryStore:
                 raise ValueError(f"series ({operation!r}, {model!r}) appears twice")
             seen.add((operation, model))
             rows.append([operation, model, *flatten(stats)])
+        self._reopen_if_gone()
         with self._errors("cannot append to"), self._transaction() as conn:
             cursor = conn.execute(
                 _INSERT_SNAPSHOT, [float(snapshot_unix), float(interval_seconds), *event_values]

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 SHM_DIR = "/dev/shm"
@@ -150,6 +151,15 @@ def start_python(code: str, namespace: str, **popen: object) -> subprocess.Popen
         [sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, **popen,
     )
+
+
+def http_status(port: int) -> dict | None:
+    """The daemon's /status document (served from memory), None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
 
 
 def events_total(state: dict) -> int:

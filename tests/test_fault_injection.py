@@ -7,17 +7,25 @@ up to every emit call made, with only the losses that docs/ring-format.md allows
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
+import shutil
+import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from ai_analytics.daemon.history import history_path
+
 from helpers import (
     Emitters,
     events_total,
+    free_port,
+    http_status,
     lane_names,
     run_python,
     wait_for,
@@ -163,3 +171,103 @@ def test_daemon_killed_at_random_points_and_restarted_long(daemon_factory, make_
                                                            emitters, namespace):
     """The long form: 150 kills."""
     kill_daemon_repeatedly(daemon_factory, make_config, emitters, namespace, kills=150, seed=6)
+
+
+# -- the state directory: removed, full ----------------------------------------------------------
+
+
+def history_counts(state_dir: Path) -> tuple[int, int, int]:
+    """From the history database: (received before its first interval, events in all its
+    intervals, received at its last snapshot)."""
+    with contextlib.closing(sqlite3.connect(history_path(str(state_dir)))) as conn:
+        rows = conn.execute(
+            "SELECT s.received, coalesce(sum(r.count), 0) FROM snapshots s "
+            "LEFT JOIN series r ON r.snapshot_id = s.id GROUP BY s.id ORDER BY s.id").fetchall()
+    assert rows, "no snapshot in the history"
+    return rows[0][0] - rows[0][1], sum(count for _, count in rows), rows[-1][0]
+
+
+def test_state_directory_removed_while_running(daemon_factory, emitters, state_dir):
+    """rm -rf of the state directory under a running daemon: it keeps draining, says so in
+    its log, writes a new state.json and starts a new history database that holds every
+    interval from then on; the final state reconciles exactly."""
+    daemon = daemon_factory(snapshot_interval_seconds=0.1)
+    emitting = emitters()
+    history = Path(history_path(str(state_dir)))
+    seen = daemon.state_after(lambda s: s["events"]["received"] > 0 and history.exists(),
+                              what="first events and history")
+    shutil.rmtree(state_dir)
+    daemon.state_after(lambda s: s["events"]["received"] > seen["events"]["received"],
+                       what="a new state.json with more events")
+    wait_for(lambda: f"history database {history} is gone" in daemon.log(),
+             what="the log to say the history was lost")
+    emitted = emitting.finish()
+    daemon.state_after(reconciled(emitted), what="every event counted")
+    assert daemon.stop() == 0
+    final = daemon.state()
+    assert events_total(final) == emitted and final["events"]["pending"] == 0
+    before, counted, last = history_counts(state_dir)
+    assert before >= seen["events"]["received"]  # the new database began after the removal
+    assert counted == final["events"]["received"] - before == last - before
+    assert "Traceback" not in daemon.log()
+
+
+@pytest.fixture
+def small_state_dir(state_dir: Path):
+    """The state directory on a 4 MiB tmpfs of its own (needs the right to mount: root)."""
+    state_dir.mkdir(parents=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to put the state directory on a small tmpfs")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(state_dir)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs for the state directory (not root?): "
+                    f"{result.stderr.strip()}")
+    yield state_dir
+    subprocess.run(["umount", "--lazy", str(state_dir)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system has no space left."""
+    chunk = bytes(1 << 16)
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while f.write(chunk):
+            pass
+    assert shutil.disk_usage(path.parent).free < len(chunk)
+
+
+def test_full_disk_opens_the_breakers_and_writes_resume_once_freed(
+        small_state_dir, daemon_factory, make_config, emitters):
+    """The state directory's file system fills up: the sinks' breakers open, draining goes
+    on (/status, served from memory, counts more events), nothing crashes; once space is
+    freed both sinks write again, and state.json and the history reconcile exactly."""
+    port = free_port()
+    daemon = daemon_factory(make_config(http_port=port, failure_threshold=2,
+                                        recovery_timeout_seconds=0.5,
+                                        snapshot_interval_seconds=0.1))
+    emitting = emitters()
+    daemon.state_after(lambda s: s["events"]["received"] > 0, what="first events")
+    filler = small_state_dir / "filler"
+    fill(filler)
+    broken = wait_for(lambda: (doc := http_status(port)) and doc["sinks"]["state"]["state"]
+                      == "open" and doc, what="the state breaker to open")
+    assert "No space left on device" in broken["sinks"]["state"]["last_error"]
+    wait_for(lambda: (doc := http_status(port)) and doc["sinks"]["state"]["state"] != "closed"
+             and doc["events"]["received"] > broken["events"]["received"],
+             what="draining while the disk is full")
+    filler.unlink()
+    daemon.state_after(lambda s: s["sinks"]["state"]["state"] == "closed"
+                       and s["sinks"]["history"]["state"] == "closed", what="recovery")
+    emitted = emitting.finish()
+    daemon.state_after(reconciled(emitted), what="every event counted")
+    assert daemon.stop() == 0
+    final = daemon.state()
+    assert events_total(final) == emitted and final["events"]["pending"] == 0
+    assert final["drain"]["state_writes_failed"] >= 2
+    assert final["sinks"]["history"]["backlog"]["dropped_snapshots"] == 0
+    before, counted, last = history_counts(small_state_dir)
+    assert before == 0 and counted == last == final["events"]["received"]  # no interval lost
+    log = daemon.log()
+    assert "state sink failing: circuit breaker open after 2 consecutive failures" in log
+    assert "state sink recovered after" in log
+    assert "Traceback" not in log
