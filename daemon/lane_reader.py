@@ -19,6 +19,7 @@ from ai_analytics.client import _layout as L
 from .records import RECORD_DTYPE, name_slots
 
 _RAW_RECORD = np.dtype((np.void, L.RECORD_SIZE))
+_U64_MASK = (1 << 64) - 1
 
 
 class NotReady(Exception):
@@ -165,8 +166,10 @@ class LaneReader:
         """Publish the new tail, then the daemon's counters (in that order: see docs)."""
         self.tail = new_tail
         self.q[L.Q_TAIL] = new_tail
-        self.q[L.Q_OVERWRITTEN] = overwritten
-        self.q[L.Q_INVALID] = invalid
+        # A writer that sets its counters near 2**64 can push these past 64 bits: store them
+        # as the wrapping u64 counts they are rather than fail the drain loop.
+        self.q[L.Q_OVERWRITTEN] = overwritten & _U64_MASK
+        self.q[L.Q_INVALID] = invalid & _U64_MASK
         self.q[L.Q_CONSUMER_PID] = os.getpid()
 
     def slots(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

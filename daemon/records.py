@@ -18,6 +18,11 @@ RECORD_DTYPE = np.dtype(
 )
 
 
+# The largest latency (ms) or cache size accepted. Sums of 2**64 such values stay finite, so
+# no mean or total in the snapshot can become infinite (JSON has no infinity).
+MAX_MEASURE = 1e18
+
+
 def name_slots(ids: np.ndarray, names_capacity: int) -> np.ndarray:
     """Map raw name ids to indexes into a lane's per-name tables of ``names_capacity + 3``.
 
@@ -38,8 +43,8 @@ def valid_mask(
     ``first_index`` is the ring index of ``records[0]``; the slots come from ``name_slots``
     and ``names_ok`` says which slots are published, usable names.
     Checks: the sequence field matches the index (stale or half-lapped slots fail), a known
-    kind, published name ids and a non-empty operation (or cache name), a finite non-negative
-    latency (a cache state's size may also be absent: NaN), a
+    kind, published name ids and a non-empty operation (or cache name), a latency in
+    [0, MAX_MEASURE] (a cache state's size may also be absent: NaN), a
     quality that is absent (NaN) or within [0, 1], success 0/1, cache_hit 0/1/2, and finite
     non-negative LLM timings when present.
     """
@@ -55,7 +60,7 @@ def valid_mask(
     ok &= records["cache_hit"] <= L.CACHE_ABSENT
     with np.errstate(invalid="ignore"):
         # A cache state carries its size where events carry latency; the size may be absent.
-        measured = np.isfinite(latency) & (latency >= 0)
+        measured = (latency >= 0) & (latency <= MAX_MEASURE)
         ok &= measured | ((kind == L.KIND_CACHE_STATE) & np.isnan(latency))
         ok &= np.isnan(quality) | ((quality >= 0) & (quality <= 1))
         extended = kind == L.KIND_EXTENDED

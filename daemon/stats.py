@@ -335,7 +335,7 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
     total("successes", index, records["success"].astype(np.float64))
     total("lat_sum", index, latency)
     extremes("lat", index, latency)
-    quality = records["quality"].astype(np.float64)
+    quality = _widen(records["quality"])
     has_quality = ~np.isnan(quality)
     q_at, q_values = index[has_quality], quality[has_quality]
     total("q_count", q_at)
@@ -352,7 +352,7 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
     if len(extended):  # the LLM fields, only over the records that carry them
         sub, sub_index, sub_base = records[extended], index[extended], base[extended]
         for metric, field, prefix in ((H.TTFT, "ttft_ms", "ttft"), (H.QUEUE, "queue_ms", "queue")):
-            values = sub[field].astype(np.float64)
+            values = _widen(sub[field])
             present = ~np.isnan(values)
             at, values = sub_index[present], values[present]
             total(f"{prefix}_count", at)
@@ -366,6 +366,13 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
     unique, counts = H.count_keys(np.concatenate(keys))
     shaped = {f: a.reshape(seconds, width) for f, a in arrays.items()}
     return shaped, unique, counts
+
+
+def _widen(values: np.ndarray) -> np.ndarray:
+    """float32 to float64. A signaling NaN (absent, as a writer may store it) widens to a quiet
+    one; numpy would warn "invalid value" for each such batch."""
+    with np.errstate(invalid="ignore"):
+        return values.astype(np.float64)
 
 
 def _describe(arrays: dict[str, np.ndarray], buckets: np.ndarray, span: float, series: int
