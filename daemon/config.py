@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Mapping
 from typing import Literal, get_args
@@ -101,7 +100,8 @@ class _Float:
     def check(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"must be a number of seconds between {self.low} and {self.high}")
-        if math.isnan(value) or not self.low <= value <= self.high:
+        # Not math.isnan first: it raises OverflowError for a huge integer. NaN fails this too.
+        if not self.low <= value <= self.high:
             raise ValueError(f"must be between {self.low} and {self.high}")
         return float(value)
 
@@ -143,9 +143,9 @@ class _Path:
 @dataclasses.dataclass(frozen=True)
 class _Fraction:
     def check(self, value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError("must be a number between 0 and 1")
-        if not 0.0 <= value <= 1.0:
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
             raise ValueError("must be between 0 and 1")
         return float(value)
 
@@ -222,8 +222,10 @@ def config_from_mapping(data: Mapping[str, object], source: str = "") -> Config:
         rule = SETTINGS.get(key) if isinstance(key, str) else None
         if rule is None:
             known = ", ".join(sorted(SETTINGS))
+            text = str(key)
+            shown = text if text and text.isprintable() else repr(text)  # one line, seen
             raise ConfigError(f"unknown key (known keys: {known})", source=source,
-                              key=str(key), value=value)
+                              key=shown, value=value)
         try:
             values[key] = rule.check(value)  # type: ignore[attr-defined]
         except ValueError as exc:
