@@ -1,0 +1,245 @@
+"""Hostile and malformed input outside the ring itself: names of any kind through emit and
+through a name table written by someone else (and how they come out in /status, /metrics and
+the terminal views), HTTP requests against a real daemon, what it listens on, and no code
+that runs what it reads. The trust model these check is docs/security.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import threading
+import time
+import types
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from test_http import fetch, raw_exchange
+
+from ai_analytics import client
+from ai_analytics.client import _layout as L
+from ai_analytics.client._lane import Lane, LaneGeometry
+from ai_analytics.daemon import cli
+from ai_analytics.daemon.shm_view import read_namespace
+
+from helpers import free_port, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+# C0 and C1 controls, DEL: what must never reach a terminal or a text format from a name.
+CONTROLS = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+# -- names through emit ----------------------------------------------------------------------
+def usable(name: object, may_be_empty: bool) -> bool:
+    """The documented rule: printable text of at most 127 bytes of UTF-8."""
+    if not isinstance(name, str) or not (name or may_be_empty):
+        return False
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return size <= L.MAX_NAME_BYTES and (name == "" or name.isprintable())
+
+
+any_text = st.text(st.characters(codec=None), max_size=8)  # controls, surrogates, any script
+names = st.one_of(
+    any_text, st.text(min_size=100, max_size=300), st.sampled_from(["é" * 63, "é" * 64]),
+    st.just(b"bytes"), st.integers(),
+)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(names, names), min_size=1, max_size=8))
+def test_emit_takes_usable_names_and_refuses_the_rest_cleanly(namespace, calls):
+    """Each call either writes (a usable name) or raises TypeError/ValueError naming the
+    argument in one short line; the lane holds exactly the accepted events and names."""
+    outcomes: list[object] = []
+    ident: list[int] = []
+
+    def emit_all() -> None:  # a fresh thread: a fresh lane for this example
+        ident.append(threading.get_native_id())
+        for operation, model in calls:
+            try:
+                outcomes.append(client.emit(operation, 1.0, model=model))
+            except (TypeError, ValueError) as exc:
+                outcomes.append(exc)
+
+    thread = threading.Thread(target=emit_all)
+    thread.start()
+    thread.join()
+    accepted = []
+    for (operation, model), outcome in zip(calls, outcomes, strict=True):
+        if usable(operation, False) and usable(model, True):
+            assert outcome is True
+            accepted += [name for name in (operation, model) if name]
+        else:
+            assert isinstance(outcome, (TypeError, ValueError)), outcome
+            message = str(outcome)
+            assert message.startswith(("operation ", "model ")), message
+            assert "\n" not in message and len(message) < 300, message
+    lanes = [lane for lane in read_namespace(namespace).lanes if lane.thread_id == ident[0]]
+    if not accepted:
+        assert all(lane.head == 0 for lane in lanes)  # perhaps none was even made
+        return
+    (lane,) = lanes
+    assert lane.head == sum(outcome is True for outcome in outcomes)
+    assert list(lane.names) == list(dict.fromkeys(accepted))
+
+
+# -- names written into a name table by someone else -----------------------------------------
+QUOTED = 'q"uo\\te{x="1"},le=\\n'  # printable: kept, and must be escaped in every format
+REFUSED = ["esc\x1b[2Jcleared", "new\nline", "rtl\u202eevil", b"\xff\xfe not utf-8", b""]
+
+
+def write_names(lane: Lane, entries: list[bytes | str]) -> None:
+    for index, name in enumerate(entries):
+        raw = name.encode() if isinstance(name, str) else name
+        offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
+        lane.buf[offset] = len(raw)
+        lane.buf[offset + 1 : offset + 1 + len(raw)] = raw
+    lane.q[L.Q_NAMES_COUNT] = len(entries)
+
+
+def no_controls(text: str) -> bool:
+    return not (set(text) - {"\n"}) & CONTROLS
+
+
+def test_hostile_names_stay_out_of_every_output(daemon_factory, namespace, make_config):
+    """A writer puts control characters, an escape sequence, a bidi override and bytes that
+    are not UTF-8 into its name table: records that use them are invalid, the daemon runs
+    on, and /status, /metrics, `status` and `lanes` carry no control character; a name with
+    quotes and backslashes comes out of /metrics escaped, and parses back exactly."""
+    port = free_port()
+    config = make_config(http_port=port)
+    lane = Lane(namespace, LaneGeometry(64, 8, False))
+    try:
+        write_names(lane, ["ok", QUOTED, *REFUSED])
+        uses = [(1, 2), (2, 0), *((3 + i, 0) for i in range(len(REFUSED))), (1, 3 + 1)]
+        for seq, (op_id, model_id) in enumerate(uses):
+            L.RECORD_BASIC.pack_into(lane.buf, lane.base + seq * L.RECORD_SIZE, seq,
+                                     time.monotonic_ns(), 1.0, 0.5, op_id, model_id, 1,
+                                     L.CACHE_ABSENT)
+        lane.q[L.Q_HEAD] = len(uses)
+        daemon = daemon_factory(config)
+        state = daemon.state_after(lambda s: s["events"]["received"] + s["events"]["invalid"]
+                                   == len(uses), what="the hostile lane drained")
+        assert (state["events"]["received"], state["events"]["invalid"]) == (2, len(REFUSED) + 1)
+        assert {(r["operation"], r["model"]) for r in state["operations"]} == {
+            ("ok", QUOTED), (QUOTED, "")}
+        server = types.SimpleNamespace(address=("127.0.0.1", port))
+        status, _, body = fetch(server, path="/metrics")
+        assert status == 200 and no_controls(body.decode())
+        labels = [sample.labels for family in text_string_to_metric_families(body.decode())
+                  for sample in family.samples if sample.name == "ai_analytics_requests_total"]
+        assert {(s["operation"], s["model"]) for s in labels} == {("ok", QUOTED), (QUOTED, "")}
+        status, _, body = fetch(server, path="/status")
+        assert status == 200 and no_controls(body.decode("ascii"))  # JSON escapes the rest
+        for command in (["status"], ["status", "--json"], ["lanes"], ["lanes", "--json"]):
+            out = CliRunner().invoke(cli.main, [*command, "--config", str(config)]).output
+            assert no_controls(out), (command, out)
+            assert "ok" in out
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
+    finally:
+        lane.retire()
+
+
+# -- HTTP against the real daemon ------------------------------------------------------------
+def test_real_daemon_answers_bad_requests_and_serves_on(daemon_factory):
+    """Methods other than GET/HEAD on /metrics, unknown paths, a huge header and a request
+    that is not HTTP get their status codes; /metrics still answers afterwards."""
+    port = free_port()
+    daemon = daemon_factory(http_port=port)
+    server = types.SimpleNamespace(address=("127.0.0.1", port))
+    wait_for(lambda: fetch(server, path="/metrics")[0] == 200, what="the first snapshot")
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        status, headers, _ = fetch(server, method, "/metrics", body=b"x=1")
+        assert (status, headers["Allow"]) == (405, "GET, HEAD"), method
+    for path in ("/", "/metrics/", "/../../etc/passwd", "/status%00", "/%2e%2e/state.json"):
+        assert fetch(server, path=path)[0] == 404, path
+    assert fetch(server, path="/metrics", headers={"X-Big": "a" * 100_000})[0] == 431
+    for garbage in (b"\x16\x03\x01\x00\xff TLS hello\r\n\r\n", b"GET\r\n\r\n"):
+        assert raw_exchange(server, garbage).startswith(b"HTTP/1.0 400 "), garbage
+    assert fetch(server, path="/metrics")[0] == 200
+    assert daemon.proc.poll() is None and daemon.stop() == 0
+
+
+def test_default_config_listens_on_loopback_only(daemon_factory):
+    """With the default http_host, every listening socket of the daemon is on loopback."""
+    daemon = daemon_factory()
+    process = psutil.Process(daemon.proc.pid)
+    listening = wait_for(lambda: [c for c in process.net_connections(kind="inet")
+                                  if c.status == psutil.CONN_LISTEN], what="the listener")
+    assert {c.laddr.ip for c in listening} <= {"127.0.0.1", "::1"}, listening
+    assert daemon.stop() == 0
+
+
+# -- no code runs what it reads --------------------------------------------------------------
+FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve"}
+FORBIDDEN_CALLS = {"eval", "exec", "os.system", "os.popen", "yaml.unsafe_load",
+                   "yaml.full_load", "yaml.load_all"}
+SAFE_LOADERS = {"SafeLoader", "CSafeLoader", "yaml.SafeLoader", "yaml.CSafeLoader"}
+
+
+def dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{dotted(node.value)}.{node.attr}"
+    return ""
+
+
+def dangerous_uses(source: str) -> list[str]:
+    """Where ``source`` imports a deserializer that runs code, evaluates text, starts a shell
+    or loads YAML without the safe loader: "line: what"."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Import):
+            found += [f"{line}: import {a.name}" for a in node.names
+                      if a.name.split(".")[0] in FORBIDDEN_MODULES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                FORBIDDEN_MODULES):
+            found.append(f"{line}: from {node.module} import")
+        elif isinstance(node, ast.Call):
+            name = dotted(node.func)
+            keywords = {k.arg: k.value for k in node.keywords}
+            if name in FORBIDDEN_CALLS:
+                found.append(f"{line}: {name}()")
+            if isinstance(keywords.get("shell"), ast.Constant) and keywords["shell"].value:
+                found.append(f"{line}: {name}(shell=True)")
+            if name == "yaml.load" and dotted(keywords.get("Loader", ast.Constant(None))) not in (
+                    SAFE_LOADERS):
+                found.append(f"{line}: yaml.load without SafeLoader")
+    return found
+
+
+def test_no_module_runs_what_it_reads():
+    """No module of client/ or daemon/ uses pickle, marshal, eval, exec, a shell, os.system,
+    os.popen or an unsafe YAML load."""
+    sources = sorted([*REPO.joinpath("client").glob("*.py"), *REPO.joinpath("daemon").glob("*.py")])
+    assert len(sources) > 20
+    found = {str(p.relative_to(REPO)): dangerous_uses(p.read_text()) for p in sources}
+    assert {path: uses for path, uses in found.items() if uses} == {}
+
+
+@pytest.mark.parametrize("source", [
+    "import pickle", "from marshal import loads", "import shelve as s",
+    "eval(text)", "exec(code)", "os.system('ls')", "os.popen('ls')",
+    "subprocess.run('ls', shell=True)", "subprocess.Popen(['ls'], shell=1)",
+    "yaml.load(f)", "yaml.load(f, Loader=yaml.Loader)", "yaml.unsafe_load(f)",
+])
+def test_the_check_catches_each_dangerous_use(source):
+    """The check above would fail if any of these appeared in our code."""
+    (use,) = dangerous_uses(f"import os\n{source}\n")
+    assert use.startswith("2: ")
+
+
+def test_the_check_passes_safe_code():
+    assert dangerous_uses("yaml.safe_load(f)\nyaml.load(f, Loader=yaml.SafeLoader)\n"
+                          "subprocess.run(['ls'], shell=False)\njson.loads(s)\n") == []
