@@ -270,6 +270,24 @@ def test_random_and_truncated_segments(namespace, daemon_log, raw):
     read_as_the_daemon_does(namespace, raw, daemon_log)
 
 
+def test_links_and_fifos_are_refused_not_followed(namespace, daemon_log, tmp_path):
+    """A symlink to a valid lane is not followed, a FIFO is not a lane: both are refused,
+    once, with the reason."""
+    target = tmp_path / "lane"
+    target.write_bytes(bytes(honest_lane()))
+    link, fifo = (f"{namespace}.lane.{os.getpid()}.{next(_serials)}" for _ in range(2))
+    os.symlink(target, os.path.join(SHM_DIR, link))
+    os.mkfifo(os.path.join(SHM_DIR, fifo), 0o600)
+    lane_set = LaneSet(namespace, frozenset({os.getuid(), 0}), 4, {}, set(), Outcomes(), 0)
+    for _ in range(2):
+        lane_set.scan()
+    assert len(lane_set) == 0 and set(lane_set.rejected) == {link, fifo}
+    said = sorted(r.getMessage() for r in daemon_log.records if r.levelno >= logging.WARNING)
+    assert said == sorted([f"ignoring segment {fifo}: not a regular file",
+                           f"ignoring segment {link}: cannot open: [Errno 40] Too many levels "
+                           f"of symbolic links: '{os.path.join(SHM_DIR, link)}'"])
+
+
 GOOD_PRODUCER = """
 import os
 from ai_analytics import client
