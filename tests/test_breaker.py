@@ -10,8 +10,6 @@ import logging
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -27,7 +25,7 @@ from ai_analytics.daemon.config import config_from_mapping
 from ai_analytics.daemon.errors import StateError
 from ai_analytics.daemon.history import history_path
 
-from helpers import events_total, start_python, wait_for
+from helpers import Emitters, events_total, http_status, wait_for
 
 
 class FakeClock:
@@ -417,22 +415,6 @@ def test_history_intervals_wait_in_the_backlog_and_are_flushed_on_recovery(inpro
     assert daemon.sink_failures == {"state": 0, "history": 5}
 
 
-# -- real daemons ---------------------------------------------------------------------------
-# Emits (about 4000 events/s) until the file {stop!r} exists, at most a minute; prints how
-# many it emitted.
-PRODUCER = """
-import json, os, time
-from ai_analytics import client
-sent = 0
-deadline = time.monotonic() + 60
-while not os.path.exists({stop!r}) and time.monotonic() < deadline:
-    for _ in range(20):
-        client.emit("steady", 2.0, model="m")
-        sent += 1
-    time.sleep(0.005)
-print(json.dumps(sent))
-"""
-
 
 def sink(document: dict, name: str) -> dict:
     assert "sinks" in document, ('the snapshot has no "sinks": build_document (daemon/snapshot.py) '
@@ -440,16 +422,8 @@ def sink(document: dict, name: str) -> dict:
     return document["sinks"][name]
 
 
-def get_status(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
 def status_where(port: int, predicate, what: str, timeout: float = 15.0) -> dict:
-    return wait_for(lambda: (doc := get_status(port)) is not None and predicate(doc) and doc,
+    return wait_for(lambda: (doc := http_status(port)) is not None and predicate(doc) and doc,
                     timeout, interval=0.05, what=what)
 
 
@@ -459,39 +433,13 @@ def breaker_config(make_config, **settings):
     return config, int(config.read_text().split("http_port: ")[1].split()[0])
 
 
-class Producers:
-    """Two producer processes emitting until ``finish``; always reaped."""
-
-    def __init__(self, namespace: str, tmp_path) -> None:
-        self.stop = tmp_path / "stop-producers"
-        self.procs = [start_python(PRODUCER.format(stop=str(self.stop)), namespace)
-                      for _ in range(2)]
-
-    def finish(self) -> int:
-        """Stop them; the number of events they emitted."""
-        self.stop.touch()
-        emitted = 0
-        for proc in self.procs:
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0 and err == "", err
-            emitted += json.loads(out)
-        return emitted
-
-    def reap(self) -> None:
-        self.stop.touch()
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
-
-
 @pytest.fixture
 def producers(namespace, tmp_path):
     """Start emitting producers for this test; reaped at the end, even when it fails."""
-    started: list[Producers] = []
+    started: list[Emitters] = []
 
-    def start() -> Producers:
-        started.append(Producers(namespace, tmp_path))
+    def start() -> Emitters:
+        started.append(Emitters(namespace, tmp_path / "stop-producers"))
         return started[-1]
 
     yield start
