@@ -1,0 +1,736 @@
+"""What recording events costs end to end, in CPU seconds per million events: the producers
+plus the daemon, next to the producers' own pacing loop and to prometheus_client's
+multiprocess mode.
+
+Usage, from the repository root::
+
+    .venv/bin/python bench/endtoend.py [--rates 10k,100k,1M] [--producers 4] [--seconds 5]
+                                       [--repeat 3] [--quick] [--out bench]
+
+Every measurement runs real processes: ``--producers`` producer processes (one thread each)
+offer ``rate / producers`` events per second each. A producer paces itself: every
+``--tick-ms`` it makes the calls its schedule owes (a small burst), then sleeps to the next
+tick; a producer that falls behind runs flat out until it has caught up. The events cycle
+through ``bench/aggregate_bench.py``'s mix (10 operations x 10 models, lognormal latencies,
+2 % errors, a quality score on half, a cache lookup on a third, 1 in 8 with the LLM extras).
+Per rate, three cases, in an order rotated by repeat:
+
+``floor``          the same loop calling a no-op with emit's signature: what pacing costs.
+``emit``           ``client.emit`` with a real ``ai-analyticsd`` running (its default config,
+                   with its own namespace, temporary ``state_dir`` and a free HTTP port).
+``prometheus_mp``  prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set to
+                   a fresh directory): ``Histogram.observe`` and ``Counter.inc`` labelled by
+                   operation, model and outcome (``bench/peers.py``'s recorder; the LLM extras
+                   are not passed, as it records none of them), and one scraper process that
+                   runs ``MultiProcessCollector`` + ``generate_latest`` once per second.
+
+CPU is user + system time of each child, every thread (its process CPU clock, the time that
+``/proc/PID/stat`` gives as utime + stime, to the nanosecond), read before the producers are
+told to start and after each has reported, so start-up is never counted. The
+daemon's share is read from the start until shared memory shows every published record
+drained; its CPU % is over the producing interval. The scraper's share runs until its last
+scrape after the producers stopped. Offered and achieved rates are both reported: a 2-core
+machine may not reach the highest rate, and the script says what it got.
+
+Every run is checked: for ``emit``, the daemon is stopped (SIGTERM) and its final state
+file's ``events`` counters must add up to every emit call, with ``received`` equal to the
+calls that emit accepted and ``dropped`` to those it refused; for ``prometheus_mp``, the
+requests counter summed over the multiprocess files must equal the calls.
+
+Also measured: the idle daemon (running, no producer, for ``--idle-seconds``), and the highest
+rate sustained with zero drops at the default lane size (8192 records): probes of ``--warmup``
++ ``--probe-seconds`` with a fresh daemon and fresh producers each, doubling from
+``--search-start`` until a probe drops events after its warm-up or cannot be offered (achieved
+below 95 % of offered: the producers' CPU is the limit then), then ``--search-steps``
+bisections. Drops are the daemon's state file ``dropped``; the producers count the refused
+calls after the warm-up apart (their totals reconcile with the state file). The warm-up is
+there because new lanes are found when the daemon next wakes, up to ``batch_timeout_seconds``
+(1 s) later, and a lane written faster than 8192 records in that time drops at first; the
+highest rate with no drop at all, from the first event, is reported beside it.
+
+Results: a markdown table in ``OUT/ENDTOEND.md`` and every run in
+``OUT/endtoend_results.json``. Every namespace's segments, temporary directory and child
+process are removed at the end, on error, Ctrl-C and SIGTERM too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+import aggregate_bench as ab  # noqa: E402  (the event mix)
+import emit_bench as eb  # noqa: E402  (report header, noop, segment cleanup)
+
+from ai_analytics.client._segments import NAMESPACE_ENV  # noqa: E402
+
+from helpers import (  # noqa: E402  (a real daemon process, as the tests run it)
+    DaemonProcess,
+    events_total,
+    free_port,
+    wait_for,
+    write_config,
+)
+
+CASES = ("floor", "emit", "prometheus_mp")
+MP_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SCRAPE_INTERVAL_S = 1.0
+OFFERED_FRACTION = 0.95  # a probe below this share of its offered rate was not offered
+CHILD_TIMEOUT_S = 60.0  # for a child's line beyond the run's own length
+QUICK = {
+    "rates": [20000],
+    "producers": 2,
+    "seconds": 1.0,
+    "repeat": 1,
+    "idle_seconds": 1.0,
+    "probe_seconds": 1.0,
+    "warmup": 0.5,
+    "search_start": 20000,
+    "search_max": 40000,
+    "search_steps": 0,
+}
+
+_serial = itertools.count()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of every thread of ``pid``, ended ones included: the process
+    CPU clock that clock_getcpuclockid(3) gives for it, read to the nanosecond (the utime and
+    stime of /proc/PID/stat are the same time in 10 ms ticks, too coarse for short runs)."""
+    return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+
+
+# -- the children --------------------------------------------------------------------------
+def paced_calls(record: Callable[..., object], plan: ab.Plan, rate: float, seconds: float,
+                tick_s: float, warmup: float) -> dict[str, Any]:
+    """Call ``record`` with the plan's events at ``rate`` per second for ``seconds``: every
+    tick, the calls the schedule owes, then sleep to the next tick. ``record`` returning
+    False counts as refused (emit's full ring), and apart once ``warmup`` seconds have
+    passed; anything else as accepted."""
+    mask = ab.PLAN_SIZE - 1
+    clock, sleep = time.monotonic, time.sleep
+    calls = refused = refused_late = 0
+    t0 = next_tick = clock()
+    end = t0 + seconds
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        due = int((now - t0) * rate)
+        late = now - t0 >= warmup
+        for k in range(calls, due):
+            args, extra = plan[k & mask]
+            if (record(*args, **extra) if extra else record(*args)) is False:
+                refused += 1
+                refused_late += late
+        calls = max(calls, due)
+        next_tick += tick_s
+        delay = next_tick - clock()
+        if delay > 0:
+            sleep(delay)
+        else:
+            next_tick = clock()  # behind: no backlog of ticks, the next burst catches up
+    return {"calls": calls, "accepted": calls - refused, "refused_after_warmup": refused_late,
+            "start": t0, "end": clock()}
+
+
+def child_recorder(case: str) -> tuple[Callable[..., object], bool]:
+    """The function a producer calls, and whether it takes the LLM extras."""
+    if case == "floor":
+        return eb.noop, True
+    if case == "emit":
+        from ai_analytics import client
+
+        return client.emit, True
+    import peers  # prometheus_client is imported here, after PROMETHEUS_MULTIPROC_DIR is set
+
+    record, _ = peers.setup_prometheus()
+    return record, False
+
+
+def child_producer(case: str, rate: float, seconds: float, tick_s: float, warmup: float,
+                   seed: int) -> int:
+    """A producer process: "ready", then on "go" one paced run, one JSON line, and it stays
+    (its lane too) until "exit" or end of input."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its children
+    record, extras = child_recorder(case)
+    plan = ab.make_plan(seed)
+    if not extras:
+        plan = [(args, {}) for args, _ in plan]
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    print(json.dumps(paced_calls(record, plan, rate, seconds, tick_s, warmup)), flush=True)
+    sys.stdin.readline()
+    return 0
+
+
+def child_scraper() -> int:
+    """The scraper: on "go", ``generate_latest`` once per second until "stop", then a last
+    scrape (it sees the final events) and one JSON line; it stays until "exit"."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    scrapes = size = 0
+    next_at = time.monotonic()
+    while not select.select([sys.stdin], [], [], max(0.0, next_at - time.monotonic()))[0]:
+        size += len(generate_latest(registry))
+        scrapes += 1
+        next_at += SCRAPE_INTERVAL_S
+    sys.stdin.readline()  # "stop"
+    size += len(generate_latest(registry))
+    print(json.dumps({"scrapes": scrapes + 1, "bytes": size}), flush=True)
+    sys.stdin.readline()
+    return 0
+
+
+# -- the parent's side of a child ----------------------------------------------------------
+class Child:
+    """A child process of this script that speaks the line protocol on stdin and stdout."""
+
+    def __init__(self, role: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *role],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def line(self, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        text = self.proc.stdout.readline() if ready else ""
+        if not text:
+            raise RuntimeError(f"child {self.proc.pid} ({self.proc.args[2:]}) said nothing "
+                               f"within {timeout:g} s (exit code {self.proc.poll()})")
+        return text.strip()
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def close(self) -> None:
+        """Let it exit; stop it if it does not."""
+        with contextlib.suppress(OSError, ValueError):
+            self.send("exit")
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        for stop, wait in ((None, 2.0), (self.proc.terminate, 5.0), (self.proc.kill, None)):
+            if stop is not None:
+                stop()
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def children(roles: list[list[str]], env: dict[str, str]) -> Iterator[list[Child]]:
+    """Start the children, wait until each is ready; every one is reaped at the end."""
+    started: list[Child] = []
+    try:
+        for role in roles:
+            started.append(Child(role, env))
+        for child in started:
+            if child.line(CHILD_TIMEOUT_S) != "ready":
+                raise RuntimeError(f"child {child.proc.pid} did not get ready")
+        yield started
+    finally:
+        for child in started:
+            child.close()
+
+
+def base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != MP_ENV}
+
+
+def producer_roles(case: str, rate: float, args: argparse.Namespace, seconds: float | None = None,
+                   warmup: float = 0.0) -> list[list[str]]:
+    return [["--child-producer", case, "--child-rate", str(rate / args.producers),
+             "--seconds", str(seconds or args.seconds), "--tick-ms", str(args.tick_ms),
+             "--child-warmup", str(warmup), "--child-seed", str(p + 1)]
+            for p in range(args.producers)]
+
+
+def producing(producers: list[Child], seconds: float) -> tuple[list[dict[str, Any]], float]:
+    """Say "go" to every producer; return their reports (with the CPU each used) and the
+    wall time from "go" to the last report."""
+    cpu0 = [p.cpu() for p in producers]
+    t0 = time.monotonic()
+    for p in producers:
+        p.send("go")
+    reports = [json.loads(p.line(seconds + CHILD_TIMEOUT_S)) for p in producers]
+    for report, p, c0 in zip(reports, producers, cpu0, strict=True):
+        report["cpu_s"] = p.cpu() - c0
+    return reports, time.monotonic() - t0
+
+
+def load_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    calls = sum(r["calls"] for r in reports)
+    span = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+    cpu = sum(r["cpu_s"] for r in reports)
+    return {
+        "calls": calls,
+        "accepted": sum(r["accepted"] for r in reports),
+        "dropped_after_warmup": sum(r["refused_after_warmup"] for r in reports),
+        "seconds": span,
+        "achieved_per_s": calls / span if span > 0 else 0.0,
+        "producers_cpu_s": cpu,
+        "producers_cpu_s_per_m": cpu / (calls / 1e6) if calls else None,
+        "producers_cpu_percent": 100 * cpu / span if span > 0 else None,
+        "per_producer": reports,
+    }
+
+
+# -- the runs ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def daemon_session() -> Iterator[DaemonProcess]:
+    """A real daemon with the default config in its own namespace and temporary state_dir
+    (HTTP on a free port); stopped, its segments and directory removed, whatever happens."""
+    namespace = f"aibench-e2e-{os.getpid()}-{next(_serial)}"
+    tmp = Path(tempfile.mkdtemp(prefix="aibench-e2e-"))
+    state_dir = tmp / "state"
+    config = write_config(tmp / "config.yaml", namespace=namespace,
+                          state_dir=str(state_dir), http_port=free_port())
+    daemon = DaemonProcess(config, state_dir, namespace)
+    try:
+        yield daemon.start()
+    finally:
+        try:
+            if daemon.proc is not None and daemon.proc.poll() is None:
+                daemon.stop()  # SIGTERM, then reaped whatever happens
+        finally:
+            daemon.reap()
+            eb.remove_segments(namespace)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def all_drained(namespace: str, published: int) -> bool:
+    from ai_analytics.daemon.shm_view import read_namespace
+
+    totals = read_namespace(namespace).totals()
+    return totals["published"] == published and totals["pending"] == 0
+
+
+def run_floor(rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    with children(producer_roles("floor", rate, args), base_env()) as producers:
+        reports, _ = producing(producers, args.seconds)
+    return {"case": "floor", "offered_per_s": rate, **load_figures(reports), "reconciled": None}
+
+
+def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None,
+             warmup: float = 0.0) -> dict[str, Any]:
+    """``seconds`` (``--seconds`` by default) of emit with a fresh daemon; producers count
+    the calls refused after ``warmup`` apart (their sum is the state file's ``dropped``)."""
+    seconds = seconds or args.seconds
+    with daemon_session() as daemon:
+        env = {**base_env(), NAMESPACE_ENV: daemon.namespace}
+        pid = daemon.proc.pid
+        with children(producer_roles("emit", rate, args, seconds, warmup), env) as producers:
+            cpu0 = cpu_seconds(pid)
+            reports, wall = producing(producers, seconds)
+            cpu_producing = cpu_seconds(pid) - cpu0
+            load = load_figures(reports)
+            wait_for(lambda: all_drained(daemon.namespace, load["accepted"]), timeout=60.0,
+                     what="the daemon to drain every published record")
+            cpu_drained = cpu_seconds(pid) - cpu0
+        code = daemon.stop()
+        if code != 0:
+            raise RuntimeError(f"the daemon exited {code}: {daemon.log()[-2000:]}")
+        final = daemon.state()
+    calls, accepted, events = load["calls"], load["accepted"], final["events"]
+    expected = {"received": accepted, "dropped": calls - accepted, "overwritten": 0,
+                "invalid": 0, "lost_on_restart": 0, "pending": 0}
+    return {
+        "case": "emit", "offered_per_s": rate, **load,
+        "side_cpu_s": cpu_drained,
+        "side_cpu_s_per_m": cpu_drained / (calls / 1e6) if calls else None,
+        "side_cpu_percent": 100 * cpu_producing / wall,
+        "dropped": events["dropped"],
+        "records_per_batch": final["event_path"]["records_per_batch"],
+        "events": events,
+        "counted": events_total(final),
+        "reconciled": events == expected,
+    }
+
+
+def prometheus_counted(mp_dir: str) -> int:
+    """The requests counter summed over every process's file, as a scrape would see it."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=mp_dir)
+    return int(sum(sample.value for metric in registry.collect()
+                   for sample in metric.samples if sample.name == "inference_requests_total"))
+
+
+def run_prometheus(rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    mp_dir = tempfile.mkdtemp(prefix="aibench-e2e-prom-")
+    try:
+        env = {**base_env(), MP_ENV: mp_dir}
+        roles = [["--child-scraper"], *producer_roles("prometheus_mp", rate, args)]
+        with children(roles, env) as (scraper, *producers):
+            cpu0 = scraper.cpu()
+            scraper.send("go")
+            reports, wall = producing(producers, args.seconds)
+            cpu_producing = scraper.cpu() - cpu0
+            scraper.send("stop")
+            scrape = json.loads(scraper.line(CHILD_TIMEOUT_S))
+            cpu_scraper = scraper.cpu() - cpu0
+        load = load_figures(reports)
+        counted = prometheus_counted(mp_dir)
+    finally:
+        shutil.rmtree(mp_dir, ignore_errors=True)
+    calls = load["calls"]
+    return {
+        "case": "prometheus_mp", "offered_per_s": rate, **load,
+        "side_cpu_s": cpu_scraper,
+        "side_cpu_s_per_m": cpu_scraper / (calls / 1e6) if calls else None,
+        "side_cpu_percent": 100 * cpu_producing / wall,
+        "scrapes": scrape["scrapes"], "scrape_bytes": scrape["bytes"],
+        "dropped": 0,
+        "counted": counted,
+        "reconciled": counted == calls,
+    }
+
+
+def run_idle(seconds: float) -> dict[str, Any]:
+    """The daemon's CPU with no producer at all, once its first state file is written."""
+    with daemon_session() as daemon:
+        wait_for(lambda: (daemon.state_dir / "state.json").exists(), timeout=30.0,
+                 what="the daemon's first state file")
+        pid = daemon.proc.pid
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+        daemon.stop()
+    return {"seconds": wall, "cpu_s": cpu, "cpu_percent": 100 * cpu / wall}
+
+
+RUNNERS: dict[str, Callable[[float, argparse.Namespace], dict[str, Any]]] = {
+    "floor": run_floor,
+    "emit": run_emit,
+    "prometheus_mp": run_prometheus,
+}
+
+
+def with_total(run: dict[str, Any]) -> dict[str, Any]:
+    side = run.get("side_cpu_s_per_m")
+    own = run["producers_cpu_s_per_m"]
+    run["total_cpu_s_per_m"] = None if own is None else own + (side or 0.0)
+    return run
+
+
+def search_zero_drop(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """Doubling, then bisection, of the offered rate. A probe passes when nothing was dropped
+    after its warm-up and (about) the rate offered was achieved."""
+    probes: list[dict[str, Any]] = []
+
+    def probe(rate: int) -> bool:
+        run = with_total(run_emit(rate, args, args.warmup + args.probe_seconds, args.warmup))
+        offered = run["achieved_per_s"] >= OFFERED_FRACTION * rate
+        run["sustained"] = run["dropped_after_warmup"] == 0 and offered
+        run["failed_by"] = None if run["sustained"] else (
+            "drops" if run["dropped_after_warmup"] else "producers")
+        probes.append(run)
+        log(f"zero-drop probe {rate:,} ev/s: achieved {run['achieved_per_s']:,.0f}, dropped "
+            f"{run['dropped']:,} ({run['dropped_after_warmup']:,} after the warm-up), "
+            f"{'sustained' if run['sustained'] else run['failed_by']}")
+        return bool(run["sustained"])
+
+    lo: int | None = None
+    hi: int | None = None
+    rate = args.search_start
+    while rate <= args.search_max:
+        if not probe(rate):
+            hi = rate
+            break
+        lo, rate = rate, rate * 2
+    if hi is not None:
+        for _ in range(args.search_steps):
+            mid = ((lo or 0) + hi) // 2
+            if mid in (lo, hi) or mid <= 0:
+                break
+            if probe(mid):
+                lo = mid
+            else:
+                hi = mid
+    best = next((p for p in probes if p["offered_per_s"] == lo), None)
+    limit = next((p["failed_by"] for p in probes if p["offered_per_s"] == hi), "search_max")
+    cold = [p["offered_per_s"] for p in probes if p["sustained"] and p["dropped"] == 0]
+    return {
+        "highest_zero_drop_from_first_event_offered_per_s": max(cold, default=None),
+        "highest_zero_drop_offered_per_s": lo,
+        "highest_zero_drop_achieved_per_s": best["achieved_per_s"] if best else None,
+        "lowest_failing_offered_per_s": hi,
+        "limit": limit,
+        "probes": probes,
+    }
+
+
+# -- summary and report --------------------------------------------------------------------
+MEDIAN_KEYS = ("achieved_per_s", "producers_cpu_s_per_m", "side_cpu_s_per_m",
+               "total_cpu_s_per_m", "producers_cpu_percent", "side_cpu_percent")
+
+
+def median_of(group: list[dict[str, Any]], key: str) -> float | None:
+    values = [run[key] for run in group if run.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs: list[dict[str, Any]], rates: list[int]) -> list[dict[str, Any]]:
+    """One row per rate and case: medians over the repeats, drops summed, reconciled in all."""
+    rows = []
+    for rate in rates:
+        floor: float | None = None
+        for case in CASES:
+            group = [r for r in runs if r["case"] == case and r["offered_per_s"] == rate]
+            row: dict[str, Any] = {"offered_per_s": rate, "case": case, "repeats": len(group)}
+            row.update({key: median_of(group, key) for key in MEDIAN_KEYS})
+            row["dropped"] = sum(r.get("dropped", 0) for r in group)
+            row["reconciled"] = None if case == "floor" else all(r["reconciled"] for r in group)
+            own = row["producers_cpu_s_per_m"]
+            if case == "floor":
+                floor = own
+            row["over_floor_s_per_m"] = (own - floor if case != "floor" and None not in
+                                         (own, floor) else None)
+            rows.append(row)
+    return rows
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| offered ev/s | case | achieved ev/s | producers CPU s/M | over floor s/M "
+        "| daemon/scraper CPU s/M | total CPU s/M | producers CPU % | daemon/scraper CPU % "
+        "| dropped | reconciled |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        rec = {None: "n/a", True: "exact", False: "**NO**"}[r["reconciled"]]
+        lines.append(
+            f"| {r['offered_per_s']:,} | {r['case']} | {fmt(r['achieved_per_s'], 0)} "
+            f"| {fmt(r['producers_cpu_s_per_m'])} | {fmt(r['over_floor_s_per_m'])} "
+            f"| {fmt(r['side_cpu_s_per_m'])} "
+            f"| {fmt(r['total_cpu_s_per_m'])} | {fmt(r['producers_cpu_percent'], 1)} "
+            f"| {fmt(r['side_cpu_percent'], 1)} | {r['dropped']:,} | {rec} |"
+        )
+    return "\n".join(lines)
+
+
+def search_table(search: dict[str, Any]) -> str:
+    lines = ["| probe offered ev/s | achieved ev/s | dropped | dropped after warm-up "
+             "| daemon CPU % | result |",
+             "|---:|---:|---:|---:|---:|---|"]
+    for p in search["probes"]:
+        lines.append(f"| {p['offered_per_s']:,} | {p['achieved_per_s']:,.0f} | {p['dropped']:,} "
+                     f"| {p['dropped_after_warmup']:,} | {fmt(p['side_cpu_percent'], 1)} "
+                     f"| {'sustained' if p['sustained'] else 'failed: ' + p['failed_by']} |")
+    return "\n".join(lines)
+
+
+def search_line(search: dict[str, Any]) -> str:
+    lo, hi = search["highest_zero_drop_offered_per_s"], search["lowest_failing_offered_per_s"]
+    if lo is None:
+        return f"no probed rate was sustained without drops (lowest probe {hi:,} ev/s)"
+    why = {"drops": "it dropped events", "producers": "the producers could not offer it "
+           "(CPU-bound, no drops)", "search_max": "the search stopped at --search-max"}
+    above = f"; {hi:,} ev/s failed: {why[search['limit']]}" if hi else f"; {why['search_max']}"
+    cold = search["highest_zero_drop_from_first_event_offered_per_s"]
+    cold_text = f"{cold:,} ev/s" if cold else "none of the probes"
+    return (f"highest rate sustained with zero drops after the warm-up: {lo:,} ev/s offered "
+            f"({search['highest_zero_drop_achieved_per_s']:,.0f} achieved){above}. Without a "
+            f"drop from the first event (new lanes, found by a daemon that may sleep up to "
+            f"batch_timeout_seconds first): {cold_text}")
+
+
+def reconciliation_line(report: dict[str, Any]) -> str:
+    checked = [r for r in report["runs"] + report["zero_drop"]["probes"]
+               if r["reconciled"] is not None]
+    exact = sum(r["reconciled"] for r in checked)
+    return (f"reconciliation: {exact} of {len(checked)} runs exact (emit: the daemon's final "
+            "events counters add up to every emit call, received = accepted, dropped = refused; "
+            "prometheus_mp: the requests counter over all files = calls)")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, p, src, idle = report["machine"], report["parameters"], report["source"], report["idle"]
+    modified = f" (modified: {', '.join(src['modified'])})" if src["modified"] else ""
+    return "\n".join([
+        "# End to end: CPU per million events, producers plus daemon",
+        "",
+        f"- date: {report['date']}",
+        f"- machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m['platform']}, "
+        f"Python {m['python']}; load average before {m['loadavg']}, "
+        f"after {report['loadavg_after']}",
+        f"- command: `{report['command']}`",
+        f"- commit: {src['commit']}{modified}",
+        f"- {p['producers']} producer processes, {p['seconds']:g} s per run, median of "
+        f"{p['repeat']} repeat(s), a burst every {p['tick_ms']:g} ms; "
+        f"wall {report['wall_s']:.0f} s",
+        "",
+        "CPU seconds per million events offered to the recorder (utime + stime of each process "
+        "over the measured interval only). `over floor` is what the recorder adds to the same "
+        "paced loop calling a no-op; `daemon/scraper` is ai-analyticsd (until every record is "
+        "drained) or the prometheus scraper (one `generate_latest` per second). CPU % is of one "
+        "core. See the docstring of `bench/endtoend.py` for how each figure is taken.",
+        "",
+        table(report["rows"]),
+        "",
+        f"- idle daemon (no producers, {idle['seconds']:.0f} s): {idle['cpu_s']:.2f} s of CPU, "
+        f"{idle['cpu_percent']:.2f} % of one core",
+        f"- {search_line(report['zero_drop'])} (default config: max_queue_size 8192; "
+        f"{p['producers']} producers; probes of {p['warmup']:g} s warm-up + "
+        f"{p['probe_seconds']:g} s)",
+        f"- {reconciliation_line(report)}",
+        "",
+        "## Zero-drop search",
+        "",
+        search_table(report["zero_drop"]),
+        "",
+    ])
+
+
+# -- the run -------------------------------------------------------------------------------
+def rate_value(text: str) -> int:
+    """10000, 10k or 1M."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    value = float(text[:-1] if scale > 1 else text) * scale
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a rate must be at least 1 event/s, got {text!r}")
+    return int(value)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", type=lambda s: [rate_value(r) for r in s.split(",")],
+                        default=[10_000, 100_000, 1_000_000],
+                        help="offered events/s in all, comma-separated (default 10k,100k,1M)")
+    parser.add_argument("--producers", type=int, default=4, help="producer processes (4)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats; medians shown (3)")
+    parser.add_argument("--tick-ms", type=float, default=1.0, help="pacing tick (1 ms)")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle daemon (30 s)")
+    parser.add_argument("--probe-seconds", type=float, default=3.0,
+                        help="per probe, after its warm-up (3 s)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="start of each probe whose drops do not fail it (2 s)")
+    parser.add_argument("--search-start", type=rate_value, default=10_000,
+                        help="first zero-drop probe, events/s (10k)")
+    parser.add_argument("--search-max", type=rate_value, default=4_000_000,
+                        help="no probe above this rate (4M)")
+    parser.add_argument("--search-steps", type=int, default=3, help="bisections (3)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run of a few seconds: " + ", ".join(
+                            f"{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    parser.add_argument("--out", type=Path, default=HERE,
+                        help="directory for ENDTOEND.md and endtoend_results.json (bench/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--child-producer", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-scraper", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--child-warmup", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-seed", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    if min(args.producers, args.repeat) < 1 or args.search_steps < 0:
+        parser.error("--producers and --repeat must be at least 1, --search-steps at least 0")
+    if min(args.seconds, args.tick_ms, args.idle_seconds, args.probe_seconds) <= 0 or (
+            args.warmup < 0):
+        parser.error("--seconds, --tick-ms, --idle-seconds and --probe-seconds must be "
+                     "positive, --warmup at least 0")
+    return args
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child_producer:
+        return child_producer(args.child_producer, args.child_rate, args.seconds,
+                              args.tick_ms / 1000, args.child_warmup, args.child_seed)
+    if args.child_scraper:
+        return child_scraper()
+    signal.signal(signal.SIGTERM, _terminate)
+    before, source = eb.machine(), eb.source_state()
+    t0 = time.monotonic()
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    runs: list[dict[str, Any]] = []
+    for rep, (i, rate) in itertools.product(range(args.repeat), enumerate(args.rates)):
+        k = (rep + i) % len(CASES)
+        for case in CASES[k:] + CASES[:k]:
+            run = with_total(RUNNERS[case](rate, args))
+            runs.append({"repeat": rep, **run})
+            log(f"repeat {rep + 1}/{args.repeat}, {rate:,} ev/s offered, {case}: achieved "
+                f"{run['achieved_per_s']:,.0f}, {fmt(run['total_cpu_s_per_m'])} CPU s/M"
+                + ("" if run["reconciled"] is None else
+                   f", reconciled {'exact' if run['reconciled'] else 'NOT EXACT'}"))
+    log(f"idle daemon, {args.idle_seconds:g} s ...")
+    idle = run_idle(args.idle_seconds)
+    search = search_zero_drop(args, log)
+    report: dict[str, Any] = {
+        **eb.report_header(before, source),
+        "wall_s": time.monotonic() - t0,
+        "parameters": {k: v for k, v in vars(args).items() if not k.startswith("child_")
+                       and k != "out"},
+        "rows": summarize(runs, args.rates),
+        "idle": idle,
+        "zero_drop": search,
+        "runs": runs,
+    }
+    print(table(report["rows"]))
+    print()
+    print(f"idle daemon: {idle['cpu_percent']:.2f} % of one core over {idle['seconds']:.0f} s")
+    print(search_line(search))
+    print(reconciliation_line(report))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "endtoend_results.json").write_text(json.dumps(report, indent=2) + "\n",
+                                                    encoding="utf-8")
+    (args.out / "ENDTOEND.md").write_text(markdown(report), encoding="utf-8")
+    print(f"\nwrote {args.out / 'ENDTOEND.md'} and {args.out / 'endtoend_results.json'}")
+    checked = [r for r in runs + search["probes"] if r["reconciled"] is not None]
+    return 0 if all(r["reconciled"] for r in checked) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
