@@ -187,6 +187,7 @@ def run_producer(args: argparse.Namespace) -> int:
     plan = make_plan(args.seed)
     stop, release = threading.Event(), threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle
     quiet: list[threading.Event] = []
 
     def steady(slot: int, done: threading.Event) -> None:
@@ -249,7 +250,7 @@ class Producer:
         self.stderr = ""
         try:
             self._expect_line("ready", timeout=30.0)
-        except RuntimeError:
+        except BaseException:  # Ctrl-C included: nobody else knows this process yet
             self.abort()
             raise
 
@@ -383,7 +384,8 @@ class Soak:
             state_dir=str(self.state_dir), snapshot_interval_seconds=SNAPSHOT_INTERVAL,
             batch_timeout_seconds=args.batch_timeout, stop_timeout_seconds=STOP_TIMEOUT,
             http_port=free_port())
-        self.daemon = DaemonProcess(config, self.state_dir, args.namespace).start()
+        self.daemon = DaemonProcess(config, self.state_dir, args.namespace)
+        self.daemon.start()
         wait_for(lambda: read_state(self.daemon), 30.0, what="the first state file")
         self.procstat = ProcStat(self.daemon.proc.pid, args.namespace)
         for _ in range(args.producers):
@@ -452,6 +454,7 @@ class Soak:
         into the next sample), and the state file: a sample is taken as soon as a new one
         appears, so that the calls read beside it are only just later than its counts, or
         after ``SNAPSHOT_INTERVAL`` without one."""
+        assert self.daemon is not None and self.daemon.proc is not None
         args = self.args
         t0 = last_sample = time.monotonic()
         next_restart = args.restart_every if args.restart_every > 0 else math.inf
@@ -460,6 +463,9 @@ class Soak:
         observed = 0.0
         while True:
             time.sleep(POLL_SECONDS)
+            if self.daemon.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited during the load, exit code "
+                                   f"{self.daemon.proc.returncode}")
             observed = max(observed, observed_lag(args.namespace))
             current = self.state_file_id()
             now = time.monotonic()
@@ -726,6 +732,7 @@ def main(argv: list[str]) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)  # even where it was inherited as ignored
     soak = Soak(args, run_dir)
     slots = args.threads + args.churn
     print(f"soak: {args.duration:g} s, {args.rate:,.0f} calls/s offered by {args.producers} "
