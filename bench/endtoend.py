@@ -8,9 +8,10 @@ Usage, from the repository root::
                                        [--repeat 3] [--quick] [--out bench]
 
 Every measurement runs real processes: ``--producers`` producer processes (one thread each)
-offer ``rate / producers`` events per second each. A producer paces itself: every
-``--tick-ms`` it makes the calls its schedule owes (a small burst), then sleeps to the next
-tick; a producer that falls behind runs flat out until it has caught up. The events cycle
+offer ``rate / producers`` events per second each, for ``--warmup`` seconds and then the
+``--seconds`` that are measured. A producer paces itself: every ``--tick-ms`` it makes the
+calls its schedule owes (a small burst), then sleeps to the next tick; a producer that falls
+behind runs flat out until it has caught up. The events cycle
 through ``bench/aggregate_bench.py``'s mix (10 operations x 10 models, lognormal latencies,
 2 % errors, a quality score on half, a cache lookup on a third, 1 in 8 with the LLM extras).
 Per rate, three cases, in an order rotated by repeat:
@@ -25,28 +26,35 @@ Per rate, three cases, in an order rotated by repeat:
                    runs ``MultiProcessCollector`` + ``generate_latest`` once per second.
 
 CPU is user + system time of each child, every thread (its process CPU clock, the time that
-``/proc/PID/stat`` gives as utime + stime, to the nanosecond), read before the producers are
-told to start and after each has reported, so start-up is never counted. The
-daemon's share is read from the start until shared memory shows every published record
-drained; its CPU % is over the producing interval. The scraper's share runs until its last
-scrape after the producers stopped. Offered and achieved rates are both reported: a 2-core
-machine may not reach the highest rate, and the script says what it got.
+``/proc/PID/stat`` gives as utime + stime, to the nanosecond), over the measured interval
+only: a producer's from the moment it says its warm-up is over to its report; the daemon's
+and the scraper's from the end of the last producer's warm-up until shared memory shows every
+published record drained (daemon) or until the last scrape after the producers stopped
+(scraper). CPU % is over the producing interval. Per million events means per million calls
+made in the measured interval. Offered and achieved rates are both reported: a 2-core machine
+may not reach the highest rate, and the script says what it got. Drops in the table are the
+calls emit refused in the measured interval (the producers count them); the JSON also has
+the state file's ``dropped``, warm-up included.
 
-Every run is checked: for ``emit``, the daemon is stopped (SIGTERM) and its final state
-file's ``events`` counters must add up to every emit call, with ``received`` equal to the
-calls that emit accepted and ``dropped`` to those it refused; for ``prometheus_mp``, the
-requests counter summed over the multiprocess files must equal the calls.
+Why the warm-up: a new lane is found when the daemon next wakes, up to
+``batch_timeout_seconds`` (1 s) later, and its drain interval then adapts to its rate over a
+few drains; a lane written faster than 8192 records in that time drops at first. That is real
+(a worker that starts at full speed) but it is not the steady cost; the probes below report
+it separately.
+
+Every run is checked over all its calls, warm-up included: for ``emit``, the daemon is
+stopped (SIGTERM) and its final state file's ``events`` counters must add up to every emit
+call, with ``received`` equal to the calls that emit accepted and ``dropped`` to those it
+refused; for ``prometheus_mp``, the requests counter summed over the multiprocess files must
+equal the calls.
 
 Also measured: the idle daemon (running, no producer, for ``--idle-seconds``), and the highest
-rate sustained with zero drops at the default lane size (8192 records): probes of ``--warmup``
-+ ``--probe-seconds`` with a fresh daemon and fresh producers each, doubling from
-``--search-start`` until a probe drops events after its warm-up or cannot be offered (achieved
-below 95 % of offered: the producers' CPU is the limit then), then ``--search-steps``
-bisections. Drops are the daemon's state file ``dropped``; the producers count the refused
-calls after the warm-up apart (their totals reconcile with the state file). The warm-up is
-there because new lanes are found when the daemon next wakes, up to ``batch_timeout_seconds``
-(1 s) later, and a lane written faster than 8192 records in that time drops at first; the
-highest rate with no drop at all, from the first event, is reported beside it.
+rate sustained with zero drops at the default lane size (8192 records): emit runs of
+``--probe-seconds`` (after the warm-up) with a fresh daemon and fresh producers each, doubling
+from ``--search-start`` until a probe drops events after its warm-up or cannot be offered
+(achieved below 95 % of offered: the producers' CPU is the limit then), then
+``--search-steps`` bisections. Beside it, the highest probe whose state file shows no drop
+at all, warm-up included: what a worker that starts at full speed can offer.
 
 Results: a markdown table in ``OUT/ENDTOEND.md`` and every run in
 ``OUT/endtoend_results.json``. Every namespace's segments, temporary directory and child
@@ -117,28 +125,30 @@ def cpu_seconds(pid: int) -> float:
 
 
 # -- the children --------------------------------------------------------------------------
-def paced_calls(record: Callable[..., object], plan: ab.Plan, rate: float, seconds: float,
-                tick_s: float, warmup: float) -> dict[str, Any]:
-    """Call ``record`` with the plan's events at ``rate`` per second for ``seconds``: every
-    tick, the calls the schedule owes, then sleep to the next tick. ``record`` returning
-    False counts as refused (emit's full ring), and apart once ``warmup`` seconds have
-    passed; anything else as accepted."""
+def paced_calls(record: Callable[..., object], plan: ab.Plan, rate: float, warmup: float,
+                seconds: float, tick_s: float, on_warm: Callable[[], None]) -> dict[str, Any]:
+    """Call ``record`` with the plan's events at ``rate`` per second for ``warmup`` and then
+    ``seconds`` more: every tick, the calls the schedule owes, then sleep to the next tick.
+    ``on_warm`` runs once the warm-up is over, and the counts at that moment are returned
+    with the final ones. ``record`` returning False counts as refused (emit's full ring)."""
     mask = ab.PLAN_SIZE - 1
     clock, sleep = time.monotonic, time.sleep
-    calls = refused = refused_late = 0
+    calls = refused = 0
+    warm: dict[str, Any] = {}
     t0 = next_tick = clock()
-    end = t0 + seconds
+    end = t0 + warmup + seconds
     while True:
         now = clock()
+        if not warm and now - t0 >= warmup:  # always before the end: seconds > 0
+            warm = {"warm_calls": calls, "warm_refused": refused, "warm_at": now}
+            on_warm()
         if now >= end:
             break
         due = int((now - t0) * rate)
-        late = now - t0 >= warmup
         for k in range(calls, due):
             args, extra = plan[k & mask]
             if (record(*args, **extra) if extra else record(*args)) is False:
                 refused += 1
-                refused_late += late
         calls = max(calls, due)
         next_tick += tick_s
         delay = next_tick - clock()
@@ -146,8 +156,7 @@ def paced_calls(record: Callable[..., object], plan: ab.Plan, rate: float, secon
             sleep(delay)
         else:
             next_tick = clock()  # behind: no backlog of ticks, the next burst catches up
-    return {"calls": calls, "accepted": calls - refused, "refused_after_warmup": refused_late,
-            "start": t0, "end": clock()}
+    return {"calls": calls, "refused": refused, **warm, "end": clock()}
 
 
 def child_recorder(case: str) -> tuple[Callable[..., object], bool]:
@@ -164,10 +173,11 @@ def child_recorder(case: str) -> tuple[Callable[..., object], bool]:
     return record, False
 
 
-def child_producer(case: str, rate: float, seconds: float, tick_s: float, warmup: float,
+def child_producer(case: str, rate: float, warmup: float, seconds: float, tick_s: float,
                    seed: int) -> int:
-    """A producer process: "ready", then on "go" one paced run, one JSON line, and it stays
-    (its lane too) until "exit" or end of input."""
+    """A producer process: "ready", then on "go" one paced run that says "warm" at the end of
+    its warm-up and one JSON line at its end; it stays (its lane too) until "exit" or end of
+    input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its children
     record, extras = child_recorder(case)
     plan = ab.make_plan(seed)
@@ -176,7 +186,9 @@ def child_producer(case: str, rate: float, seconds: float, tick_s: float, warmup
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
-    print(json.dumps(paced_calls(record, plan, rate, seconds, tick_s, warmup)), flush=True)
+    report = paced_calls(record, plan, rate, warmup, seconds, tick_s,
+                         lambda: print("warm", flush=True))
+    print(json.dumps(report), flush=True)
     sys.stdin.readline()
     return 0
 
@@ -272,35 +284,40 @@ def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != MP_ENV}
 
 
-def producer_roles(case: str, rate: float, args: argparse.Namespace, seconds: float | None = None,
-                   warmup: float = 0.0) -> list[list[str]]:
+def producer_roles(case: str, rate: float, args: argparse.Namespace,
+                   seconds: float) -> list[list[str]]:
     return [["--child-producer", case, "--child-rate", str(rate / args.producers),
-             "--seconds", str(seconds or args.seconds), "--tick-ms", str(args.tick_ms),
-             "--child-warmup", str(warmup), "--child-seed", str(p + 1)]
+             "--warmup", str(args.warmup), "--seconds", str(seconds),
+             "--tick-ms", str(args.tick_ms), "--child-seed", str(p + 1)]
             for p in range(args.producers)]
 
 
-def producing(producers: list[Child], seconds: float) -> tuple[list[dict[str, Any]], float]:
-    """Say "go" to every producer; return their reports (with the CPU each used) and the
-    wall time from "go" to the last report."""
-    cpu0 = [p.cpu() for p in producers]
-    t0 = time.monotonic()
+def warm_up(producers: list[Child], warmup: float) -> list[float]:
+    """Say "go"; once every producer has passed its warm-up, return the CPU each had used
+    by then (read as it said so)."""
     for p in producers:
         p.send("go")
+    cpu = []
+    for p in producers:
+        if p.line(warmup + CHILD_TIMEOUT_S) != "warm":
+            raise RuntimeError(f"producer {p.proc.pid} did not report its warm-up")
+        cpu.append(p.cpu())
+    return cpu
+
+
+def measured(producers: list[Child], cpu_warm: list[float], seconds: float) -> dict[str, Any]:
+    """Every producer's report; the figures of the measured interval (after the warm-up)."""
     reports = [json.loads(p.line(seconds + CHILD_TIMEOUT_S)) for p in producers]
-    for report, p, c0 in zip(reports, producers, cpu0, strict=True):
+    for report, p, c0 in zip(reports, producers, cpu_warm, strict=True):
         report["cpu_s"] = p.cpu() - c0
-    return reports, time.monotonic() - t0
-
-
-def load_figures(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    calls = sum(r["calls"] for r in reports)
-    span = max(r["end"] for r in reports) - min(r["start"] for r in reports)
+    calls = sum(r["calls"] - r["warm_calls"] for r in reports)
+    span = max(r["end"] for r in reports) - min(r["warm_at"] for r in reports)
     cpu = sum(r["cpu_s"] for r in reports)
     return {
         "calls": calls,
-        "accepted": sum(r["accepted"] for r in reports),
-        "dropped_after_warmup": sum(r["refused_after_warmup"] for r in reports),
+        "dropped": sum(r["refused"] - r["warm_refused"] for r in reports),
+        "calls_total": sum(r["calls"] for r in reports),
+        "accepted_total": sum(r["calls"] - r["refused"] for r in reports),
         "seconds": span,
         "achieved_per_s": calls / span if span > 0 else 0.0,
         "producers_cpu_s": cpu,
@@ -341,40 +358,40 @@ def all_drained(namespace: str, published: int) -> bool:
 
 
 def run_floor(rate: float, args: argparse.Namespace) -> dict[str, Any]:
-    with children(producer_roles("floor", rate, args), base_env()) as producers:
-        reports, _ = producing(producers, args.seconds)
-    return {"case": "floor", "offered_per_s": rate, **load_figures(reports), "reconciled": None}
+    with children(producer_roles("floor", rate, args, args.seconds), base_env()) as producers:
+        load = measured(producers, warm_up(producers, args.warmup), args.seconds)
+    return {"case": "floor", "offered_per_s": rate, **load, "reconciled": None}
 
 
-def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None,
-             warmup: float = 0.0) -> dict[str, Any]:
-    """``seconds`` (``--seconds`` by default) of emit with a fresh daemon; producers count
-    the calls refused after ``warmup`` apart (their sum is the state file's ``dropped``)."""
+def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
+             ) -> dict[str, Any]:
+    """A warm-up and ``seconds`` (``--seconds`` by default) of emit with a fresh daemon."""
     seconds = seconds or args.seconds
     with daemon_session() as daemon:
         env = {**base_env(), NAMESPACE_ENV: daemon.namespace}
         pid = daemon.proc.pid
-        with children(producer_roles("emit", rate, args, seconds, warmup), env) as producers:
-            cpu0 = cpu_seconds(pid)
-            reports, wall = producing(producers, seconds)
-            cpu_producing = cpu_seconds(pid) - cpu0
-            load = load_figures(reports)
-            wait_for(lambda: all_drained(daemon.namespace, load["accepted"]), timeout=60.0,
-                     what="the daemon to drain every published record")
+        with children(producer_roles("emit", rate, args, seconds), env) as producers:
+            cpu_warm = warm_up(producers, args.warmup)
+            cpu0, t0 = cpu_seconds(pid), time.monotonic()
+            load = measured(producers, cpu_warm, seconds)
+            cpu_producing, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+            wait_for(lambda: all_drained(daemon.namespace, load["accepted_total"]),
+                     timeout=60.0, what="the daemon to drain every published record")
             cpu_drained = cpu_seconds(pid) - cpu0
         code = daemon.stop()
         if code != 0:
             raise RuntimeError(f"the daemon exited {code}: {daemon.log()[-2000:]}")
         final = daemon.state()
-    calls, accepted, events = load["calls"], load["accepted"], final["events"]
-    expected = {"received": accepted, "dropped": calls - accepted, "overwritten": 0,
+    calls, total, accepted = load["calls"], load["calls_total"], load["accepted_total"]
+    events = final["events"]
+    expected = {"received": accepted, "dropped": total - accepted, "overwritten": 0,
                 "invalid": 0, "lost_on_restart": 0, "pending": 0}
     return {
         "case": "emit", "offered_per_s": rate, **load,
         "side_cpu_s": cpu_drained,
         "side_cpu_s_per_m": cpu_drained / (calls / 1e6) if calls else None,
         "side_cpu_percent": 100 * cpu_producing / wall,
-        "dropped": events["dropped"],
+        "dropped_total": events["dropped"],
         "records_per_batch": final["event_path"]["records_per_batch"],
         "events": events,
         "counted": events_total(final),
@@ -397,16 +414,16 @@ def run_prometheus(rate: float, args: argparse.Namespace) -> dict[str, Any]:
     mp_dir = tempfile.mkdtemp(prefix="aibench-e2e-prom-")
     try:
         env = {**base_env(), MP_ENV: mp_dir}
-        roles = [["--child-scraper"], *producer_roles("prometheus_mp", rate, args)]
+        roles = [["--child-scraper"], *producer_roles("prometheus_mp", rate, args, args.seconds)]
         with children(roles, env) as (scraper, *producers):
-            cpu0 = scraper.cpu()
             scraper.send("go")
-            reports, wall = producing(producers, args.seconds)
-            cpu_producing = scraper.cpu() - cpu0
+            cpu_warm = warm_up(producers, args.warmup)
+            cpu0, t0 = scraper.cpu(), time.monotonic()
+            load = measured(producers, cpu_warm, args.seconds)
+            cpu_producing, wall = scraper.cpu() - cpu0, time.monotonic() - t0
             scraper.send("stop")
             scrape = json.loads(scraper.line(CHILD_TIMEOUT_S))
             cpu_scraper = scraper.cpu() - cpu0
-        load = load_figures(reports)
         counted = prometheus_counted(mp_dir)
     finally:
         shutil.rmtree(mp_dir, ignore_errors=True)
@@ -417,9 +434,8 @@ def run_prometheus(rate: float, args: argparse.Namespace) -> dict[str, Any]:
         "side_cpu_s_per_m": cpu_scraper / (calls / 1e6) if calls else None,
         "side_cpu_percent": 100 * cpu_producing / wall,
         "scrapes": scrape["scrapes"], "scrape_bytes": scrape["bytes"],
-        "dropped": 0,
         "counted": counted,
-        "reconciled": counted == calls,
+        "reconciled": counted == load["calls_total"],
     }
 
 
@@ -456,14 +472,14 @@ def search_zero_drop(args: argparse.Namespace, log: Callable[[str], None]) -> di
     probes: list[dict[str, Any]] = []
 
     def probe(rate: int) -> bool:
-        run = with_total(run_emit(rate, args, args.warmup + args.probe_seconds, args.warmup))
+        run = with_total(run_emit(rate, args, args.probe_seconds))
         offered = run["achieved_per_s"] >= OFFERED_FRACTION * rate
-        run["sustained"] = run["dropped_after_warmup"] == 0 and offered
+        run["sustained"] = run["dropped"] == 0 and offered
         run["failed_by"] = None if run["sustained"] else (
-            "drops" if run["dropped_after_warmup"] else "producers")
+            "drops" if run["dropped"] else "producers")
         probes.append(run)
         log(f"zero-drop probe {rate:,} ev/s: achieved {run['achieved_per_s']:,.0f}, dropped "
-            f"{run['dropped']:,} ({run['dropped_after_warmup']:,} after the warm-up), "
+            f"{run['dropped']:,} after the warm-up ({run['dropped_total']:,} in all), "
             f"{'sustained' if run['sustained'] else run['failed_by']}")
         return bool(run["sustained"])
 
@@ -486,7 +502,7 @@ def search_zero_drop(args: argparse.Namespace, log: Callable[[str], None]) -> di
                 hi = mid
     best = next((p for p in probes if p["offered_per_s"] == lo), None)
     limit = next((p["failed_by"] for p in probes if p["offered_per_s"] == hi), "search_max")
-    cold = [p["offered_per_s"] for p in probes if p["sustained"] and p["dropped"] == 0]
+    cold = [p["offered_per_s"] for p in probes if p["sustained"] and p["dropped_total"] == 0]
     return {
         "highest_zero_drop_from_first_event_offered_per_s": max(cold, default=None),
         "highest_zero_drop_offered_per_s": lo,
@@ -535,7 +551,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| offered ev/s | case | achieved ev/s | producers CPU s/M | over floor s/M "
         "| daemon/scraper CPU s/M | total CPU s/M | producers CPU % | daemon/scraper CPU % "
-        "| dropped | reconciled |",
+        "| dropped after warm-up | reconciled |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
@@ -551,12 +567,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def search_table(search: dict[str, Any]) -> str:
-    lines = ["| probe offered ev/s | achieved ev/s | dropped | dropped after warm-up "
+    lines = ["| probe offered ev/s | achieved ev/s | dropped after warm-up | dropped in all "
              "| daemon CPU % | result |",
              "|---:|---:|---:|---:|---:|---|"]
     for p in search["probes"]:
         lines.append(f"| {p['offered_per_s']:,} | {p['achieved_per_s']:,.0f} | {p['dropped']:,} "
-                     f"| {p['dropped_after_warmup']:,} | {fmt(p['side_cpu_percent'], 1)} "
+                     f"| {p['dropped_total']:,} | {fmt(p['side_cpu_percent'], 1)} "
                      f"| {'sustained' if p['sustained'] else 'failed: ' + p['failed_by']} |")
     return "\n".join(lines)
 
@@ -597,23 +613,24 @@ def markdown(report: dict[str, Any]) -> str:
         f"after {report['loadavg_after']}",
         f"- command: `{report['command']}`",
         f"- commit: {src['commit']}{modified}",
-        f"- {p['producers']} producer processes, {p['seconds']:g} s per run, median of "
-        f"{p['repeat']} repeat(s), a burst every {p['tick_ms']:g} ms; "
-        f"wall {report['wall_s']:.0f} s",
+        f"- {p['producers']} producer processes, {p['warmup']:g} s warm-up and "
+        f"{p['seconds']:g} s measured per run, median of {p['repeat']} repeat(s), a burst every "
+        f"{p['tick_ms']:g} ms; wall {report['wall_s']:.0f} s",
         "",
         "CPU seconds per million events offered to the recorder (utime + stime of each process "
-        "over the measured interval only). `over floor` is what the recorder adds to the same "
-        "paced loop calling a no-op; `daemon/scraper` is ai-analyticsd (until every record is "
-        "drained) or the prometheus scraper (one `generate_latest` per second). CPU % is of one "
-        "core. See the docstring of `bench/endtoend.py` for how each figure is taken.",
+        "over the measured interval only, after the warm-up). `over floor` is what the recorder "
+        "adds to the same paced loop calling a no-op; `daemon/scraper` is ai-analyticsd (until "
+        "every record is drained) or the prometheus scraper (one `generate_latest` per second). "
+        "CPU % is of one core. See the docstring of `bench/endtoend.py` for how each figure is "
+        "taken.",
         "",
         table(report["rows"]),
         "",
         f"- idle daemon (no producers, {idle['seconds']:.0f} s): {idle['cpu_s']:.2f} s of CPU, "
         f"{idle['cpu_percent']:.2f} % of one core",
         f"- {search_line(report['zero_drop'])} (default config: max_queue_size 8192; "
-        f"{p['producers']} producers; probes of {p['warmup']:g} s warm-up + "
-        f"{p['probe_seconds']:g} s)",
+        f"{p['producers']} producers; probes of {p['warmup']:g} s warm-up and "
+        f"{p['probe_seconds']:g} s measured)",
         f"- {reconciliation_line(report)}",
         "",
         "## Zero-drop search",
@@ -639,14 +656,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=[10_000, 100_000, 1_000_000],
                         help="offered events/s in all, comma-separated (default 10k,100k,1M)")
     parser.add_argument("--producers", type=int, default=4, help="producer processes (4)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="measured seconds per run, after the warm-up (5)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats; medians shown (3)")
     parser.add_argument("--tick-ms", type=float, default=1.0, help="pacing tick (1 ms)")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle daemon (30 s)")
     parser.add_argument("--probe-seconds", type=float, default=3.0,
-                        help="per probe, after its warm-up (3 s)")
+                        help="measured seconds per zero-drop probe (3 s)")
     parser.add_argument("--warmup", type=float, default=2.0,
-                        help="start of each probe whose drops do not fail it (2 s)")
+                        help="load before each measured interval, not measured (2 s)")
     parser.add_argument("--search-start", type=rate_value, default=10_000,
                         help="first zero-drop probe, events/s (10k)")
     parser.add_argument("--search-max", type=rate_value, default=4_000_000,
@@ -661,7 +679,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--child-producer", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--child-scraper", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-rate", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--child-warmup", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--child-seed", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -683,8 +700,8 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child_producer:
-        return child_producer(args.child_producer, args.child_rate, args.seconds,
-                              args.tick_ms / 1000, args.child_warmup, args.child_seed)
+        return child_producer(args.child_producer, args.child_rate, args.warmup, args.seconds,
+                              args.tick_ms / 1000, args.child_seed)
     if args.child_scraper:
         return child_scraper()
     signal.signal(signal.SIGTERM, _terminate)

@@ -55,13 +55,14 @@ def test_quick_run_reports_every_case_reconciled(tmp_path: Path) -> None:
     probes = report["zero_drop"]["probes"]
     assert probes and probes[0]["offered_per_s"] == 20_000  # then 40 k, if 20 k passed
     for run in report["runs"] + probes:
-        assert run["calls"] > 0 and run["producers_cpu_s"] > 0
+        assert run["calls_total"] > run["calls"] > 0 and run["producers_cpu_s"] > 0
         assert run["total_cpu_s_per_m"] >= run["producers_cpu_s_per_m"] > 0
     for run in [run for run in report["runs"] if run["case"] == "emit"] + probes:
         events = run["events"]
-        assert sum(events.values()) == run["calls"], events  # every emit call, exactly
-        assert events["received"] == run["accepted"] and events["pending"] == 0
-        assert events["dropped"] == run["calls"] - run["accepted"] == run["dropped"]
+        assert sum(events.values()) == run["calls_total"], events  # every emit call, exactly
+        assert events["received"] == run["accepted_total"] and events["pending"] == 0
+        assert events["dropped"] == run["calls_total"] - run["accepted_total"]
+        assert run["dropped_total"] == events["dropped"] >= run["dropped"]
         assert run["reconciled"] is True
         assert run["side_cpu_s"] > 0  # the daemon's own CPU
         # Batches of what arrived since the daemon last woke (thousands at the quick rates),
@@ -69,7 +70,7 @@ def test_quick_run_reports_every_case_reconciled(tmp_path: Path) -> None:
         assert run["records_per_batch"] >= 1000, run["records_per_batch"]
     for run in report["runs"]:
         if run["case"] == "prometheus_mp":
-            assert run["counted"] == run["calls"] and run["reconciled"] is True
+            assert run["counted"] == run["calls_total"] and run["reconciled"] is True
             assert run["scrapes"] >= 1 and run["side_cpu_s"] > 0  # the scraper's CPU
     assert report["idle"]["cpu_s"] >= 0
     checked = 2 + len(probes)  # emit, prometheus_mp and the probes
