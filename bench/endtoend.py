@@ -275,6 +275,11 @@ def children(roles: list[list[str]], env: dict[str, str]) -> Iterator[list[Child
             if child.line(CHILD_TIMEOUT_S) != "ready":
                 raise RuntimeError(f"child {child.proc.pid} did not get ready")
         yield started
+    except BaseException:
+        for child in started:  # mid-run, a child reads "exit" only at its end: stop them all
+            with contextlib.suppress(OSError):
+                child.proc.terminate()
+        raise
     finally:
         for child in started:
             child.close()
@@ -532,7 +537,7 @@ def summarize(runs: list[dict[str, Any]], rates: list[int]) -> list[dict[str, An
             group = [r for r in runs if r["case"] == case and r["offered_per_s"] == rate]
             row: dict[str, Any] = {"offered_per_s": rate, "case": case, "repeats": len(group)}
             row.update({key: median_of(group, key) for key in MEDIAN_KEYS})
-            row["dropped"] = sum(r.get("dropped", 0) for r in group)
+            row["dropped"] = sum(r["dropped"] for r in group)
             row["reconciled"] = None if case == "floor" else all(r["reconciled"] for r in group)
             own = row["producers_cpu_s_per_m"]
             if case == "floor":
@@ -750,4 +755,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # everything was cleaned up on the way out
+        sys.exit(130)
