@@ -186,7 +186,9 @@ def run_producer(args: argparse.Namespace) -> int:
     counts = map_counts(args.counts, writable=True)
     plan = make_plan(args.seed)
     stop, release = threading.Event(), threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM is taken with sigtimedwait below, not by a handler: a handler that set ``stop``
+    # could interrupt the main thread inside that same Event's lock and deadlock.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads inherit the mask
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle
     quiet: list[threading.Event] = []
 
@@ -218,8 +220,11 @@ def run_producer(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.start()
     print("ready", flush=True)
-    while not stop.wait(0.5):
-        pass
+    parent = os.getppid()
+    while signal.sigtimedwait({signal.SIGTERM}, 1.0) is None:
+        if os.getppid() != parent:  # the soak was killed without stopping us: no orphans
+            os._exit(1)
+    stop.set()
     for done in quiet:
         done.wait()
     print("stopped", flush=True)
@@ -580,9 +585,10 @@ def judge(soak: Soak, end: dict[str, Any]) -> list[dict[str, Any]]:
         criterion("reconciled", "final counters reconcile exactly with the calls",
                   end["state"] is not None and not wrong and consistent
                   and events_total(state) == calls["started"],
-                  f"{calls['started']:,} calls = {events_total(state) if end['state'] else '?'}"
-                  f" counted; received {events.get('received')}, dropped "
-                  f"{events.get('dropped')}, invalid {events.get('invalid')}"
+                  f"{calls['started']:,} calls, {events_total(state):,} counted; received "
+                  f"{events.get('received', 0):,}, dropped {events.get('dropped', 0):,}, "
+                  f"invalid {events.get('invalid', 0):,}"
+                  + ("" if end["state"] else "; no final state file")
                   + (f"; expected (got, want): {wrong}" if wrong else "")
                   + ("" if consistent else "; producers' counters inconsistent")),
         criterion("lag", f"drain lag <= 2 x batch_timeout + 1 s = {soak.lag_bound:g} s",

@@ -22,20 +22,26 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def run_soak(tmp_path: Path, namespace: str, duration: int) -> None:
     out = tmp_path / "soak"
-    result = subprocess.run(
+    soak = subprocess.Popen(
         [sys.executable, str(SOAK), "--duration", str(duration), "--namespace", namespace,
          "--out", str(out)],
-        capture_output=True, text=True, timeout=duration + 300,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    try:
+        stdout, stderr = soak.communicate(timeout=duration + 300)
+    finally:
+        if soak.poll() is None:  # overran or interrupted: on SIGTERM it stops what it started
+            soak.terminate()
+            soak.communicate(timeout=60)
+    assert soak.returncode == 0, f"{stdout}\n{stderr}"
     results = json.loads((out / "results.json").read_text())
     criteria = results["criteria"]
     assert tuple(c["name"] for c in criteria) == CRITERIA
     for c in criteria:
         assert c["passed"], c
-        assert f"PASS  {c['title']}  (" in result.stdout
-    assert "FAIL" not in result.stdout
-    assert f"result: PASS ({len(CRITERIA)}/{len(CRITERIA)} criteria)" in result.stdout
+        assert f"PASS  {c['title']}  (" in stdout
+    assert "FAIL" not in stdout
+    assert f"result: PASS ({len(CRITERIA)}/{len(CRITERIA)} criteria)" in stdout
 
     # The run did what the criteria speak of: every event of a real load is accounted for.
     end = results["end"]
