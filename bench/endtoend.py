@@ -246,20 +246,17 @@ class Child:
         return cpu_seconds(self.proc.pid)
 
     def close(self) -> None:
-        """Let it exit; stop it if it does not."""
+        """Let it exit; kill it if it does not (it has nothing to save)."""
         with contextlib.suppress(OSError, ValueError):
             self.send("exit")
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-        for stop, wait in ((None, 2.0), (self.proc.terminate, 5.0), (self.proc.kill, None)):
-            if stop is not None:
-                stop()
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            self.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 
