@@ -51,8 +51,9 @@ class Drainer:
         now = time.monotonic()
         for lane in self.lanes:
             elapsed = now - lane.last_drain
-            if elapsed > 0:
-                lane.rate = 0.5 * lane.rate + 0.5 * (lane.drained_since / elapsed)
+            if elapsed > 0:  # up at once (a burst must not fill the lane), down by halves
+                measured = lane.drained_since / elapsed
+                lane.rate = max(measured, 0.5 * (lane.rate + measured))
             lane.last_drain = now
             lane.drained_since = 0
         return total

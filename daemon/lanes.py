@@ -25,6 +25,8 @@ log = logging.getLogger("ai_analytics.daemon")
 
 # How long a segment may stay half-made (no magic yet) before it is reported as garbage.
 CREATION_GRACE_SECONDS = 5.0
+# A half-made segment younger than this is being finished right now: look again very soon.
+SETTLE_SECONDS = 0.1
 
 
 @dataclasses.dataclass
@@ -79,7 +81,7 @@ class TrackedLane:
         gap -= self.invalid - saved.invalid
         self.lost_on_restart = saved.lost_on_restart + max(0, gap)
         self.rate = 0.0  # records/s, smoothed: decides how soon the drain loop wakes
-        self.last_drain = time.monotonic()
+        self.attached = self.last_drain = time.monotonic()
         self.drained_since = 0
         self.models_seen: set[int] = set()  # name ids of the models it emitted for
 
@@ -145,6 +147,10 @@ class LaneSet:
         return len(self.lanes)
 
     # -- discovery -------------------------------------------------------------------------
+    def settling(self, now: float) -> bool:
+        """Whether a segment seen half-made is young enough to be finished any moment."""
+        return any(now - first < SETTLE_SECONDS for first in self.unready_since.values())
+
     def scan(self) -> None:
         """Attach new segments, notice producers that are gone."""
         try:

@@ -31,6 +31,7 @@ from .metrics import MetricsEndpoint
 from .rates import CounterRates
 from .reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
 from .resources import ResourceSampler
+from .shm_watch import ShmWatch
 from .snapshot import build_document
 from .state import read_state, remove_unfinished_writes, write_state
 from .stats import Statistics
@@ -42,24 +43,9 @@ log = logging.getLogger("ai_analytics.daemon")
 MIN_WAIT_SECONDS = 0.001
 # How full a lane may get, at its observed rate, before the loop wakes to drain it.
 WAKE_FILL = 0.5
-
-
-class DirectoryWatch:
-    """A cheap "did its entries change?" test: one stat of the directory per call."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.mtime_ns = 0
-
-    def changed(self) -> bool:
-        try:
-            mtime = os.stat(self.path).st_mtime_ns
-        except OSError:
-            return False
-        if mtime == self.mtime_ns:
-            return False
-        self.mtime_ns = mtime
-        return True
+# A segment seen before its creator finished it is looked at again this soon (it takes the
+# creator well under a millisecond), for as long as it is younger than lanes.SETTLE_SECONDS.
+SETTLE_RESCAN_SECONDS = 0.002
 
 
 def _no_notify(_state: str) -> bool:
@@ -202,9 +188,8 @@ class Daemon:
         next_scan = next_save = 0.0
         beat = watchdog_seconds / 2 if watchdog_seconds else math.inf
         next_beat = 0.0 if watchdog_seconds else math.inf
-        shm = DirectoryWatch(SHM_DIR)
+        shm = ShmWatch(SHM_DIR, self.lanes.prefix)  # a lane made during the first scan is seen
         try:
-            shm.changed()  # from now on: a lane made during the first scan is seen
             self._scan()
             next_scan = time.monotonic() + cfg.discovery_interval_seconds
             self._notify("READY=1")  # the namespace is ours, HTTP listens, lanes are attached
@@ -216,7 +201,9 @@ class Daemon:
                     next_scan = next_save = now  # the new intervals count from now
                 if now >= next_scan or shm.changed():  # a new lane: attach it at once
                     self._scan()
-                    next_scan = now + cfg.discovery_interval_seconds
+                    settling = self.lanes.settling(now)
+                    next_scan = now + (SETTLE_RESCAN_SECONDS if settling
+                                       else cfg.discovery_interval_seconds)
                 self.drain()
                 self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
                 self._finish_drained()
@@ -229,8 +216,9 @@ class Daemon:
                     next_beat = now + beat
                 wait = min(self._next_wait(), next_scan - now, next_save - now, next_beat - now)
                 self.last_iteration = time.monotonic()
-                self.stop_requested.wait(max(wait, MIN_WAIT_SECONDS))
+                self.stop_requested.wait(max(wait, MIN_WAIT_SECONDS), also=shm.fileno())
         finally:
+            shm.close()
             self._shutdown()
 
     def health(self) -> tuple[bool, str]:
@@ -353,10 +341,15 @@ class Daemon:
 
     def _next_wait(self) -> float:
         wait = self.config.batch_timeout_seconds
+        now = time.monotonic()
         for lane in self.lanes:
             if lane.rate > 0:
                 room = WAKE_FILL * lane.ident.capacity - lane.reader.pending()
                 wait = min(wait, room / lane.rate)
+            elif now - lane.attached < wait:
+                # Not measured yet: a new thread may start at any rate. Looking again after
+                # the lane's own age (2 ms, 4 ms, ...) finds its rate before it can fill.
+                wait = min(wait, now - lane.attached)
         return wait
 
     def drain(self, deadline: float | None = None) -> int:

@@ -52,12 +52,12 @@ class StopRequest:
     def is_set(self) -> bool:
         return self._requested
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds, less if a stop or a reload is requested; True if
-        a stop was."""
+    def wait(self, timeout: float, also: int = -1) -> bool:
+        """Sleep up to ``timeout`` seconds, less if a stop or a reload is requested or the
+        file descriptor ``also`` becomes readable (the caller reads it); True if a stop was."""
         if not self._requested and self._reloads == self._reloads_taken and self._read >= 0:
             with contextlib.suppress(InterruptedError):
-                select.select([self._read], [], [], timeout)
+                select.select([self._read] if also < 0 else [self._read, also], [], [], timeout)
             with contextlib.suppress(BlockingIOError, OSError):
                 os.read(self._read, 4096)
         return self._requested
