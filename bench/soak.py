@@ -20,13 +20,15 @@ a new one takes its place; the old one alternately exits (its lanes retire) or i
 a small mmap'd file: calls started (stored before ``emit`` is called), accepted (True),
 dropped (False) and accepted invalid events.
 
-Every second the script records the daemon's RSS (total, anonymous, shared) and CPU from
-/proc, the state file's ``events`` and ``event_path.drain_lag_seconds``, the drain lag it
-observes itself in shared memory (age of the oldest unread record), the calls made so far,
-the lanes in /dev/shm and the daemon's mappings of lanes. At the end the producers stop, the
-lanes are left to be reclaimed, the daemon gets SIGTERM, and the pass criteria (see
-bench/SOAK.md for what each would catch) are printed as PASS/FAIL lines; exit status 0 when
-all pass, 1 otherwise, 2 for bad arguments or a missing matplotlib, 130 on Ctrl-C.
+Every 0.1 s the script looks at the drain lag in shared memory itself (age of the oldest
+unread record) and at the state file; as soon as a new state file appears (every second) it
+records a sample: the daemon's RSS (total, anonymous, shared) and CPU from /proc, the state
+file's ``events`` and ``event_path.drain_lag_seconds``, the calls made so far, the largest
+lag it observed since the last sample, the lanes in /dev/shm and the daemon's mappings of
+lanes. At the end the producers stop, the lanes are left to be reclaimed, the daemon gets
+SIGTERM, and the pass criteria (see bench/SOAK.md for what each would catch) are printed as
+PASS/FAIL lines; exit status 0 when all pass, 1 otherwise, 2 for bad arguments or a missing
+matplotlib, 130 on Ctrl-C.
 
 Written to ``--out`` (default: a new temporary directory, printed): ``samples.csv``,
 ``results.json`` (settings, samples, criteria), ``soak.png`` (``--plot``), the daemon's
@@ -39,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import importlib.util
 import json
 import math
 import mmap
@@ -722,8 +723,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.child_producer:
         return run_producer(args)
-    if importlib.util.find_spec("matplotlib") is None:
-        print("soak: matplotlib is needed for the plot; install the bench extra: "
+    try:  # before minutes of load, not after
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        print(f"soak: matplotlib is needed for the plot ({exc}); install the bench extra: "
               ".venv/bin/pip install -e '.[bench]'", file=sys.stderr)
         return 2
     run_dir = args.out or Path(tempfile.mkdtemp(prefix="ai-analytics-soak-"))
