@@ -66,6 +66,8 @@ CLOSED, OPEN, HALF_OPEN, DISABLED = "closed", "open", "half_open", "disabled"
 # counted in sinks.history.backlog.
 HISTORY_BACKLOG_SNAPSHOTS = 720
 HISTORY_BACKLOG_ROWS = 5000
+# Shortest wait on a write between two calls of the waiting thread's own work.
+MIN_MEANWHILE_PAUSE_SECONDS = 0.001
 
 T = TypeVar("T")
 
@@ -246,9 +248,12 @@ class BoundedCall:
             return None
         return self._clock() - self._started
 
-    def __call__(self, write: Callable[[], object]) -> None:
+    def __call__(self, write: Callable[[], object],
+                 meanwhile: Callable[[], float] | None = None) -> None:
         """Run ``write``; re-raise what it raised; SinkTimeout if it overruns or if the
-        previous write still runs (then ``write`` is not started)."""
+        previous write still runs (then ``write`` is not started). ``meanwhile``: work for the
+        waiting thread (the drain loop's draining), called again after the number of seconds
+        it returns, until the write ends."""
         running = self.running_seconds()
         if running is not None:
             raise SinkTimeout(self.name, running, self.timeout, running=True)
@@ -266,7 +271,12 @@ class BoundedCall:
                                   daemon=True)  # a hung write must not hold up the exit
         self._thread, self._started = thread, self._clock()
         thread.start()
-        thread.join(self.timeout)
+        if meanwhile is None:
+            thread.join(self.timeout)
+        else:
+            deadline = time.monotonic() + self.timeout
+            while thread.is_alive() and (left := deadline - time.monotonic()) > 0:
+                thread.join(min(left, max(meanwhile(), MIN_MEANWHILE_PAUSE_SECONDS)))
         if thread.is_alive():
             raise SinkTimeout(self.name, self._clock() - self._started, self.timeout,
                               running=False)
@@ -297,9 +307,11 @@ class GuardedSink:
                                config.enable_circuit_breaker)
         self.bounded.timeout = config.max_processing_time_seconds
 
-    def write(self, write: Callable[[], object], force: bool = False) -> Outcome:
-        """Attempt ``write`` unless the breaker is open (SKIPPED); OK or FAILED otherwise."""
-        return self.breaker.call(lambda: self.bounded(write), force)
+    def write(self, write: Callable[[], object], force: bool = False,
+              meanwhile: Callable[[], float] | None = None) -> Outcome:
+        """Attempt ``write`` unless the breaker is open (SKIPPED); OK or FAILED otherwise.
+        ``meanwhile``: see ``BoundedCall``."""
+        return self.breaker.call(lambda: self.bounded(write, meanwhile), force)
 
     def state(self) -> dict[str, object]:
         running = self.bounded.running_seconds()

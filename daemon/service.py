@@ -346,10 +346,10 @@ class Daemon:
             if lane.rate > 0:
                 room = WAKE_FILL * lane.ident.capacity - lane.reader.pending()
                 wait = min(wait, room / lane.rate)
-            elif now - lane.attached < wait:
-                # Not measured yet: a new thread may start at any rate. Looking again after
-                # the lane's own age (2 ms, 4 ms, ...) finds its rate before it can fill.
-                wait = min(wait, now - lane.attached)
+            # A new thread may start at any rate, and its first milliseconds (creating the
+            # lane) make a poor measure of it: a young lane is looked at again after its own
+            # age (2 ms, 4 ms, 8 ms ...), which finds its rate before it can fill.
+            wait = min(wait, max(now - lane.attached, MIN_WAIT_SECONDS))
         return wait
 
     def drain(self, deadline: float | None = None) -> int:
@@ -380,21 +380,25 @@ class Daemon:
         self.last_document = document  # read by other threads (embedded mode, HTTP)
         # The writes run in worker threads that only read ``document``: like the HTTP
         # threads, they rely on nothing changing it once it is built.
+        # Each interval's rows wait in a bounded backlog until a history write stores them,
+        # oldest first: an outage loses none unless it outlasts the backlog's bounds. Closed
+        # before any draining below, so that the rows hold exactly what `document` counts.
+        span, rows = self.stats.close_interval()
+        self.history_backlog.add(
+            (float(document["written_unix"]), span, document["events"], rows), len(rows))
         force = not running
+        # Lanes fill while the sinks write (tens of ms, more on a slow disk): drain them
+        # meanwhile. Not for the final snapshot, which must count everything drained.
+        meanwhile = self._drain_while_writing if running else None
         state_dir = self.config.state_dir
         saved = self.sinks["state"].write(lambda: write_state(state_dir, document),
-                                          force) is Outcome.OK
+                                          force, meanwhile) is Outcome.OK
         if saved:
             # Only after a write that finished in time: one that overran and finishes later
             # wrote a document without the lanes folded since, so it unlinks nothing.
             self.lanes.unlink_finished()
         else:
             self._sink_failed("state")
-        # Each interval's rows wait in a bounded backlog until a history write stores them,
-        # oldest first: an outage loses none unless it outlasts the backlog's bounds.
-        span, rows = self.stats.close_interval()
-        self.history_backlog.add(
-            (float(document["written_unix"]), span, document["events"], rows), len(rows))
         history, backlog = self.history, self.history_backlog
         retention = time.monotonic() >= self._next_retention
 
@@ -403,11 +407,16 @@ class Daemon:
             if retention:
                 history.enforce_retention()
 
-        if self.sinks["history"].write(write_history, force) is not Outcome.OK:
+        if self.sinks["history"].write(write_history, force, meanwhile) is not Outcome.OK:
             self._sink_failed("history")
         elif retention:
             self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
         return saved
+
+    def _drain_while_writing(self) -> float:
+        """Drain while a sink write runs; how long until the lanes need it again."""
+        self.drain()
+        return self._next_wait()
 
     def _sink_failed(self, sink: str) -> None:
         """Count a snapshot that ``sink`` did not store: its write failed, overran, or was

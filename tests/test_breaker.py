@@ -265,6 +265,30 @@ def test_bounded_call_returns_the_writes_own_error_from_its_thread():
     assert isinstance(caught.value, TimeoutError)
 
 
+def test_the_waiting_thread_works_meanwhile_until_the_write_ends():
+    """The drain loop drains while a sink writes: ``meanwhile`` runs again and again, at the
+    pause it asks for, until the write is done; the bound and the errors hold as without."""
+    release = threading.Event()
+    calls: list[float] = []
+
+    def meanwhile() -> float:
+        calls.append(time.monotonic())
+        if len(calls) == 5:
+            release.set()  # the write ends only once the loop has worked five times
+        return 0.01
+
+    BoundedCall("state", 30.0)(lambda: release.wait(30), meanwhile)
+    assert len(calls) >= 5 and release.is_set()
+    with pytest.raises(SinkTimeout):
+        BoundedCall("state", 0.05)(lambda: time.sleep(0.5), lambda: 0.01)
+
+    def broken() -> None:
+        raise StateError("disk I/O error")
+
+    with pytest.raises(StateError, match="disk I/O error"):
+        BoundedCall("state", 5.0)(broken, lambda: 0.01)
+
+
 # -- the backlog ---------------------------------------------------------------------------
 def test_backlog_bounds_drop_the_oldest_and_count_them():
     """Past max_items or max_weight, the oldest items go (counted); the newest always stays."""
