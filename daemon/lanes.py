@@ -193,12 +193,17 @@ class LaneSet:
             return
         try:
             _check_name(name, self.prefix)
+            pid_text = name[len(self.prefix) :].split(".")[0]
+            # Asked before the segment is read: a creator gone by then can no longer finish
+            # it, so "half-made" is final. Asked after, the creator might have finished the
+            # lane, emitted into it and died in between, and a whole lane would be removed.
+            creator_alive = is_alive(int(pid_text), 0)
             reader = LaneReader(path, self.trusted_uids)
-            if str(reader.identity.pid) != name[len(self.prefix) :].split(".")[0]:
+            if str(reader.identity.pid) != pid_text:
                 reader.close()
                 raise BadSegment("pid in the header does not match the name")
         except NotReady as exc:
-            if not is_alive(int(name[len(self.prefix) :].split(".")[0]), 0):
+            if not creator_alive:
                 self._remove_half_made(name, info)
                 return
             first = self.unready_since.setdefault(name, time.monotonic())
@@ -314,5 +319,5 @@ class LaneSet:
 
 def _check_name(name: str, prefix: str) -> None:
     rest = name[len(prefix) :].split(".")
-    if len(rest) != 2 or not all(part.isdigit() for part in rest):
+    if len(rest) != 2 or not all(part.isascii() and part.isdigit() for part in rest):
         raise BadSegment("name does not match <namespace>.lane.<pid>.<serial>")
