@@ -652,13 +652,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit, which unwinds through the finally blocks that clean up
+    (children, segments, temporary directories) instead of killing the script where it is."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     namespace = f"aibench-{os.getpid()}"
     before = machine()
     source = source_state()

@@ -694,10 +694,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child_producer:
@@ -705,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.tick_ms / 1000, args.child_seed)
     if args.child_scraper:
         return child_scraper()
-    signal.signal(signal.SIGTERM, _terminate)
+    eb.exit_on_sigterm()
     before, source = eb.machine(), eb.source_state()
     t0 = time.monotonic()
 

@@ -63,7 +63,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -699,13 +698,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    eb.exit_on_sigterm()
     if args.child_multiprocess:
         return child_multiprocess(args.rounds, args.calls)
     namespace = f"aibench-peers-{os.getpid()}"
