@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -151,6 +152,15 @@ def start_python(code: str, namespace: str, **popen: object) -> subprocess.Popen
         [sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, **popen,
     )
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """GET ``path`` from the loopback server on ``port``: status code and body, errors too."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def http_status(port: int) -> dict | None:

@@ -9,15 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from helpers import run_python, wait_for
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+from helpers import http_get, run_python, wait_for
 
 
 def test_status_and_healthz_from_a_running_daemon(daemon_factory, namespace, make_config):
@@ -30,7 +22,7 @@ def test_status_and_healthz_from_a_running_daemon(daemon_factory, namespace, mak
                namespace)
 
     def served() -> dict | None:
-        status, body = get(port, "/status")
+        status, body = http_get(port, "/status")
         if status != 200:
             return None
         document = json.loads(body)
@@ -39,8 +31,8 @@ def test_status_and_healthz_from_a_running_daemon(daemon_factory, namespace, mak
     document = wait_for(served, what="/status with the events")
     assert document["namespace"] == namespace
     assert "findings" in document and "recommendations" in document
-    assert get(port, "/healthz") == (200, b"ok\n")
-    assert get(port, "/nope")[0] == 404
+    assert http_get(port, "/healthz") == (200, b"ok\n")
+    assert http_get(port, "/nope")[0] == 404
     request = urllib.request.Request(f"http://127.0.0.1:{port}/status", data=b"x",
                                      method="POST")
     try:

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,7 @@ from ai_analytics.daemon.status import daemon_running
 from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
 from ai_analytics.daemon.wakeup import StopRequest
 
-from helpers import DaemonProcess, free_port, run_python, wait_for, write_config
+from helpers import DaemonProcess, free_port, http_get, run_python, wait_for, write_config
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "ai-analyticsd.service"
 
@@ -86,14 +84,6 @@ def listener(tmp_path: Path):
 def notify_env(monkeypatch: pytest.MonkeyPatch, listener: Listener) -> Listener:
     monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
     return listener
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 # -- notify() against real sockets ----------------------------------------------------------------
@@ -302,7 +292,7 @@ def test_a_real_daemon_says_ready_then_beats_then_stopping(tmp_path, namespace, 
     try:
         daemon.start()
         assert listener.next(15.0) == "READY=1"
-        status, _body = get(int(settings["http_port"]), "/healthz")
+        status, _body = http_get(int(settings["http_port"]), "/healthz")
         assert status in (200, 503)  # listening: "ok", or "starting" before the first round
         beats: list[float] = []
         others: list[str] = []
@@ -414,7 +404,7 @@ def test_sighup_keeps_restart_only_settings_and_republishes_lane_settings(tmp_pa
     write_config(path, **settings)
     daemon = DaemonProcess(path, state_dir, namespace).start()
     try:
-        wait_for(lambda: get(int(settings["http_port"]), "/healthz")[0] == 200, what="healthz")
+        wait_for(lambda: http_get(int(settings["http_port"]), "/healthz")[0] == 200, what="healthz")
         assert read_geometry(namespace).capacity != 1024
         new_port = free_port()
         write_config(path, **{**settings, "http_port": new_port, "max_queue_size": 1024,
@@ -424,7 +414,7 @@ def test_sighup_keeps_restart_only_settings_and_republishes_lane_settings(tmp_pa
         assert f"http_port changed to {new_port}, which needs a restart" in daemon.log()
         geometry = read_geometry(namespace)
         assert (geometry.capacity, geometry.overwrite) == (1024, True)
-        assert get(int(settings["http_port"]), "/healthz")[0] == 200
+        assert http_get(int(settings["http_port"]), "/healthz")[0] == 200
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", new_port), timeout=1).close()
         assert daemon.stop() == 0
