@@ -8,6 +8,7 @@ producer exits, before the daemon has drained it. The daemon alone unlinks lanes
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 
@@ -48,3 +49,22 @@ def control_name(namespace: str) -> str:
 
 def shm_path(name: str) -> str:
     return os.path.join(SHM_DIR, name)
+
+
+def lock_held(path: str) -> bool:
+    """True when some process holds an exclusive flock on ``path`` (the daemon on its
+    namespace lock): a shared one is tried, which fails at once if so and is released at
+    once if not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False

@@ -29,7 +29,6 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
-import fcntl
 import inspect
 import json
 import logging
@@ -46,7 +45,7 @@ from typing import Any, Literal, get_args
 from . import _layout
 from ._emit import emit
 from ._operations import AIOperationType
-from ._segments import SHM_DIR, check_namespace, namespace_from_env
+from ._segments import SHM_DIR, check_namespace, lock_held, namespace_from_env
 
 log = logging.getLogger("ai_analytics.client")
 
@@ -172,18 +171,7 @@ def daemon_holds_namespace(namespace: str) -> bool:
     """True while some daemon holds ``namespace``'s lock: the same test as
     ``ai_analytics.daemon.status.daemon_running``, without importing the daemon package
     (whose config module loads yaml) into a worker."""
-    path = os.path.join(SHM_DIR, f"{namespace}.daemon.lock")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return lock_held(os.path.join(SHM_DIR, f"{namespace}.daemon.lock"))
 
 
 class AnalyticsAIIntegration:

@@ -12,14 +12,13 @@ unreadable with the reason instead of raising. Stdlib only.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import stat
 import struct
 
 from ai_analytics.client import _layout as L
 from ai_analytics.client._proc import is_alive
-from ai_analytics.client._segments import SHM_DIR, control_name, lane_prefix
+from ai_analytics.client._segments import SHM_DIR, control_name, lane_prefix, lock_held
 
 from .tables import iso_utc
 
@@ -309,25 +308,7 @@ def read_lock(path: str) -> LockView:
     except OSError:
         pass
     holder = lock_holder(info)
-    return LockView(True, holder is not None or probe_lock(path), holder, recorded)
-
-
-def probe_lock(path: str) -> bool:
-    """True when some process holds an exclusive flock on ``path``: try a shared one, which
-    fails at once if so (and is released at once if not)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
+    return LockView(True, holder is not None or lock_held(path), holder, recorded)
 
 
 def lock_holder(info: os.stat_result, locks_path: str = "/proc/locks") -> int | None:
