@@ -394,6 +394,30 @@ def report_header(machine: dict[str, Any], source: Any) -> dict[str, Any]:
     }
 
 
+def header_lines(title: str, report: dict[str, Any]) -> list[str]:
+    """The markdown opening of a results file made from ``report_header``'s fields."""
+    m, src = report["machine"], report["source"]
+    modified = f" (modified: {', '.join(src['modified'])})" if src["modified"] else ""
+    return [
+        f"# {title}",
+        "",
+        f"- date: {report['date']}",
+        f"- machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m['platform']}, "
+        f"Python {m['python']}; load average before {m['loadavg']}, "
+        f"after {report['loadavg_after']}",
+        f"- command: `{report['command']}`",
+        f"- commit: {src['commit']}{modified}",
+    ]
+
+
+def write_results(report: dict[str, Any], json_path: Path, md_path: Path, text: str) -> None:
+    """The run as JSON and as markdown, folders made as needed; says where."""
+    for path, content in ((json_path, json.dumps(report, indent=2) + "\n"), (md_path, text)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+    print(f"\nwrote {json_path} and {md_path}")
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -698,11 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     print()
     print(target_lines(report["targets"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text(markdown(report), encoding="utf-8")
-    print(f"\nwrote {args.out} and {args.md}")
+    write_results(report, args.out, args.md, markdown(report))
     return 0
 
 

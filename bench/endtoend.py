@@ -603,17 +603,9 @@ def reconciliation_line(report: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m, p, src, idle = report["machine"], report["parameters"], report["source"], report["idle"]
-    modified = f" (modified: {', '.join(src['modified'])})" if src["modified"] else ""
+    p, idle = report["parameters"], report["idle"]
     return "\n".join([
-        "# End to end: CPU per million events, producers plus daemon",
-        "",
-        f"- date: {report['date']}",
-        f"- machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m['platform']}, "
-        f"Python {m['python']}; load average before {m['loadavg']}, "
-        f"after {report['loadavg_after']}",
-        f"- command: `{report['command']}`",
-        f"- commit: {src['commit']}{modified}",
+        *eb.header_lines("End to end: CPU per million events, producers plus daemon", report),
         f"- {p['producers']} producer processes, {p['warmup']:g} s warm-up and "
         f"{p['seconds']:g} s measured per run, median of {p['repeat']} repeat(s), a burst every "
         f"{p['tick_ms']:g} ms; wall {report['wall_s']:.0f} s",
@@ -737,11 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"idle daemon: {idle['cpu_percent']:.2f} % of one core over {idle['seconds']:.0f} s")
     print(search_line(search))
     print(reconciliation_line(report))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "endtoend_results.json").write_text(json.dumps(report, indent=2) + "\n",
-                                                    encoding="utf-8")
-    (args.out / "ENDTOEND.md").write_text(markdown(report), encoding="utf-8")
-    print(f"\nwrote {args.out / 'ENDTOEND.md'} and {args.out / 'endtoend_results.json'}")
+    eb.write_results(report, args.out / "endtoend_results.json", args.out / "ENDTOEND.md",
+                     markdown(report))
     checked = [r for r in runs + search["probes"] if r["reconciled"] is not None]
     return 0 if all(r["reconciled"] for r in checked) else 1
 

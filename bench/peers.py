@@ -628,7 +628,7 @@ def import_table(imp: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m, p = report["machine"], report["parameters"]
+    p = report["parameters"]
     mp = report.get("multiprocess_subprocess", {})
     notes = [f"- {k}: {v}" for k, v in report["facts"].items()]
     if mp.get("own_emit"):
@@ -641,19 +641,7 @@ def markdown(report: dict[str, Any]) -> str:
     heavy = ", ".join(imp["heavy_modules_imported"]) or "none"
     return "\n".join(
         [
-            "# Recording one inference event: emit and its peers",
-            "",
-            f"- date: {report['date']}",
-            f"- machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m['platform']}, "
-            f"Python {m['python']}; load average before {m['loadavg']}, "
-            f"after {report['loadavg_after']}",
-            f"- command: `{report['command']}`",
-            f"- commit: {report['source']['commit']}"
-            + (
-                f" (modified: {', '.join(report['source']['modified'])})"
-                if report["source"]["modified"]
-                else ""
-            ),
+            *eb.header_lines("Recording one inference event: emit and its peers", report),
             f"- {p['rounds']} interleaved rounds of {p['calls_made']} calls per case "
             f"(timed chunks of {p['chunk']}); figures in ns per event; ratios to emit",
             "",
@@ -752,11 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     print()
     print(import_table(imp))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text(markdown(report), encoding="utf-8")
-    print(f"\nwrote {args.out} and {args.md}")
+    eb.write_results(report, args.out, args.md, markdown(report))
     return 0
 
 
