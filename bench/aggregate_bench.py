@@ -104,7 +104,8 @@ from typing import Any
 from ai_analytics import client
 from ai_analytics.client import _emit
 from ai_analytics.client import _layout as L
-from ai_analytics.client._segments import NAMESPACE_ENV, SHM_DIR
+from ai_analytics.client._segments import DEFAULT_SEGMENT_DIR as SHM_DIR
+from ai_analytics.client._segments import NAMESPACE_ENV
 
 # numpy and the daemon's modules are imported inside the functions that need them, so that
 # the producer children (``--child-producer``) start without them, as real workers would.

@@ -74,7 +74,8 @@ from ai_analytics import client
 from ai_analytics.client import _emit
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import Lane, LaneGeometry
-from ai_analytics.client._segments import NAMESPACE_ENV, SHM_DIR
+from ai_analytics.client._segments import DEFAULT_SEGMENT_DIR as SHM_DIR
+from ai_analytics.client._segments import NAMESPACE_ENV
 
 HERE = Path(__file__).resolve().parent
 CASES = ("noop", "bare", "emit", "emit_extended", "emit_drop", "drain")

@@ -386,7 +386,7 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
     calls, total, accepted = load["calls"], load["calls_total"], load["accepted_total"]
     events = final["events"]
     expected = {"received": accepted, "dropped": total - accepted, "overwritten": 0,
-                "invalid": 0, "lost_on_restart": 0, "pending": 0}
+                "invalid": 0, "lost_on_restart": 0, "pending": 0, "no_lane": 0}
     return {
         "case": "emit", "offered_per_s": rate, **load,
         "side_cpu_s": cpu_drained,

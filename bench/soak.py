@@ -547,7 +547,7 @@ def judge(soak: Soak, end: dict[str, Any]) -> list[dict[str, Any]]:
     events = state["events"]
     expected = {"received": calls["accepted"] - calls["invalid"], "dropped": calls["dropped"],
                 "overwritten": 0, "invalid": calls["invalid"], "lost_on_restart": 0,
-                "pending": 0}
+                "pending": 0, "no_lane": 0}
     wrong = {k: (events.get(k), v) for k, v in expected.items() if events.get(k) != v}
     consistent = calls["started"] == calls["accepted"] + calls["dropped"]
     lag = max((s.get("drain_lag_s", 0.0) for s in samples), default=math.nan)

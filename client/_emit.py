@@ -18,9 +18,9 @@ import threading
 import time
 
 from . import _layout as L
-from ._lane import Lane, read_geometry
+from ._lane import Lane, after_fork_in_child, read_geometry
 from ._operations import AIOperationType
-from ._segments import namespace_from_env
+from ._segments import namespace_from_env, segment_dir_from_env
 
 log = logging.getLogger("ai_analytics.client")
 
@@ -108,6 +108,8 @@ def cache_state(name: str, size: float | None = None, evictions: int = 0) -> boo
             _pack_cache_state(lane.scratch, 0, 0, name_id, size, evictions)
             lane.dropped += 1
             lane.q[_Q_DROPPED] = lane.dropped
+            if lane.no_ring:
+                _without_lane(lane)
             return False
     lane.head = h + 1
     try:
@@ -190,6 +192,8 @@ def _emit_full(
         )
     lane.dropped += 1  # no call in between: a signal handler cannot split the increment
     lane.q[_Q_DROPPED] = lane.dropped
+    if lane.no_ring:
+        _without_lane(lane)
     return False
 
 
@@ -309,31 +313,25 @@ def _raise_argument_error(exc: struct.error, *values: object) -> None:
 
 
 class _NoLane(Lane):
-    """Stands in when no lane can be created (no /dev/shm, a full tmpfs): counts drops here
-    and tries again every few seconds."""
+    """Stands in when not even a no-ring lane can be created (no usable segment directory, no
+    file descriptor left): its drops are counted in this process only."""
 
-    __slots__ = ("next_retry",)
+    __slots__ = ()
 
     def __init__(self) -> None:  # deliberately skips Lane.__init__: nothing is mapped
         self.pid = os.getpid()
-        self.head = self.limit = self.capacity = 1
-        self.base = self.dropped = self.names_count = self.names_capacity = 0
+        self.no_ring = True
+        self.head = self.limit = 1
+        self.capacity = self.base = self.dropped = self.names_count = self.names_capacity = 0
+        self.fd = -1
         self.ops = {}
         self.models = {"": 0}
         self.interning = False
         self.scratch = self.buf = bytearray(L.RECORD_SIZE)
         self.name = ""
         self.q = memoryview(bytearray(L.HEADER_SIZE)).cast("Q")
-        self.next_retry = time.monotonic() + _RETRY_SECONDS
-
-    def refresh_limit(self) -> None:
-        """Instead of re-reading a tail: retry creating a real lane for later events."""
-        now = time.monotonic()
-        if now >= self.next_retry:
-            self.next_retry = now + _RETRY_SECONDS
-            lane = _try_new_lane()
-            if lane is not None:
-                _local.lane = lane
+        self.next_retry = 0.0
+        self.tally = None
 
     def intern(self, name: str) -> int:
         return L.NAME_ID_OVERFLOW
@@ -342,36 +340,79 @@ class _NoLane(Lane):
         pass
 
 
-_failure_logged = False
+# One count per thread that has been without a whole lane (each written by its own thread
+# only: no lock), so that dropped_without_lane() can sum the process's.
+_without_lane_tallies: list[list[int]] = []
+_logged: set[str] = set()
 
 
-def _try_new_lane() -> Lane | None:
-    global _failure_logged
+def _log_once(kind: str, message: str, *args: object) -> None:
+    if kind not in _logged:
+        _logged.add(kind)
+        log.warning(message, *args)
+
+
+def _without_lane(lane: Lane) -> None:
+    """After a drop on a lane without a ring: keep the process-wide count, and every few
+    seconds try again for a whole lane (the directory may have room now)."""
+    lane.tally[0] = lane.dropped  # type: ignore[index]
+    now = time.monotonic()
+    if now < lane.next_retry:
+        return
+    lane.next_retry = now + _RETRY_SECONDS
+    better = _try_lane(ring=True)
+    if better is None and isinstance(lane, _NoLane):
+        better = _try_lane(ring=False)  # at least the drops from now on reach the daemon
+    if better is None:
+        return
+    if getattr(_local, "lane", None) is lane:
+        _local.lane = better
+        lane.retire()  # its drops are final: the daemon counts them and reclaims it
+    else:  # a signal handler replaced it meanwhile
+        better.retire()
+
+
+def _try_lane(ring: bool) -> Lane | None:
     try:
         namespace = namespace_from_env()
-        return Lane(namespace, read_geometry(namespace))
+        directory = segment_dir_from_env()
+        return Lane(namespace, read_geometry(namespace, directory), directory=directory,
+                    ring=ring)
     except (OSError, ValueError) as exc:
-        if not _failure_logged:
-            _failure_logged = True
-            log.warning("ai_analytics: cannot create a lane (%s); events are dropped", exc)
+        if ring:
+            _log_once("lane", "ai_analytics: cannot create a lane (%s); this thread's events "
+                      "are dropped and counted as no_lane until one can be made", exc)
+        else:
+            _log_once("no-ring", "ai_analytics: cannot create even a %d-byte lane (%s); "
+                      "events dropped for want of a lane are counted only in this process "
+                      "(client.dropped_without_lane())", L.STUB_SIZE, exc)
         return None
 
 
 def _new_lane() -> Lane:
-    return _try_new_lane() or _NoLane()
+    lane = _try_lane(ring=True) or _try_lane(ring=False) or _NoLane()
+    if lane.no_ring:
+        lane.next_retry = time.monotonic() + _RETRY_SECONDS
+        lane.tally = [0]
+        _without_lane_tallies.append(lane.tally)
+    return lane
 
 
 def dropped_without_lane() -> int:
-    """Events this thread dropped because it had no lane (not visible in shared memory)."""
-    lane = getattr(_local, "lane", None)
-    return lane.dropped if isinstance(lane, _NoLane) else 0
+    """Events this process's threads dropped because they had no whole lane (a full or
+    unusable segment directory), since the process started. Those made into a no-ring lane
+    reach the daemon as ``no_lane``; the rest are counted only here."""
+    return sum(tally[0] for tally in list(_without_lane_tallies))
 
 
 def _after_fork_in_child() -> None:
     # A forked child inherits its parent's mapping and thread-local lane; it must take its
-    # own, or two processes would write one ring.
-    global _local
+    # own, or two processes would write one ring. Its counts of drops without a lane are
+    # its parent's.
+    global _local, _without_lane_tallies
     _local = threading.local()
+    _without_lane_tallies = []
+    after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

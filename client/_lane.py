@@ -7,21 +7,41 @@ is in ``_layout``; the protocol is in docs/ring-format.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import logging
 import mmap
 import os
+import stat
 import threading
 import time
+import weakref
 
 from . import _layout as L
 from ._proc import start_ticks
-from ._segments import SEGMENT_MODE, control_name, lane_name, shm_path
+from ._segments import (
+    DAEMON_UID_ENV,
+    SEGMENT_MODE,
+    control_name,
+    lane_name,
+    new_instance,
+    pid_namespace,
+    segment_dir_from_env,
+)
 
 log = logging.getLogger("ai_analytics.client")
 
 _serials = itertools.count()
+_instance = new_instance()
 NO_LIMIT = 1 << 63
+# A new name is tried when the daemon removed the file as abandoned before our lock was on it
+# (see _create_locked); more than a few in a row means something else is wrong.
+_CREATE_ATTEMPTS = 64
+# Lanes of this process that hold their file descriptor (and so its lock): a forked child
+# closes the copies it inherits, or it would keep its parent's lanes alive after the parent.
+_locked_lanes: weakref.WeakSet[Lane] = weakref.WeakSet()
+_control_refusal_logged = False
 
 
 class LaneGeometry:
@@ -35,19 +55,25 @@ class LaneGeometry:
         self.overwrite = overwrite
 
 
-def read_geometry(namespace: str) -> LaneGeometry:
-    """Read the daemon's control segment; fall back to defaults when it is absent or bad."""
+def read_geometry(namespace: str, directory: str | None = None) -> LaneGeometry:
+    """Read the daemon's control segment; fall back to defaults when it is absent, bad, or
+    written by a user this process does not trust (see ``_control_problem``)."""
     default = LaneGeometry(L.DEFAULT_CAPACITY, L.DEFAULT_NAMES_CAPACITY, False)
+    path = os.path.join(directory or segment_dir_from_env(), control_name(namespace))
     try:
-        fd = os.open(shm_path(control_name(namespace)), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return default
     try:
-        raw = os.read(fd, L.CONTROL_SIZE)
+        problem = _control_problem(os.fstat(fd))
+        raw = b"" if problem else os.read(fd, L.CONTROL_SIZE)
     except OSError:
         return default
     finally:
         os.close(fd)
+    if problem:
+        _log_control_refusal(path, problem)
+        return default
     if len(raw) != L.CONTROL_SIZE:
         return default
     magic, version, capacity, flags, names_capacity, _pid = L.CONTROL.unpack(raw)
@@ -61,8 +87,38 @@ def read_geometry(namespace: str) -> LaneGeometry:
     return LaneGeometry(capacity, names_capacity, bool(flags & L.FLAG_OVERWRITE))
 
 
+def _control_problem(info: os.stat_result) -> str | None:
+    """Why a control segment must not be followed, None if it may. Whoever writes it chooses
+    every new lane's size and drop policy, so only root, this process's own uid and the uid
+    in $AI_ANALYTICS_DAEMON_UID may, and nobody else may be able to change it."""
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    trusted = {0, os.getuid()}
+    daemon_uid = os.environ.get(DAEMON_UID_ENV, "")
+    if daemon_uid.isascii() and daemon_uid.isdigit():
+        trusted.add(int(daemon_uid))
+    if info.st_uid not in trusted:
+        named = f"${DAEMON_UID_ENV}={daemon_uid}" if daemon_uid else f"${DAEMON_UID_ENV} (unset)"
+        return (f"owned by uid {info.st_uid}, which is not root, this process's uid or "
+                f"{named}")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _log_control_refusal(path: str, problem: str) -> None:
+    global _control_refusal_logged
+    if not _control_refusal_logged:
+        _control_refusal_logged = True
+        log.warning("ai_analytics: ignoring %s: %s; new lanes use the defaults", path, problem)
+
+
 class Lane:
-    """The calling thread's ring, mapped read-write; only that thread writes it."""
+    """The calling thread's ring, mapped read-write; only that thread writes it.
+
+    With ``ring=False`` it is a no-ring lane (the header alone): every event is refused and
+    counted in its ``dropped``, which the daemon reports as ``no_lane``.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -70,6 +126,7 @@ class Lane:
         "buf",
         "capacity",
         "dropped",
+        "fd",
         "head",
         "interning",
         "limit",
@@ -77,55 +134,72 @@ class Lane:
         "name",
         "names_capacity",
         "names_count",
+        "next_retry",
+        "no_ring",
         "ops",
         "pid",
         "q",
         "scratch",
+        "tally",
     )
 
-    def __init__(self, namespace: str, geometry: LaneGeometry) -> None:
+    def __init__(self, namespace: str, geometry: LaneGeometry, *, directory: str | None = None,
+                 ring: bool = True) -> None:
         self.pid = os.getpid()
-        self.capacity = geometry.capacity
-        self.names_capacity = geometry.names_capacity
+        self.no_ring = not ring
+        self.capacity = geometry.capacity if ring else 0
+        self.names_capacity = geometry.names_capacity if ring else 0
+        directory = directory or segment_dir_from_env()
         size = L.lane_size(self.capacity, self.names_capacity)
-        fd, self.name = _create_segment(namespace, self.pid, size)
-        try:
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # no first-lap faults
-            self.buf = mmap.mmap(fd, size, flags=flags)
-        finally:
+        flags = (L.FLAG_OVERWRITE if geometry.overwrite and ring else 0) | (
+            0 if ring else L.FLAG_NO_RING)
+        for _ in range(_CREATE_ATTEMPTS):
+            fd, self.name = _create_locked(directory, namespace, size)
+            try:
+                populate = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # no first-lap faults
+                self.buf = mmap.mmap(fd, size, flags=populate)
+            except BaseException:
+                _discard(fd, os.path.join(directory, self.name))
+                raise
+            L.HEADER_FIXED.pack_into(
+                self.buf, L.OFF_VERSION, L.VERSION, L.HEADER_SIZE, L.RECORD_SIZE, self.capacity,
+                self.names_capacity, L.NAME_ENTRY_SIZE, self.pid, flags, start_ticks(self.pid),
+                time.time_ns(), threading.get_native_id(),
+            )
+            self.q = memoryview(self.buf).cast("B").cast("Q")
+            self.q[L.Q_PID_NAMESPACE] = pid_namespace()
+            # Magic last: until it is there, the daemon treats the segment as "not ready yet".
+            self.q[L.Q_MAGIC] = L.LANE_MAGIC
+            if _still_named(fd, os.path.join(directory, self.name)):
+                break
+            self.q.release()  # removed as abandoned before our lock: make another
+            self.buf.close()
             os.close(fd)
-        L.HEADER_FIXED.pack_into(
-            self.buf,
-            L.OFF_VERSION,
-            L.VERSION,
-            L.HEADER_SIZE,
-            L.RECORD_SIZE,
-            self.capacity,
-            self.names_capacity,
-            L.NAME_ENTRY_SIZE,
-            self.pid,
-            L.FLAG_OVERWRITE if geometry.overwrite else 0,
-            start_ticks(self.pid),
-            time.time_ns(),
-            threading.get_native_id(),
-        )
-        self.q = memoryview(self.buf).cast("B").cast("Q")
+        else:
+            raise OSError(f"could not create a lane in {directory} in {_CREATE_ATTEMPTS} tries")
+        self.fd = fd
+        _locked_lanes.add(self)
         self.base = L.records_offset(self.names_capacity)
         self.head = 0
         self.dropped = 0
-        self.limit = NO_LIMIT if geometry.overwrite else self.capacity
+        # A no-ring lane takes every event to the full path (head 1 >= limit 1), where it is
+        # counted as dropped.
+        self.limit = 1 if not ring else NO_LIMIT if geometry.overwrite else self.capacity
+        if not ring:
+            self.head = 1
         # Names already in the table, by the object the caller passed (str or enum member).
         self.ops: dict[object, int] = {}
         self.models: dict[object, int] = {"": 0}
         self.names_count = 0
         self.interning = False
         self.scratch = bytearray(L.RECORD_SIZE)
-        # Magic last: until it is there, the daemon treats the segment as "not ready yet".
-        self.q[L.Q_MAGIC] = L.LANE_MAGIC
+        self.next_retry = 0.0
+        self.tally: list[int] | None = None
 
     def refresh_limit(self) -> None:
         """The cached tail says full: read the daemon's tail once (one shared read a lap)."""
-        self.limit = self.q[L.Q_TAIL] + self.capacity
+        if not self.no_ring:
+            self.limit = self.q[L.Q_TAIL] + self.capacity
 
     def intern(self, name: str) -> int:
         """Give ``name`` an id in this lane's table (already validated by the caller)."""
@@ -147,8 +221,12 @@ class Lane:
             self.interning = False
 
     def retire(self) -> None:
-        """Tell the daemon this thread is gone: it drains the lane and unlinks it."""
+        """Tell the daemon this thread is gone (it drains the lane and unlinks it), then let
+        go of the lock."""
         self.q[L.Q_RETIRED] = 1
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def __del__(self, _getpid=os.getpid) -> None:
         # Runs when the owning thread ends (its thread-local dies). A forked child that drops
@@ -160,15 +238,26 @@ class Lane:
             pass
 
 
-def _create_segment(namespace: str, pid: int, size: int) -> tuple[int, str]:
-    """Create a fresh, fully reserved segment; return its fd and name."""
-    for _ in range(64):
-        name = lane_name(namespace, pid, next(_serials))
+def _create_locked(directory: str, namespace: str, size: int) -> tuple[int, str]:
+    """Create a fresh segment, lock it, reserve its pages; return its fd and name.
+
+    Between ``open`` and ``flock`` the file exists unlocked, which to the daemon looks like a
+    lane whose creator died before finishing it. The daemon removes such a file only while
+    holding its lock itself, so either our ``flock`` fails (take another name) or the removal
+    happened before it (the caller sees the name gone once the lane is made, and retries).
+    """
+    for _ in range(_CREATE_ATTEMPTS):
+        name = lane_name(namespace, _instance, next(_serials))
+        path = os.path.join(directory, name)
         try:
-            fd = os.open(
-                shm_path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SEGMENT_MODE
-            )
-        except FileExistsError:  # a dead process with our pid left one behind
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         SEGMENT_MODE)
+        except FileExistsError:  # 64 random bits make this all but impossible
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # the daemon is removing it as abandoned
+            os.close(fd)
             continue
         try:
             os.fchmod(fd, SEGMENT_MODE)  # the umask must not strip the group bits
@@ -176,8 +265,38 @@ def _create_segment(namespace: str, pid: int, size: int) -> tuple[int, str]:
             # raising SIGBUS on some later store inside emit.
             os.posix_fallocate(fd, 0, size)
         except BaseException:
-            os.close(fd)
-            os.unlink(shm_path(name))
+            _discard(fd, path)
             raise
         return fd, name
-    raise FileExistsError(f"no free lane name for pid {pid} in namespace {namespace!r}")
+    raise FileExistsError(f"no free lane name in {directory} for namespace {namespace!r}")
+
+
+def _discard(fd: int, path: str) -> None:
+    """Remove a segment this process created and could not finish."""
+    try:
+        if _still_named(fd, path):
+            os.unlink(path)
+    finally:
+        os.close(fd)
+
+
+def _still_named(fd: int, path: str) -> bool:
+    """Whether ``path`` is still the file open as ``fd``."""
+    try:
+        named, opened = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def after_fork_in_child() -> None:
+    """A forked child gets a new instance token for its lanes, and closes the descriptors
+    of its parent's lanes so that their locks go when the parent goes."""
+    global _instance
+    _instance = new_instance()
+    for lane in list(_locked_lanes):
+        fd, lane.fd = lane.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _locked_lanes.clear()

@@ -8,7 +8,7 @@ All integers are little-endian. The producer packs with *native* struct formats 
 copied whole, measurably faster than the standard-size ``<`` path); the import-time asserts
 below pin native to little-endian and the offsets to the documented ones.
 
-Lane segment ``/dev/shm/<namespace>.lane.<pid>.<serial>``::
+Lane segment ``<segment dir>/<namespace>.lane.<instance>.<serial>`` (``_segments``)::
 
     offset size field              written by
     ------ ---- ------------------ -----------------------------------------------
@@ -16,11 +16,11 @@ Lane segment ``/dev/shm/<namespace>.lane.<pid>.<serial>``::
          8    4 version            producer, at creation
         12    4 header_size        producer, at creation (HEADER_SIZE)
         16    4 record_size        producer, at creation (RECORD_SIZE)
-        20    4 capacity           producer, at creation (records in the ring)
+        20    4 capacity           producer, at creation (records in the ring; 0: no ring)
         24    4 names_capacity     producer, at creation (entries in the name table)
         28    4 name_entry_size    producer, at creation (NAME_ENTRY_SIZE)
-        32    4 pid                producer, at creation
-        36    4 flags              producer, at creation (bit 0: on_full = overwrite)
+        32    4 pid                producer, at creation (in its own PID namespace)
+        36    4 flags              producer, at creation (FLAG_OVERWRITE, FLAG_NO_RING)
         40    8 pid_start_ticks    producer, at creation (field 22 of /proc/PID/stat)
         48    8 created_ns         producer, at creation (CLOCK_REALTIME)
         56    8 thread_id          producer, at creation (native thread id)
@@ -34,9 +34,19 @@ Lane segment ``/dev/shm/<namespace>.lane.<pid>.<serial>``::
        136    8 overwritten        daemon: records lapped before they could be read
        144    8 invalid            daemon: records rejected by validation
        152    8 consumer_pid       daemon: pid of the daemon that last drained the lane
-    --- 160..255 reserved (zero) ---
+    --- 160 ---
+       160    8 pid_namespace      producer, at creation (inode of its PID namespace, 0 unknown)
+    --- 168..255 reserved (zero) ---
        256      name table         names_capacity entries of NAME_ENTRY_SIZE bytes
          …      records            capacity records of RECORD_SIZE bytes
+
+The producer holds an exclusive ``flock`` on the lane file from before its magic is
+written until its thread ends (or the process dies, when the kernel drops it): that, not the
+pid, is how the daemon tells a live producer from a dead one across PID namespaces.
+
+A lane with ``FLAG_NO_RING`` is only a header (``STUB_SIZE`` bytes, capacity and
+names_capacity 0): a thread that could not get a whole lane (a full segment directory)
+counts in its ``dropped`` the events it had to refuse, so that they reach the daemon.
 
 A name entry is one length byte (1..MAX_NAME_BYTES) followed by that many bytes of UTF-8.
 Entry ``i`` holds the name whose id is ``i + 1``; id 0 is the empty string (no model), and
@@ -81,7 +91,8 @@ from __future__ import annotations
 import struct
 import sys
 
-VERSION = 1
+# 2: lanes named by instance token, flock liveness, pid_namespace, no-ring lanes.
+VERSION = 2
 LANE_MAGIC = int.from_bytes(b"AIALANE1", "little")
 CONTROL_MAGIC = int.from_bytes(b"AIACTRL1", "little")
 
@@ -92,6 +103,7 @@ MAX_NAME_BYTES = NAME_ENTRY_SIZE - 1
 NAME_ID_OVERFLOW = 0xFFFF
 
 FLAG_OVERWRITE = 1
+FLAG_NO_RING = 2
 
 # Header offsets, in bytes.
 OFF_MAGIC = 0
@@ -114,6 +126,7 @@ OFF_TAIL = 128
 OFF_OVERWRITTEN = 136
 OFF_INVALID = 144
 OFF_CONSUMER_PID = 152
+OFF_PID_NAMESPACE = 160
 
 # The same offsets as indexes into the header viewed as 8-byte words (memoryview.cast("Q")).
 # Stores through such a view are single aligned 8-byte stores.
@@ -126,6 +139,7 @@ Q_TAIL = OFF_TAIL // 8
 Q_OVERWRITTEN = OFF_OVERWRITTEN // 8
 Q_INVALID = OFF_INVALID // 8
 Q_CONSUMER_PID = OFF_CONSUMER_PID // 8
+Q_PID_NAMESPACE = OFF_PID_NAMESPACE // 8
 
 # Fixed header fields written once at creation (offset 8 up to head), native order.
 HEADER_FIXED = struct.Struct("IIIIIIIIQQQ")
@@ -173,6 +187,9 @@ MAX_NAMES_CAPACITY = NAME_ID_OVERFLOW - 1
 def lane_size(capacity: int, names_capacity: int) -> int:
     """Total bytes of a lane segment with the given geometry."""
     return HEADER_SIZE + names_capacity * NAME_ENTRY_SIZE + capacity * RECORD_SIZE
+
+
+STUB_SIZE = lane_size(0, 0)  # a no-ring lane: the header alone
 
 
 def records_offset(names_capacity: int) -> int:

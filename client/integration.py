@@ -45,7 +45,13 @@ from typing import Any, Literal, get_args
 from . import _layout
 from ._emit import emit
 from ._operations import AIOperationType
-from ._segments import SHM_DIR, check_namespace, lock_held, namespace_from_env
+from ._segments import (
+    check_namespace,
+    lock_held,
+    lock_name,
+    namespace_from_env,
+    segment_dir_from_env,
+)
 
 log = logging.getLogger("ai_analytics.client")
 
@@ -129,6 +135,7 @@ class AnalyticsConfig:
         settings: dict[str, object] = {name: getattr(self, name) for name in _SEED_SETTINGS}
         settings.update(
             namespace=namespace,
+            segment_dir=segment_dir_from_env(),  # where this process's lanes are
             state_dir=state_dir,
             http_enabled=False,  # no port to claim: snapshots are read in-process
             stop_timeout_seconds=DEFAULT_STOP_TIMEOUT_SECONDS,  # stop() narrows it
@@ -171,7 +178,7 @@ def daemon_holds_namespace(namespace: str) -> bool:
     """True while some daemon holds ``namespace``'s lock: the same test as
     ``ai_analytics.daemon.status.daemon_running``, without importing the daemon package
     (whose config module loads yaml) into a worker."""
-    return lock_held(os.path.join(SHM_DIR, f"{namespace}.daemon.lock"))
+    return lock_held(os.path.join(segment_dir_from_env(), lock_name(namespace)))
 
 
 class AnalyticsAIIntegration:

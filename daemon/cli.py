@@ -142,9 +142,12 @@ def status(config_path: str | None, as_json: bool, watch: float | None, window: 
 def lanes(config_path: str | None, as_json: bool) -> None:
     """Ring diagnostics straight from shared memory, with or without the daemon.
 
-    Per lane: producer pid (alive?), thread, capacity, on_full, head, tail, pending, fill,
-    dropped, overwritten, invalid, names used, retired, consumer pid, creation time; then
-    the control segment and the namespace lock. Segments are only read (os.pread), never
+    Per lane: producer pid (as seen from here; 123* is a worker of another PID namespace,
+    (1) one not visible from here), its uid, alive (it holds its lane's lock), thread,
+    capacity, on_full ("no ring": a thread that found no room for a lane), head, tail,
+    pending, fill, dropped, overwritten, invalid, names used, retired, consumer pid,
+    creation time; then the control segment and the namespace lock. The segment directory
+    is the config's segment_dir (default /dev/shm). Segments are only read (os.pread), never
     mapped, written or removed; one that is not a valid lane is listed as unreadable.
 
     \b
@@ -154,7 +157,7 @@ def lanes(config_path: str | None, as_json: bool) -> None:
       3    nothing at all: no segment in the namespace and no daemon (wrong namespace?)
     """
     config = _load(config_path)
-    view = read_namespace(config.namespace)
+    view = read_namespace(config.namespace, config.segment_dir)
     code = lanes_exit_code(view)
     if as_json:
         click.echo(json.dumps(view.as_dict(), indent=2))

@@ -16,7 +16,12 @@ from typing import Literal, get_args
 import yaml
 
 from ai_analytics.client import _layout
-from ai_analytics.client._segments import NAMESPACE_ENV, NAMESPACE_PATTERN, namespace_from_env
+from ai_analytics.client._segments import (
+    DEFAULT_SEGMENT_DIR,
+    NAMESPACE_ENV,
+    NAMESPACE_PATTERN,
+    namespace_from_env,
+)
 
 from .errors import ConfigError
 
@@ -32,7 +37,7 @@ INSIGHT_WINDOW_CHOICES: tuple[str, ...] = get_args(InsightWindow)
 class Config:
     """Every setting of the daemon; see config.yaml for what each one means."""
 
-    # The original design's settings.
+    # How the workers' lanes are shaped and drained.
     max_queue_size: int = _layout.DEFAULT_CAPACITY
     batch_size: int = 65536
     batch_timeout_seconds: float = 1.0
@@ -41,8 +46,10 @@ class Config:
     enable_circuit_breaker: bool = True
     failure_threshold: int = 5
     recovery_timeout_seconds: float = 30.0
-    # Ours.
+    # Where the lanes are, and how the daemon keeps them.
     namespace: str = dataclasses.field(default_factory=namespace_from_env)
+    segment_dir: str = DEFAULT_SEGMENT_DIR
+    expected_lanes: int = 32
     on_full: OnFull = "drop"
     stop_timeout_seconds: float = 10.0
     state_dir: str = "/var/lib/ai-analytics"
@@ -60,7 +67,7 @@ class Config:
     resource_timeout_seconds: float = 5.0
     history_max_age_seconds: float = 7 * 24 * 3600.0
     history_max_megabytes: float = 256.0
-    # Bottleneck rules (the original design's thresholds, then ours) and recommendations.
+    # Bottleneck rules and recommendations.
     insight_window: InsightWindow = "1m"
     insight_queue_fill: float = 0.8
     insight_event_loss_ratio: float = 0.05
@@ -73,7 +80,7 @@ class Config:
     recommend_processing_ms: float = 3000.0
     recommend_cache_hit_rate: float = 0.3
     recommend_error_rate: float = 0.05
-    # The loopback HTTP endpoint: /status, /healthz (and /metrics in a later release).
+    # The HTTP endpoint: /status, /healthz, /metrics.
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 9466
@@ -179,6 +186,8 @@ SETTINGS: dict[str, object] = {
     "failure_threshold": _Int(1, 1000),
     "recovery_timeout_seconds": _Float(0.1, 3600.0),
     "namespace": _Namespace(),
+    "segment_dir": _Path(),
+    "expected_lanes": _Int(1, 65536),
     "on_full": _Choice(ON_FULL_CHOICES),
     "stop_timeout_seconds": _Float(0.1, 600.0),
     "state_dir": _Path(),

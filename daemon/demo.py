@@ -13,7 +13,7 @@ import time
 
 import click
 
-from ai_analytics.client._segments import SHM_DIR
+from ai_analytics.client._segments import segment_dir_from_env
 
 from .config import config_from_mapping
 from .status import load_status, render_text
@@ -27,7 +27,9 @@ CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 def run_demo(duration: float, workers: int, rate: int) -> int:
     namespace = f"demo-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="ai-analytics-demo-") as state_dir:
+        # The workers inherit $AI_ANALYTICS_SEGMENT_DIR: the daemon looks where they write.
         settings = {"namespace": namespace, "state_dir": state_dir,
+                    "segment_dir": segment_dir_from_env(),
                     "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0,
                     "http_enabled": False}
         config = config_from_mapping(settings)
@@ -131,7 +133,8 @@ def _stop_workers(procs: list[subprocess.Popen[str]]) -> int:
 
 
 def _remove_namespace_files(namespace: str) -> None:
-    for name in os.listdir(SHM_DIR):
+    directory = segment_dir_from_env()
+    for name in os.listdir(directory):
         if name.startswith(f"{namespace}."):
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(SHM_DIR, name))
+                os.unlink(os.path.join(directory, name))

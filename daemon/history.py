@@ -7,7 +7,9 @@ the file within ``history_max_age_seconds`` and ``history_max_megabytes``. The c
 opens the file read-only (``mode=ro``) while the daemon writes: WAL mode lets a reader see the
 last committed snapshot without waiting for, or blocking, the writer.
 
-Schema, version 1 (``SCHEMA_VERSION``; the meta table holds it)::
+Schema, version 2 (``SCHEMA_VERSION``; the meta table holds it). Version 1 had no
+``no_lane`` column: the daemon adds it when it opens such a file, and the reader, which
+reads only ``series``, takes both::
 
     PRAGMA auto_vacuum = INCREMENTAL   -- set before the first table: deleted pages can be
                                        -- returned to the file system (incremental_vacuum)
@@ -16,7 +18,7 @@ Schema, version 1 (``SCHEMA_VERSION``; the meta table holds it)::
 
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
-        value TEXT                     -- ('schema_version', '1')
+        value TEXT                     -- ('schema_version', '2')
     );
     CREATE TABLE snapshots (
         id               INTEGER PRIMARY KEY,
@@ -27,7 +29,8 @@ Schema, version 1 (``SCHEMA_VERSION``; the meta table holds it)::
         overwritten      INTEGER,
         invalid          INTEGER,
         lost_on_restart  INTEGER,
-        pending          INTEGER
+        pending          INTEGER,
+        no_lane          INTEGER            -- NULL in rows written by schema version 1
     );
     CREATE INDEX snapshots_unix ON snapshots (unix);
     CREATE TABLE series (
@@ -99,7 +102,9 @@ from .errors import StateError
 
 log = logging.getLogger("ai_analytics.daemon")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions a file may have: older ones differ only in columns of ``snapshots`` (see above).
+READABLE_VERSIONS = ("1", "2")
 HISTORY_FILE = "history.sqlite3"
 DEFAULT_TIMEOUT_SECONDS = 5.0
 # After a size-triggered deletion the used size is brought down to this share of the limit.
@@ -183,7 +188,7 @@ COLUMNS: tuple[Column, ...] = _columns(
 )
 _COLUMN_CONVERTERS = tuple((column, _CONVERT[column.sql_type]) for column in COLUMNS)
 EVENT_COLUMNS: tuple[str, ...] = (
-    "received", "dropped", "overwritten", "invalid", "lost_on_restart", "pending",
+    "received", "dropped", "overwritten", "invalid", "lost_on_restart", "pending", "no_lane",
 )
 
 _SCHEMA = f"""
@@ -315,7 +320,10 @@ class HistoryStore:
         conn.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
         conn.execute(f"PRAGMA journal_size_limit = {wal_pages * page_size}")
         with self._transaction():
-            _check_version(conn, self.path)
+            if _check_version(conn, self.path) == "1":
+                conn.execute("ALTER TABLE snapshots ADD COLUMN no_lane INTEGER")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                             (str(SCHEMA_VERSION),))
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -428,16 +436,16 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
     return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
 
 
-def _check_version(conn: sqlite3.Connection, path: str) -> bool:
-    """True when the file has the tables of SCHEMA_VERSION, False when it has none yet."""
+def _check_version(conn: sqlite3.Connection, path: str) -> str | None:
+    """The file's schema version (one of READABLE_VERSIONS), None when it has no tables yet."""
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
-        return False
+        return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None or row[0] != str(SCHEMA_VERSION):
+    if row is None or row[0] not in READABLE_VERSIONS:
         found = "no" if row is None else f"version {row[0]}"
         raise StateError(f"{path} has {found} history schema, not version {SCHEMA_VERSION}; "
                          "move it aside to start a new history")
-    return True
+    return str(row[0])
 
 
 def _query(conn: sqlite3.Connection, since_unix: float | None, operation: str | None,

@@ -25,6 +25,10 @@ gpu_idle          gpu          utilization < insight_gpu_idle_percent while     
                                requests queue (max_fill > 0.5 or a series' mean
                                queue_ms > 100)
 cardinality_cap   cardinality  an ``overflow_events`` counter grew since last time W
+segment_dir_full  directory    threads run without a lane (no room for one), or    C
+                               events were counted ``no_lane`` in the window
+outdated_workers  namespace    lanes of an earlier layout version were refused     W
+poor_cache        series       hit_rate < recommend_cache_hit_rate (>= 20 lookups) W
 ================  ===========  ==================================================  =========
 
 W / C: a warning, critical when the number is more than double its threshold (with the
@@ -56,6 +60,7 @@ from typing import Any
 from ai_analytics.client._layout import MAX_CAPACITY
 
 from .config import Config
+from .segment_dir import Space, mib, needed_bytes, sizing_advice
 
 # Fewer events than this in the window are too few to judge a model or a series by.
 MIN_EVENTS = 20
@@ -226,7 +231,7 @@ def queue_congestion(document: Document, cfg: Config, window: str) -> Iterator[R
         yield Reading(
             "queue_congestion", "lane", lane["name"],
             {"fill": fill, "capacity": capacity, "pid": lane["pid"]},
-            f"Lane {lane['name']} of process {lane['pid']} is {_pct(fill)} full "
+            f"Lane {lane['name']} of {lane['process']} is {_pct(fill)} full "
             f"({round(fill * capacity)} of {capacity} records not drained yet; threshold "
             f"{_pct(threshold)}).",
             (Check(fill, threshold),), critical_past_double=True,
@@ -330,7 +335,8 @@ def producer_died(document: Document, cfg: Config, window: str) -> Iterator[Read
         pending = int(lane["pending"])
         yield Reading(
             "producer_died", "lane", lane["name"], {"pending": pending, "pid": lane["pid"]},
-            f"Process {lane['pid']} has exited and left {pending} events in lane "
+            f"The process of lane {lane['name']} ({lane['process']}) has exited and left "
+            f"{pending} events in lane "
             f"{lane['name']}; the daemon drains them, then frees the lane.",
             (Check(pending, 0),), severity="info",
         )
@@ -379,8 +385,46 @@ def gpu_idle(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
         )
 
 
+def segment_dir_full(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+    """Threads that could not get a lane: the segment directory has no room for one."""
+    room = document["segment_dir"]
+    waiting = int(document["lanes_summary"]["without_ring"])
+    per_s = float(document["event_path"]["rates_per_s"]["no_lane"][window])
+    with_ring = sum(1 for lane in document["lanes"] if lane["ring"] and lane["state"] == "live")
+    one_lane = int(room["lane_bytes"])
+    wanted = with_ring + waiting
+    evidence = {"path": room["path"], "size_bytes": room["size_bytes"],
+                "free_bytes": room["free_bytes"], "lane_bytes": one_lane,
+                "lanes": with_ring, "threads_without_lane": waiting, "no_lane_per_s": per_s,
+                "needed_bytes": needed_bytes(wanted, one_lane)}
+    size = "of unknown size" if room["size_bytes"] is None else (
+        f"{mib(room['size_bytes'])}, {mib(room['free_bytes'])} free")
+    yield Reading(
+        "segment_dir_full", "directory", room["path"], evidence,
+        f"{waiting} worker threads have no lane because {room['path']} ({size}) has no room "
+        f"for one: {with_ring} lanes of {one_lane // 1024:,} KiB are there, and "
+        f"{wanted} lanes need {mib(wanted * one_lane)}; {per_s:g} events/s are dropped as "
+        f"no_lane over the last {_WINDOW_WORDS[window]}.",
+        (Check(waiting + per_s, 0),), severity="critical",
+    )
+
+
+def outdated_workers(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+    """Lanes written by workers that run an earlier release: refused, their events unread."""
+    outdated = int(document["lanes_summary"]["outdated"])
+    namespace = document["namespace"]
+    yield Reading(
+        "outdated_workers", "namespace", namespace, {"lanes": outdated},
+        f"{outdated} lanes of namespace {namespace} were written by workers that run an "
+        "earlier release of ai_analytics (another layout version): the daemon does not read "
+        "them; restart those workers so that they write the current layout.",
+        (Check(outdated, 0),),
+    )
+
+
 RULES: tuple[Rule, ...] = (queue_congestion, event_loss, model_errors, slow_model, poor_cache,
-                           drain_lag, producer_died, gpu_saturated, gpu_idle)
+                           drain_lag, producer_died, gpu_saturated, gpu_idle, segment_dir_full,
+                           outdated_workers)
 
 
 def _gpus(document: Document) -> Iterator[tuple[dict[str, Any], float]]:
@@ -518,7 +562,34 @@ def _check_storage(finding: Finding, document: Document) -> Recommendation:
     )
 
 
+def _make_room(finding: Finding, document: Document) -> Recommendation:
+    evidence, daemon = finding["evidence"], document["daemon"]
+    wanted = int(evidence["lanes"]) + int(evidence["threads_without_lane"])
+    path, size = evidence["path"], evidence["size_bytes"]
+    if size is None:
+        advice = (f"give {path} room for {wanted} lanes ({mib(evidence['needed_bytes'])} "
+                  "with headroom)")
+    else:
+        advice = sizing_advice(path, Space(size, int(evidence["free_bytes"])), wanted,
+                               int(daemon["max_queue_size"]), int(daemon["names_per_lane"]))
+    return _recommendation(
+        "segment_dir", finding["id"], finding["subject"],
+        f"Make room for every thread's lane: {advice}. Threads without a lane try again "
+        "every 5 s and keep their counts.",
+    )
+
+
+def _restart_workers(finding: Finding, document: Document) -> Recommendation:
+    return _recommendation(
+        "upgrade", finding["id"], finding["subject"],
+        "Restart the workers of this namespace after upgrading ai_analytics, so that they "
+        "load the client that matches the daemon; their old lanes are then reclaimed.",
+    )
+
+
 _FROM_FINDING: dict[str, Callable[[Finding, Document], Recommendation]] = {
+    "segment_dir_full": _make_room,
+    "outdated_workers": _restart_workers,
     "event_loss": _raise_queue_size,
     "queue_congestion": _drain_more_often,
     "drain_lag": _bigger_batches,

@@ -15,33 +15,15 @@ import stat
 import numpy as np
 
 from ai_analytics.client import _layout as L
+from ai_analytics.client._segments import fd_lock_held
 
+from .lane_header import BadSegment, LaneHeader, NotReady, parse_header
 from .records import RECORD_DTYPE, name_slots
 
 _RAW_RECORD = np.dtype((np.void, L.RECORD_SIZE))
 _U64_MASK = (1 << 64) - 1
 
-
-class NotReady(Exception):
-    """The segment is still being created (no magic yet): look again later."""
-
-
-class BadSegment(Exception):
-    """The segment is not a lane we can use; the message says why."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LaneIdentity:
-    """What the producer wrote at creation: enough to tell one lane from its successors."""
-
-    name: str
-    pid: int
-    pid_start_ticks: int
-    created_ns: int
-    thread_id: int
-    capacity: int
-    names_capacity: int
-    overwrite: bool
+__all__ = ["BadSegment", "Drained", "LaneReader", "NotReady"]
 
 
 @dataclasses.dataclass
@@ -54,20 +36,25 @@ class Drained:
 
 
 class LaneReader:
-    """A mapped, validated lane segment."""
+    """A mapped, validated lane segment, and a descriptor of our own on it: probing the
+    producer's lock through it never counts as holding it."""
 
-    def __init__(self, path: str, trusted_uids: frozenset[int]) -> None:
+    def __init__(self, path: str, prefix: str, trusted_uids: frozenset[int]) -> None:
         self.path = path
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
             _check_file(info, trusted_uids)
             head = os.pread(fd, L.HEADER_SIZE, 0)
-            self.identity = _parse_header(os.path.basename(path), head, info.st_size)
+            self.identity: LaneHeader = parse_header(os.path.basename(path), prefix, head,
+                                                     info.st_size)
             self.inode = (info.st_dev, info.st_ino)
+            self.uid = info.st_uid
             self.mm = mmap.mmap(fd, info.st_size, flags=mmap.MAP_SHARED)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        self.fd = fd
         ident = self.identity
         self.q = memoryview(self.mm).cast("B").cast("Q")
         # Records as opaque 64-byte items: copying those is one memcpy, where copying the
@@ -83,9 +70,15 @@ class LaneReader:
         self.names_ok[0] = self.names_ok[ident.names_capacity + 1] = True
         self.global_ids = np.zeros(ident.names_capacity + 3, dtype=np.int64)
 
+    def producer_holds_lock(self) -> bool:
+        """Whether the producer's lock on the lane is still held: the kernel drops it when
+        the last descriptor of the producer's goes (thread retired, process dead)."""
+        return fd_lock_held(self.fd)
+
     # -- shared counters -------------------------------------------------------------------
     def head(self) -> int:
-        return int(self.q[L.Q_HEAD])
+        """Records published; a no-ring lane publishes none, whatever its header says."""
+        return int(self.q[L.Q_HEAD]) if self.identity.has_ring else 0
 
     def dropped(self) -> int:
         return int(self.q[L.Q_DROPPED])
@@ -180,6 +173,9 @@ class LaneReader:
         self.ring = None  # type: ignore[assignment]
         self.q.release()
         self.mm.close()
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def still_linked(self) -> bool:
         """True while our segment is still the file at its path (not replaced or unlinked)."""
@@ -204,32 +200,3 @@ def _check_file(info: os.stat_result, trusted_uids: frozenset[int]) -> None:
         raise BadSegment(f"world-writable (mode {stat.S_IMODE(info.st_mode):o})")
     if info.st_size < L.HEADER_SIZE:
         raise NotReady(f"only {info.st_size} bytes so far")
-
-
-def _parse_header(name: str, raw: bytes, size: int) -> LaneIdentity:
-    if len(raw) < L.HEADER_SIZE:
-        raise NotReady("header not written yet")
-    magic = int.from_bytes(raw[L.OFF_MAGIC : L.OFF_MAGIC + 8], "little")
-    if magic == 0:
-        raise NotReady("no magic yet")
-    if magic != L.LANE_MAGIC:
-        raise BadSegment(f"bad magic {raw[:8]!r}")
-    (version, header_size, record_size, capacity, names_capacity, entry_size, pid, flags,
-     pid_start, created_ns, thread_id) = L.HEADER_FIXED.unpack_from(raw, L.OFF_VERSION)
-    if version != L.VERSION:
-        raise BadSegment(f"layout version {version}, this daemon reads {L.VERSION}")
-    if (header_size, record_size, entry_size) != (L.HEADER_SIZE, L.RECORD_SIZE, L.NAME_ENTRY_SIZE):
-        raise BadSegment(f"sizes {header_size}/{record_size}/{entry_size} do not match the layout")
-    if not L.MIN_CAPACITY <= capacity <= L.MAX_CAPACITY:
-        raise BadSegment(f"capacity {capacity} out of range")
-    if not 1 <= names_capacity <= L.MAX_NAMES_CAPACITY:
-        raise BadSegment(f"name table size {names_capacity} out of range")
-    expected = L.lane_size(capacity, names_capacity)
-    if size != expected:
-        raise BadSegment(f"{size} bytes, expected {expected} for its geometry")
-    if pid <= 0:
-        raise BadSegment(f"bad pid {pid}")
-    return LaneIdentity(
-        name, pid, pid_start, created_ns, thread_id, capacity, names_capacity,
-        bool(flags & L.FLAG_OVERWRITE),
-    )

@@ -2,24 +2,33 @@
 
 Every record a producer publishes ends in exactly one per-lane counter: ``received``,
 ``invalid``, ``overwritten`` or ``lost_on_restart`` (drained by a daemon that died before
-saving it); events refused at a full lane are the producer's ``dropped``. A lane whose
-producer is gone (thread ended, or process dead: pid and start time checked) is drained to
-the end, folded into the namespace totals, and unlinked only after a state file that
-records the fold has been written, so a crash at any point neither loses nor double-counts it.
+saving it); events refused at a full lane are the producer's ``dropped``, and those refused
+by a thread that could not get a whole lane (the ``dropped`` of its no-ring lane) are
+``no_lane``.
+
+A lane's producer is alive while it holds its lock on the lane file (``flock``: the kernel
+drops it when the thread retires the lane or the process dies, whatever PID namespace either
+side is in; ``LaneHeader.producer_alive`` has the details). A lane whose producer is gone
+is drained to the end, folded into the namespace totals, and unlinked only after a state
+file that records the fold has been written, so a crash at any point neither loses nor
+double-counts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from ai_analytics.client._proc import is_alive
-from ai_analytics.client._segments import SHM_DIR, lane_prefix
+from ai_analytics.client._segments import lane_prefix, parse_lane_name, pid_namespace
 
-from .lane_reader import BadSegment, LaneReader, NotReady
+from .lane_header import BadSegment, NotReady, Outdated, process_text
+from .lane_reader import LaneReader
+from .proc_locks import flock_holders
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -39,6 +48,7 @@ class Outcomes:
     invalid: int = 0
     lost_on_restart: int = 0
     pending: int = 0
+    no_lane: int = 0
 
     def add(self, other: Outcomes) -> None:
         for field in dataclasses.fields(self):
@@ -48,7 +58,7 @@ class Outcomes:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Outcomes:
+    def from_dict(cls, data: Mapping[str, object]) -> Outcomes:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: int(v) for k, v in data.items() if k in names})  # type: ignore[call-overload]
 
@@ -63,14 +73,33 @@ class SavedLane:
     invalid: int = 0
     received: int = 0
     lost_on_restart: int = 0
+    no_lane: int = 0
+    uid: int = 0
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, object]) -> SavedLane:
+        """From a state file's row; fields an earlier release did not write are 0."""
+        return cls(**{f.name: int(row.get(f.name, 0)) for f in dataclasses.fields(cls)})  # type: ignore[call-overload]
+
+    def outcomes(self) -> Outcomes:
+        return Outcomes(received=self.received, dropped=self.dropped,
+                        overwritten=self.overwritten, invalid=self.invalid,
+                        lost_on_restart=self.lost_on_restart, no_lane=self.no_lane)
 
 
 class TrackedLane:
     """A lane being drained, with the daemon's counters for it."""
 
-    def __init__(self, reader: LaneReader, saved: SavedLane) -> None:
+    def __init__(self, reader: LaneReader, saved: SavedLane, visible_pid: int | None,
+                 same_pid_namespace: bool) -> None:
         self.reader = reader
         self.ident = reader.identity
+        self.uid = reader.uid
+        # The producer's pid as this daemon sees it (None: not visible from here), and
+        # whether the header's pid and start time can be checked in /proc here.
+        self.visible_pid = visible_pid
+        self.same_pid_namespace = same_pid_namespace
+        self.lock_noted = False
         self.state = "live"  # live → retired | dead → (drained) finished
         self.received = saved.received
         # Shared memory holds the truth for these two (the daemon writes them after the tail).
@@ -86,19 +115,33 @@ class TrackedLane:
         self.models_seen: set[int] = set()  # name ids of the models it emitted for
 
     def outcomes(self) -> Outcomes:
+        dropped = self.reader.dropped()
+        ring = self.ident.has_ring
         return Outcomes(
-            received=self.received, dropped=self.reader.dropped(), overwritten=self.overwritten,
-            invalid=self.invalid, lost_on_restart=self.lost_on_restart,
-            pending=self.reader.pending(),
+            received=self.received, dropped=dropped if ring else 0,
+            overwritten=self.overwritten, invalid=self.invalid,
+            lost_on_restart=self.lost_on_restart, pending=self.reader.pending(),
+            no_lane=0 if ring else dropped,
         )
+
+    def producer_alive(self) -> tuple[bool, str | None]:
+        """Whether the producer lives (``LaneHeader.producer_alive``)."""
+        return self.ident.producer_alive(self.reader.producer_holds_lock(),
+                                         self.same_pid_namespace)
+
+    def process(self) -> str:
+        return process_text(self.visible_pid, self.ident.pid, self.ident.pid_namespace,
+                            self.same_pid_namespace)
 
     def saved(self) -> dict[str, object]:
         """What a state file keeps of this lane."""
+        out = self.outcomes()
         return {
             "name": self.ident.name, "created_ns": self.ident.created_ns,
-            "tail": self.reader.tail, "dropped": self.reader.dropped(),
+            "tail": self.reader.tail, "dropped": out.dropped, "no_lane": out.no_lane,
             "overwritten": self.overwritten, "invalid": self.invalid,
             "received": self.received, "lost_on_restart": self.lost_on_restart,
+            "uid": self.uid,
         }
 
     def status(self) -> dict[str, object]:
@@ -106,9 +149,13 @@ class TrackedLane:
         cap = self.ident.capacity
         unread = max(0, head - self.reader.tail)
         return {
-            "name": self.ident.name, "pid": self.ident.pid, "thread_id": self.ident.thread_id,
-            "state": self.state, "capacity": cap, "on_full": "overwrite" if self.ident.overwrite
-            else "drop", "fill": round(min(unread, cap) / cap, 4), "head": head,
+            "name": self.ident.name, "process": self.process(), "pid": self.visible_pid,
+            "worker_pid": self.ident.pid,
+            "pid_namespace": self.ident.pid_namespace,
+            "same_pid_namespace": self.same_pid_namespace, "uid": self.uid,
+            "thread_id": self.ident.thread_id, "state": self.state, "ring": cap > 0,
+            "capacity": cap, "on_full": "overwrite" if self.ident.overwrite else "drop",
+            "fill": round(min(unread, cap) / cap, 4) if cap else 0.0, "head": head,
             "tail": self.reader.tail, **self.outcomes().as_dict(),
         }
 
@@ -117,11 +164,14 @@ class LaneSet:
     """All lanes of a namespace that this daemon drains."""
 
     def __init__(
-        self, namespace: str, trusted_uids: frozenset[int], max_lanes: int,
+        self, namespace: str, directory: str, trusted_uids: frozenset[int], max_lanes: int,
         saved_lanes: dict[tuple[str, int], SavedLane],
         folded_unlinked: set[tuple[str, int]], folded: Outcomes, folded_count: int,
+        folded_by_uid: dict[int, Outcomes] | None = None,
     ) -> None:
         self.prefix = lane_prefix(namespace)
+        self.directory = directory
+        self.pid_namespace = pid_namespace()
         self.trusted_uids = trusted_uids
         self.max_lanes = max_lanes
         self.lanes: dict[str, TrackedLane] = {}
@@ -130,13 +180,21 @@ class LaneSet:
         self.folded_keys = set(folded_unlinked)
         self.folded = folded
         self.folded_count = folded_count
+        # The same folded totals by the uid that owned each lane: a lane can lie about its
+        # own events only, and this shows whose events are whose (docs/security.md).
+        self.folded_by_uid = dict(folded_by_uid or {})
         self.finished: list[TrackedLane] = []
         self.rejected: dict[str, tuple[int, int]] = {}
+        # Lanes of an earlier layout version, refused: name -> (pid, start ticks) of their
+        # producer, which held no lock, so only a pid in our namespace tells when it is gone.
+        self.outdated: dict[str, tuple[int, int]] = {}
+        self._outdated_unremovable: set[int] = set()  # pids whose lanes we may not remove
         # Folded (counted) lanes we could not unlink (e.g. no right to in a sticky /dev/shm):
         # name -> (inode, key). Never attached again, listed in every state file.
         self.retained: dict[str, tuple[int, tuple[str, int]]] = {}
         self.unready_since: dict[str, float] = {}
         self.waiting = 0
+        self._holders: dict[tuple[int, int], int] | None = None
         self._cap_logged = False
         self._first_scan = True
 
@@ -154,27 +212,53 @@ class LaneSet:
     def scan(self) -> None:
         """Attach new segments, notice producers that are gone."""
         try:
-            names = [n for n in os.listdir(SHM_DIR) if n.startswith(self.prefix)]
+            names = [n for n in os.listdir(self.directory) if n.startswith(self.prefix)]
         except OSError as exc:
-            log.error("cannot list %s: %s", SHM_DIR, exc)
+            log.error("cannot list %s: %s", self.directory, exc)
             names = []
         self.waiting = 0
+        self._holders = None
         finished = {lane.ident.name for lane in self.finished}  # folded, awaiting unlink
         for name in names:
             if name not in self.lanes and name not in finished:
                 self._consider(name)
         for lane in self.lanes.values():
-            if lane.state == "live":
-                if lane.reader.retired():
-                    lane.state = "retired"
-                elif not is_alive(lane.ident.pid, lane.ident.pid_start_ticks):
-                    lane.state = "dead"
+            if lane.state != "live":
+                continue
+            if lane.reader.retired():
+                lane.state = "retired"
+                continue
+            alive, note = lane.producer_alive()
+            if note and not lane.lock_noted:
+                lane.lock_noted = True
+                log.warning("lane %s: %s", lane.ident.name, note)
+            if not alive:
+                lane.state = "dead"
+        self._forget_outdated()
         if self._first_scan:
             self._first_scan = False
             self._fold_vanished()
 
+    def _forget_outdated(self) -> None:
+        """Remove outdated lanes whose producer is gone (its events were never read: they
+        were refused, and logged, when found); forget those removed by others."""
+        for name, (pid, start_ticks) in list(self.outdated.items()):
+            path = os.path.join(self.directory, name)
+            if not os.path.lexists(path):
+                del self.outdated[name]
+            elif not is_alive(pid, start_ticks):
+                try:
+                    os.unlink(path)
+                except OSError as exc:  # it stays counted; tried again at each scan
+                    if pid not in self._outdated_unremovable:
+                        self._outdated_unremovable.add(pid)
+                        log.warning("cannot remove the outdated lane %s: %s", name, exc)
+                    continue
+                del self.outdated[name]
+                log.info("removed outdated lane %s: pid %d, which wrote it, is gone", name, pid)
+
     def _consider(self, name: str) -> None:
-        path = os.path.join(SHM_DIR, name)
+        path = os.path.join(self.directory, name)
         try:
             info = os.stat(path, follow_symlinks=False)
         except OSError:
@@ -192,24 +276,13 @@ class LaneSet:
                             self.max_lanes)
             return
         try:
-            _check_name(name, self.prefix)
-            pid_text = name[len(self.prefix) :].split(".")[0]
-            # Asked before the segment is read: a creator gone by then can no longer finish
-            # it, so "half-made" is final. Asked after, the creator might have finished the
-            # lane, emitted into it and died in between, and a whole lane would be removed.
-            creator_alive = is_alive(int(pid_text), 0)
-            reader = LaneReader(path, self.trusted_uids)
-            if str(reader.identity.pid) != pid_text:
-                reader.close()
-                raise BadSegment("pid in the header does not match the name")
+            reader = LaneReader(path, self.prefix, self.trusted_uids)
         except NotReady as exc:
-            if not creator_alive:
-                self._remove_half_made(name, info)
-                return
-            first = self.unready_since.setdefault(name, time.monotonic())
-            if time.monotonic() - first < CREATION_GRACE_SECONDS:
-                return
-            self._reject(name, info, f"still incomplete after {CREATION_GRACE_SECONDS:g} s ({exc})")
+            self._half_made(name, path, info, str(exc))
+            return
+        except Outdated as exc:
+            self.outdated[name] = (exc.pid, exc.pid_start_ticks)
+            self._reject(name, info, str(exc))
             return
         except BadSegment as exc:
             self._reject(name, info, str(exc))
@@ -223,25 +296,36 @@ class LaneSet:
             self.folded_keys.discard(key)
             self._unlink_or_retain(reader, key)
             return
-        lane = TrackedLane(reader, self.saved.pop(key, SavedLane()))
+        ident = reader.identity
+        same = ident.in_pid_namespace(self.pid_namespace)
+        lane = TrackedLane(reader, self.saved.pop(key, SavedLane()),
+                           ident.pid if same else self._holder(reader.inode), same)
         self.lanes[name] = lane
-        log.info("attached lane %s (pid %d, capacity %d)", name, lane.ident.pid,
-                 lane.ident.capacity)
+        shape = (f"capacity {ident.capacity}" if ident.has_ring
+                 else "no ring: its thread could not get a whole lane")
+        log.info("attached lane %s (%s, uid %d, %s)", name, lane.process(), reader.uid, shape)
 
-    def _remove_half_made(self, name: str, info: os.stat_result) -> None:
-        """Its producer died while creating it (killed before the magic): nobody will finish
-        it, and no event was ever published in it (emit writes only to a whole lane)."""
-        self.unready_since.pop(name, None)
-        path = os.path.join(SHM_DIR, name)
-        try:
-            if os.stat(path, follow_symlinks=False).st_ino == info.st_ino:
-                os.unlink(path)
-        except FileNotFoundError:
+    def _holder(self, inode: tuple[int, int]) -> int | None:
+        """The pid, in our PID namespace, of the process holding a lane's lock (/proc/locks,
+        read at most once per scan); None where that process is not visible from here."""
+        if self._holders is None:
+            self._holders = flock_holders()
+        return self._holders.get(inode)
+
+    def _half_made(self, name: str, path: str, info: os.stat_result, reason: str) -> None:
+        """A segment without magic: being made (its creator holds its lock, or is about to
+        take it: a creator is looked at only after SETTLE_SECONDS), or abandoned by a creator
+        that died before finishing it."""
+        now = time.monotonic()
+        first = self.unready_since.setdefault(name, now)
+        if (now - first >= SETTLE_SECONDS and parse_lane_name(name, self.prefix) is not None
+                and _remove_if_abandoned(path)):
+            self.unready_since.pop(name, None)
+            log.info("removed segment %s: its process died before the lane was complete", name)
             return
-        except OSError as exc:
-            self._reject(name, info, f"half-made by a dead process, cannot remove it: {exc}")
-            return
-        log.info("removed segment %s: its process died before the lane was complete", name)
+        if now - first >= CREATION_GRACE_SECONDS:
+            self._reject(name, info, f"still incomplete after {CREATION_GRACE_SECONDS:g} s "
+                                     f"({reason})")
 
     def _reject(self, name: str, info: os.stat_result, reason: str) -> None:
         self.unready_since.pop(name, None)
@@ -252,14 +336,15 @@ class LaneSet:
         """Lanes the last state file knew that are gone from shared memory."""
         for (name, _created), saved in self.saved.items():
             log.warning("lane %s from the last state is gone from %s; keeping its counts",
-                        name, SHM_DIR)
-            self.folded.add(Outcomes(received=saved.received, dropped=saved.dropped,
-                                     overwritten=saved.overwritten,
-                                     invalid=saved.invalid,
-                                     lost_on_restart=saved.lost_on_restart))
-            self.folded_count += 1
+                        name, self.directory)
+            self._fold(saved.uid, saved.outcomes())
         self.saved.clear()
         self.folded_keys.clear()
+
+    def _fold(self, uid: int, outcome: Outcomes) -> None:
+        self.folded.add(outcome)
+        self.folded_by_uid.setdefault(uid, Outcomes()).add(outcome)
+        self.folded_count += 1
 
     # -- reclaim ---------------------------------------------------------------------------
     def finish_drained(self) -> list[TrackedLane]:
@@ -269,13 +354,13 @@ class LaneSet:
         for name, lane in list(self.lanes.items()):
             if lane.state != "live" and lane.reader.pending() == 0:
                 outcome = lane.outcomes()
-                self.folded.add(outcome)
-                self.folded_count += 1
+                self._fold(lane.uid, outcome)
                 self.finished.append(lane)
                 folded.append(lane)
                 del self.lanes[name]
-                log.info("reclaimed lane %s (%s): received %d, dropped %d", name, lane.state,
-                         outcome.received, outcome.dropped)
+                log.info("reclaimed lane %s (%s): received %d, dropped %d%s", name, lane.state,
+                         outcome.received, outcome.dropped,
+                         f", no_lane {outcome.no_lane}" if outcome.no_lane else "")
         return folded
 
     def unlink_finished(self) -> None:
@@ -307,17 +392,49 @@ class LaneSet:
             total.add(lane.outcomes())
         return total
 
+    def totals_by_uid(self) -> dict[int, Outcomes]:
+        """``totals`` split by the uid that owns each lane."""
+        by_uid = {uid: Outcomes(**outcome.as_dict()) for uid, outcome in
+                  self.folded_by_uid.items()}
+        for lane in self.lanes.values():
+            by_uid.setdefault(lane.uid, Outcomes()).add(lane.outcomes())
+        return dict(sorted(by_uid.items()))
+
     def saved_state(self) -> dict[str, object]:
         return {
             "lanes": [lane.saved() for lane in self.lanes.values()],
             "folded": self.folded.as_dict(),
+            "folded_by_uid": {str(uid): outcome.as_dict()
+                              for uid, outcome in sorted(self.folded_by_uid.items())},
             "folded_count": self.folded_count,
             "folded_unlinked": [[lane.ident.name, lane.ident.created_ns] for lane in self.finished]
             + [list(key) for _inode, key in self.retained.values()],
         }
 
 
-def _check_name(name: str, prefix: str) -> None:
-    rest = name[len(prefix) :].split(".")
-    if len(rest) != 2 or not all(part.isascii() and part.isdigit() for part in rest):
-        raise BadSegment("name does not match <namespace>.lane.<pid>.<serial>")
+def _remove_if_abandoned(path: str) -> bool:
+    """Remove a half-made segment whose creator is gone, only while holding its lock
+    ourselves: a creator that has opened but not yet locked it then fails to lock it and
+    takes another name, and one that locked it first keeps it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: its creator is at work
+        os.close(fd)
+        return False
+    try:
+        if any(os.pread(fd, 8, 0)):
+            return False  # finished after all: attached at the next look
+        opened, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            return False
+        os.unlink(path)
+        return True
+    except OSError as exc:
+        log.warning("cannot remove the abandoned segment %s: %s", path, exc)
+        return False
+    finally:
+        os.close(fd)  # and with it our lock

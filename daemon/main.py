@@ -54,6 +54,9 @@ def main(config_path: str | None) -> None:
     keep_temporaries_on_heap()
     try:
         daemon = Daemon(config)
+    except ConfigError as exc:  # a segment_dir it cannot use
+        click.echo(f"ai-analyticsd: {config_path or 'config'}: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     except StateError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(EXIT_FAILURE)

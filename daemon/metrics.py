@@ -68,7 +68,7 @@ _HELP = {
 MIB = 1024 * 1024
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 SEVERITIES = ("info", "warning", "critical")
-EVENT_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart")
+EVENT_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart", "no_lane")
 LANE_STATES = ("live", "retired", "dead", "waiting")
 
 BucketCounts = tuple[str, str, list[int], int, float]
@@ -247,6 +247,14 @@ def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     for outcome in EVENT_OUTCOMES:
         _add(family, [outcome], events.get(outcome))
     yield family
+    by_uid = CounterMetricFamily(
+        f"{PREFIX}events_by_uid", "The same, by the uid that owns each lane: a lane can only "
+        "misreport its own events, and this shows whose events are whose.",
+        labels=["uid", "outcome"])
+    for uid, counts in _dict(doc.get("events_by_uid")).items():
+        for outcome in EVENT_OUTCOMES:
+            _add(by_uid, [str(uid), outcome], _dict(counts).get(outcome))
+    yield by_uid
     yield _gauge("events_pending", "Events published by producers and not drained yet.",
                  events.get("pending"))
     path = _dict(doc.get("event_path"))
@@ -265,6 +273,16 @@ def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     for state in LANE_STATES:
         _add(lanes, [state], summary.get(state))
     yield lanes
+    yield _gauge("threads_without_lane", "Producer threads that found no room for a lane in "
+                 "the segment directory: their events count as no_lane.",
+                 summary.get("without_ring"))
+    yield _gauge("lanes_outdated", "Lanes of an earlier layout version (workers that run an "
+                 "earlier release), refused.", summary.get("outdated"))
+    room = _dict(doc.get("segment_dir"))
+    yield _gauge("segment_dir_size_bytes", "Size of the file system of the segment directory.",
+                 room.get("size_bytes"))
+    yield _gauge("segment_dir_free_bytes", "Free space there.", room.get("free_bytes"))
+    yield _gauge("lane_size_bytes", "Room one new lane takes there.", room.get("lane_bytes"))
 
 
 def _cache_families(doc: Mapping[str, Any]) -> Iterator[Metric]:

@@ -1,5 +1,9 @@
 """Per-model view: inference time and error rate across operations, and the memory of the
-worker processes that serve each model (RSS, and GPU memory where a GPU reports it)."""
+worker processes that serve each model (RSS, and GPU memory where a GPU reports it).
+
+A worker in a PID namespace the daemon cannot see (a container of its own, when the daemon
+runs in another) has no pid here: it is counted in ``processes_not_visible``, and its memory
+is not attributed, rather than shown as zero."""
 
 from __future__ import annotations
 
@@ -28,9 +32,14 @@ def model_summary(
             if count:
                 into["latency_sum"] += stats["latency_ms"]["mean"] * count
     pids_by_name: dict[int, set[int]] = {}
+    hidden_by_name: dict[int, set[tuple[int, int]]] = {}
     for lane in lanes:
         for name in lane.models_seen:
-            pids_by_name.setdefault(name, set()).add(lane.ident.pid)
+            if lane.visible_pid is not None:
+                pids_by_name.setdefault(name, set()).add(lane.visible_pid)
+            else:
+                hidden_by_name.setdefault(name, set()).add(
+                    (lane.ident.pid_namespace, lane.ident.pid))
     summary = []
     for model, per_window in totals.items():
         name_id = registry.names.get(model)
@@ -41,6 +50,8 @@ def model_summary(
             "model": model,
             "windows": {window: _model_stats(t) for window, t in per_window.items()},
             "processes": processes,
+            "processes_not_visible": len(hidden_by_name.get(name_id, ()))
+            if name_id is not None else 0,
             "rss_bytes": sum(p["rss_bytes"] or 0 for p in processes)
             if any(p["rss_bytes"] is not None for p in processes) else None,
             "gpu_memory_mb": sum(p["gpu_memory_mb"] or 0 for p in processes)

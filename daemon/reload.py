@@ -15,6 +15,7 @@ from .config import Config
 
 NEEDS_RESTART: dict[str, str] = {
     "namespace": "the namespace lock, the lanes and the control segment belong to it",
+    "segment_dir": "the namespace lock, the lanes and the control segment are there",
     "state_dir": "the state file and the history database are open there",
     "max_operations": "the statistics' tables are sized at start",
     "max_models": "the statistics' tables are sized at start",

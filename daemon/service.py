@@ -15,12 +15,13 @@ import os
 import time
 from collections.abc import Callable
 
-from ai_analytics.client._segments import SHM_DIR
+from ai_analytics.client import _layout
+from ai_analytics.client._segments import lock_name
 
 from .breaker import HISTORY_BACKLOG_ROWS, HISTORY_BACKLOG_SNAPSHOTS, Backlog, GuardedSink, Outcome
 from .caches import CacheStates
 from .config import Config, log_level_number
-from .control import publish_control, withdraw_control
+from .control import publish_control, remove_foreign, withdraw_control
 from .drain import Drainer
 from .errors import AnalyticsError, ConfigError, StateError
 from .history import HistoryStore
@@ -31,6 +32,7 @@ from .metrics import MetricsEndpoint
 from .rates import CounterRates
 from .reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
 from .resources import ResourceSampler
+from .segment_dir import check_usable, start_warning
 from .shm_watch import ShmWatch
 from .snapshot import build_document
 from .state import read_state, remove_unfinished_writes, write_state
@@ -56,12 +58,13 @@ class AlreadyRunning(AnalyticsError):
     """Another daemon holds the namespace."""
 
 
-OUTCOME_RATES = ("received", "dropped", "overwritten", "invalid")
+OUTCOME_RATES = ("received", "dropped", "overwritten", "invalid", "no_lane")
 RETENTION_INTERVAL_SECONDS = 60.0
 
 
 class Daemon:
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+        check_usable(config.segment_dir)
         self.config = config
         self.clock = clock
         self.stop_requested = StopRequest()
@@ -93,6 +96,7 @@ class Daemon:
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
         trusted = frozenset({os.getuid(), 0, *self.config.trusted_uids})
         saved: dict[tuple[str, int], SavedLane] = {}
+        folded_by_uid: dict[int, Outcomes] = {}
         folded = Outcomes()
         folded_count = 0
         folded_unlinked: set[tuple[str, int]] = set()
@@ -108,9 +112,10 @@ class Daemon:
                 restore = document["restore"]
                 for row in restore["lanes"]:
                     key = (str(row["name"]), int(row["created_ns"]))
-                    fields = SavedLane.__dataclass_fields__
-                    saved[key] = SavedLane(**{k: int(row[k]) for k in fields})
+                    saved[key] = SavedLane.from_dict(row)
                 folded = Outcomes.from_dict(restore["folded"])
+                folded_by_uid = {int(uid): Outcomes.from_dict(outcome) for uid, outcome
+                                 in restore.get("folded_by_uid", {}).items()}
                 folded_count = int(restore["folded_count"])
                 folded_unlinked = {(str(n), int(c)) for n, c in restore["folded_unlinked"]}
                 self.stats.load_all_time(document["operations"])
@@ -122,21 +127,28 @@ class Daemon:
                                  ) from None
             log.info("resuming from the last state: %s", document.get("events"))
         return LaneSet(
-            self.config.namespace, trusted, self.config.max_lanes, saved, folded_unlinked,
-            folded, folded_count,
+            self.config.namespace, self.config.segment_dir, trusted, self.config.max_lanes,
+            saved, folded_unlinked, folded, folded_count, folded_by_uid,
         )
 
     def _take_namespace(self) -> None:
-        """One daemon per namespace: a second would break the single-consumer rule."""
-        path = os.path.join(SHM_DIR, f"{self.config.namespace}.daemon.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """One daemon per namespace: a second would break the single-consumer rule. The lock
+        file must be this daemon's uid's or root's: one made first by another user (to keep
+        the daemon out, or to let it in under a lock it controls) is removed, or refused."""
+        path = os.path.join(self.config.segment_dir, lock_name(self.config.namespace))
+        try:
+            remove_foreign(path, "namespace lock")
+        except OSError as exc:
+            raise AlreadyRunning(f"cannot take namespace {self.config.namespace!r}: "
+                                 f"{exc.strerror}") from None
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             os.close(fd)
             raise AlreadyRunning(
-                f"another ai-analyticsd (pid {holder}) drains namespace "
+                f"another ai-analyticsd (pid {holder} in its PID namespace) drains namespace "
                 f"{self.config.namespace!r}"
             ) from None
         os.ftruncate(fd, 0)
@@ -180,15 +192,18 @@ class Daemon:
                 self._lock_fd = -1
                 self.history.close()
                 raise
-        publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
-                        cfg.on_full == "overwrite")
+        self._publish_control()
+        if warning := start_warning(cfg.segment_dir, cfg.expected_lanes, cfg.max_queue_size,
+                                    cfg.names_per_lane):
+            log.warning("%s", warning)
         self.resources.start()
         log.info("ai-analyticsd %s draining namespace %r (state in %s)", package_version(),
                  cfg.namespace, cfg.state_dir)
         next_scan = next_save = 0.0
         beat = watchdog_seconds / 2 if watchdog_seconds else math.inf
         next_beat = 0.0 if watchdog_seconds else math.inf
-        shm = ShmWatch(SHM_DIR, self.lanes.prefix)  # a lane made during the first scan is seen
+        # Watching before the first scan: a lane made during that scan is seen.
+        shm = ShmWatch(cfg.segment_dir, self.lanes.prefix)
         try:
             self._scan()
             next_scan = time.monotonic() + cfg.discovery_interval_seconds
@@ -272,8 +287,7 @@ class Daemon:
         if "log_level" in changed:
             logging.getLogger().setLevel(log_level_number(cfg))
         if changed & set(NEW_LANES_ONLY) and self._lock_fd >= 0:  # run() published it
-            publish_control(cfg.namespace, cfg.max_queue_size, cfg.names_per_lane,
-                            cfg.on_full == "overwrite")
+            self._publish_control()
             log.info("reload: new lanes get %s; lanes that exist keep theirs",
                      ", ".join(f"{k}={getattr(cfg, k)!r}" for k in NEW_LANES_ONLY))
         log.info("config reloaded: %s", ", ".join(
@@ -294,10 +308,24 @@ class Daemon:
         finally:
             self._notify("READY=1")
 
+    def _publish_control(self) -> None:
+        """Tell producers the shape of new lanes; where that fails, they use the defaults
+        (the daemon drains their lanes whatever their shape)."""
+        cfg = self.config
+        try:
+            publish_control(cfg.segment_dir, cfg.namespace, cfg.max_queue_size,
+                            cfg.names_per_lane, cfg.on_full == "overwrite")
+        except OSError as exc:
+            log.error("cannot publish the control segment: %s; new lanes get the defaults "
+                      "(max_queue_size %d, names_per_lane %d, on_full drop)",
+                      exc.strerror or exc, _layout.DEFAULT_CAPACITY,
+                      _layout.DEFAULT_NAMES_CAPACITY)
+
     def _scan(self) -> None:
         self.lanes.scan()
         self.resources.set_worker_pids(
-            {lane.ident.pid for lane in self.lanes if lane.state == "live"})
+            {lane.visible_pid for lane in self.lanes
+             if lane.state == "live" and lane.visible_pid is not None})
 
     def _status_line(self) -> str:
         """systemd's STATUS= (shown by ``systemctl status``): the counts so far."""
@@ -326,7 +354,7 @@ class Daemon:
             self.save(running=False)
         finally:
             totals = self.lanes.totals().as_dict()
-            withdraw_control(self.config.namespace)
+            withdraw_control(self.config.segment_dir, self.config.namespace)
             if self.sinks["history"].bounded.running_seconds() is None:
                 self.history.close()  # else a stuck write holds it: closing would wait for it
             self.lanes.close()

@@ -3,10 +3,10 @@
 What ``ai-analytics lanes`` prints, and what ``ai-analytics status`` shows when no daemon
 runs: every lane segment's header (docs/ring-format.md), the control segment and who holds
 the namespace lock. Segments are read with ``os.pread`` on a read-only descriptor: never
-mapped, never written, never unlinked, so looking cannot disturb a producer or the daemon.
-Nothing read is trusted: a header is checked like ``lane_reader`` checks it (magic, version,
-sizes, geometry, total size, pid against the name), and a segment that fails is listed as
-unreadable with the reason instead of raising. Stdlib only.
+mapped, never written, never unlinked, so looking cannot disturb a producer or the daemon
+(whether a producer lives is asked with a shared-lock probe, released at once). Nothing read
+is trusted: a header goes through the daemon's own parser (``lane_header``), and a segment
+that fails is listed as unreadable with the reason instead of raising. Stdlib only.
 """
 
 from __future__ import annotations
@@ -17,9 +17,19 @@ import stat
 import struct
 
 from ai_analytics.client import _layout as L
-from ai_analytics.client._proc import is_alive
-from ai_analytics.client._segments import SHM_DIR, control_name, lane_prefix, lock_held
+from ai_analytics.client._segments import (
+    DEFAULT_SEGMENT_DIR,
+    control_name,
+    fd_lock_held,
+    lane_prefix,
+    lock_held,
+    lock_name,
+    parse_lane_name,
+    pid_namespace,
+)
 
+from .lane_header import BadSegment, NotReady, parse_header
+from .proc_locks import flock_holder, flock_holders
 from .tables import iso_utc
 
 _COUNTERS = struct.Struct("<QQQQ")  # head, dropped, names_count, retired (offset 64)
@@ -32,9 +42,14 @@ class LaneView:
     """One lane's header as read now; counts are the raw shared counters."""
 
     name: str
-    pid: int
-    pid_alive: bool
+    pid: int | None  # the producer's pid in the reader's PID namespace; None: not visible
+    worker_pid: int  # the producer's pid in its own PID namespace
+    pid_namespace: int
+    same_pid_namespace: bool
+    alive: bool
+    uid: int
     thread_id: int
+    ring: bool
     capacity: int
     on_full: str
     head: int
@@ -57,7 +72,7 @@ class LaneView:
 
     @property
     def fill(self) -> float:
-        return min(self.pending, self.capacity) / self.capacity
+        return min(self.pending, self.capacity) / self.capacity if self.capacity else 0.0
 
     @property
     def lapped(self) -> int:
@@ -96,8 +111,8 @@ class ControlView:
     capacity: int | None = None
     on_full: str | None = None
     names_capacity: int | None = None
-    daemon_pid: int | None = None
-    daemon_alive: bool | None = None
+    daemon_pid: int | None = None  # in the daemon's own PID namespace
+    owner_uid: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,10 +138,11 @@ class ShmView:
         """Sums over the readable lanes."""
         return {
             "lanes": len(self.lanes),
-            "producers_alive": len({lane.pid for lane in self.lanes if lane.pid_alive}),
+            "producers_alive": len({_producer(lane) for lane in self.lanes if lane.alive}),
             "retired": sum(lane.retired for lane in self.lanes),
             "pending": sum(lane.pending for lane in self.lanes),
-            "dropped": sum(lane.dropped for lane in self.lanes),
+            "dropped": sum(lane.dropped for lane in self.lanes if lane.ring),
+            "no_lane": sum(lane.dropped for lane in self.lanes if not lane.ring),
             "overwritten": sum(lane.overwritten + lane.lapped for lane in self.lanes),
             "invalid": sum(lane.invalid for lane in self.lanes),
             "published": sum(lane.head for lane in self.lanes),
@@ -149,8 +165,8 @@ class ShmView:
         }
 
 
-def read_namespace(namespace: str, shm_dir: str = SHM_DIR) -> ShmView:
-    """Everything the namespace has in shared memory right now (lanes sorted by pid, serial)."""
+def read_namespace(namespace: str, shm_dir: str = DEFAULT_SEGMENT_DIR) -> ShmView:
+    """Everything the namespace has in shared memory right now (lanes sorted by name)."""
     prefix = lane_prefix(namespace)
     try:
         names = [n for n in os.listdir(shm_dir) if n.startswith(prefix)]
@@ -159,27 +175,23 @@ def read_namespace(namespace: str, shm_dir: str = SHM_DIR) -> ShmView:
                        ControlView(False), LockView(False, False, None, None))
     lanes: list[LaneView] = []
     unreadable: list[Unreadable] = []
-    for name in sorted(names, key=lambda n: _sort_key(n, prefix)):
-        result = read_lane(os.path.join(shm_dir, name), prefix)
+    holders = flock_holders()
+    own_namespace = pid_namespace()
+    for name in sorted(names, key=lambda n: (parse_lane_name(n, prefix) is None, n)):
+        result = read_lane(os.path.join(shm_dir, name), prefix, holders, own_namespace)
         if isinstance(result, LaneView):
             lanes.append(result)
         else:
             unreadable.append(result)
     return ShmView(namespace, shm_dir, lanes, unreadable,
                    read_control(os.path.join(shm_dir, control_name(namespace))),
-                   read_lock(os.path.join(shm_dir, f"{namespace}.daemon.lock")))
+                   read_lock(os.path.join(shm_dir, lock_name(namespace))))
 
 
-def _sort_key(name: str, prefix: str) -> tuple[int, int, str]:
-    parts = name[len(prefix) :].split(".")
-    try:
-        return int(parts[0]), int(parts[1]), name
-    except (IndexError, ValueError):
-        return 1 << 62, 0, name
-
-
-def read_lane(path: str, prefix: str) -> LaneView | Unreadable:
-    """One lane's header, or why it cannot be read as one."""
+def read_lane(path: str, prefix: str, holders: dict[tuple[int, int], int] | None = None,
+              own_namespace: int | None = None) -> LaneView | Unreadable:
+    """One lane's header, or why it cannot be read as one. ``holders`` (flock_holders) and
+    ``own_namespace`` (pid_namespace) are looked up when not given."""
     name = os.path.basename(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -190,56 +202,39 @@ def read_lane(path: str, prefix: str) -> LaneView | Unreadable:
         if not stat.S_ISREG(info.st_mode):
             return Unreadable(name, "not a regular file")
         raw = os.pread(fd, L.HEADER_SIZE, 0)
-        problem = _check_header(name, prefix, raw, info.st_size)
-        if problem:
-            return Unreadable(name, problem)
-        (_, _, _, capacity, names_capacity, _, pid, flags, start_ticks, created_ns,
-         thread_id) = L.HEADER_FIXED.unpack_from(raw, L.OFF_VERSION)
+        try:
+            header = parse_header(name, prefix, raw, info.st_size)
+        except (NotReady, BadSegment) as exc:
+            return Unreadable(name, str(exc))
         head, dropped, names_count, retired = _COUNTERS.unpack_from(raw, L.OFF_HEAD)
         tail, overwritten, invalid, consumer_pid = _CONSUMER.unpack_from(raw, L.OFF_TAIL)
-        names = _read_names(fd, min(names_count, names_capacity, _MAX_NAMES_READ))
+        names = _read_names(fd, min(names_count, header.names_capacity, _MAX_NAMES_READ))
+        held = fd_lock_held(fd)
     except OSError as exc:
         return Unreadable(name, f"cannot read: {exc.strerror or exc}")
     finally:
         os.close(fd)
+    same = header.in_pid_namespace(pid_namespace() if own_namespace is None else own_namespace)
+    if same:
+        visible: int | None = header.pid
+    else:
+        visible = (flock_holders() if holders is None else holders).get(
+            (info.st_dev, info.st_ino))
     return LaneView(
-        name=name, pid=pid, pid_alive=is_alive(pid, start_ticks), thread_id=thread_id,
-        capacity=capacity, on_full="overwrite" if flags & L.FLAG_OVERWRITE else "drop",
-        head=head, tail=tail, dropped=dropped, overwritten=overwritten, invalid=invalid,
-        names_count=names_count, names_capacity=names_capacity, names=names,
-        retired=retired != 0, consumer_pid=consumer_pid, created_ns=created_ns,
-        size_bytes=info.st_size,
+        name=name, pid=visible, worker_pid=header.pid, pid_namespace=header.pid_namespace,
+        same_pid_namespace=same, alive=header.producer_alive(held, same)[0], uid=info.st_uid,
+        thread_id=header.thread_id, ring=header.has_ring, capacity=header.capacity,
+        on_full="overwrite" if header.overwrite else "drop",
+        head=head if header.has_ring else 0, tail=tail, dropped=dropped,
+        overwritten=overwritten, invalid=invalid, names_count=names_count,
+        names_capacity=header.names_capacity, names=names, retired=retired != 0,
+        consumer_pid=consumer_pid, created_ns=header.created_ns, size_bytes=info.st_size,
     )
 
 
-def _check_header(name: str, prefix: str, raw: bytes, size: int) -> str | None:
-    """The first reason ``raw`` is not a usable lane header, None if it is one."""
-    rest = name[len(prefix) :].split(".")
-    if len(rest) != 2 or not all(part.isdigit() for part in rest):
-        return "name does not match <namespace>.lane.<pid>.<serial>"
-    if len(raw) < L.HEADER_SIZE:
-        return f"only {size} bytes: header not written yet"
-    magic = raw[L.OFF_MAGIC : L.OFF_MAGIC + 8]
-    if magic == bytes(8):
-        return "no magic yet (being created, or abandoned during creation)"
-    if int.from_bytes(magic, "little") != L.LANE_MAGIC:
-        return f"bad magic {magic!r}"
-    (version, header_size, record_size, capacity, names_capacity, entry_size, pid, _flags,
-     _start, _created, _thread) = L.HEADER_FIXED.unpack_from(raw, L.OFF_VERSION)
-    if version != L.VERSION:
-        return f"layout version {version}, this tool reads {L.VERSION}"
-    if (header_size, record_size, entry_size) != (L.HEADER_SIZE, L.RECORD_SIZE, L.NAME_ENTRY_SIZE):
-        return f"sizes {header_size}/{record_size}/{entry_size} do not match the layout"
-    if not L.MIN_CAPACITY <= capacity <= L.MAX_CAPACITY:
-        return f"capacity {capacity} out of range"
-    if not 1 <= names_capacity <= L.MAX_NAMES_CAPACITY:
-        return f"name table size {names_capacity} out of range"
-    expected = L.lane_size(capacity, names_capacity)
-    if size != expected:
-        return f"{size} bytes, expected {expected} for its geometry"
-    if pid <= 0 or str(pid) != rest[0]:
-        return f"pid {pid} in the header does not match the name"
-    return None
+def _producer(lane: LaneView) -> tuple[int, int]:
+    """Which process wrote a lane, as well as the header can say: (namespace, pid)."""
+    return lane.pid_namespace, lane.worker_pid
 
 
 def _read_names(fd: int, count: int) -> tuple[str, ...]:
@@ -272,6 +267,7 @@ def read_control(path: str) -> ControlView:
     except OSError as exc:
         return ControlView(True, f"cannot open: {exc.strerror or exc}")
     try:
+        owner = os.fstat(fd).st_uid
         raw = os.pread(fd, L.CONTROL_SIZE, 0)
     except OSError as exc:
         return ControlView(True, f"cannot read: {exc.strerror or exc}")
@@ -290,7 +286,7 @@ def read_control(path: str) -> ControlView:
                                  "(producers use the defaults)")
     return ControlView(
         True, None, capacity, "overwrite" if flags & L.FLAG_OVERWRITE else "drop",
-        names_capacity, daemon_pid, daemon_pid > 0 and is_alive(daemon_pid, 0),
+        names_capacity, daemon_pid, owner,
     )
 
 
@@ -307,24 +303,5 @@ def read_lock(path: str) -> LockView:
         recorded = int(text) if text.isdigit() else None
     except OSError:
         pass
-    holder = lock_holder(info)
+    holder = flock_holder(info)
     return LockView(True, holder is not None or lock_held(path), holder, recorded)
-
-
-def lock_holder(info: os.stat_result, locks_path: str = "/proc/locks") -> int | None:
-    """The pid holding an exclusive flock on the file ``info`` describes, per /proc/locks
-    (None when no such lock is listed, or the holder is outside our pid namespace)."""
-    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    try:
-        with open(locks_path, encoding="ascii", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 3696 00:1a:12345 0 EOF"; waiters have "->" after the id.
-        if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK" or fields[3] != "WRITE":
-            continue
-        if fields[5] == device and fields[4].isdigit() and int(fields[4]) > 0:
-            return int(fields[4])
-    return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .metrics import histogram_section
 from .models import model_summary
+from .segment_dir import Space, lane_bytes, lanes_that_fit
 from .state import SCHEMA_VERSION
 from .version import package_version
 
@@ -42,18 +43,25 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "started_unix": daemon.started_unix,
             "uptime_seconds": round(daemon.clock() - daemon.started, 3),
             "on_full": cfg.on_full, "max_queue_size": cfg.max_queue_size,
+            "names_per_lane": cfg.names_per_lane,
             "batch_size": cfg.batch_size, "batch_timeout_seconds": cfg.batch_timeout_seconds,
             "snapshot_interval_seconds": cfg.snapshot_interval_seconds,
             "insight_window": cfg.insight_window,
             **resources["daemon"],
         },
         "events": daemon.lanes.totals().as_dict(),
+        "events_by_uid": {str(uid): outcome.as_dict()
+                          for uid, outcome in daemon.lanes.totals_by_uid().items()},
         "lanes": [lane.status() for lane in lanes],
         "lanes_summary": {
             **{s: sum(1 for lane in lanes if lane.state == s) for s in ("live", "retired", "dead")},
+            "without_ring": sum(1 for lane in lanes
+                                if lane.state == "live" and not lane.ident.has_ring),
             "reclaimed": daemon.lanes.folded_count, "waiting": daemon.lanes.waiting,
             "rejected_segments": len(daemon.lanes.rejected),
+            "outdated": len(daemon.lanes.outdated),
         },
+        "segment_dir": _segment_dir(cfg.segment_dir, cfg.max_queue_size, cfg.names_per_lane),
         "operations": operations,
         "models": model_summary(
             operations, lanes, daemon.stats.registry, daemon.resources.rss_by_pid(),
@@ -79,6 +87,18 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
         "resources": resources,
         "histograms": histogram_section(daemon.stats),
         "restore": restore,
+    }
+
+
+def _segment_dir(directory: str, max_queue_size: int, names_per_lane: int
+                 ) -> dict[str, object]:
+    """The segment directory's room, and how many lanes of the configured shape it holds."""
+    space = Space.of(directory)
+    one_lane = lane_bytes(max_queue_size, names_per_lane)
+    return {
+        "path": directory, "size_bytes": space.size if space else None,
+        "free_bytes": space.free if space else None, "lane_bytes": one_lane,
+        "lanes_that_fit": lanes_that_fit(space, one_lane) if space else None,
     }
 
 

@@ -15,14 +15,14 @@ import json
 import os
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-from ai_analytics.client._segments import SHM_DIR
+from ai_analytics.client._segments import DEFAULT_SEGMENT_DIR, lock_name, parse_lane_name
 
 from . import tables as fmt
 from .config import Config
 from .errors import StateError
-from .shm_view import ShmView, read_lock, read_namespace
+from .shm_view import LaneView, ShmView, read_lock, read_namespace
 from .state import read_state, state_path
 from .tables import DEFAULT_WIDTH, Column, table
 
@@ -42,16 +42,16 @@ INDENT = "  "
 
 # -- reading ---------------------------------------------------------------------------------
 
-def lock_path(namespace: str) -> str:
-    return os.path.join(SHM_DIR, f"{namespace}.daemon.lock")
+def lock_path(namespace: str, segment_dir: str = DEFAULT_SEGMENT_DIR) -> str:
+    return os.path.join(segment_dir, lock_name(namespace))
 
 
-def daemon_running(namespace: str) -> bool:
+def daemon_running(namespace: str, segment_dir: str = DEFAULT_SEGMENT_DIR) -> bool:
     """True while some ai-analyticsd holds the namespace lock (the kernel drops it on exit).
 
     Read from /proc/locks where the holder is visible, so looking takes no lock at all;
     otherwise a shared-lock probe, which fails at once against the daemon's exclusive lock."""
-    return read_lock(lock_path(namespace)).held
+    return read_lock(lock_path(namespace, segment_dir)).held
 
 
 @dataclasses.dataclass
@@ -63,7 +63,7 @@ class StatusReport:
 def load_status(config: Config) -> StatusReport:
     """The last state document of the configured daemon, with ``daemon.running`` made true."""
     document = read_state(config.state_dir)
-    running = daemon_running(config.namespace)
+    running = daemon_running(config.namespace, config.segment_dir)
     if document is not None:
         daemon = document.setdefault("daemon", {})
         assert isinstance(daemon, dict)
@@ -100,7 +100,7 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
                   width: int = DEFAULT_WIDTH, now: float | None = None,
                   json_indent: int | None = 2) -> StatusOutput:
     """Everything ``ai-analytics status`` decides, without a terminal."""
-    running = daemon_running(config.namespace)
+    running = daemon_running(config.namespace, config.segment_dir)
     problem: str | None = None
     try:
         document = read_state(config.state_dir)
@@ -128,7 +128,7 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
             return StatusOutput("", f"ai-analytics: {problem}" if problem
                                 else no_state + " and is not running", EXIT_NOT_RUNNING)
         return StatusOutput(json.dumps(document, indent=json_indent), "", EXIT_NOT_RUNNING)
-    view = read_namespace(config.namespace)
+    view = read_namespace(config.namespace, config.segment_dir)
     if document is None and problem is None and view.empty:
         return StatusOutput("", no_state + " and is not running", EXIT_NOT_RUNNING)
     text = render_not_running(view, document, config.state_dir, problem, width, now)
@@ -293,15 +293,24 @@ def render_models(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
                Column("workers", right=True), Column("RSS MB", right=True),
                Column("GPU MB", right=True)]
     rows = []
+    hidden = 0
     for row in models[:MAX_ROWS]:
         stats = _dict(_get(row, "windows", window))
+        not_visible = row.get("processes_not_visible")
+        not_visible = not_visible if isinstance(not_visible, int) else 0
+        hidden += not_visible
+        workers = fmt.count(len(_list(row.get("processes"))))
         rows.append([
             _text(row.get("model")), fmt.count(stats.get("count")),
             fmt.percent(stats.get("error_rate")), fmt.milliseconds(stats.get("inference_ms_mean")),
-            fmt.count(len(_list(row.get("processes")))), fmt.mebibytes(row.get("rss_bytes")),
-            fmt.megabytes(row.get("gpu_memory_mb")),
+            f"{workers}+{not_visible}?" if not_visible else workers,
+            fmt.mebibytes(row.get("rss_bytes")), fmt.megabytes(row.get("gpu_memory_mb")),
         ])
-    return _section(title, table(columns, rows, width) + _more(len(rows), len(models), "models"))
+    notes = [_note("+N?: N worker processes in PID namespaces this daemon cannot see; their "
+                   "RSS and GPU memory are not counted (docs/containers.md: GPU and memory "
+                   "per model)")] if hidden else []
+    return _section(title, table(columns, rows, width) + notes
+                    + _more(len(rows), len(models), "models"))
 
 
 def _stale(section: Mapping[str, object], age_key: str = "age_seconds",
@@ -365,7 +374,8 @@ def render_resources(document: Mapping[str, object], width: int = DEFAULT_WIDTH)
     return _section(title, lines)
 
 
-_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart", "pending")
+_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart", "no_lane",
+             "pending")
 
 
 def _outcomes(events: Mapping[str, object]) -> list[str]:
@@ -391,9 +401,13 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
                for key in ("dropped", "overwritten", "invalid")], inner)]
     per_batch = path.get("records_per_batch")
     lines += [_note(text) for text in _joined([
-        "lanes: " + ", ".join(f"{fmt.count(summary.get(k))} {k.replace('_', ' ')}" for k in
-                              ("live", "retired", "dead", "reclaimed", "waiting",
-                               "rejected_segments")),
+        "lanes: " + ", ".join(
+            f"{fmt.count(summary.get(k))} {k.replace('_', ' ')}" for k in
+            ("live", "retired", "dead", "reclaimed", "waiting", "rejected_segments")),
+        # Rare, and each the sign of a problem: shown only when there is one.
+        *[f"{fmt.count(summary.get(k))} {label}" for k, label in
+          (("without_ring", "threads without a lane"), ("outdated", "outdated lanes"))
+          if summary.get(k)],
         f"max fill {fmt.percent(path.get('max_fill'))}",
         f"drain lag {fmt.seconds(path.get('drain_lag_seconds'))}",
         f"{fmt.rate(per_batch)} records/batch",
@@ -405,13 +419,21 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
             + (f" ({fmt.count(_dict(state).get('skipped'))} writes skipped)"
                if _dict(state).get("skipped") else "")
             for name, state in sorted(sinks.items())], inner)]
+    by_uid = _dict(document.get("events_by_uid"))
+    if len(by_uid) > 1:  # whose events are whose, where several users write lanes
+        lines += [_note(text) for text in _joined(
+            ["events by lane owner:"] + [
+                f"uid {_text(uid)} {fmt.count(_sum_counts(_dict(events)))}"
+                + (f" ({fmt.count(_dict(events).get('no_lane'))} no lane)"
+                   if _dict(events).get("no_lane") else "")
+                for uid, events in by_uid.items()], inner)]
     lanes = [_dict(lane) for lane in _list(document.get("lanes"))]
     if not lanes:
         lines.append(_note("no lanes attached"))
         return _section("EVENT PATH", lines)
     lanes.sort(key=lambda lane: -(lane.get("fill") if isinstance(lane.get("fill"), float)
                                   else 0.0))
-    columns = [Column("lane", shrink=8), Column("pid", right=True),
+    columns = [Column("lane", shrink=10), Column("pid", right=True),
                Column("state"), Column("on_full"),
                Column("fill", right=True), Column("pending", right=True),
                Column("dropped", right=True), Column("overwritten", right=True),
@@ -422,12 +444,16 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
         pending = head - tail if isinstance(head, int) and isinstance(tail, int) else None
         name = _text(lane.get("name"))
         rows.append([
-            name.removeprefix(prefix), _text(lane.get("pid")), _text(lane.get("state")),
-            _text(lane.get("on_full")), fmt.percent(lane.get("fill")),
+            lane_label(name, prefix),
+            _pid_cell(lane.get("pid"), lane.get("worker_pid"), lane.get("same_pid_namespace")),
+            _text(lane.get("state")),
+            _text(lane.get("on_full")) if lane.get("ring", True) else "no ring",
+            fmt.percent(lane.get("fill")),
             fmt.count(pending), fmt.count(lane.get("dropped")),
             fmt.count(lane.get("overwritten")), fmt.count(lane.get("invalid")),
         ])
     lines += table(columns, rows, width) + _more(len(rows), len(lanes), "lanes")
+    lines += _pid_legend(lane.get("same_pid_namespace") is not False for lane in lanes)
     return _section("EVENT PATH", lines)
 
 
@@ -455,7 +481,7 @@ def _subject(value: object, namespace: object = None) -> str:
         return _text(value) if not isinstance(value, Mapping) else fmt.MISSING
     kind, name = subject.get("type"), subject.get("name")
     if kind == "lane" and isinstance(name, str):
-        name = name.removeprefix(f"{namespace}.lane.")
+        name = lane_label(name, f"{namespace}.lane.")
     return " ".join(_text(part) for part in (kind, name) if part is not None)
 
 
@@ -538,16 +564,52 @@ def render_not_running(view: ShmView, document: Mapping[str, object] | None, sta
     return "\n\n".join(sections)
 
 
+LABEL_HEX_DIGITS = 6  # of a lane's 16-digit instance token, in tables (--json has it whole)
+
+
+def lane_label(name: str, prefix: str) -> str:
+    """A lane as tables name it: "<first 6 hex digits of its instance>.<serial>" (the lanes
+    of one process share the instance, so the serial must stay visible)."""
+    parsed = parse_lane_name(name, prefix)
+    if parsed is None:
+        return name.removeprefix(prefix)
+    return f"{parsed[0][:LABEL_HEX_DIGITS]}.{parsed[1]}"
+
+
+def _sum_counts(events: Mapping[str, object]) -> int:
+    return sum(value for value in events.values() if isinstance(value, int))
+
+
+def _pid_cell(pid: object, worker_pid: object, same_pid_namespace: object) -> str:
+    """A lane's producer in a table cell: its pid here, or its own pid in its own PID
+    namespace when this host's /proc cannot see it."""
+    if pid is not None:
+        return _text(pid) if same_pid_namespace is not False else f"{_text(pid)}*"
+    return f"({_text(worker_pid)})"
+
+
+def _lane_pid(lane: LaneView) -> str:
+    return _pid_cell(lane.pid, lane.worker_pid, lane.same_pid_namespace)
+
+
+def _pid_legend(same_namespace: Iterable[bool]) -> list[str]:
+    """The note under a lane table that shows workers of other PID namespaces."""
+    if all(same_namespace):
+        return []
+    return [_note("pid: 123* is a worker in another PID namespace that is pid 123 here; (1) "
+                  "is one not visible from here, pid 1 in its own PID namespace")]
+
+
 def _control_line(view: ShmView) -> str:
     control = view.control
     if not control.present:
         return "control: none (new lanes use the defaults)"
     if control.error:
         return f"control: unreadable: {control.error}"
-    alive = "alive" if control.daemon_alive else "gone"
+    daemon = "its daemon runs" if view.lock.held else "no daemon holds the namespace"
     return (f"control: capacity {fmt.count(control.capacity)} · on_full {control.on_full} · "
-            f"names {fmt.count(control.names_capacity)} · published by pid "
-            f"{control.daemon_pid} ({alive})")
+            f"names {fmt.count(control.names_capacity)} · written by pid "
+            f"{control.daemon_pid} in its PID namespace, uid {control.owner_uid} ({daemon})")
 
 
 def _lock_line(view: ShmView) -> str:
@@ -573,17 +635,19 @@ def render_shm(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
     ], width - len(INDENT))]
     lines += [_note(_control_line(view)), _note(_lock_line(view))]
     if view.lanes:
-        columns = [Column("lane", shrink=8), Column("pid", right=True), Column("alive"),
-                   Column("retired"), Column("on_full"), Column("capacity", right=True),
-                   Column("pending", right=True), Column("fill", right=True),
-                   Column("dropped", right=True), Column("names", shrink=8)]
-        rows = [[lane.name.removeprefix(f"{view.namespace}.lane."), lane.pid,
-                 "yes" if lane.pid_alive else "no", "yes" if lane.retired else "no",
-                 lane.on_full, fmt.count(lane.capacity), fmt.count(lane.pending),
-                 fmt.percent(lane.fill), fmt.count(lane.dropped),
+        columns = [Column("lane", shrink=10), Column("pid", right=True), Column("uid", right=True),
+                   Column("alive"), Column("retired"), Column("on_full"),
+                   Column("capacity", right=True), Column("pending", right=True),
+                   Column("fill", right=True), Column("dropped", right=True),
+                   Column("names", shrink=8)]
+        rows = [[lane_label(lane.name, f"{view.namespace}.lane."), _lane_pid(lane), lane.uid,
+                 "yes" if lane.alive else "no", "yes" if lane.retired else "no",
+                 lane.on_full if lane.ring else "no ring", fmt.count(lane.capacity),
+                 fmt.count(lane.pending), fmt.percent(lane.fill), fmt.count(lane.dropped),
                  ", ".join(lane.names) or fmt.MISSING]
                 for lane in view.lanes[:MAX_ROWS]]
         lines += table(columns, rows, width) + _more(len(rows), len(view.lanes), "lanes")
+        lines += _pid_legend(lane.same_pid_namespace for lane in view.lanes)
     else:
         lines.append(_note("no lanes"))
     lines += [_note(f"{u.name}: unreadable: {u.reason}") for u in view.unreadable]
@@ -603,27 +667,30 @@ def render_lanes(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
     sections = ["\n".join(lines)]
     prefix = f"{view.namespace}.lane."
     if view.lanes:
-        counters = [Column("lane", shrink=8), Column("pid", right=True), Column("alive"),
-                    Column("retired"), Column("on_full"),
-                    Column("capacity", right=True), Column("pending", right=True),
-                    Column("fill", right=True), Column("dropped", right=True),
-                    Column("overwritten", right=True), Column("invalid", right=True)]
-        rows = [[lane.name.removeprefix(prefix), lane.pid, "yes" if lane.pid_alive else "no",
-                 "yes" if lane.retired else "no", lane.on_full,
+        counters = [Column("lane", shrink=10), Column("pid", right=True),
+                    Column("uid", right=True), Column("alive"), Column("retired"),
+                    Column("on_full"), Column("capacity", right=True),
+                    Column("pending", right=True), Column("fill", right=True),
+                    Column("dropped", right=True), Column("overwritten", right=True),
+                    Column("invalid", right=True)]
+        rows = [[lane_label(lane.name, prefix), _lane_pid(lane), lane.uid,
+                 "yes" if lane.alive else "no", "yes" if lane.retired else "no",
+                 lane.on_full if lane.ring else "no ring",
                  fmt.count(lane.capacity), fmt.count(lane.pending), fmt.percent(lane.fill),
                  fmt.count(lane.dropped), fmt.count(lane.overwritten + lane.lapped),
                  fmt.count(lane.invalid)] for lane in view.lanes]
         lapped = sum(lane.lapped for lane in view.lanes)
         notes = [_note(f"overwritten includes {lapped:,} records lapped since the last drain")
                  ] if lapped else []
+        notes += _pid_legend(lane.same_pid_namespace for lane in view.lanes)
         sections.append(_section(f"LANES ({len(view.lanes)})", table(counters, rows, width)
                                  + notes))
-        positions = [Column("lane", shrink=8), Column("thread", right=True),
+        positions = [Column("lane", shrink=10), Column("thread", right=True),
                      Column("head", right=True),
                      Column("tail", right=True), Column("names", right=True),
                      Column("consumer", right=True), Column("created (UTC)"),
                      Column("name table", shrink=10)]
-        rows = [[lane.name.removeprefix(prefix), lane.thread_id, fmt.count(lane.head),
+        rows = [[lane_label(lane.name, prefix), lane.thread_id, fmt.count(lane.head),
                  fmt.count(lane.tail),
                  f"{lane.names_count}/{lane.names_capacity}", lane.consumer_pid or fmt.MISSING,
                  lane.created.replace("+00:00", "Z"), ", ".join(lane.names) or fmt.MISSING]

@@ -61,14 +61,19 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
 
 class DaemonProcess:
     """A real ``ai-analyticsd`` in a subprocess, always reaped. ``env``: variables added to
-    its environment (e.g. systemd's NOTIFY_SOCKET)."""
+    its environment (e.g. systemd's NOTIFY_SOCKET); ``segment_dir``: the config's; ``wrap``:
+    a command that runs it (``unshare ... --fork`` for a PID namespace of its own, whose
+    forked child is the daemon: signals go to that child, which unshare does not forward)."""
 
     def __init__(self, config_path: Path, state_dir: Path, namespace: str, *,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, segment_dir: str = SHM_DIR,
+                 wrap: list[str] | None = None) -> None:
         self.config_path = config_path
+        self.segment_dir = segment_dir
         self.state_dir = state_dir
         self.namespace = namespace
         self.env = dict(env or {})
+        self.wrap = list(wrap or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config_path.with_suffix(".log")
 
@@ -76,17 +81,29 @@ class DaemonProcess:
         env = {**os.environ, "AI_ANALYTICS_NAMESPACE": self.namespace, **self.env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in reap()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ai_analytics.daemon", "--config", str(self.config_path)],
+            [*self.wrap, sys.executable, "-m", "ai_analytics.daemon", "--config",
+             str(self.config_path)],
             env=env, stderr=self._log, stdout=self._log,
         )
         wait_for(lambda: self._lock_held() or self.proc.poll() is not None, what="daemon start")
         assert self.proc.poll() is None, f"daemon exited at start:\n{self.log()}"
         return self
 
+    @property
+    def pid(self) -> int:
+        """The daemon's pid here: the wrapper's forked child where ``wrap`` forks."""
+        assert self.proc is not None
+        if "--fork" not in self.wrap:
+            return self.proc.pid
+        import psutil
+
+        return wait_for(lambda: [c.pid for c in psutil.Process(self.proc.pid).children()],
+                        what="the wrapped daemon")[0]
+
     def _lock_held(self) -> bool:
         from ai_analytics.daemon.status import daemon_running
 
-        return daemon_running(self.namespace)
+        return daemon_running(self.namespace, self.segment_dir)
 
     def state(self) -> dict:
         return json.loads((self.state_dir / "state.json").read_text())
@@ -108,7 +125,7 @@ class DaemonProcess:
 
     def stop(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        os.kill(self.pid, signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
         finally:

@@ -87,8 +87,8 @@ for i in range(kills):
 print(json.dumps([[pid, done[i]] for i, pid in enumerate(pids)]))
 """
 
-RECLAIMED = re.compile(r"reclaimed lane \S+\.lane\.(\d+)\.\d+ \(dead\): received (\d+), "
-                       r"dropped (\d+)")
+ATTACHED = re.compile(r"attached lane (\S+) \(pid (\d+),")
+RECLAIMED = re.compile(r"reclaimed lane (\S+) \(dead\): received (\d+), dropped (\d+)")
 
 
 def kill_producers_inside_emit(daemon_factory, namespace: str, kills: int, seed: int) -> None:
@@ -101,8 +101,10 @@ def kill_producers_inside_emit(daemon_factory, namespace: str, kills: int, seed:
              what="every lane drained and unlinked (none leaked)")
     assert daemon.stop() == 0
     final = daemon.state()
-    counted = {int(pid): int(received) + int(dropped)
-               for pid, received, dropped in RECLAIMED.findall(daemon.log())}
+    log = daemon.log()
+    pids = dict(ATTACHED.findall(log))
+    counted = {int(pids[name]): int(received) + int(dropped)
+               for name, received, dropped in RECLAIMED.findall(log)}
     assert set(counted) <= set(completed)
     for pid, done in completed.items():
         # Every call that returned is counted; the one in flight at SIGKILL may or may not
@@ -195,6 +197,17 @@ def history_counts(state_dir: Path) -> tuple[int, int, int]:
     return rows[0][0] - rows[0][1], sum(count for _, count in rows), rows[-1][0]
 
 
+def latest_received(state_dir: Path) -> int:
+    """The received total of the history's newest snapshot; 0 while it has none."""
+    try:
+        uri = f"file:{history_path(str(state_dir))}?mode=ro"  # never creates it
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            row = conn.execute("SELECT max(received) FROM snapshots").fetchone()
+    except sqlite3.Error:
+        return 0
+    return row[0] or 0
+
+
 def test_state_directory_removed_while_running(daemon_factory, emitters, state_dir):
     """rm -rf of the state directory under a running daemon: it keeps draining, says so in
     its log, writes a new state.json and starts a new history database that holds every
@@ -204,6 +217,10 @@ def test_state_directory_removed_while_running(daemon_factory, emitters, state_d
     history = Path(history_path(str(state_dir)))
     seen = daemon.state_after(lambda s: s["events"]["received"] > 0 and history.exists(),
                               what="first events and history")
+    # The history rows of that snapshot are written after its state file: wait for them, so
+    # that the new database holds only intervals from after the removal.
+    wait_for(lambda: latest_received(state_dir) >= seen["events"]["received"],
+             what="the history to hold the snapshot seen")
     shutil.rmtree(state_dir)
     daemon.state_after(lambda s: s["events"]["received"] > seen["events"]["received"],
                        what="a new state.json with more events")

@@ -31,7 +31,7 @@ from ai_analytics.daemon.history import (
 )
 
 EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
-          "pending": 3}
+          "pending": 3, "no_lane": 4}
 SPEC_COLUMNS = [
     "count", "successes", "errors", "error_rate", "throughput_per_s", "latency_mean_ms",
     "latency_min_ms", "latency_max_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
@@ -93,7 +93,7 @@ def sqlite(path: str) -> sqlite3.Connection:
 
 def test_columns_are_the_documented_ones_and_the_table_has_them(store: HistoryStore) -> None:
     """COLUMNS is the documented flat list, in order, and the series table is built from it
-    (so schema, insert and query cannot drift apart); meta says schema version 1."""
+    (so schema, insert and query cannot drift apart); meta says schema version 2."""
     assert [c.name for c in COLUMNS] == SPEC_COLUMNS
     conn = sqlite(store.path)
     table = [row[1] for row in conn.execute("PRAGMA table_info(series)")]
@@ -102,7 +102,7 @@ def test_columns_are_the_documented_ones_and_the_table_has_them(store: HistorySt
     assert snapshots == ["id", "unix", "interval_seconds", *EVENTS]
     indexes = {row[1] for row in conn.execute("SELECT * FROM sqlite_master WHERE type='index'")}
     assert {"snapshots_unix", "series_operation_model"} <= indexes
-    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
     assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
@@ -213,12 +213,37 @@ def test_sqlite_errors_are_state_errors_naming_the_file(tmp_path: Path) -> None:
     os.unlink(path)
     HistoryStore(str(state), 1e9, 256.0).close()
     conn = sqlite(path)
-    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(StateError, match=r"version 2 history schema.*move it aside"):
+    with pytest.raises(StateError, match=r"version 99 history schema.*move it aside"):
         HistoryStore(str(state), 1e9, 256.0)
-    with pytest.raises(StateError, match="version 2"):
+    with pytest.raises(StateError, match="version 99"):
         read_history(str(state))
+
+
+def test_a_version_1_history_is_read_and_upgraded_in_place(tmp_path: Path) -> None:
+    """A history written before no_lane existed (schema version 1) is read as it is, and
+    the daemon adds the column when it opens it: no row is lost, old rows have NULL there."""
+    state = tmp_path / "state"
+    state.mkdir()
+    path = history_path(str(state))
+    store = HistoryStore(str(state), 1e9, 256.0)
+    store.append(100.0, 5.0, EVENTS, [series("op", "m")])
+    store.close()
+    conn = sqlite(path)  # back to what version 1 wrote
+    conn.execute("ALTER TABLE snapshots DROP COLUMN no_lane")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    assert len(read_history(str(state)) or []) == 1
+    store = HistoryStore(str(state), 1e9, 256.0)
+    store.append(105.0, 5.0, EVENTS, [series("op", "m")])
+    store.close()
+    conn = sqlite(path)
+    assert conn.execute("SELECT no_lane FROM snapshots ORDER BY unix").fetchall() == [
+        (None,), (4,)]
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    conn.close()
+    assert len(read_history(str(state)) or []) == 2
 
 
 def test_a_locked_database_fails_within_the_timeout(tmp_path: Path) -> None:

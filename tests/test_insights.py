@@ -74,17 +74,19 @@ def model(name: str = "llama", count: int = 200, errors: int = 2,
 def lane(name: str = "svc.lane.100.0", pid: int = 100, state: str = "live", fill: float = 0.0,
          capacity: int = 8192, pending: int | None = None) -> dict:
     unread = round(fill * capacity) if pending is None else pending
-    return {"name": name, "pid": pid, "thread_id": 1, "state": state, "capacity": capacity,
+    return {"name": name, "process": f"pid {pid}", "pid": pid, "worker_pid": pid,
+            "pid_namespace": 4026531836, "same_pid_namespace": True, "uid": 0,
+            "thread_id": 1, "state": state, "ring": capacity > 0, "capacity": capacity,
             "on_full": "drop", "fill": fill, "head": 5000 + unread, "tail": 5000,
             "received": 5000, "dropped": 0, "overwritten": 0, "invalid": 0,
-            "lost_on_restart": 0, "pending": unread}
+            "lost_on_restart": 0, "pending": unread, "no_lane": 0}
 
 
 def rates(received: float = 100.0, dropped: float = 0.0, overwritten: float = 0.0,
-          invalid: float = 0.0) -> dict:
+          invalid: float = 0.0, no_lane: float = 0.0) -> dict:
     """event_path.rates_per_s with the same rates over every window."""
     values = {"received": received, "dropped": dropped, "overwritten": overwritten,
-              "invalid": invalid}
+              "invalid": invalid, "no_lane": no_lane}
     return {name: dict.fromkeys(RATE_WINDOWS, value) for name, value in values.items()}
 
 
@@ -104,13 +106,20 @@ def healthy_document() -> dict:
         "written_unix": T0, "namespace": NAMESPACE,
         "daemon": {"pid": 10, "version": "0.1.0", "running": True, "started_unix": T0 - 600,
                    "uptime_seconds": 600.0, "on_full": "drop", "max_queue_size": 8192,
-                   "batch_size": 65536, "batch_timeout_seconds": 1.0, "cpu_percent": 1.0,
-                   "rss_bytes": 60_000_000},
+                   "names_per_lane": 256, "batch_size": 65536, "batch_timeout_seconds": 1.0,
+                   "cpu_percent": 1.0, "rss_bytes": 60_000_000},
         "events": {"received": 60000, "dropped": 0, "overwritten": 0, "invalid": 0,
-                   "lost_on_restart": 0, "pending": 0},
+                   "lost_on_restart": 0, "pending": 0, "no_lane": 0},
+        "events_by_uid": {"0": {"received": 60000, "dropped": 0, "overwritten": 0,
+                                "invalid": 0, "lost_on_restart": 0, "pending": 0,
+                                "no_lane": 0}},
         "lanes": [lane()],
-        "lanes_summary": {"live": 1, "retired": 0, "dead": 0, "reclaimed": 0, "waiting": 0,
-                          "rejected_segments": 0},
+        "lanes_summary": {"live": 1, "retired": 0, "dead": 0, "without_ring": 0,
+                          "reclaimed": 0, "waiting": 0, "rejected_segments": 0,
+                          "outdated": 0},
+        "segment_dir": {"path": "/dev/shm", "size_bytes": 64 * 2 ** 20,
+                        "free_bytes": 60 * 2 ** 20, "lane_bytes": 561152,
+                        "lanes_that_fit": 119},
         "operations": [series(every=stats(count=200, errors=2, mean_ms=200.0, p99_ms=300.0))],
         "models": [model()],
         "caches": [],

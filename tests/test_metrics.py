@@ -45,7 +45,7 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus; "
     ".ci/run installs it)")
 LABELS = {"operation", "model", "outcome", "direction", "le", "cache", "lane", "state", "gpu",
-          "source", "severity", "sink", "cap", "version"}
+          "source", "severity", "sink", "cap", "version", "uid"}
 
 
 # -- helpers ---------------------------------------------------------------------------------

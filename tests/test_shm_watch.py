@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import select
 
-from ai_analytics.client._segments import SHM_DIR
 from ai_analytics.daemon.shm_watch import ShmWatch
+
+from helpers import SHM_DIR
 
 
 def touch(name: str) -> str:

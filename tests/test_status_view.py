@@ -65,18 +65,23 @@ def full_document(namespace: str = "prod") -> dict:
                    "max_queue_size": 8192, "batch_size": 65536, "batch_timeout_seconds": 1.0,
                    "cpu_percent": 1.5, "rss_bytes": 61_000_000},
         "events": {"received": 123506, "dropped": 4321, "overwritten": 0, "invalid": 3,
-                   "lost_on_restart": 0, "pending": 7680},
+                   "lost_on_restart": 0, "pending": 7680, "no_lane": 0},
         "lanes": [
-            {"name": lane, "pid": 2908, "thread_id": 2911, "state": "live", "capacity": 8192,
+            {"name": lane, "process": "pid 2908", "pid": 2908, "worker_pid": 2908,
+             "pid_namespace": 4026531836, "same_pid_namespace": True, "uid": 1000,
+             "thread_id": 2911, "state": "live", "ring": True, "capacity": 8192,
              "on_full": "drop", "fill": 0.9375, "head": 130000, "tail": 122320,
              "received": 122317, "dropped": 4321, "overwritten": 0, "invalid": 3,
-             "lost_on_restart": 0, "pending": 7680},
-            {"name": dead, "pid": 3001, "thread_id": 3001, "state": "dead", "capacity": 8192,
+             "lost_on_restart": 0, "pending": 7680, "no_lane": 0},
+            {"name": dead, "process": "pid 3001", "pid": 3001, "worker_pid": 3001,
+             "pid_namespace": 4026531836, "same_pid_namespace": True, "uid": 1000,
+             "thread_id": 3001, "state": "dead", "ring": True, "capacity": 8192,
              "on_full": "drop", "fill": 0.0, "head": 50, "tail": 50, "received": 50,
-             "dropped": 0, "overwritten": 0, "invalid": 0, "lost_on_restart": 0, "pending": 0},
+             "dropped": 0, "overwritten": 0, "invalid": 0, "lost_on_restart": 0, "pending": 0,
+             "no_lane": 0},
         ],
-        "lanes_summary": {"live": 1, "retired": 0, "dead": 1, "reclaimed": 4, "waiting": 0,
-                          "rejected_segments": 2},
+        "lanes_summary": {"live": 1, "retired": 0, "dead": 1, "without_ring": 0, "reclaimed": 4,
+                          "waiting": 0, "rejected_segments": 2, "outdated": 0},
         "operations": [
             {"operation": "chat_completion", "model": LONG_MODEL, "count": 123456,
              "windows": {w: window_stats(1234, 62, 20.567, 12.34, 812.0, 1234.5, 0.912)
@@ -213,7 +218,7 @@ def test_render_shows_every_section_with_numbers_for_humans() -> None:
     assert row(resources, "1")[1:] == ["NVIDIA", "H200", "-", "-", "/", "-", "-", "-", "-"]
     path = section(text, "EVENT PATH")
     assert ("events: received 123,506 · dropped 4,321 · overwritten 0 · invalid 3 · lost on "
-            "restart 0 · pending 7,680") in path
+            "restart 0 · no lane 0 · pending 7,680") in path
     assert "rates (last 1m): received 2,058/s · dropped 72.0/s" in path
     assert "1 live, 0 retired, 1 dead, 4 reclaimed, 0 waiting, 2 rejected segments" in path
     assert "max fill 93.8% · drain lag 1.2 s · 812 records/batch" in path
@@ -451,15 +456,24 @@ PRODUCE_WITHOUT_DAEMON = """
 import json, os, threading
 from ai_analytics import client
 main = [client.emit("chat_completion", 5.0, model="llama-3-8b") for _ in range({main})]
+main_lane = client._emit._local.lane.name
 side = []
 def work():
     side.extend(client.emit("embedding", 1.0) for _ in range({side}))
+    side.append(client._emit._local.lane.name)
 thread = threading.Thread(target=work)
 thread.start()
 thread.join()
+side_lane = side.pop()
 print(json.dumps({{"pid": os.getpid(), "main_ok": sum(main), "main_dropped": main.count(False),
-                  "side_ok": sum(side)}}))
+                  "side_ok": sum(side), "main_lane": main_lane, "side_lane": side_lane}}))
 """
+
+
+def lane_row(text: str, namespace: str, name: str) -> list[str]:
+    """The cells of the table row of lane ``name``, which tables label by the first 6 hex
+    digits of its instance and its serial."""
+    return row(text, status.lane_label(name, f"{namespace}.lane."))
 
 
 def test_status_with_the_daemon_killed_reads_shared_memory(
@@ -490,13 +504,14 @@ def test_status_with_the_daemon_killed_reads_shared_memory(
     shm = section(proc.stdout, "SHARED MEMORY")
     assert "events pending 19" in shm and "dropped 24" in shm
     assert "0 producer processes alive, 1 retired" in shm
-    assert f"published by pid {daemon.proc.pid} (gone)" in shm
-    lanes = [line.split() for line in shm.splitlines() if line.strip().startswith(f"{pid}.")]
-    #        lane, pid, alive, retired, on_full, capacity, pending, fill, dropped, names...
-    assert [cells[:9] for cells in lanes] == [
-        [f"{pid}.0", str(pid), "no", "no", "drop", "16", "16", "100.0%", "24"],
-        [f"{pid}.1", str(pid), "no", "yes", "drop", "16", "3", "18.8%", "0"],
-    ]
+    assert (f"written by pid {daemon.proc.pid} in its PID namespace, uid {os.getuid()} (no "
+            "daemon holds the namespace)") in " ".join(shm.split())
+    #        lane, pid, uid, alive, retired, on_full, capacity, pending, fill, dropped, names...
+    uid = str(os.getuid())
+    assert lane_row(shm, namespace, emitted["main_lane"])[1:10] == [
+        str(pid), uid, "no", "no", "drop", "16", "16", "100.0%", "24"]
+    assert lane_row(shm, namespace, emitted["side_lane"])[1:10] == [
+        str(pid), uid, "no", "yes", "drop", "16", "3", "18.8%", "0"]
     assert "LAST SNAPSHOT" in proc.stdout and "received 5" in section(proc.stdout,
                                                                        "LAST SNAPSHOT")
     as_json = invoke("status", "--config", str(path), "--json")
@@ -507,14 +522,16 @@ def test_status_with_the_daemon_killed_reads_shared_memory(
     assert view.exit_code == 0
     data = json.loads(view.stdout)
     ours = {lane["names"][0]: lane for lane in data["lanes"] if lane["pid"] == pid}
-    assert {k: ours["chat_completion"][k] for k in ("head", "tail", "pending", "dropped",
-                                                    "capacity", "fill", "retired",
-                                                    "pid_alive", "names")} == {
-        "head": 16, "tail": 0, "pending": 16, "dropped": 24, "capacity": 16, "fill": 1.0,
-        "retired": False, "pid_alive": False, "names": ["chat_completion", "llama-3-8b"]}
+    assert {k: ours["chat_completion"][k] for k in (
+        "name", "head", "tail", "pending", "dropped", "capacity", "fill", "retired", "alive",
+        "worker_pid", "same_pid_namespace", "uid", "ring", "names")} == {
+        "name": emitted["main_lane"], "head": 16, "tail": 0, "pending": 16, "dropped": 24,
+        "capacity": 16, "fill": 1.0, "retired": False, "alive": False, "worker_pid": pid,
+        "same_pid_namespace": True, "uid": os.getuid(), "ring": True,
+        "names": ["chat_completion", "llama-3-8b"]}
     assert (ours["embedding"]["head"], ours["embedding"]["retired"]) == (3, True)
     assert data["control"]["daemon_pid"] == daemon.proc.pid
-    assert data["control"]["daemon_alive"] is False
+    assert data["control"]["owner_uid"] == os.getuid()
     assert data["lock"] == {"present": True, "held": False, "holder_pid": None,
                             "recorded_pid": daemon.proc.pid}
 
@@ -532,38 +549,41 @@ def test_lanes_with_a_live_daemon_and_producer(
         from ai_analytics import client
         for i in range(50):
             client.emit("rerank", 2.0, model="bge-reranker")
-        print("emitted", flush=True)
+        print(client._emit._local.lane.name, flush=True)
         sys.stdin.read()
         """, namespace, stdin=subprocess.PIPE)
     try:
-        assert producer.stdout.readline().strip() == "emitted"
+        name = producer.stdout.readline().strip()
 
         def drained() -> dict | None:
             result = invoke("lanes", "--config", str(path), "--json")
             data = json.loads(result.stdout)
-            lanes = [lane for lane in data["lanes"] if lane["pid"] == producer.pid]
+            lanes = [lane for lane in data["lanes"] if lane["name"] == name]
             return data if lanes and lanes[0]["tail"] == 50 else None
 
         data = wait_for(drained, what="the daemon drains the lane")
-        (lane,) = [lane for lane in data["lanes"] if lane["pid"] == producer.pid]
+        (lane,) = [lane for lane in data["lanes"] if lane["name"] == name]
         assert (lane["head"], lane["pending"], lane["capacity"], lane["consumer_pid"]) == \
             (50, 0, 64, daemon.proc.pid)
-        assert lane["pid_alive"] is True and lane["retired"] is False
+        assert lane["alive"] is True and lane["retired"] is False
+        assert lane["pid"] == lane["worker_pid"] == producer.pid
         assert lane["names_count"] == 2 and lane["names_capacity"] >= 2
         assert data["lock"]["held"] is True
         assert data["lock"]["recorded_pid"] == daemon.proc.pid
         assert data["lock"]["holder_pid"] in (daemon.proc.pid, None)  # None: /proc/locks hidden
         assert data["control"]["daemon_pid"] == daemon.proc.pid
-        assert data["control"]["daemon_alive"] is True and data["control"]["capacity"] == 64
+        assert data["control"]["capacity"] == 64
         text = invoke("lanes", "--config", str(path))
         assert text.exit_code == 0
         assert text.stdout.startswith(f"namespace {namespace} in /dev/shm: ai-analyticsd running")
-        assert f"published by pid {daemon.proc.pid} (alive)" in text.stdout
-        cells = row(text.stdout, f"{producer.pid}.0")
-        assert cells[1:8] == [str(producer.pid), "yes", "no", "drop", "64", "0", "0.0%"]
+        assert f"written by pid {daemon.proc.pid} in its PID namespace" in text.stdout
+        assert "(its daemon runs)" in text.stdout
+        cells = lane_row(text.stdout, namespace, name)
+        assert cells[1:9] == [str(producer.pid), str(os.getuid()), "yes", "no", "drop", "64",
+                              "0", "0.0%"]
         positions = section(text.stdout, "POSITIONS")
-        assert row(positions, f"{producer.pid}.0")[2:6] == ["50", "50", "2/256",
-                                                            str(daemon.proc.pid)]
+        assert lane_row(positions, namespace, name)[2:6] == ["50", "50", "2/256",
+                                                             str(daemon.proc.pid)]
         assert "rerank, bge-reranker" in positions
     finally:
         producer.communicate(input="", timeout=30)
@@ -578,9 +598,9 @@ def test_lanes_counts_known_emits_and_lists_garbage_as_unreadable(
     namespace: str, make_config: Callable[..., Path], state_dir: Path
 ) -> None:
     """No daemon: lanes reads a producer's lanes with exactly its emits, and lists every
-    hostile or half-made segment (bad magic, empty, no magic yet, wrong size, pid not
-    matching the name, bad name, not a regular file) as unreadable with its reason; nothing
-    crashes, nothing is modified or removed, exit 0. An empty namespace exits 3."""
+    hostile or half-made segment (bad magic, empty, no magic yet, wrong size, bad name, not a
+    regular file) as unreadable with its reason; nothing crashes, nothing is modified or
+    removed, exit 0. An empty namespace exits 3."""
     path = make_config()
     empty = invoke("lanes", "--config", str(path))
     assert empty.exit_code == 3 and "no ai-analyticsd runs for it" in empty.stderr
@@ -589,14 +609,15 @@ def test_lanes_counts_known_emits_and_lists_garbage_as_unreadable(
     emitted = json.loads(run_python(PRODUCE_WITHOUT_DAEMON.format(main=7, side=5),
                                     namespace).stdout)
     pid = emitted["pid"]
-    real = Path(SHM_DIR, f"{namespace}.lane.{pid}.0").read_bytes()
-    _write_segment(namespace, "999999.0", b"garbage!" * 512)
-    _write_segment(namespace, "999998.0", b"")
-    _write_segment(namespace, "999997.0", bytes(8) + real[8:])  # magic not stored yet
-    _write_segment(namespace, "999996.0", real[:4096])  # header of a bigger lane
-    _write_segment(namespace, "1.0", real)  # a copy whose header pid is not in its name
+    real = Path(SHM_DIR, emitted["main_lane"]).read_bytes()
+    garbage, empty_file, half_made, short, fifo = (f"{'f' * 15}{k}.0" for k in range(5))
+    _write_segment(namespace, garbage, b"garbage!" * 512)
+    _write_segment(namespace, empty_file, b"")
+    _write_segment(namespace, half_made, bytes(8) + real[8:])  # magic not stored yet
+    _write_segment(namespace, short, real[:4096])  # header of a bigger lane
+    _write_segment(namespace, "1.0", real)  # a copy under a name that is not a lane's
     _write_segment(namespace, "notalane", b"x")
-    os.mkfifo(os.path.join(SHM_DIR, f"{namespace}.lane.999995.0"))
+    os.mkfifo(os.path.join(SHM_DIR, f"{namespace}.lane.{fifo}"))
     before = {name: os.stat(os.path.join(SHM_DIR, name)).st_mtime_ns
               for name in os.listdir(SHM_DIR) if name.startswith(f"{namespace}.")}
 
@@ -604,32 +625,32 @@ def test_lanes_counts_known_emits_and_lists_garbage_as_unreadable(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [(lane["names"], lane["head"], lane["tail"], lane["pending"], lane["dropped"])
-            for lane in data["lanes"]] == [
+            for lane in sorted(data["lanes"], key=lambda lane: lane["names"])] == [
         (["chat_completion", "llama-3-8b"], 7, 0, 7, 0), (["embedding"], 5, 0, 5, 0)]
     assert data["totals"]["pending"] == 12 and data["totals"]["unreadable"] == 7
     reasons = {u["name"].removeprefix(f"{namespace}.lane."): u["reason"]
                for u in data["unreadable"]}
-    assert reasons["999999.0"] == "bad magic b'garbage!'"
-    assert reasons["999998.0"].endswith("header not written yet")
-    assert reasons["999997.0"].startswith("no magic yet")
-    assert reasons["999996.0"].startswith("4096 bytes, expected ")
-    assert reasons["1.0"] == f"pid {pid} in the header does not match the name"
+    assert reasons[garbage] == "bad magic b'garbage!'"
+    assert reasons[empty_file].endswith("header not written yet")
+    assert reasons[half_made].startswith("no magic yet")
+    assert reasons[short].startswith("4096 bytes, expected ")
+    assert reasons["1.0"].startswith("name does not match")
     assert reasons["notalane"].startswith("name does not match")
-    assert reasons["999995.0"] == "not a regular file"
+    assert reasons[fifo] == "not a regular file"
 
     text = invoke("lanes", "--config", str(path))
     assert text.exit_code == 0
     assert "ai-analyticsd NOT running" in text.stdout and "control: none" in text.stdout
     assert "UNREADABLE (7)" in text.stdout
-    assert f"{namespace}.lane.999999.0: unreadable: bad magic b'garbage!'" in text.stdout
-    assert row(text.stdout, f"{pid}.0")[1:10] == [str(pid), "no", "no", "drop", "8,192", "7",
-                                                  "0.1%", "0", "0"]
+    assert f"{namespace}.lane.{garbage}: unreadable: bad magic b'garbage!'" in text.stdout
+    assert lane_row(text.stdout, namespace, emitted["main_lane"])[1:11] == [
+        str(pid), str(os.getuid()), "no", "no", "drop", "8,192", "7", "0.1%", "0", "0"]
     shown = invoke("status", "--config", str(path))
     assert shown.exit_code == 3
     head = " ".join(shown.stdout.split("\n\n")[0].split())
     assert head.endswith(f"; no snapshot in {state_dir / 'state.json'}")
     assert "events pending 12" in shown.stdout
-    assert f"{namespace}.lane.999996.0: unreadable: 4096 bytes" in shown.stdout
+    assert f"{namespace}.lane.{short}: unreadable: 4096 bytes" in shown.stdout
     after = {name: os.stat(os.path.join(SHM_DIR, name)).st_mtime_ns
              for name in os.listdir(SHM_DIR) if name.startswith(f"{namespace}.")}
     assert after == before
