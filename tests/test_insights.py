@@ -559,6 +559,48 @@ def test_findings_are_ordered_by_severity_then_kind_and_recommendations_by_findi
         ("reliability", None)]
 
 
+def test_segment_dir_full_names_the_directory_its_size_and_what_lanes_need():
+    """Threads without a lane (no room in the segment directory): a critical finding with the
+    directory, its size and the room the lanes need; its recommendation gives the size to
+    ask for and the max_queue_size with which every lane would fit; it stays open while
+    no_lane events are counted in the window, and closes after."""
+    doc = healthy_document()
+    doc["segment_dir"] = {"path": "/dev/shm", "size_bytes": 2 * 2**20, "free_bytes": 400_000,
+                          "lane_bytes": 561152, "lanes_that_fit": 3}
+    doc["lanes"] = [lane(f"svc.lane.{n}.0", pid=n) for n in range(3)] + [
+        {**lane(f"svc.lane.{n}.0", pid=n, capacity=0), "fill": 0.0} for n in range(3, 8)]
+    doc["lanes_summary"].update(live=8, without_ring=5)
+    doc["event_path"]["rates_per_s"] = rates(no_lane=2000.0)
+    result = insights().evaluate(doc, T0)
+    (found,) = only(result, "segment_dir_full")
+    assert found["severity"] == "critical" and found["subject"]["name"] == "/dev/shm"
+    assert found["evidence"]["threads_without_lane"] == 5 and found["evidence"]["lanes"] == 3
+    assert "5 worker threads have no lane because /dev/shm (2.0 MiB" in found["message"]
+    assert "8 lanes need 4.3 MiB" in found["message"]
+    advice = recommendation(result, "segment_dir")
+    assert advice["finding"] == found["id"]
+    assert "give /dev/shm at least 6.0 MiB" in advice["message"]  # 8 x 548 KiB x 1.25
+    assert "sizeLimit" in advice["message"]
+    # 2 MiB / 1.25 / 8 lanes, less the name table, in 64-byte records:
+    assert "lower max_queue_size to 2760 so that 8 lanes fit" in advice["message"]
+    engine = insights()
+    engine.evaluate(doc, T0)
+    doc["lanes_summary"]["without_ring"] = 0  # the threads got lanes: the window still counts
+    assert len(only(engine.evaluate(doc, T0 + 5), "segment_dir_full")) == 1
+    doc["event_path"]["rates_per_s"] = rates()  # and a window later, no no_lane event
+    assert only(engine.evaluate(doc, T0 + 65), "segment_dir_full") == []
+
+
+def test_outdated_workers_says_to_restart_them():
+    """Lanes of an earlier layout version: a warning that says to restart the workers."""
+    doc = healthy_document()
+    doc["lanes_summary"]["outdated"] = 2
+    result = insights().evaluate(doc, T0)
+    (found,) = only(result, "outdated_workers")
+    assert found["severity"] == "warning" and "2 lanes of namespace svc" in found["message"]
+    assert "Restart the workers" in recommendation(result, "upgrade")["message"]
+
+
 # -- recommendations from findings: config key and suggested value --------------------------------
 def test_event_loss_suggests_double_the_queue_size_at_low_rates():
     """max_queue_size: the next power of two >= 2 x per-lane rate x batch_timeout_seconds,
