@@ -178,6 +178,11 @@ def _note(text: str) -> str:
     return INDENT + text
 
 
+def _wrapped_note(text: str, width: int) -> list[str]:
+    """A note of prose, wrapped to the width (each line indented like a note)."""
+    return [_note(line) for line in textwrap.wrap(text, max(20, width - len(INDENT)))]
+
+
 def _more(shown: int, total: int, what: str) -> list[str]:
     hidden = total - shown
     return [_note(f"… and {hidden:,} more {what} (--json shows all)")] if hidden > 0 else []
@@ -453,7 +458,7 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
             fmt.count(lane.get("overwritten")), fmt.count(lane.get("invalid")),
         ])
     lines += table(columns, rows, width) + _more(len(rows), len(lanes), "lanes")
-    lines += _pid_legend(lane.get("same_pid_namespace") is not False for lane in lanes)
+    lines += _pid_legend((lane.get("same_pid_namespace") is not False for lane in lanes), width)
     return _section("EVENT PATH", lines)
 
 
@@ -592,12 +597,13 @@ def _lane_pid(lane: LaneView) -> str:
     return _pid_cell(lane.pid, lane.worker_pid, lane.same_pid_namespace)
 
 
-def _pid_legend(same_namespace: Iterable[bool]) -> list[str]:
+def _pid_legend(same_namespace: Iterable[bool], width: int) -> list[str]:
     """The note under a lane table that shows workers of other PID namespaces."""
     if all(same_namespace):
         return []
-    return [_note("pid: 123* is a worker in another PID namespace that is pid 123 here; (1) "
-                  "is one not visible from here, pid 1 in its own PID namespace")]
+    return _wrapped_note("pid: 123* is a worker in another PID namespace that is pid 123 "
+                         "here; (1) is one not visible from here, pid 1 in its own PID "
+                         "namespace", width)
 
 
 def _control_line(view: ShmView) -> str:
@@ -616,7 +622,9 @@ def _lock_line(view: ShmView) -> str:
     lock = view.lock
     if not lock.present:
         return "lock: none (no daemon has run in this namespace since boot)"
-    recorded = f"pid {lock.recorded_pid}" if lock.recorded_pid else "no pid recorded"
+    # The recorded pid is the daemon's in its own PID namespace; /proc/locks gives ours.
+    recorded = (f"pid {lock.recorded_pid} in its PID namespace" if lock.recorded_pid
+                else "no pid recorded")
     if lock.held:
         holder = f"pid {lock.holder_pid}" if lock.holder_pid else recorded
         return f"lock: held by ai-analyticsd {holder}"
@@ -647,7 +655,7 @@ def render_shm(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
                  ", ".join(lane.names) or fmt.MISSING]
                 for lane in view.lanes[:MAX_ROWS]]
         lines += table(columns, rows, width) + _more(len(rows), len(view.lanes), "lanes")
-        lines += _pid_legend(lane.same_pid_namespace for lane in view.lanes)
+        lines += _pid_legend((lane.same_pid_namespace for lane in view.lanes), width)
     else:
         lines.append(_note("no lanes"))
     lines += [_note(f"{u.name}: unreadable: {u.reason}") for u in view.unreadable]
@@ -682,7 +690,7 @@ def render_lanes(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
         lapped = sum(lane.lapped for lane in view.lanes)
         notes = [_note(f"overwritten includes {lapped:,} records lapped since the last drain")
                  ] if lapped else []
-        notes += _pid_legend(lane.same_pid_namespace for lane in view.lanes)
+        notes += _pid_legend((lane.same_pid_namespace for lane in view.lanes), width)
         sections.append(_section(f"LANES ({len(view.lanes)})", table(counters, rows, width)
                                  + notes))
         positions = [Column("lane", shrink=10), Column("thread", right=True),
