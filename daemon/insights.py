@@ -390,20 +390,20 @@ def segment_dir_full(document: Document, cfg: Config, window: str) -> Iterator[R
     room = document["segment_dir"]
     waiting = int(document["lanes_summary"]["without_ring"])
     per_s = float(document["event_path"]["rates_per_s"]["no_lane"][window])
-    with_ring = sum(1 for lane in document["lanes"] if lane["ring"] and lane["state"] == "live")
     one_lane = int(room["lane_bytes"])
-    wanted = with_ring + waiting
+    # The room to ask for: every lane at once, as many as were ever attached together.
+    wanted = max(int(room["peak_lanes"]), len(document["lanes"]))
     evidence = {"path": room["path"], "size_bytes": room["size_bytes"],
                 "free_bytes": room["free_bytes"], "lane_bytes": one_lane,
-                "lanes": with_ring, "threads_without_lane": waiting, "no_lane_per_s": per_s,
-                "needed_bytes": needed_bytes(wanted, one_lane)}
+                "peak_lanes": wanted, "threads_without_lane": waiting,
+                "no_lane_per_s": per_s, "needed_bytes": needed_bytes(wanted, one_lane)}
     size = "of unknown size" if room["size_bytes"] is None else (
-        f"{mib(room['size_bytes'])}, {mib(room['free_bytes'])} free")
+        f"{mib(room['size_bytes'])}, {mib(room['free_bytes'])} free now")
     yield Reading(
         "segment_dir_full", "directory", room["path"], evidence,
-        f"{waiting} worker threads have no lane because {room['path']} ({size}) has no room "
-        f"for one: {with_ring} lanes of {one_lane // 1024:,} KiB are there, and "
-        f"{wanted} lanes need {mib(wanted * one_lane)}; {per_s:g} events/s are dropped as "
+        f"Worker threads found no room for a lane in {room['path']} ({size}): up to {wanted} "
+        f"lanes were in use at once, {one_lane // 1024:,} KiB each ({mib(wanted * one_lane)} "
+        f"in all); {waiting} threads have none now, and {per_s:g} events/s were refused as "
         f"no_lane over the last {_WINDOW_WORDS[window]}.",
         (Check(waiting + per_s, 0),), severity="critical",
     )
@@ -489,9 +489,17 @@ def _raise_queue_size(finding: Finding, document: Document) -> Recommendation:
         f"{_WINDOW_WORDS[window]}) and the daemon may wait batch_timeout_seconds = {timeout:g} s "
         f"between drains, so a lane needs room for 2 x {per_lane:.0f} x {timeout:g} = "
         f"{needed:.0f} events; that is rounded up to a power of two and to at least double the "
-        "current size. Lanes take the new size when workers create them (restart the workers).",
+        "current size. Lanes take the new size when workers create them (restart the workers)."
+        + (" But the segment directory has no room for every lane now (segment_dir_full): "
+           "larger lanes need a larger directory first." if _directory_full(document, window)
+           else ""),
         "max_queue_size", suggested,
     )
+
+
+def _directory_full(document: Document, window: str) -> bool:
+    return (int(document["lanes_summary"]["without_ring"]) > 0
+            or float(document["event_path"]["rates_per_s"]["no_lane"][window]) > 0)
 
 
 def _drain_more_often(finding: Finding, document: Document) -> Recommendation:
@@ -564,7 +572,7 @@ def _check_storage(finding: Finding, document: Document) -> Recommendation:
 
 def _make_room(finding: Finding, document: Document) -> Recommendation:
     evidence, daemon = finding["evidence"], document["daemon"]
-    wanted = int(evidence["lanes"]) + int(evidence["threads_without_lane"])
+    wanted = int(evidence["peak_lanes"])
     path, size = evidence["path"], evidence["size_bytes"]
     if size is None:
         advice = (f"give {path} room for {wanted} lanes ({mib(evidence['needed_bytes'])} "

@@ -194,6 +194,9 @@ class LaneSet:
         self.retained: dict[str, tuple[int, tuple[str, int]]] = {}
         self.unready_since: dict[str, float] = {}
         self.waiting = 0
+        # The most lanes attached at once (whole or not), since start: the room the segment
+        # directory must have, which the segment_dir_full finding sizes it by.
+        self.peak = 0
         self._holders: dict[tuple[int, int], int] | None = None
         self._cap_logged = False
         self._first_scan = True
@@ -234,6 +237,7 @@ class LaneSet:
                 log.warning("lane %s: %s", lane.ident.name, note)
             if not alive:
                 lane.state = "dead"
+        self.peak = max(self.peak, len(self.lanes) + self.waiting)
         self._forget_outdated()
         if self._first_scan:
             self._first_scan = False

@@ -61,7 +61,8 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "rejected_segments": len(daemon.lanes.rejected),
             "outdated": len(daemon.lanes.outdated),
         },
-        "segment_dir": _segment_dir(cfg.segment_dir, cfg.max_queue_size, cfg.names_per_lane),
+        "segment_dir": {**_segment_dir(cfg.segment_dir, cfg.max_queue_size, cfg.names_per_lane),
+                        "peak_lanes": daemon.lanes.peak},
         "operations": operations,
         "models": model_summary(
             operations, lanes, daemon.stats.registry, daemon.resources.rss_by_pid(),

@@ -119,7 +119,7 @@ def healthy_document() -> dict:
                           "outdated": 0},
         "segment_dir": {"path": "/dev/shm", "size_bytes": 64 * 2 ** 20,
                         "free_bytes": 60 * 2 ** 20, "lane_bytes": 561152,
-                        "lanes_that_fit": 119},
+                        "lanes_that_fit": 119, "peak_lanes": 1},
         "operations": [series(every=stats(count=200, errors=2, mean_ms=200.0, p99_ms=300.0))],
         "models": [model()],
         "caches": [],
@@ -566,7 +566,7 @@ def test_segment_dir_full_names_the_directory_its_size_and_what_lanes_need():
     no_lane events are counted in the window, and closes after."""
     doc = healthy_document()
     doc["segment_dir"] = {"path": "/dev/shm", "size_bytes": 2 * 2**20, "free_bytes": 400_000,
-                          "lane_bytes": 561152, "lanes_that_fit": 3}
+                          "lane_bytes": 561152, "lanes_that_fit": 3, "peak_lanes": 8}
     doc["lanes"] = [lane(f"svc.lane.{n}.0", pid=n) for n in range(3)] + [
         {**lane(f"svc.lane.{n}.0", pid=n, capacity=0), "fill": 0.0} for n in range(3, 8)]
     doc["lanes_summary"].update(live=8, without_ring=5)
@@ -574,9 +574,11 @@ def test_segment_dir_full_names_the_directory_its_size_and_what_lanes_need():
     result = insights().evaluate(doc, T0)
     (found,) = only(result, "segment_dir_full")
     assert found["severity"] == "critical" and found["subject"]["name"] == "/dev/shm"
-    assert found["evidence"]["threads_without_lane"] == 5 and found["evidence"]["lanes"] == 3
-    assert "5 worker threads have no lane because /dev/shm (2.0 MiB" in found["message"]
-    assert "8 lanes need 4.3 MiB" in found["message"]
+    assert found["evidence"]["threads_without_lane"] == 5
+    assert found["evidence"]["peak_lanes"] == 8
+    assert found["message"].startswith(
+        "Worker threads found no room for a lane in /dev/shm (2.0 MiB, 0.4 MiB free now): up to "
+        "8 lanes were in use at once, 548 KiB each (4.3 MiB in all); 5 threads have none now")
     advice = recommendation(result, "segment_dir")
     assert advice["finding"] == found["id"]
     assert "give /dev/shm at least 6.0 MiB" in advice["message"]  # 8 x 548 KiB x 1.25
@@ -585,10 +587,27 @@ def test_segment_dir_full_names_the_directory_its_size_and_what_lanes_need():
     assert "lower max_queue_size to 2760 so that 8 lanes fit" in advice["message"]
     engine = insights()
     engine.evaluate(doc, T0)
-    doc["lanes_summary"]["without_ring"] = 0  # the threads got lanes: the window still counts
+    doc["lanes_summary"]["without_ring"] = 0  # the threads ended: the window still counts,
+    doc["lanes"] = []  # and the advice still sizes the directory by the peak
     assert len(only(engine.evaluate(doc, T0 + 5), "segment_dir_full")) == 1
+    assert "at least 6.0 MiB" in recommendation(engine.evaluate(doc, T0 + 6), "segment_dir")[
+        "message"]
     doc["event_path"]["rates_per_s"] = rates()  # and a window later, no no_lane event
     assert only(engine.evaluate(doc, T0 + 65), "segment_dir_full") == []
+
+
+def test_a_larger_queue_is_not_advised_alone_while_the_segment_dir_is_full():
+    """Lanes that drop while threads find no room for one: the queue-size advice says that
+    larger lanes need a larger directory first."""
+    doc = healthy_document()
+    doc["lanes_summary"]["without_ring"] = 2
+    doc["event_path"]["rates_per_s"] = rates(received=9000.0, dropped=1000.0, no_lane=500.0)
+    advice = recommendation(insights().evaluate(doc, T0), "queue_size")
+    assert "larger lanes need a larger directory first" in advice["message"]
+    doc["lanes_summary"]["without_ring"] = 0
+    doc["event_path"]["rates_per_s"] = rates(received=9000.0, dropped=1000.0)
+    advice = recommendation(insights().evaluate(doc, T0), "queue_size")
+    assert "directory" not in advice["message"]
 
 
 def test_outdated_workers_says_to_restart_them():
