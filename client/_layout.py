@@ -74,7 +74,7 @@ Record (RECORD_SIZE bytes) ``i`` lives at ``records + (i % capacity) * RECORD_SI
         48    4 tokens_out  uint32, TOKENS_ABSENT = absent  (KIND_EXTENDED only)
         52   12 (reserved)
 
-Control segment ``/dev/shm/<namespace>.control`` (written by the daemon, read by producers
+Control segment ``<segment dir>/<namespace>.control`` (written by the daemon, read by producers
 when they create a lane)::
 
          0    8 magic        CONTROL_MAGIC

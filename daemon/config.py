@@ -17,10 +17,10 @@ import yaml
 
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import (
-    DEFAULT_SEGMENT_DIR,
     NAMESPACE_ENV,
     NAMESPACE_PATTERN,
     namespace_from_env,
+    segment_dir_from_env,
 )
 
 from .errors import ConfigError
@@ -48,7 +48,7 @@ class Config:
     recovery_timeout_seconds: float = 30.0
     # Where the lanes are, and how the daemon keeps them.
     namespace: str = dataclasses.field(default_factory=namespace_from_env)
-    segment_dir: str = DEFAULT_SEGMENT_DIR
+    segment_dir: str = dataclasses.field(default_factory=segment_dir_from_env)
     expected_lanes: int = 32
     on_full: OnFull = "drop"
     stop_timeout_seconds: float = 10.0

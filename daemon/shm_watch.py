@@ -1,4 +1,4 @@
-"""Notice a new segment of the namespace in /dev/shm as it is created.
+"""Notice a new segment of the namespace in the segment directory as it is created.
 
 A lane is drained only once the daemon has attached it. Found at the next discovery scan (1 s
 by default), a thread that writes faster than its ring holds per second loses events before it

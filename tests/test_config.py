@@ -197,22 +197,27 @@ def test_shipped_config_passes_config_check() -> None:
     assert outcome.stderr == ""
 
 
-def test_shipped_config_is_the_defaults(namespace: str) -> None:
+def test_shipped_config_is_the_defaults(namespace: str, monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
     """The shipped config.yaml holds every default: loading it equals ``Config()``, and its
-    namespace follows $AI_ANALYTICS_NAMESPACE, as the workers' does."""
+    namespace and segment_dir follow $AI_ANALYTICS_NAMESPACE and $AI_ANALYTICS_SEGMENT_DIR,
+    as the workers' do."""
     loaded = load_config(SHIPPED_CONFIG)
     assert loaded == Config()
-    assert loaded.namespace == namespace
+    assert loaded.namespace == namespace and loaded.segment_dir == "/dev/shm"
+    monkeypatch.setenv("AI_ANALYTICS_SEGMENT_DIR", str(tmp_path))
+    assert load_config(SHIPPED_CONFIG).segment_dir == str(tmp_path)
 
 
 def test_shipped_config_documents_every_setting() -> None:
-    """Every setting appears in the shipped config.yaml with a comment above it; namespace is
-    the one left commented out (its default depends on the environment)."""
+    """Every setting appears in the shipped config.yaml with a comment above it; namespace and
+    segment_dir are the ones left commented out (their defaults come from the environment,
+    as the workers' do)."""
     text = SHIPPED_CONFIG.read_text()
     data = yaml.safe_load(text)
-    assert set(data) == set(SETTINGS) - {"namespace"}
+    assert set(data) == set(SETTINGS) - {"namespace", "segment_dir"}
     lines = text.splitlines()
-    assert "# namespace: ai-analytics" in lines
+    assert "# namespace: ai-analytics" in lines and "# segment_dir: /dev/shm" in lines
     for key in data:
         (index,) = [i for i, line in enumerate(lines) if line.startswith(f"{key}:")]
         assert lines[index - 1].startswith("#"), f"{key} has no comment above it"
