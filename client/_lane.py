@@ -170,7 +170,7 @@ class Lane:
             self.q[L.Q_PID_NAMESPACE] = pid_namespace()
             # Magic last: until it is there, the daemon treats the segment as "not ready yet".
             self.q[L.Q_MAGIC] = L.LANE_MAGIC
-            if _still_named(fd, os.path.join(directory, self.name)):
+            if still_named(fd, os.path.join(directory, self.name)):
                 break
             self.q.release()  # removed as abandoned before our lock: make another
             self.buf.close()
@@ -180,13 +180,12 @@ class Lane:
         self.fd = fd
         _locked_lanes.add(self)
         self.base = L.records_offset(self.names_capacity)
-        self.head = 0
         self.dropped = 0
-        # A no-ring lane takes every event to the full path (head 1 >= limit 1), where it is
-        # counted as dropped.
-        self.limit = 1 if not ring else NO_LIMIT if geometry.overwrite else self.capacity
-        if not ring:
-            self.head = 1
+        if ring:
+            self.head = 0
+            self.limit = NO_LIMIT if geometry.overwrite else self.capacity
+        else:  # every event takes the full path (head 1 >= limit 1) and is counted dropped
+            self.head = self.limit = 1
         # Names already in the table, by the object the caller passed (str or enum member).
         self.ops: dict[object, int] = {}
         self.models: dict[object, int] = {"": 0}
@@ -274,13 +273,13 @@ def _create_locked(directory: str, namespace: str, size: int) -> tuple[int, str]
 def _discard(fd: int, path: str) -> None:
     """Remove a segment this process created and could not finish."""
     try:
-        if _still_named(fd, path):
+        if still_named(fd, path):
             os.unlink(path)
     finally:
         os.close(fd)
 
 
-def _still_named(fd: int, path: str) -> bool:
+def still_named(fd: int, path: str) -> bool:
     """Whether ``path`` is still the file open as ``fd``."""
     try:
         named, opened = os.stat(path, follow_symlinks=False), os.fstat(fd)

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 
+from ai_analytics.client._lane import still_named
 from ai_analytics.client._proc import is_alive
 from ai_analytics.client._segments import lane_prefix, parse_lane_name, pid_namespace
 
@@ -432,8 +433,7 @@ def _remove_if_abandoned(path: str) -> bool:
     try:
         if any(os.pread(fd, 8, 0)):
             return False  # finished after all: attached at the next look
-        opened, named = os.fstat(fd), os.stat(path, follow_symlinks=False)
-        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        if not still_named(fd, path):
             return False
         os.unlink(path)
         return True

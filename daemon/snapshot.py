@@ -61,8 +61,8 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "rejected_segments": len(daemon.lanes.rejected),
             "outdated": len(daemon.lanes.outdated),
         },
-        "segment_dir": {**_segment_dir(cfg.segment_dir, cfg.max_queue_size, cfg.names_per_lane),
-                        "peak_lanes": daemon.lanes.peak},
+        "segment_dir": _segment_dir(cfg.segment_dir, cfg.max_queue_size, cfg.names_per_lane,
+                                    daemon.lanes.peak),
         "operations": operations,
         "models": model_summary(
             operations, lanes, daemon.stats.registry, daemon.resources.rss_by_pid(),
@@ -91,15 +91,17 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
     }
 
 
-def _segment_dir(directory: str, max_queue_size: int, names_per_lane: int
+def _segment_dir(directory: str, max_queue_size: int, names_per_lane: int, peak_lanes: int
                  ) -> dict[str, object]:
-    """The segment directory's room, and how many lanes of the configured shape it holds."""
+    """The segment directory's room, how many lanes of the configured shape it holds, and
+    the most lanes attached at once."""
     space = Space.of(directory)
     one_lane = lane_bytes(max_queue_size, names_per_lane)
     return {
         "path": directory, "size_bytes": space.size if space else None,
         "free_bytes": space.free if space else None, "lane_bytes": one_lane,
         "lanes_that_fit": lanes_that_fit(space, one_lane) if space else None,
+        "peak_lanes": peak_lanes,
     }
 
 
