@@ -138,7 +138,7 @@ def make_records(rng: Any, n: int, second: int, op_ids: Any, model_ids: Any
     """``n`` records of the mix, timestamps within ``second``, and their daemon name ids."""
     import numpy as np
 
-    from ai_analytics.daemon.records import RECORD_DTYPE
+    from ai_analytics.daemon.ingest.records import RECORD_DTYPE
 
     series = rng.integers(0, len(OPERATIONS) * len(MODELS), n)
     op_index, model_index = series // len(MODELS), series % len(MODELS)
@@ -281,8 +281,8 @@ def new_statistics(clock: ManualClock) -> tuple[Any, Any, Any]:
     """A Statistics with the daemon's default caps, and the name ids of the 10 x 10 names."""
     import numpy as np
 
-    from ai_analytics.daemon.config import Config
-    from ai_analytics.daemon.stats import Statistics
+    from ai_analytics.core.config import Config
+    from ai_analytics.daemon.stats.statistics import Statistics
 
     config = Config()
     stats = Statistics(config.max_operations, config.max_models, config.max_series, clock)
@@ -329,8 +329,8 @@ class DrainBatchBench:
     """A real Daemon's ``Drainer._batch`` over lanes that threads filled through emit."""
 
     def __init__(self, namespace: str, threads: int, batch: int, seed: int) -> None:
-        from ai_analytics.daemon.config import Config
-        from ai_analytics.daemon.control import publish_control
+        from ai_analytics.core.config import Config
+        from ai_analytics.daemon.ingest.control import publish_control
         from ai_analytics.daemon.service import Daemon
 
         self.namespace = namespace
@@ -422,7 +422,7 @@ class SnapshotBench:
     def __init__(self, rate: int, seed: int, log: Callable[[str], None]) -> None:
         import numpy as np
 
-        from ai_analytics.daemon.stats import RING_SECONDS
+        from ai_analytics.daemon.stats.statistics import RING_SECONDS
 
         self.rate = rate
         self.second = CLOCK_START_S

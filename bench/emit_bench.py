@@ -240,7 +240,7 @@ class Lanes:
         if self._saved_lane is not None:
             del _emit._local.lane
         if self.overwrite:
-            from ai_analytics.daemon.control import publish_control  # stdlib only
+            from ai_analytics.daemon.ingest.control import publish_control  # stdlib only
 
             publish_control(self.namespace, L.DEFAULT_CAPACITY, L.DEFAULT_NAMES_CAPACITY, True)
         # The first emit of this thread creates its lane, exactly as in a worker.
@@ -326,7 +326,7 @@ class DrainBench:
     """A real daemon (its ``Drainer._batch``) over one full lane, re-read batch after batch."""
 
     def __init__(self, namespace: str, capacity: int) -> None:
-        from ai_analytics.daemon.config import Config  # numpy comes in here, not earlier
+        from ai_analytics.core.config import Config  # numpy comes in here, not earlier
         from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
         from ai_analytics.daemon.service import Daemon
 

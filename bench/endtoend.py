@@ -352,7 +352,7 @@ def daemon_session() -> Iterator[DaemonProcess]:
 
 
 def all_drained(namespace: str, published: int) -> bool:
-    from ai_analytics.daemon.shm_view import read_namespace
+    from ai_analytics.cli.shm_view import read_namespace
 
     totals = read_namespace(namespace).totals()
     return totals["published"] == published and totals["pending"] == 0

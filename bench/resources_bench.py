@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ai_analytics.daemon.config import config_from_mapping
+from ai_analytics.core.config import config_from_mapping
 from ai_analytics.daemon.resources import ResourceSampler
 
 HERE = Path(__file__).resolve().parent

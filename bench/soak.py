@@ -335,7 +335,7 @@ class ProcStat:
 def observed_lag(namespace: str) -> float:
     """Age of the oldest unread record in the namespace's lanes, read from shared memory:
     an outside view of the drain lag, taken at any moment of the daemon's loop."""
-    from ai_analytics.daemon.shm_view import read_namespace
+    from ai_analytics.cli.shm_view import read_namespace
 
     now, oldest = time.monotonic_ns(), 0.0
     for lane in read_namespace(namespace).lanes:

@@ -81,6 +81,11 @@ def lock_name(namespace: str) -> str:
     return f"{namespace}.daemon.lock"
 
 
+def lock_path(namespace: str, directory: str) -> str:
+    """Where the namespace's lock file is, in the segment directory ``directory``."""
+    return os.path.join(directory, lock_name(namespace))
+
+
 def pid_namespace() -> int:
     """The inode of this process's PID namespace (0 when /proc cannot tell): pids recorded
     by a process are meaningful only to readers in the same PID namespace."""

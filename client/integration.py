@@ -176,7 +176,7 @@ def _check_timeout(name: str, timeout: object) -> float:
 
 def daemon_holds_namespace(namespace: str) -> bool:
     """True while some daemon holds ``namespace``'s lock: the same test as
-    ``ai_analytics.daemon.status.daemon_running``, without importing the daemon package
+    ``ai_analytics.core.namespace_lock.daemon_running``, without importing the daemon package
     (whose config module loads yaml) into a worker."""
     return lock_held(os.path.join(segment_dir_from_env(), lock_name(namespace)))
 
@@ -441,7 +441,7 @@ class _EmbeddedDaemon:
         to the thread that made it), and run its loop until stop."""
         daemon = None
         try:
-            from ai_analytics.daemon.config import config_from_mapping
+            from ai_analytics.core.config import config_from_mapping
             from ai_analytics.daemon.service import Daemon
 
             daemon = Daemon(config_from_mapping(self.settings))

@@ -1,4 +1,4 @@
-"""ai_analytics.daemon: ai-analyticsd (drain, count, statistics, snapshots) and the CLI.
+"""ai_analytics.daemon: ai-analyticsd (drain, count, statistics, snapshots, HTTP).
 
 Nothing here is imported by inference workers; see ``ai_analytics.client`` for that side.
 Exports load lazily, so ``python -m ai_analytics.daemon.<tool>`` stays light.
@@ -11,10 +11,10 @@ from typing import Any
 __all__ = ["Config", "Daemon", "get_performance_snapshot", "load_config"]
 
 _EXPORTS = {
-    "Config": ".config",
-    "load_config": ".config",
-    "Daemon": ".service",
-    "get_performance_snapshot": ".status",
+    "Config": "ai_analytics.core.config",
+    "load_config": "ai_analytics.core.config",
+    "Daemon": "ai_analytics.daemon.service",
+    "get_performance_snapshot": "ai_analytics.core.state",
 }
 
 
@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

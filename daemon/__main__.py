@@ -1,5 +1,5 @@
 """``python -m ai_analytics.daemon`` is ``ai-analyticsd``."""
 
-from .main import main
+from ai_analytics.daemon.main import main
 
 main()

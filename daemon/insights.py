@@ -58,9 +58,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ai_analytics.client._layout import MAX_CAPACITY
-
-from .config import Config
-from .segment_dir import Space, mib, needed_bytes, sizing_advice
+from ai_analytics.core.config import Config
+from ai_analytics.daemon.ingest.segment_dir import Space, mib, needed_bytes, sizing_advice
 
 # Fewer events than this in the window are too few to judge a model or a series by.
 MIN_EVENTS = 20

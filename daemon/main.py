@@ -9,13 +9,13 @@ from types import FrameType
 
 import click
 
-from .config import load_config, log_level_number
-from .errors import ConfigError, StateError
-from .http_server import BindError
-from .malloc_tuning import keep_temporaries_on_heap
-from .service import AlreadyRunning, Daemon
-from .systemd_notify import notify, watchdog_interval
-from .version import package_version
+from ai_analytics.core.config import load_config, log_level_number
+from ai_analytics.core.errors import ConfigError, StateError
+from ai_analytics.core.version import package_version
+from ai_analytics.daemon.http.server import BindError
+from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
+from ai_analytics.daemon.service import AlreadyRunning, Daemon
+from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

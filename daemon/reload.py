@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .config import Config
+from ai_analytics.core.config import Config
 
 NEEDS_RESTART: dict[str, str] = {
     "namespace": "the namespace lock, the lanes and the control segment belong to it",

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from .config import Config
+from ai_analytics.core.config import Config
 
 pynvml: ModuleType | None
 try:

@@ -17,28 +17,33 @@ from collections.abc import Callable
 
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import lock_name
-
-from .breaker import HISTORY_BACKLOG_ROWS, HISTORY_BACKLOG_SNAPSHOTS, Backlog, GuardedSink, Outcome
-from .caches import CacheStates
-from .config import Config, log_level_number
-from .control import publish_control, remove_foreign, withdraw_control
-from .drain import Drainer
-from .errors import AnalyticsError, ConfigError, StateError
-from .history import HistoryStore
-from .http_server import BindError, StatusServer
-from .insights import Insights
-from .lanes import LaneSet, Outcomes, SavedLane
-from .metrics import MetricsEndpoint
-from .rates import CounterRates
-from .reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
-from .resources import ResourceSampler
-from .segment_dir import check_usable, start_warning
-from .shm_watch import ShmWatch
-from .snapshot import build_document
-from .state import read_state, remove_unfinished_writes, write_state
-from .stats import Statistics
-from .version import package_version
-from .wakeup import StopRequest
+from ai_analytics.core.config import Config, log_level_number
+from ai_analytics.core.errors import AnalyticsError, ConfigError, StateError
+from ai_analytics.core.history import HistoryStore
+from ai_analytics.core.state import read_state, remove_unfinished_writes, write_state
+from ai_analytics.core.version import package_version
+from ai_analytics.core.wakeup import StopRequest
+from ai_analytics.daemon.http.metrics import MetricsEndpoint
+from ai_analytics.daemon.http.server import BindError, StatusServer
+from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
+from ai_analytics.daemon.ingest.drain import Drainer
+from ai_analytics.daemon.ingest.lanes import LaneSet, Outcomes, SavedLane
+from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
+from ai_analytics.daemon.ingest.shm_watch import ShmWatch
+from ai_analytics.daemon.insights import Insights
+from ai_analytics.daemon.reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
+from ai_analytics.daemon.resources import ResourceSampler
+from ai_analytics.daemon.sinks.breaker import (
+    HISTORY_BACKLOG_ROWS,
+    HISTORY_BACKLOG_SNAPSHOTS,
+    Backlog,
+    GuardedSink,
+    Outcome,
+)
+from ai_analytics.daemon.snapshot.builder import build_document
+from ai_analytics.daemon.stats.caches import CacheStates
+from ai_analytics.daemon.stats.rates import CounterRates
+from ai_analytics.daemon.stats.statistics import Statistics
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -75,7 +80,7 @@ class Daemon:
         self.caches = CacheStates(config.max_operations)
         self.outcome_rates = CounterRates(OUTCOME_RATES)
         self.sink_failures = {"state": 0, "history": 0}
-        # Circuit breakers around the two sinks (daemon/breaker.py), and the history intervals
+        # Circuit breakers around the two sinks (daemon/sinks/breaker.py), and the history intervals
         # not stored yet: kept (bounded) while the history sink is down, flushed when it is back.
         self.sinks = {sink: GuardedSink.from_config(sink, config) for sink in ("state", "history")}
         self.history_backlog: Backlog[tuple[float, float, object, list]] = Backlog(
@@ -400,7 +405,7 @@ class Daemon:
 
     def save(self, running: bool) -> bool:
         """Write the snapshot and its history rows, each sink behind its circuit breaker
-        (daemon/breaker.py), each write bounded by max_processing_time_seconds; unlink
+        (daemon/sinks/breaker.py), each write bounded by max_processing_time_seconds; unlink
         reclaimed lanes only once a state file that counts them is safely written. The final
         snapshot (not ``running``) is attempted even while a breaker is open."""
         document = self.document(running)
@@ -454,7 +459,7 @@ class Daemon:
         self.sink_failures[sink] += 1
 
     def sink_states(self) -> dict[str, object]:
-        """The snapshot's "sinks": each sink's breaker state and counters (daemon/breaker.py);
+        """The snapshot's "sinks": each sink's breaker state and counters (daemon/sinks/breaker.py);
         for the history, the intervals waiting to be stored and those dropped at the
         backlog's bounds (HISTORY_BACKLOG_SNAPSHOTS, HISTORY_BACKLOG_ROWS). Taken when the
         document is built, before its own writes: their outcome shows in the next snapshot."""

@@ -101,7 +101,7 @@ class DaemonProcess:
                         what="the wrapped daemon")[0]
 
     def _lock_held(self) -> bool:
-        from ai_analytics.daemon.status import daemon_running
+        from ai_analytics.core.namespace_lock import daemon_running
 
         return daemon_running(self.namespace, self.segment_dir)
 

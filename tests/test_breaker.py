@@ -13,7 +13,10 @@ import time
 
 import pytest
 
-from ai_analytics.daemon.breaker import (
+from ai_analytics.core.config import config_from_mapping
+from ai_analytics.core.errors import StateError
+from ai_analytics.core.history import history_path
+from ai_analytics.daemon.sinks.breaker import (
     Backlog,
     BoundedCall,
     CircuitBreaker,
@@ -21,9 +24,6 @@ from ai_analytics.daemon.breaker import (
     Outcome,
     SinkTimeout,
 )
-from ai_analytics.daemon.config import config_from_mapping
-from ai_analytics.daemon.errors import StateError
-from ai_analytics.daemon.history import history_path
 
 from helpers import Emitters, events_total, http_status, wait_for
 
@@ -441,8 +441,9 @@ def test_history_intervals_wait_in_the_backlog_and_are_flushed_on_recovery(inpro
 
 
 def sink(document: dict, name: str) -> dict:
-    assert "sinks" in document, ('the snapshot has no "sinks": build_document (daemon/snapshot.py) '
-                                 'must include "sinks": daemon.sink_states()')
+    assert "sinks" in document, ('the snapshot has no "sinks": build_document '
+                                 '(daemon/snapshot/builder.py) must include "sinks": '
+                                 'daemon.sink_states()')
     return document["sinks"][name]
 
 

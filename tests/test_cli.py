@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ai_analytics.daemon import cli
+from ai_analytics.cli import main as cli
 from ai_analytics.daemon import main as daemon_main
 
 VERSION = version("ai-analytics")

@@ -18,15 +18,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ai_analytics.daemon import cli
-from ai_analytics.daemon.config import (
+from ai_analytics.cli import main as cli
+from ai_analytics.core.config import (
     SETTINGS,
     Config,
     ConfigError,
     config_from_mapping,
     load_config,
 )
-from ai_analytics.daemon.errors import AnalyticsError
+from ai_analytics.core.errors import AnalyticsError
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "config.yaml"

@@ -27,11 +27,11 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
+from ai_analytics.cli.main import main as cli
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import read_geometry
 from ai_analytics.client._proc import start_ticks
 from ai_analytics.client._segments import control_name, lock_name
-from ai_analytics.daemon.cli import main as cli
 
 from helpers import (
     SHM_DIR,

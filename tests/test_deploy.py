@@ -38,7 +38,7 @@ from ai_analytics.client._segments import (
     NAMESPACE_ENV,
     SEGMENT_DIR_ENV,
 )
-from ai_analytics.daemon.config import Config, config_from_mapping
+from ai_analytics.core.config import Config, config_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

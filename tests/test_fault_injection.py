@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_analytics.daemon.history import history_path
+from ai_analytics.core.history import history_path
 
 from helpers import (
     DaemonProcess,

@@ -160,7 +160,7 @@ def test_untrusted_and_world_writable_segments_are_refused(daemon_factory, names
         run_python('from ai_analytics import client; client.emit("x", 1.0)', namespace)
     foreign, loose = lane_names(namespace)
     os.chown(os.path.join(SHM_DIR, foreign), 54321, -1)
-    os.chmod(os.path.join(SHM_DIR, loose), 0o666)
+    os.chmod(os.path.join(SHM_DIR, loose), 0o666)  # noqa: S103 (the hostile segment under test)
     daemon = daemon_factory()
     expected = [f"ignoring segment {foreign}: owned by uid 54321, which is not trusted",
                 f"ignoring segment {loose}: world-writable (mode 666)"]
@@ -348,7 +348,7 @@ def test_stop_request_from_a_signal_handler_never_deadlocks():
     when the signal lands while the same thread holds the event's lock inside wait().)"""
     import random
 
-    from ai_analytics.daemon.wakeup import StopRequest
+    from ai_analytics.core.wakeup import StopRequest
 
     rng = random.Random(3)
     current: list[StopRequest] = []
@@ -371,7 +371,7 @@ def test_a_counted_lane_that_cannot_be_unlinked_is_never_counted_again(namespace
     """If the daemon may not delete a finished lane (a sticky /dev/shm and another user's
     file), it keeps ignoring that segment instead of attaching and counting it again, and the
     state file lists it so the next daemon does not count it either."""
-    from ai_analytics.daemon.lanes import LaneSet, Outcomes
+    from ai_analytics.daemon.ingest.lanes import LaneSet, Outcomes
 
     lane = Lane(namespace, LaneGeometry(64, 8, False))
     lane.retire()

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_config import EXIT_CONFIG, assert_one_line_error, run_cli_runner
 
-from ai_analytics.daemon.config import SETTINGS, Config, ConfigError, load_config
+from ai_analytics.core.config import SETTINGS, Config, ConfigError, load_config
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon.caches import CacheStates
-from ai_analytics.daemon.drain import Drainer
-from ai_analytics.daemon.lanes import LaneSet, Outcomes
-from ai_analytics.daemon.stats import Statistics
+from ai_analytics.daemon.ingest.drain import Drainer
+from ai_analytics.daemon.ingest.lanes import LaneSet, Outcomes
+from ai_analytics.daemon.stats.caches import CacheStates
+from ai_analytics.daemon.stats.statistics import Statistics
 
 from helpers import SHM_DIR, run_python, wait_for
 

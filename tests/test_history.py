@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ai_analytics.daemon import cli
-from ai_analytics.daemon.errors import StateError
-from ai_analytics.daemon.history import (
+from ai_analytics.cli import main as cli
+from ai_analytics.core.errors import StateError
+from ai_analytics.core.history import (
     COLUMNS,
     HistoryStore,
     connect_readonly,
@@ -396,7 +396,7 @@ def test_reader_after_the_writer_closed(tmp_path: Path) -> None:
 
 READER = textwrap.dedent("""
     import collections, json, sys, time
-    from ai_analytics.daemon.history import read_history
+    from ai_analytics.core.history import read_history
     state_dir, seconds, per_snapshot = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     reads, torn, errors, seen = 0, 0, [], set()
     deadline = time.monotonic() + seconds

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ai_analytics.daemon.errors import AnalyticsError
-from ai_analytics.daemon.http_server import (
+from ai_analytics.core.errors import AnalyticsError
+from ai_analytics.daemon.http.server import (
     MAX_HEAD_BYTES,
     BindError,
     StatusServer,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ai_analytics.daemon.config import config_from_mapping
+from ai_analytics.core.config import config_from_mapping
 from ai_analytics.daemon.insights import MIN_EVENTS, Insights
 
 NAMESPACE = "svc"

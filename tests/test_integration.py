@@ -37,8 +37,8 @@ from ai_analytics.client.integration import (
     AnalyticsConfig,
     daemon_holds_namespace,
 )
-from ai_analytics.daemon.config import ConfigError, config_from_mapping
-from ai_analytics.daemon.status import daemon_running
+from ai_analytics.core.config import ConfigError, config_from_mapping
+from ai_analytics.core.namespace_lock import daemon_running
 
 from helpers import DaemonProcess, free_port, lane_names, run_python
 
@@ -78,7 +78,7 @@ SEED_EXAMPLE = """
     import asyncio, json, os, sys, threading, time
     from ai_analytics.client.integration import (
         AIOperationType, AnalyticsAIIntegration, AnalyticsConfig)
-    from ai_analytics.daemon.status import daemon_running
+    from ai_analytics.core.namespace_lock import daemon_running
 
     class Dashboard:
         def __init__(self):
@@ -224,7 +224,7 @@ def test_record_before_start_and_async_with(namespace: str) -> None:
         """
         import asyncio, json, os
         from ai_analytics.client.integration import AnalyticsAIIntegration, AnalyticsConfig
-        from ai_analytics.daemon.status import daemon_running
+        from ai_analytics.core.namespace_lock import daemon_running
 
         async def main():
             config = AnalyticsConfig(snapshot_interval_seconds=0.1, batch_timeout_seconds=0.05)
@@ -820,11 +820,11 @@ def test_embedded_settings_map_the_seed_fields_onto_the_daemon_config() -> None:
     namespace, a state directory, HTTP off, and a stop timeout; the daemon accepts it."""
     cfg = AnalyticsConfig(max_queue_size=4096, batch_size=10, batch_timeout_seconds=0.5,
                           snapshot_interval_seconds=2.0, enable_circuit_breaker=False)
-    daemon_config = config_from_mapping(cfg.daemon_settings("ns-1", "/tmp/somewhere"))
+    daemon_config = config_from_mapping(cfg.daemon_settings("ns-1", "/state"))
     for name in SEED_DEFAULTS:
         assert getattr(daemon_config, name) == getattr(cfg, name), name
     assert daemon_config.namespace == "ns-1"
-    assert daemon_config.state_dir == "/tmp/somewhere"
+    assert daemon_config.state_dir == "/state"
     assert daemon_config.http_enabled is False
     assert daemon_config.stop_timeout_seconds == 5.0
 

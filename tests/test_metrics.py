@@ -22,17 +22,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon import histogram as H
-from ai_analytics.daemon.http_server import METRICS_TYPE, StatusServer
-from ai_analytics.daemon.metrics import (
+from ai_analytics.daemon.http.metrics import (
     BUCKETS_SECONDS,
     MetricsEndpoint,
     histogram_section,
     latency_bucket_counts,
     render,
 )
-from ai_analytics.daemon.records import RECORD_DTYPE
-from ai_analytics.daemon.stats import Statistics
+from ai_analytics.daemon.http.server import METRICS_TYPE, StatusServer
+from ai_analytics.daemon.ingest.records import RECORD_DTYPE
+from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.statistics import Statistics
 
 from helpers import free_port, run_python, wait_for
 

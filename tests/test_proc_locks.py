@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from ai_analytics.daemon.proc_locks import flock_holder, flock_holders
+from ai_analytics.core.proc_locks import flock_holder, flock_holders
 
 from helpers import wait_for
 

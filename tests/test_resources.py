@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ai_analytics.daemon.config import Config, config_from_mapping
+from ai_analytics.core.config import Config, config_from_mapping
 from ai_analytics.daemon.resources import GONE, ResourceSampler
 
 from helpers import wait_for
@@ -251,7 +251,7 @@ def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # print the snapshot, the log records and the library's counters as JSON.
 SAMPLER_SCRIPT = textwrap.dedent("""
     import ctypes, json, logging, os, sys, time
-    from ai_analytics.daemon.config import config_from_mapping
+    from ai_analytics.core.config import config_from_mapping
     from ai_analytics.daemon.resources import ResourceSampler
 
     args = json.loads(sys.argv[1])

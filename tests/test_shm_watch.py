@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import select
 
-from ai_analytics.daemon.shm_watch import ShmWatch
+from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 
 from helpers import SHM_DIR
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from ai_analytics.daemon import histogram as H
+from ai_analytics.daemon.stats import histogram as H
 
 from helpers import events_total, wait_for
 

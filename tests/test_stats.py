@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon import histogram as H
-from ai_analytics.daemon.records import RECORD_DTYPE
-from ai_analytics.daemon.stats import Statistics
+from ai_analytics.daemon.ingest.records import RECORD_DTYPE
+from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.statistics import Statistics
 
 
 class Clock:

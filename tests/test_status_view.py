@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ai_analytics.daemon import cli, status
-from ai_analytics.daemon import tables as fmt
-from ai_analytics.daemon.shm_view import read_namespace
-from ai_analytics.daemon.state import write_state
-from ai_analytics.daemon.tables import Column, table
+from ai_analytics.cli import main as cli
+from ai_analytics.cli import status
+from ai_analytics.cli import tables as fmt
+from ai_analytics.cli.shm_view import read_namespace
+from ai_analytics.cli.tables import Column, table
+from ai_analytics.core.state import write_state
 
 from helpers import SHM_DIR, run_python, start_python, wait_for
 
@@ -773,7 +774,7 @@ def test_watch_redraws_in_a_real_terminal_and_ctrl_c_exits_130(
 
 def test_event_path_shows_each_sinks_circuit():
     """The operator sees each sink's breaker: an open one with its skipped writes."""
-    from ai_analytics.daemon.status import render_event_path
+    from ai_analytics.cli.status import render_event_path
 
     document = {"namespace": "ns", "events": {}, "event_path": {}, "lanes_summary": {},
                 "lanes": [], "sinks": {"state": {"state": "open", "skipped": 12},

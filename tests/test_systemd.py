@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from ai_analytics.client._lane import read_geometry
+from ai_analytics.core.config import Config, config_from_mapping
+from ai_analytics.core.namespace_lock import daemon_running
+from ai_analytics.core.wakeup import StopRequest
 from ai_analytics.daemon import systemd_notify
-from ai_analytics.daemon.config import Config, config_from_mapping
 from ai_analytics.daemon.reload import NEEDS_RESTART, plan_reload
 from ai_analytics.daemon.service import Daemon
-from ai_analytics.daemon.status import daemon_running
 from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
-from ai_analytics.daemon.wakeup import StopRequest
 
 from helpers import DaemonProcess, free_port, http_get, run_python, wait_for, write_config
 

@@ -15,8 +15,7 @@ import time
 
 from ai_analytics import client
 from ai_analytics.client import AIOperationType as Op
-
-from .wakeup import StopRequest
+from ai_analytics.core.wakeup import StopRequest
 
 # (operation, model, median latency ms, error rate, cache hit rate or None)
 MIX = (
@@ -62,7 +61,7 @@ def report_cache(rng: random.Random) -> int:
 def run(duration: float, rate: int, seed: int) -> int:
     stop = StopRequest()  # not threading.Event: set() from a signal handler can deadlock
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (synthetic latencies, reproducible per seed)
     emitted = 0
     tick = 0.01
     per_tick = max(1, round(rate * tick))

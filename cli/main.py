@@ -10,9 +10,8 @@ from typing import NoReturn
 
 import click
 
-from .config import Config, load_config
-from .errors import ConfigError, StateError
-from .status import (
+from ai_analytics.cli.shm_view import read_namespace
+from ai_analytics.cli.status import (
     DEFAULT_WINDOW,
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
@@ -20,12 +19,13 @@ from .status import (
     WINDOWS,
     StatusOutput,
     lanes_exit_code,
-    read_namespace,
     render_lanes,
     status_output,
 )
-from .tables import terminal_width
-from .version import package_version
+from ai_analytics.cli.tables import terminal_width
+from ai_analytics.core.config import Config, load_config
+from ai_analytics.core.errors import ConfigError, StateError
+from ai_analytics.core.version import package_version
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
@@ -191,13 +191,13 @@ def config_check(path: str) -> None:
               help="Events per second per worker.")
 def demo(duration: float, workers: int, rate: int) -> None:
     """Start a daemon and simulated workers in a private namespace; show live counters."""
-    from .demo import run_demo
+    from ai_analytics.cli.demo import run_demo
 
     sys.exit(run_demo(duration, workers, rate))
 
 
 def _check_since(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from .history import parse_duration
+    from ai_analytics.core.history import parse_duration
 
     try:
         parse_duration(value)
@@ -224,7 +224,7 @@ def history(config_path: str | None, since: str, operation: str | None, model: s
     """
     import time
 
-    from .history import history_path, parse_duration, read_history, render_table
+    from ai_analytics.core.history import history_path, parse_duration, read_history, render_table
 
     config = _load(config_path)
     since_unix = time.time() - parse_duration(since)

@@ -16,9 +16,8 @@ import numpy as np
 
 from ai_analytics.client import _layout as L
 from ai_analytics.client._segments import fd_lock_held
-
-from .lane_header import BadSegment, LaneHeader, NotReady, parse_header
-from .records import RECORD_DTYPE, name_slots
+from ai_analytics.core.lane_header import BadSegment, LaneHeader, NotReady, parse_header
+from ai_analytics.daemon.ingest.records import RECORD_DTYPE, name_slots
 
 _RAW_RECORD = np.dtype((np.void, L.RECORD_SIZE))
 _U64_MASK = (1 << 64) - 1

@@ -7,12 +7,15 @@ The schema is documented in docs/snapshot.md; ``SCHEMA_VERSION`` changes with it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import json
 import os
 import tempfile
 
-from .errors import StateError
+from ai_analytics.core.config import Config
+from ai_analytics.core.errors import StateError
+from ai_analytics.core.namespace_lock import daemon_running
 
 SCHEMA_VERSION = 1
 STATE_FILE = "state.json"
@@ -72,3 +75,27 @@ def read_state(state_dir: str) -> dict[str, object] | None:
         raise StateError(f"{path} is not a version {SCHEMA_VERSION} state file; move it aside "
                          "to start counting from zero")
     return document
+
+
+@dataclasses.dataclass
+class StatusReport:
+    running: bool
+    document: dict[str, object] | None
+
+
+def load_status(config: Config) -> StatusReport:
+    """The last state document of the configured daemon, with ``daemon.running`` made true."""
+    document = read_state(config.state_dir)
+    running = daemon_running(config.namespace, config.segment_dir)
+    if document is not None:
+        daemon = document.setdefault("daemon", {})
+        assert isinstance(daemon, dict)
+        daemon["running"] = running
+    return StatusReport(running, document)
+
+
+def get_performance_snapshot(config: Config | None = None) -> dict[str, object] | None:
+    """The latest snapshot of the daemon that ``config`` describes (defaults: the built-in
+    config and $AI_ANALYTICS_NAMESPACE), or None if it has never written one. Inside the
+    daemon's own process, ``Daemon.get_performance_snapshot()`` computes it afresh."""
+    return load_status(config or Config()).document

@@ -43,8 +43,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from . import histogram as H
-from .stats import Statistics
+from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.statistics import Statistics
 
 PREFIX = "ai_analytics_"
 # Upper bounds (seconds) of the exported histogram buckets; +Inf is added. Wide enough for

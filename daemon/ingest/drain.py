@@ -13,12 +13,11 @@ import time
 import numpy as np
 
 from ai_analytics.client import _layout as L
-
-from .caches import CacheStates
-from .lanes import LaneSet, TrackedLane
-from .records import RECORD_DTYPE, valid_mask
-from .series import OTHER_NAME
-from .stats import Statistics
+from ai_analytics.daemon.ingest.lanes import LaneSet, TrackedLane
+from ai_analytics.daemon.ingest.records import RECORD_DTYPE, valid_mask
+from ai_analytics.daemon.stats.caches import CacheStates
+from ai_analytics.daemon.stats.series import OTHER_NAME
+from ai_analytics.daemon.stats.statistics import Statistics
 
 _RAW = np.dtype((np.void, L.RECORD_SIZE))
 

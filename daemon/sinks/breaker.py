@@ -50,10 +50,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from .errors import AnalyticsError
+from ai_analytics.core.errors import AnalyticsError
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ai_analytics.core.config import Config
 
 log = logging.getLogger("ai_analytics.daemon")
 

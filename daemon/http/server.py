@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from .errors import AnalyticsError
+from ai_analytics.core.errors import AnalyticsError
 
 log = logging.getLogger("ai_analytics.daemon.http")
 

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from .rates import PerSecond
-from .series import OTHER
+from ai_analytics.daemon.stats.rates import PerSecond
+from ai_analytics.daemon.stats.series import OTHER
 
 
 class CacheStates:

@@ -29,9 +29,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ai_analytics.client import _layout as L
-
-from . import histogram as H
-from .series import SeriesRegistry
+from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.series import SeriesRegistry
 
 RING_SECONDS = 300
 WINDOWS: tuple[tuple[str, int], ...] = (("10s", 10), ("1m", 60), ("5m", 300))

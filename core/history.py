@@ -98,7 +98,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .errors import StateError
+from ai_analytics.core.errors import StateError
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -191,6 +191,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "received", "dropped", "overwritten", "invalid", "lost_on_restart", "pending", "no_lane",
 )
 
+# The SQL below is built from this module's own column constants only; every value is a bound
+# parameter. Hence the S608 exemptions (ruff cannot tell constants from input).
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -206,13 +208,13 @@ CREATE TABLE IF NOT EXISTS series (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS series_operation_model ON series (operation, model, snapshot_id);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
-"""
+"""  # noqa: S608
 _INSERT_SNAPSHOT = (
-    f"INSERT INTO snapshots (unix, interval_seconds, {', '.join(EVENT_COLUMNS)}) "
+    f"INSERT INTO snapshots (unix, interval_seconds, {', '.join(EVENT_COLUMNS)}) "  # noqa: S608
     f"VALUES (?, ?, {', '.join('?' for _ in EVENT_COLUMNS)})"
 )
 _INSERT_SERIES = (
-    f"INSERT INTO series (snapshot_id, operation, model, {', '.join(c.name for c in COLUMNS)}) "
+    f"INSERT INTO series (snapshot_id, operation, model, {', '.join(c.name for c in COLUMNS)}) "  # noqa: S608
     f"VALUES (?, ?, ?, {', '.join('?' for _ in COLUMNS)})"
 )
 _OLDEST = "SELECT id FROM snapshots ORDER BY unix, id LIMIT ?"
@@ -251,7 +253,7 @@ class HistoryStore:
     """The daemon's writer: one connection, held open, one transaction per call.
 
     The daemon makes it in its loop thread but writes through it from a worker thread, one
-    write at a time (daemon/breaker.py: a write bounded by max_processing_time_seconds runs
+    write at a time (daemon/sinks/breaker.py: a write bounded by max_processing_time_seconds runs
     in its own thread, and no second write starts while one runs), hence
     ``check_same_thread=False``: sqlite3's default check refuses any use from another thread
     to prevent two threads using the connection at once, which that rule already excludes.
@@ -415,8 +417,10 @@ class HistoryStore:
 
     def _delete(self, select_ids: str, parameter: float) -> int:
         with self._transaction() as conn:
-            conn.execute(f"DELETE FROM series WHERE snapshot_id IN ({select_ids})", (parameter,))
-            return conn.execute(f"DELETE FROM snapshots WHERE id IN ({select_ids})",
+            # select_ids is _OLDEST or _TOO_OLD, never input.
+            conn.execute(f"DELETE FROM series WHERE snapshot_id IN ({select_ids})",  # noqa: S608
+                         (parameter,))
+            return conn.execute(f"DELETE FROM snapshots WHERE id IN ({select_ids})",  # noqa: S608
                                 (parameter,)).rowcount
 
     def query(self, since_unix: float | None = None, operation: str | None = None,
@@ -460,7 +464,7 @@ def _query(conn: sqlite3.Connection, since_unix: float | None, operation: str | 
     names = ["operation", "model", *(c.name for c in COLUMNS)]
     # With a limit, the newest rows, still returned oldest first.
     sql = (
-        f"SELECT * FROM (SELECT s.unix, s.interval_seconds, r.operation, r.model, "
+        f"SELECT * FROM (SELECT s.unix, s.interval_seconds, r.operation, r.model, "  # noqa: S608
         f"{', '.join(f'r.{c.name}' for c in COLUMNS)} "
         f"FROM series r JOIN snapshots s ON s.id = r.snapshot_id {where} "
         f"ORDER BY s.unix DESC, r.operation DESC, r.model DESC LIMIT ?) "

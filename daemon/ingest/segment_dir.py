@@ -14,8 +14,7 @@ import os
 import stat
 
 from ai_analytics.client import _layout as L
-
-from .errors import ConfigError
+from ai_analytics.core.errors import ConfigError
 
 MIB = 1024 * 1024
 # Room asked for beyond what the lanes need: other programs' segments, lanes of threads that

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .lanes import TrackedLane
-from .series import SeriesRegistry
+from ai_analytics.daemon.ingest.lanes import TrackedLane
+from ai_analytics.daemon.stats.series import SeriesRegistry
 
 
 def model_summary(

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from ai_analytics.client._segments import DEFAULT_SEGMENT_DIR, lock_name, parse_lane_name
-
-from . import tables as fmt
-from .config import Config
-from .errors import StateError
-from .shm_view import LaneView, ShmView, read_lock, read_namespace
-from .state import read_state, state_path
-from .tables import DEFAULT_WIDTH, Column, table
+from ai_analytics.cli import tables as fmt
+from ai_analytics.cli.shm_view import LaneView, ShmView, read_namespace
+from ai_analytics.cli.tables import DEFAULT_WIDTH, Column, table
+from ai_analytics.client._segments import parse_lane_name
+from ai_analytics.core.config import Config
+from ai_analytics.core.errors import StateError
+from ai_analytics.core.namespace_lock import daemon_running
+from ai_analytics.core.state import read_state, state_path
 
 EXIT_OK = 0  # the daemon runs and no finding is a warning or critical
 EXIT_FINDINGS = 1  # the daemon runs, and some finding is a warning or critical
@@ -41,42 +40,6 @@ INDENT = "  "
 
 
 # -- reading ---------------------------------------------------------------------------------
-
-def lock_path(namespace: str, segment_dir: str = DEFAULT_SEGMENT_DIR) -> str:
-    return os.path.join(segment_dir, lock_name(namespace))
-
-
-def daemon_running(namespace: str, segment_dir: str = DEFAULT_SEGMENT_DIR) -> bool:
-    """True while some ai-analyticsd holds the namespace lock (the kernel drops it on exit).
-
-    Read from /proc/locks where the holder is visible, so looking takes no lock at all;
-    otherwise a shared-lock probe, which fails at once against the daemon's exclusive lock."""
-    return read_lock(lock_path(namespace, segment_dir)).held
-
-
-@dataclasses.dataclass
-class StatusReport:
-    running: bool
-    document: dict[str, object] | None
-
-
-def load_status(config: Config) -> StatusReport:
-    """The last state document of the configured daemon, with ``daemon.running`` made true."""
-    document = read_state(config.state_dir)
-    running = daemon_running(config.namespace, config.segment_dir)
-    if document is not None:
-        daemon = document.setdefault("daemon", {})
-        assert isinstance(daemon, dict)
-        daemon["running"] = running
-    return StatusReport(running, document)
-
-
-def get_performance_snapshot(config: Config | None = None) -> dict[str, object] | None:
-    """The latest snapshot of the daemon that ``config`` describes (defaults: the built-in
-    config and $AI_ANALYTICS_NAMESPACE), or None if it has never written one. Inside the
-    daemon's own process, ``Daemon.get_performance_snapshot()`` computes it afresh."""
-    return load_status(config or Config()).document
-
 
 def exit_code(running: bool, document: Mapping[str, object] | None) -> int:
     """3 when no daemon runs; else 1 when any finding is a warning or critical; else 0."""
@@ -720,8 +683,7 @@ def lanes_exit_code(view: ShmView) -> int:
 
 __all__ = [
     "DEFAULT_WINDOW", "EXIT_FAILURE", "EXIT_FINDINGS", "EXIT_NOT_RUNNING", "EXIT_OK", "WINDOWS",
-    "StatusOutput", "StatusReport", "daemon_running", "default_window", "exit_code",
-    "get_performance_snapshot", "lanes_exit_code", "load_status", "read_namespace",
+    "StatusOutput", "default_window", "exit_code", "lanes_exit_code",
     "render_caches", "render_event_path", "render_findings", "render_header", "render_lanes",
     "render_models", "render_not_running", "render_operations", "render_recommendations",
     "render_resources", "render_shm", "render_text", "status_output",

@@ -26,10 +26,9 @@ from collections.abc import Iterator, Mapping
 from ai_analytics.client._lane import still_named
 from ai_analytics.client._proc import is_alive
 from ai_analytics.client._segments import lane_prefix, parse_lane_name, pid_namespace
-
-from .lane_header import BadSegment, NotReady, Outdated, process_text
-from .lane_reader import LaneReader
-from .proc_locks import flock_holders
+from ai_analytics.core.lane_header import BadSegment, NotReady, Outdated, process_text
+from ai_analytics.core.proc_locks import flock_holders
+from ai_analytics.daemon.ingest.lane_reader import LaneReader
 
 log = logging.getLogger("ai_analytics.daemon")
 

@@ -16,21 +16,19 @@ import os
 import stat
 import struct
 
+from ai_analytics.cli.tables import iso_utc
 from ai_analytics.client import _layout as L
 from ai_analytics.client._segments import (
     DEFAULT_SEGMENT_DIR,
     control_name,
     fd_lock_held,
     lane_prefix,
-    lock_held,
-    lock_name,
     parse_lane_name,
     pid_namespace,
 )
-
-from .lane_header import BadSegment, NotReady, parse_header
-from .proc_locks import flock_holder, flock_holders
-from .tables import iso_utc
+from ai_analytics.core.lane_header import BadSegment, NotReady, parse_header
+from ai_analytics.core.namespace_lock import LockView, read_lock
+from ai_analytics.core.proc_locks import flock_holders
 
 _COUNTERS = struct.Struct("<QQQQ")  # head, dropped, names_count, retired (offset 64)
 _CONSUMER = struct.Struct("<QQQQ")  # tail, overwritten, invalid, consumer_pid (offset 128)
@@ -116,16 +114,6 @@ class ControlView:
 
 
 @dataclasses.dataclass(frozen=True)
-class LockView:
-    """The namespace lock: held by a running daemon, and the pid it recorded."""
-
-    present: bool
-    held: bool
-    holder_pid: int | None  # from /proc/locks, where visible
-    recorded_pid: int | None  # what the daemon wrote into the file
-
-
-@dataclasses.dataclass(frozen=True)
 class ShmView:
     namespace: str
     shm_dir: str
@@ -185,7 +173,7 @@ def read_namespace(namespace: str, shm_dir: str = DEFAULT_SEGMENT_DIR) -> ShmVie
             unreadable.append(result)
     return ShmView(namespace, shm_dir, lanes, unreadable,
                    read_control(os.path.join(shm_dir, control_name(namespace))),
-                   read_lock(os.path.join(shm_dir, lock_name(namespace))))
+                   read_lock(namespace, shm_dir))
 
 
 def read_lane(path: str, prefix: str, holders: dict[tuple[int, int], int] | None = None,
@@ -288,20 +276,3 @@ def read_control(path: str) -> ControlView:
         True, None, capacity, "overwrite" if flags & L.FLAG_OVERWRITE else "drop",
         names_capacity, daemon_pid, owner,
     )
-
-
-def read_lock(path: str) -> LockView:
-    """Who holds the namespace lock: /proc/locks first (passive), else a shared-lock probe."""
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return LockView(False, False, None, None)
-    recorded: int | None = None
-    try:
-        with open(path, "rb") as f:
-            text = f.read(32).decode("ascii", "replace").strip()
-        recorded = int(text) if text.isdigit() else None
-    except OSError:
-        pass
-    holder = flock_holder(info)
-    return LockView(True, holder is not None or lock_held(path), holder, recorded)

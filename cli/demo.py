@@ -13,11 +13,11 @@ import time
 
 import click
 
+from ai_analytics.cli.status import render_text
+from ai_analytics.cli.tables import terminal_width
 from ai_analytics.client._segments import segment_dir_from_env
-
-from .config import config_from_mapping
-from .status import load_status, render_text
-from .tables import terminal_width
+from ai_analytics.core.config import config_from_mapping
+from ai_analytics.core.state import load_status
 
 START_TIMEOUT_SECONDS = 15.0
 REFRESH_SECONDS = 2.0
@@ -39,7 +39,8 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
         log_path = os.path.join(state_dir, "daemon.log")
         with open(log_path, "wb") as log_file:  # the daemon's log, shown if something fails
-            daemon = subprocess.Popen(
+            # This interpreter and our own module, as an argument list: no shell, no user text.
+            daemon = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "ai_analytics.daemon", "--config", path], env=env,
                 stderr=log_file, start_new_session=True,
             )
@@ -53,8 +54,8 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
             click.echo(f"demo: in another terminal: ai-analytics status --config {path} "
                        "(or: lanes, history --since 5m, status --json)")
             procs = [
-                subprocess.Popen(
-                    [sys.executable, "-m", "ai_analytics.daemon.demo_worker", str(duration),
+                subprocess.Popen(  # noqa: S603 (this interpreter, our module, numbers)
+                    [sys.executable, "-m", "ai_analytics.cli.demo_worker", str(duration),
                      str(rate), str(seed)], env=env, stdout=subprocess.PIPE, text=True,
                     start_new_session=True,  # Ctrl-C reaches the demo only: it stops them in order
                 )

@@ -22,8 +22,7 @@ from ai_analytics.client._segments import (
     namespace_from_env,
     segment_dir_from_env,
 )
-
-from .errors import ConfigError
+from ai_analytics.core.errors import ConfigError
 
 OnFull = Literal["drop", "overwrite"]
 InsightWindow = Literal["10s", "1m", "5m"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stats import RING_SECONDS, WINDOWS
+from ai_analytics.daemon.stats.statistics import RING_SECONDS, WINDOWS
 
 
 class PerSecond:

@@ -11,14 +11,14 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .metrics import histogram_section
-from .models import model_summary
-from .segment_dir import Space, lane_bytes, lanes_that_fit
-from .state import SCHEMA_VERSION
-from .version import package_version
+from ai_analytics.core.state import SCHEMA_VERSION
+from ai_analytics.core.version import package_version
+from ai_analytics.daemon.http.metrics import histogram_section
+from ai_analytics.daemon.ingest.segment_dir import Space, lane_bytes, lanes_that_fit
+from ai_analytics.daemon.snapshot.models import model_summary
 
 if TYPE_CHECKING:
-    from .service import Daemon
+    from ai_analytics.daemon.service import Daemon
 
 
 def build_document(daemon: Daemon, running: bool) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""The loopback HTTP endpoint (/status, /healthz) and the Prometheus /metrics rendering."""
