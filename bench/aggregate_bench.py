@@ -409,8 +409,7 @@ class DrainBatchBench:
     def close(self) -> None:
         try:
             if self.daemon is not None:
-                self.daemon.lanes.close()
-                self.daemon.history.close()
+                self.daemon.close()
         finally:
             self._state.cleanup()
             remove_segments(self.namespace)

@@ -377,7 +377,7 @@ class DrainBench:
 
     def close(self) -> None:
         try:
-            self.daemon.lanes.close()
+            self.daemon.close()
         finally:
             self._state.cleanup()
             remove_segments(self.namespace)

@@ -450,14 +450,11 @@ class _EmbeddedDaemon:
                 daemon.run()
         except Exception as exc:
             self.error = exc
-            if daemon is not None and daemon.last_document is None:
-                # run() refused before its loop (another daemon holds the namespace): it
-                # never reached its shutdown, which closes the history database.
-                with contextlib.suppress(Exception):
-                    daemon.history.close()
-            else:
+            if daemon is None or daemon.last_document is not None:
                 log.error("ai_analytics: the embedded ai-analyticsd stopped with an error",
                           exc_info=True)
+            # else run() refused before its loop (another daemon holds the namespace), and
+            # closed what the constructor opened.
         finally:
             # The daemon has closed its files by now (or never opened them): the state
             # directory goes with the thread, whichever way it ends.

@@ -96,6 +96,7 @@ class Daemon:
         self.insights = Insights(config)
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
+        self._closed = False
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -179,7 +180,7 @@ class Daemon:
         try:
             self._take_namespace()
         except AlreadyRunning:
-            self.history.close()
+            self.close()
             raise
         if removed := remove_unfinished_writes(cfg.state_dir):
             log.info("removed %d temporary files of state writes a killed daemon left in %s",
@@ -193,9 +194,7 @@ class Daemon:
             try:
                 self.http.start()
             except BindError:
-                os.close(self._lock_fd)
-                self._lock_fd = -1
-                self.history.close()
+                self.close()
                 raise
         self._publish_control()
         if warning := start_warning(cfg.segment_dir, cfg.expected_lanes, cfg.max_queue_size,
@@ -360,13 +359,30 @@ class Daemon:
         finally:
             totals = self.lanes.totals().as_dict()
             withdraw_control(self.config.segment_dir, self.config.namespace)
-            if self.sinks["history"].bounded.running_seconds() is None:
-                self.history.close()  # else a stuck write holds it: closing would wait for it
-            self.lanes.close()
-            self.stop_requested.close()
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)
+            self.close()
         log.info("stopped: %s", totals)
+
+    def close(self) -> None:
+        """Release what the constructor and ``run`` opened: the history database, the lanes'
+        mappings, the wake-up pipe and the namespace lock. ``run`` does it as it ends; a
+        Daemon that never runs (tests, benchmarks) is closed by its owner, or used as a
+        context manager. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.sinks["history"].bounded.running_seconds() is None:
+            self.history.close()  # else a stuck write holds it: closing would wait for it
+        self.lanes.close()
+        self.stop_requested.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _finish_drained(self) -> None:
         for lane in self.lanes.finish_drained():

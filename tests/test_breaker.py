@@ -374,8 +374,7 @@ def inproc_daemon(namespace, tmp_path):
     try:
         yield daemon
     finally:
-        daemon.history.close()
-        daemon.lanes.close()
+        daemon.close()
 
 
 def test_a_skipped_or_failed_state_write_never_unlinks_reclaimed_lanes(inproc_daemon, tmp_path,

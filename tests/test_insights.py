@@ -799,8 +799,7 @@ def real_daemon(namespace, tmp_path):
     try:
         yield daemon
     finally:
-        daemon.history.close()
-        daemon.lanes.close()
+        daemon.close()
 
 
 def test_a_real_idle_daemons_document_has_no_findings(real_daemon):

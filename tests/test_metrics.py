@@ -192,8 +192,7 @@ def document(make_config) -> dict:
         assert published is not None
         return with_histograms(published, daemon.stats)
     finally:
-        daemon.history.close()
-        daemon.lanes.close()
+        daemon.close()
 
 
 def test_rendered_names_types_labels_and_numbers(document):

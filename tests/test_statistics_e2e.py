@@ -194,8 +194,7 @@ def test_get_performance_snapshot_in_process_and_from_file(namespace, make_confi
         live = daemon.get_performance_snapshot()
         assert daemon.save(running=True)
     finally:
-        daemon.history.close()
-        daemon.lanes.close()
+        daemon.close()
     stored = get_performance_snapshot(config)
     assert set(live) == set(stored)
     (row,) = live["operations"]

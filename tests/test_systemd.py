@@ -235,8 +235,7 @@ def test_reload_updates_every_object_that_keeps_a_setting(namespace, tmp_path, c
         assert "state_dir changed" in messages and "needs a restart" in messages
         assert "batch_size=333" in messages
     finally:
-        daemon.history.close()
-        daemon.lanes.close()
+        daemon.close()
 
 
 def test_ready_comes_after_the_namespace_http_and_the_first_scan(namespace, tmp_path):
