@@ -13,9 +13,6 @@ import click
 from ai_analytics.cli.shm_view import read_namespace
 from ai_analytics.cli.status import (
     DEFAULT_WINDOW,
-    EXIT_FAILURE,
-    EXIT_NOT_RUNNING,
-    EXIT_OK,
     WINDOWS,
     StatusOutput,
     lanes_exit_code,
@@ -25,10 +22,8 @@ from ai_analytics.cli.status import (
 from ai_analytics.cli.tables import terminal_width
 from ai_analytics.core.config import Config, load_config
 from ai_analytics.core.errors import ConfigError, StateError
+from ai_analytics.core.exits import CliExit
 from ai_analytics.core.version import package_version
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 MIN_WATCH_SECONDS = 0.2
 MAX_WATCH_SECONDS = 3600.0
@@ -46,7 +41,7 @@ def _load(config_path: str | None) -> Config:
         return load_config(config_path)
     except ConfigError as exc:
         click.echo(f"ai-analytics: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(CliExit.USAGE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,7 +84,7 @@ def _watch(seconds: float, frame: Callable[[], StatusOutput], as_json: bool) -> 
     except KeyboardInterrupt:
         if clear:
             click.echo()
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(CliExit.INTERRUPTED)
 
 
 @main.command()
@@ -163,7 +158,7 @@ def lanes(config_path: str | None, as_json: bool) -> None:
         click.echo(json.dumps(view.as_dict(), indent=2))
     else:
         click.echo(render_lanes(view, terminal_width()))
-    if code == EXIT_NOT_RUNNING and not as_json:
+    if code == CliExit.NOT_RUNNING and not as_json:
         click.echo(f"ai-analytics: nothing in {view.shm_dir} for namespace "
                    f"{config.namespace!r} and no ai-analyticsd runs for it", err=True)
     sys.exit(code)
@@ -232,14 +227,14 @@ def history(config_path: str | None, since: str, operation: str | None, model: s
         rows = read_history(config.state_dir, since_unix, operation, model, limit)
     except StateError as exc:
         click.echo(f"ai-analytics: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(CliExit.UNREADABLE)
     if rows is None:
         click.echo(
             f"ai-analytics: no history in {history_path(config.state_dir)}: ai-analyticsd has "
             f"not run with this config (namespace {config.namespace!r})",
             err=True,
         )
-        sys.exit(EXIT_NOT_RUNNING)
+        sys.exit(CliExit.NOT_RUNNING)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif rows:
@@ -248,4 +243,4 @@ def history(config_path: str | None, since: str, operation: str | None, model: s
         only = "".join(f" for {name} {value!r}" for name, value in
                        (("operation", operation), ("model", model)) if value is not None)
         click.echo(f"ai-analytics: no history rows in the last {since}{only}", err=True)
-    sys.exit(EXIT_OK)
+    sys.exit(CliExit.OK)

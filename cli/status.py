@@ -22,13 +22,9 @@ from ai_analytics.cli.tables import DEFAULT_WIDTH, Column, table
 from ai_analytics.client._segments import parse_lane_name
 from ai_analytics.core.config import Config
 from ai_analytics.core.errors import StateError
+from ai_analytics.core.exits import CliExit
 from ai_analytics.core.namespace_lock import daemon_running
 from ai_analytics.core.state import read_state, state_path
-
-EXIT_OK = 0  # the daemon runs and no finding is a warning or critical
-EXIT_FINDINGS = 1  # the daemon runs, and some finding is a warning or critical
-EXIT_FAILURE = 1  # the state file cannot be read (or is not written yet)
-EXIT_NOT_RUNNING = 3  # no ai-analyticsd holds the namespace
 
 WINDOWS = ("10s", "1m", "5m", "since_start")
 DEFAULT_WINDOW = "1m"
@@ -44,10 +40,10 @@ INDENT = "  "
 def exit_code(running: bool, document: Mapping[str, object] | None) -> int:
     """3 when no daemon runs; else 1 when any finding is a warning or critical; else 0."""
     if not running:
-        return EXIT_NOT_RUNNING
+        return CliExit.NOT_RUNNING
     if any(_dict(f).get("severity") in ALERTING for f in _list(_get(document, "findings"))):
-        return EXIT_FINDINGS
-    return EXIT_OK
+        return CliExit.FINDINGS
+    return CliExit.OK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +73,11 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
                 f"this config (namespace {config.namespace!r})")
     if running:
         if problem is not None:
-            return StatusOutput("", f"ai-analytics: {problem}", EXIT_FAILURE)
+            return StatusOutput("", f"ai-analytics: {problem}", CliExit.UNREADABLE)
         if document is None:
             return StatusOutput("", f"ai-analytics: ai-analyticsd runs for namespace "
                                     f"{config.namespace!r} but has written no state in "
-                                    f"{config.state_dir} yet", EXIT_FAILURE)
+                                    f"{config.state_dir} yet", CliExit.UNREADABLE)
         code = exit_code(True, document)
         if as_json:
             return StatusOutput(json.dumps(document, indent=json_indent), "", code)
@@ -89,13 +85,13 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
     if as_json:
         if document is None:
             return StatusOutput("", f"ai-analytics: {problem}" if problem
-                                else no_state + " and is not running", EXIT_NOT_RUNNING)
-        return StatusOutput(json.dumps(document, indent=json_indent), "", EXIT_NOT_RUNNING)
+                                else no_state + " and is not running", CliExit.NOT_RUNNING)
+        return StatusOutput(json.dumps(document, indent=json_indent), "", CliExit.NOT_RUNNING)
     view = read_namespace(config.namespace, config.segment_dir)
     if document is None and problem is None and view.empty:
-        return StatusOutput("", no_state + " and is not running", EXIT_NOT_RUNNING)
+        return StatusOutput("", no_state + " and is not running", CliExit.NOT_RUNNING)
     text = render_not_running(view, document, config.state_dir, problem, width, now)
-    return StatusOutput(text, "", EXIT_NOT_RUNNING)
+    return StatusOutput(text, "", CliExit.NOT_RUNNING)
 
 
 # -- the document's shape, tolerated ---------------------------------------------------------
@@ -678,11 +674,11 @@ def render_lanes(view: ShmView, width: int = DEFAULT_WIDTH) -> str:
 def lanes_exit_code(view: ShmView) -> int:
     """0 when there is anything to show; 3 when the namespace has no segment at all and no
     daemon holds it (most likely the wrong namespace)."""
-    return EXIT_NOT_RUNNING if view.empty and not view.lock.held else EXIT_OK
+    return CliExit.NOT_RUNNING if view.empty and not view.lock.held else CliExit.OK
 
 
 __all__ = [
-    "DEFAULT_WINDOW", "EXIT_FAILURE", "EXIT_FINDINGS", "EXIT_NOT_RUNNING", "EXIT_OK", "WINDOWS",
+    "DEFAULT_WINDOW", "WINDOWS",
     "StatusOutput", "default_window", "exit_code", "lanes_exit_code",
     "render_caches", "render_event_path", "render_findings", "render_header", "render_lanes",
     "render_models", "render_not_running", "render_operations", "render_recommendations",

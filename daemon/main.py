@@ -10,19 +10,12 @@ from types import FrameType
 import click
 
 from ai_analytics.core.config import load_config, log_level_number
-from ai_analytics.core.errors import ConfigError, StateError
+from ai_analytics.core.errors import AlreadyRunning, BindError, ConfigError, StateError
+from ai_analytics.core.exits import DaemonExit
 from ai_analytics.core.version import package_version
-from ai_analytics.daemon.http.server import BindError
 from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
-from ai_analytics.daemon.service import AlreadyRunning, Daemon
+from ai_analytics.daemon.service import Daemon
 from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-# Not 4: systemd names 3-7 (4 = NOPERMISSION). A taken port is a plain failure, like a
-# namespace another daemon holds; the message says which.
-EXIT_BIND = EXIT_FAILURE
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +39,7 @@ def main(config_path: str | None) -> None:
         config = load_config(config_path)
     except ConfigError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(DaemonExit.CONFIG)
     logging.basicConfig(
         level=log_level_number(config), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -56,10 +49,10 @@ def main(config_path: str | None) -> None:
         daemon = Daemon(config)
     except ConfigError as exc:  # a segment_dir it cannot use
         click.echo(f"ai-analyticsd: {config_path or 'config'}: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(DaemonExit.CONFIG)
     except StateError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(DaemonExit.FAILURE)
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop()  # only record it: the loop does the work
@@ -75,11 +68,11 @@ def main(config_path: str | None) -> None:
                    watchdog_seconds=watchdog_interval())
     except AlreadyRunning as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
+        sys.exit(DaemonExit.FAILURE)
     except BindError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
-        sys.exit(EXIT_BIND)
+        sys.exit(DaemonExit.FAILURE)  # the message says which port
     except OSError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
-        sys.exit(EXIT_FAILURE)
-    sys.exit(EXIT_OK)
+        sys.exit(DaemonExit.FAILURE)
+    sys.exit(DaemonExit.OK)

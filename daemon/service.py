@@ -18,13 +18,18 @@ from collections.abc import Callable
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import lock_name
 from ai_analytics.core.config import Config, log_level_number
-from ai_analytics.core.errors import AnalyticsError, ConfigError, StateError
+from ai_analytics.core.errors import (
+    AlreadyRunning,
+    BindError,
+    ConfigError,
+    StateError,
+)
 from ai_analytics.core.history import HistoryStore
 from ai_analytics.core.state import read_state, remove_unfinished_writes, write_state
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
 from ai_analytics.daemon.http.metrics import MetricsEndpoint
-from ai_analytics.daemon.http.server import BindError, StatusServer
+from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
 from ai_analytics.daemon.ingest.lanes import LaneSet, Outcomes, SavedLane
@@ -57,10 +62,6 @@ SETTLE_RESCAN_SECONDS = 0.002
 
 def _no_notify(_state: str) -> bool:
     return False
-
-
-class AlreadyRunning(AnalyticsError):
-    """Another daemon holds the namespace."""
 
 
 OUTCOME_RATES = ("received", "dropped", "overwritten", "invalid", "no_lane")

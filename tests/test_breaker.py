@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ai_analytics.core.config import config_from_mapping
-from ai_analytics.core.errors import StateError
+from ai_analytics.core.errors import SinkTimeout, StateError
 from ai_analytics.core.history import history_path
 from ai_analytics.daemon.sinks.breaker import (
     Backlog,
@@ -22,7 +22,6 @@ from ai_analytics.daemon.sinks.breaker import (
     CircuitBreaker,
     GuardedSink,
     Outcome,
-    SinkTimeout,
 )
 
 from helpers import Emitters, events_total, http_status, wait_for

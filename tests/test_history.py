@@ -565,12 +565,13 @@ def test_cli_bad_since_is_a_usage_error(make_config: Callable[..., Path], since:
     assert "Traceback" not in err
 
 
-def test_cli_damaged_history_is_exit_1(make_config: Callable[..., Path], state_dir: Path) -> None:
-    """A history file that is not a database: exit 1, one line naming it, no traceback."""
+def test_cli_damaged_history_is_exit_4(make_config: Callable[..., Path], state_dir: Path) -> None:
+    """A history file that is not a database: exit 4 (unreadable), one line naming it, no
+    traceback."""
     state_dir.mkdir()
     (state_dir / "history.sqlite3").write_bytes(b"garbage" * 1000)
     code, out, err = invoke("--config", str(make_config()))
-    assert (code, out) == (1, "")
+    assert (code, out) == (4, "")
     assert len(err.splitlines()) == 1 and "history.sqlite3" in err
 
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ai_analytics.core.errors import AnalyticsError
+from ai_analytics.core.errors import AnalyticsError, BindError
 from ai_analytics.daemon.http.server import (
     MAX_HEAD_BYTES,
-    BindError,
     StatusServer,
     bind_error,
 )

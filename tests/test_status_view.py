@@ -26,6 +26,7 @@ from ai_analytics.cli import status
 from ai_analytics.cli import tables as fmt
 from ai_analytics.cli.shm_view import read_namespace
 from ai_analytics.cli.tables import Column, table
+from ai_analytics.core.exits import CliExit
 from ai_analytics.core.state import write_state
 
 from helpers import SHM_DIR, run_python, start_python, wait_for
@@ -291,7 +292,7 @@ def test_render_survives_partial_and_malformed_documents() -> None:
         for title in TITLES:
             assert title in text
         assert "snapshot age unknown" in text
-    assert status.exit_code(True, {"findings": "bad"}) == status.EXIT_OK
+    assert status.exit_code(True, {"findings": "bad"}) == CliExit.OK
 
 
 def test_window_choice_changes_the_tables() -> None:
@@ -376,6 +377,22 @@ def invoke(*args: str) -> object:
     result = CliRunner().invoke(cli.main, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result
+
+
+def test_status_with_an_unreadable_state_file_exits_4(
+    namespace: str, make_config: Callable[..., Path], state_dir: Path
+) -> None:
+    """A state file that is not JSON, with the daemon running: the status is unknown (4, not
+    the 1 of a finding), and one line names the file; no traceback."""
+    path = make_config()
+    state_dir.mkdir(exist_ok=True)
+    (state_dir / "state.json").write_text("{not json")
+    with holding_namespace_lock(namespace):
+        result = invoke("status", "--config", str(path))
+    assert result.exit_code == CliExit.UNREADABLE == 4, result.output
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and "state.json" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_status_exit_codes_and_json_from_the_state_file(

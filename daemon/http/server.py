@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from ai_analytics.core.errors import AnalyticsError
+from ai_analytics.core.errors import BindError, host_port
 
 log = logging.getLogger("ai_analytics.daemon.http")
 
@@ -66,24 +66,6 @@ LOG_EVERY_FAILURES = 100
 Snapshot = Callable[[], dict[str, object] | None]
 Health = Callable[[], tuple[bool, str]]
 Metrics = Callable[[], bytes]
-
-
-class BindError(AnalyticsError, OSError):
-    """The endpoint cannot listen on ``host``:``port``; ``reason`` says why in plain words and
-    ``errno`` keeps the system's error number (None when the host did not resolve)."""
-
-    def __init__(self, host: str, port: int, reason: str, error_number: int | None = None
-                 ) -> None:
-        self.host = host
-        self.port = port
-        self.reason = reason
-        super().__init__(f"HTTP endpoint {host_port(host, port)}: {reason}")
-        self.errno = error_number
-
-
-def host_port(host: str, port: int) -> str:
-    """``127.0.0.1:9466``, ``[::1]:9466``."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def bind_error(host: str, port: int, exc: OSError) -> BindError:
@@ -507,4 +489,4 @@ def _linger(conn: socket.socket) -> None:
         left -= len(data)
 
 
-__all__ = ["BindError", "StatusServer", "bind_error", "host_port"]
+__all__ = ["StatusServer", "bind_error"]

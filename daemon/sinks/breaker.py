@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ai_analytics.core.errors import AnalyticsError
+from ai_analytics.core.errors import AnalyticsError, SinkTimeout
 
 if TYPE_CHECKING:
     from ai_analytics.core.config import Config
@@ -78,24 +78,6 @@ class Outcome(enum.Enum):
     OK = "ok"  # attempted and finished in time without an error
     FAILED = "failed"  # attempted: raised, overran its time bound, or the previous still ran
     SKIPPED = "skipped"  # not attempted: the breaker is open
-
-
-class SinkTimeout(AnalyticsError, TimeoutError):
-    """A sink write did not finish in time, or the previous one still runs (``running``).
-    ``sink`` names it, ``seconds`` is how long it has run."""
-
-    def __init__(self, sink: str, seconds: float, limit: float, running: bool) -> None:
-        self.sink = sink
-        self.seconds = seconds
-        self.running = running
-        if running:
-            message = (f"the previous {sink} write, started {seconds:.1f} s ago, is still "
-                       f"running (max_processing_time_seconds is {limit:g}): not starting "
-                       "another")
-        else:
-            message = (f"the {sink} write did not finish within max_processing_time_seconds "
-                       f"({limit:g} s); it goes on in the background")
-        super().__init__(message)
 
 
 def describe(exc: BaseException) -> str:
@@ -403,6 +385,6 @@ class Backlog(Generic[T]):
 
 __all__ = [
     "CLOSED", "DISABLED", "HALF_OPEN", "HISTORY_BACKLOG_ROWS", "HISTORY_BACKLOG_SNAPSHOTS",
-    "OPEN", "Backlog", "BoundedCall", "CircuitBreaker", "GuardedSink", "Outcome", "SinkTimeout",
+    "OPEN", "Backlog", "BoundedCall", "CircuitBreaker", "GuardedSink", "Outcome",
     "describe",
 ]
