@@ -26,7 +26,6 @@ mode first asks for a snapshot. See docs/integration.md.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import dataclasses
 import inspect
@@ -34,15 +33,11 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
-import threading
 import time
 import urllib.parse
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from . import _layout
 from ._emit import emit
 from ._operations import AIOperationType
 from ._segments import (
@@ -52,6 +47,10 @@ from ._segments import (
     namespace_from_env,
     segment_dir_from_env,
 )
+from ._settings import FACADE_SETTINGS
+
+if TYPE_CHECKING:
+    from ai_analytics.daemon.embedded import EmbeddedDaemon
 
 log = logging.getLogger("ai_analytics.client")
 
@@ -62,31 +61,11 @@ DEFAULT_START_TIMEOUT_SECONDS = 10.0
 DEFAULT_STOP_TIMEOUT_SECONDS = 5.0
 # The largest /status answer read: a document of thousands of series is a few MiB.
 MAX_STATUS_BYTES = 64 * 1024 * 1024
-# How often start() looks whether the embedded daemon has written its first snapshot.
-READY_POLL_SECONDS = 0.01
-# Share of stop()'s timeout given to the embedded daemon's final drain; the rest is for its
-# final snapshot write and the thread join.
-STOP_DRAIN_SHARE = 0.8
 
 
 class EmbeddedModeError(RuntimeError):
     """The in-process daemon of embedded mode could not start (missing dependencies, another
     daemon holds the namespace, or no first snapshot in time)."""
-
-
-# The seed's settings: (kind, low, high), the same ranges the daemon's config.py accepts for
-# the keys of the same names (a test checks that they agree), so that a config accepted here
-# is never refused when embedded mode hands it to the daemon.
-_SEED_SETTINGS: dict[str, tuple[type, float, float]] = {
-    "max_queue_size": (int, _layout.MIN_CAPACITY, _layout.MAX_CAPACITY),
-    "batch_size": (int, 1, 1 << 22),
-    "batch_timeout_seconds": (float, 0.001, 60.0),
-    "max_processing_time_seconds": (float, 0.01, 600.0),
-    "snapshot_interval_seconds": (float, 0.05, 3600.0),
-    "enable_circuit_breaker": (bool, 0, 1),
-    "failure_threshold": (int, 1, 1000),
-    "recovery_timeout_seconds": (float, 0.1, 3600.0),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +92,7 @@ class AnalyticsConfig:
     daemon_url: str = DEFAULT_DAEMON_URL
 
     def __post_init__(self) -> None:
-        for name, (kind, low, high) in _SEED_SETTINGS.items():
+        for name, (kind, low, high) in FACADE_SETTINGS.items():
             value = _check_setting(name, getattr(self, name), kind, low, high)
             object.__setattr__(self, name, value)  # ints given for seconds become floats
         if self.namespace is not None:
@@ -132,7 +111,7 @@ class AnalyticsConfig:
 
     def daemon_settings(self, namespace: str, state_dir: str) -> dict[str, object]:
         """The daemon config (``config_from_mapping`` keys) that embedded mode runs with."""
-        settings: dict[str, object] = {name: getattr(self, name) for name in _SEED_SETTINGS}
+        settings: dict[str, object] = {name: getattr(self, name) for name in FACADE_SETTINGS}
         settings.update(
             namespace=namespace,
             segment_dir=segment_dir_from_env(),  # where this process's lanes are
@@ -206,7 +185,7 @@ class AnalyticsAIIntegration:
         self._namespace: str | None = None
         self._started = False
         self._stopped = False
-        self._embedded: _EmbeddedDaemon | None = None
+        self._embedded: EmbeddedDaemon | None = None
         self._unreachable_logged = False
 
     @property
@@ -250,10 +229,7 @@ class AnalyticsAIIntegration:
             else:
                 mode = self.config.mode
             if mode == "embedded":
-                settings = self.config.daemon_settings(namespace, "")
-                # Set before the wait, so that a stop() during it reaches the daemon.
-                self._embedded = _EmbeddedDaemon(settings, namespace)
-                await self._embedded.start(timeout)
+                await self._start_embedded(namespace, timeout)
             elif not daemon_holds_namespace(namespace):
                 log.warning("ai_analytics: no ai-analyticsd drains namespace %r yet; events "
                             "wait in their lanes until one starts", namespace)
@@ -264,6 +240,37 @@ class AnalyticsAIIntegration:
         self._namespace = namespace
         self._mode = mode
         log.info("ai_analytics: integration started in %s mode (namespace %r)", mode, namespace)
+
+    async def _start_embedded(self, namespace: str, timeout: float) -> None:
+        try:
+            # The daemon's modules (numpy, psutil, pyyaml) load here, and only here.
+            from ai_analytics.daemon.embedded import EmbeddedDaemon
+        except ImportError as exc:
+            raise EmbeddedModeError(
+                f"embedded mode needs the daemon's dependencies (numpy, psutil, pyyaml: pip "
+                f"install ai-analytics) and cannot import them ({exc}); or run ai-analyticsd "
+                "and use mode='daemon'") from exc
+        embedded = EmbeddedDaemon(self.config.daemon_settings(namespace, ""), namespace)
+        self._embedded = embedded  # before the wait, so that a stop() during it reaches it
+        embedded.start()
+        ready = False
+        try:
+            ready = await asyncio.wait_for(asyncio.to_thread(embedded.wait_ready, timeout),
+                                           timeout)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            embedded.request_stop(DEFAULT_STOP_TIMEOUT_SECONDS)  # its thread ends on its own
+            raise
+        if ready:
+            return
+        if (failure := embedded.failure()) is not None:
+            raise EmbeddedModeError(failure) from embedded.error
+        stopped = await self._stop_embedded(min(timeout, DEFAULT_STOP_TIMEOUT_SECONDS))
+        raise EmbeddedModeError(
+            f"the embedded ai-analyticsd wrote no first snapshot within {timeout} s"
+            + ("" if stopped else " and did not stop; its thread is left to finish")
+        )
 
     def _resolve_namespace(self) -> str:
         # emit writes into the namespace of $AI_ANALYTICS_NAMESPACE (read when a thread makes
@@ -366,7 +373,19 @@ class AnalyticsAIIntegration:
         self._stopped = True
         if self._embedded is None:
             return True
-        return await self._embedded.stop(timeout)
+        return await self._stop_embedded(timeout)
+
+    async def _stop_embedded(self, timeout: float) -> bool:
+        embedded = self._embedded
+        assert embedded is not None
+        embedded.request_stop(timeout)
+        with contextlib.suppress(asyncio.TimeoutError):
+            if await asyncio.wait_for(asyncio.to_thread(embedded.join, timeout), timeout):
+                return True
+        log.warning("ai_analytics: the embedded ai-analyticsd did not stop within %s s; its "
+                    "thread goes on finishing on its own, and its state directory %s is "
+                    "removed when it ends or at exit", timeout, embedded.state_dir)
+        return False
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:
@@ -393,139 +412,6 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ValueError(f"the answer is a JSON {type(document).__name__}, not an object")
     return document
-
-
-class _EmbeddedDaemon:
-    """An ai-analyticsd ``Daemon`` on a daemon thread of this process, with a private
-    temporary state directory."""
-
-    def __init__(self, settings: dict[str, object], namespace: str) -> None:
-        self.settings = settings
-        self.namespace = namespace
-        self.state_dir = ""
-        self.daemon: Any = None  # set by the thread once constructed
-        self.error: BaseException | None = None
-        self.ended = threading.Event()
-        self.cancelled = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"ai-analytics-embedded-{namespace}")
-
-    async def start(self, timeout: float) -> None:
-        self.state_dir = tempfile.mkdtemp(prefix=f"ai-analytics-{self.namespace}-")
-        self.settings["state_dir"] = self.state_dir
-        # Should the thread still run when the interpreter exits (a stop that timed out),
-        # the directory goes at exit; the thread itself removes it when it ends.
-        atexit.register(self._remove_state_dir)
-        self.thread.start()
-        ready = False
-        try:
-            ready = await asyncio.wait_for(asyncio.to_thread(self._wait_ready, timeout),
-                                           timeout)
-        except asyncio.TimeoutError:
-            pass
-        except asyncio.CancelledError:
-            self._request_stop(DEFAULT_STOP_TIMEOUT_SECONDS)  # the thread ends on its own
-            raise
-        if ready:
-            return
-        if self.ended.is_set() and self.error is not None:
-            raise self._start_error(self.error)
-        stopped = await self.stop(min(timeout, DEFAULT_STOP_TIMEOUT_SECONDS))
-        raise EmbeddedModeError(
-            f"the embedded ai-analyticsd wrote no first snapshot within {timeout} s"
-            + ("" if stopped else " and did not stop; its thread is left to finish")
-        )
-
-    def _run(self) -> None:
-        """The thread: import the daemon, construct it here (its SQLite connection belongs
-        to the thread that made it), and run its loop until stop."""
-        daemon = None
-        try:
-            from ai_analytics.core.config import config_from_mapping
-            from ai_analytics.daemon.service import Daemon
-
-            daemon = Daemon(config_from_mapping(self.settings))
-            self.daemon = daemon
-            if not self.cancelled.is_set():  # stop() sets cancelled, then reads self.daemon
-                daemon.run()
-        except Exception as exc:
-            self.error = exc
-            if daemon is None or daemon.last_document is not None:
-                log.error("ai_analytics: the embedded ai-analyticsd stopped with an error",
-                          exc_info=True)
-            # else run() refused before its loop (another daemon holds the namespace), and
-            # closed what the constructor opened.
-        finally:
-            # The daemon has closed its files by now (or never opened them): the state
-            # directory goes with the thread, whichever way it ends.
-            self._remove_state_dir()
-            atexit.unregister(self._remove_state_dir)
-            self.ended.set()
-
-    def _wait_ready(self, timeout: float) -> bool:
-        """Block until the first snapshot exists (True) or the thread ended (False)."""
-        deadline = time.monotonic() + timeout
-        while not self.ended.wait(READY_POLL_SECONDS):
-            daemon = self.daemon
-            if daemon is not None and daemon.last_document is not None:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-        return False
-
-    def _start_error(self, error: BaseException) -> EmbeddedModeError:
-        if isinstance(error, ImportError):
-            message = (f"embedded mode needs the daemon's dependencies (numpy, psutil, pyyaml: "
-                       f"pip install ai-analytics) and cannot import them ({error}); or run "
-                       "ai-analyticsd and use mode='daemon'")
-        elif type(error).__name__ == "AlreadyRunning":
-            message = (f"cannot run an embedded daemon: {error}; use mode='daemon' (or "
-                       "'auto') to report to it")
-        else:
-            message = f"the embedded ai-analyticsd could not start: {error}"
-        exc = EmbeddedModeError(message)
-        exc.__cause__ = error
-        return exc
-
-    def snapshot(self) -> dict[str, Any] | None:
-        # Only last_document is read here, never daemon.get_performance_snapshot(): that
-        # builds a document from the daemon's statistics, lanes and numpy arrays, which the
-        # daemon thread changes without a lock (its loop is single-threaded by design), so
-        # computing one from this thread could see half-updated state or fail with "changed
-        # size during iteration". The daemon publishes each finished document with one
-        # reference store and never changes it afterwards; the JSON round trip gives the
-        # caller its own copy (the daemon thread may still be writing this one to disk) with
-        # the same shape as state.json and daemon mode's /status.
-        daemon = self.daemon
-        document = None if daemon is None else daemon.last_document
-        return None if document is None else json.loads(json.dumps(document))
-
-    async def stop(self, timeout: float) -> bool:
-        self._request_stop(timeout)
-        if self.thread.is_alive():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.to_thread(self.thread.join, timeout), timeout)
-        if self.thread.is_alive():
-            log.warning("ai_analytics: the embedded ai-analyticsd did not stop within %s s; "
-                        "its thread goes on finishing on its own, and its state directory %s "
-                        "is removed when it ends or at exit", timeout, self.state_dir)
-            return False
-        return True
-
-    def _remove_state_dir(self) -> None:
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-
-    def _request_stop(self, timeout: float) -> None:
-        self.cancelled.set()  # before reading self.daemon: see _run
-        daemon = self.daemon
-        if daemon is not None:
-            # The daemon's final drain must end inside our timeout. Its shutdown reads
-            # stop_timeout_seconds from self.config after it sees the stop event, which is
-            # set below: rebinding the (frozen) config is one reference store, and every
-            # other setting stays the same.
-            budget = min(max(timeout * STOP_DRAIN_SHARE, 0.1), 600.0)
-            daemon.config = dataclasses.replace(daemon.config, stop_timeout_seconds=budget)
-            daemon.request_stop()
 
 
 __all__ = [

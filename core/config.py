@@ -22,6 +22,7 @@ from ai_analytics.client._segments import (
     namespace_from_env,
     segment_dir_from_env,
 )
+from ai_analytics.client._settings import FACADE_SETTINGS
 from ai_analytics.core.errors import ConfigError
 
 OnFull = Literal["drop", "overwrite"]
@@ -175,15 +176,14 @@ class _UidList:
         return tuple(value)
 
 
+def _rule(kind: type, low: float, high: float) -> _Int | _Float | _Bool:
+    if kind is bool:
+        return _Bool()
+    return _Int(int(low), int(high)) if kind is int else _Float(low, high)
+
+
 SETTINGS: dict[str, object] = {
-    "max_queue_size": _Int(_layout.MIN_CAPACITY, _layout.MAX_CAPACITY),
-    "batch_size": _Int(1, 1 << 22),
-    "batch_timeout_seconds": _Float(0.001, 60.0),
-    "max_processing_time_seconds": _Float(0.01, 600.0),
-    "snapshot_interval_seconds": _Float(0.05, 3600.0),
-    "enable_circuit_breaker": _Bool(),
-    "failure_threshold": _Int(1, 1000),
-    "recovery_timeout_seconds": _Float(0.1, 3600.0),
+    **{name: _rule(*spec) for name, spec in FACADE_SETTINGS.items()},
     "namespace": _Namespace(),
     "segment_dir": _Path(),
     "expected_lanes": _Int(1, 65536),
@@ -221,6 +221,13 @@ SETTINGS: dict[str, object] = {
     "http_port": _Int(1, 65535),
 }
 assert set(SETTINGS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def setting_range(key: str) -> tuple[float, float]:
+    """The lowest and highest value a numeric setting accepts (for advice that suggests one)."""
+    rule = SETTINGS[key]
+    assert isinstance(rule, (_Int, _Float)), key
+    return rule.low, rule.high
 
 
 def config_from_mapping(data: Mapping[str, object], source: str = "") -> Config:

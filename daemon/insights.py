@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ai_analytics.client._layout import MAX_CAPACITY
-from ai_analytics.core.config import Config
+from ai_analytics.core.config import Config, setting_range
 from ai_analytics.daemon.ingest.segment_dir import Space, mib, needed_bytes, sizing_advice
 
 # Fewer events than this in the window are too few to judge a model or a series by.
@@ -73,10 +73,9 @@ QUEUED_FILL = 0.5
 QUEUED_MS = 100.0
 # sink_failing, cardinality_cap: evaluations in a row without growth that close the finding.
 QUIET_EVALUATIONS = 2
-# Upper bounds of the settings the recommendations suggest (see config.py SETTINGS).
-MAX_BATCH_SIZE = 1 << 22
-MIN_BATCH_TIMEOUT_SECONDS = 0.001
-MAX_CARDINALITY_CAP = 65536
+# Bounds of the settings the recommendations suggest: never one the config would refuse.
+MAX_BATCH_SIZE = int(setting_range("batch_size")[1])
+MIN_BATCH_TIMEOUT_SECONDS = setting_range("batch_timeout_seconds")[0]
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 _WINDOW_WORDS = {"10s": "10 seconds", "1m": "minute", "5m": "5 minutes"}
@@ -550,7 +549,7 @@ def _raise_cap(finding: Finding, document: Document) -> Recommendation:
     name = finding["subject"]["name"]
     key = f"max_{name}"
     current = int(document["cardinality"][key])
-    suggested = min(MAX_CARDINALITY_CAP, 2 * current)
+    suggested = min(int(setting_range(key)[1]), 2 * current)
     return _recommendation(
         "cardinality", finding["id"], finding["subject"],
         f"Raise {key} from {current} to {suggested}, or fix the naming if the {name} names "

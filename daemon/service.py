@@ -98,6 +98,7 @@ class Daemon:
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
         self._closed = False
+        self._stop_budget = math.inf  # request_stop may narrow stop_timeout_seconds
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
@@ -255,8 +256,13 @@ class Daemon:
                            f"(limit {limit:.1f} s)")
         return True, "ok"
 
-    def request_stop(self) -> None:
-        """Safe from a signal handler and from other threads: no lock involved."""
+    def request_stop(self, drain_seconds: float | None = None) -> None:
+        """Ask the loop to stop: a final drain and a final snapshot, all within
+        ``stop_timeout_seconds``, or within ``drain_seconds`` when that is sooner (embedded
+        mode stops within its caller's timeout). Safe from a signal handler and from other
+        threads: one attribute store and a wake-up, no lock involved."""
+        if drain_seconds is not None:
+            self._stop_budget = drain_seconds  # read by the loop after it sees the request
         self.stop_requested.set()
 
     def request_reload(self) -> None:
@@ -341,11 +347,12 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self._notify("STOPPING=1")
-        deadline = time.monotonic() + self.config.stop_timeout_seconds
+        budget = min(self.config.stop_timeout_seconds, self._stop_budget)
+        deadline = time.monotonic() + budget
         # Helper threads never hold up the stop: at most a second each, then left behind.
         if self.http is not None:
-            self.http.stop(min(1.0, self.config.stop_timeout_seconds / 4))
-        self.resources.stop(min(1.0, self.config.stop_timeout_seconds / 4))
+            self.http.stop(min(1.0, budget / 4))
+        self.resources.stop(min(1.0, budget / 4))
         try:
             self.lanes.scan()
             while time.monotonic() < deadline and self.drain(deadline) > 0:

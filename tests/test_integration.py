@@ -789,12 +789,13 @@ def test_config_rejects_bad_values_naming_them(field: str, value: object) -> Non
 
 @pytest.mark.parametrize("field", sorted(SEED_DEFAULTS))
 def test_config_ranges_agree_with_the_daemons(field: str) -> None:
-    """For every seed setting, AnalyticsConfig and the daemon's config accept the same
-    values at and just beyond each bound, so a config accepted here is never refused when
-    embedded mode hands it to the daemon."""
-    from ai_analytics.client.integration import _SEED_SETTINGS
+    """For every setting the facade shares with the daemon, AnalyticsConfig and the daemon's
+    config (two checks over one table of ranges) accept the same values at and just beyond
+    each bound, so a config accepted here is never refused when embedded mode hands it to the
+    daemon."""
+    from ai_analytics.client._settings import FACADE_SETTINGS
 
-    kind, low, high = _SEED_SETTINGS[field]
+    kind, low, high = FACADE_SETTINGS[field]
     if kind is bool:
         candidates: list[object] = [True, False, 0, 1]
     elif kind is int:
