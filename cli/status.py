@@ -24,6 +24,7 @@ from ai_analytics.core.config import Config
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.exits import CliExit
 from ai_analytics.core.namespace_lock import daemon_running
+from ai_analytics.core.outcomes import SETTLED
 from ai_analytics.core.state import read_state, state_path
 
 WINDOWS = ("10s", "1m", "5m", "since_start")
@@ -338,8 +339,7 @@ def render_resources(document: Mapping[str, object], width: int = DEFAULT_WIDTH)
     return _section(title, lines)
 
 
-_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart", "no_lane",
-             "pending")
+_OUTCOMES = (*SETTLED, "pending")  # what reached an end, then what still waits
 
 
 def _outcomes(events: Mapping[str, object]) -> list[str]:

@@ -99,6 +99,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ai_analytics.core.errors import StateError
+from ai_analytics.core.outcomes import OUTCOMES
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -187,9 +188,7 @@ COLUMNS: tuple[Column, ...] = _columns(
     ("tokens_out_per_s", "tokens.out_per_s", "REAL"),
 )
 _COLUMN_CONVERTERS = tuple((column, _CONVERT[column.sql_type]) for column in COLUMNS)
-EVENT_COLUMNS: tuple[str, ...] = (
-    "received", "dropped", "overwritten", "invalid", "lost_on_restart", "pending", "no_lane",
-)
+EVENT_COLUMNS = OUTCOMES  # one INTEGER column each in "snapshots"
 
 # The SQL below is built from this module's own column constants only; every value is a bound
 # parameter. Hence the S608 exemptions (ruff cannot tell constants from input).

@@ -25,6 +25,7 @@ from ai_analytics.core.errors import (
     StateError,
 )
 from ai_analytics.core.history import HistoryStore
+from ai_analytics.core.outcomes import RATED, Outcomes
 from ai_analytics.core.state import read_state, remove_unfinished_writes, write_state
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
@@ -32,7 +33,7 @@ from ai_analytics.daemon.http.metrics import MetricsEndpoint
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
-from ai_analytics.daemon.ingest.lanes import LaneSet, Outcomes, SavedLane
+from ai_analytics.daemon.ingest.lanes import LaneSet, SavedLane
 from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
 from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 from ai_analytics.daemon.insights import Insights
@@ -64,7 +65,6 @@ def _no_notify(_state: str) -> bool:
     return False
 
 
-OUTCOME_RATES = ("received", "dropped", "overwritten", "invalid", "no_lane")
 RETENTION_INTERVAL_SECONDS = 60.0
 
 
@@ -79,7 +79,7 @@ class Daemon:
         self.stats = Statistics(config.max_operations, config.max_models, config.max_series,
                                 clock)
         self.caches = CacheStates(config.max_operations)
-        self.outcome_rates = CounterRates(OUTCOME_RATES)
+        self.outcome_rates = CounterRates(RATED)
         self.sink_failures = {"state": 0, "history": 0}
         # Circuit breakers around the two sinks (daemon/sinks/breaker.py), and the history intervals
         # not stored yet: kept (bounded) while the history sink is down, flushed when it is back.

@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ai_analytics.client import _layout as L
+from ai_analytics.core.outcomes import Outcomes
 from ai_analytics.daemon.ingest.drain import Drainer
-from ai_analytics.daemon.ingest.lanes import LaneSet, Outcomes
+from ai_analytics.daemon.ingest.lanes import LaneSet
 from ai_analytics.daemon.stats.caches import CacheStates
 from ai_analytics.daemon.stats.statistics import Statistics
 

@@ -43,6 +43,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from ai_analytics.core.outcomes import SETTLED
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.statistics import Statistics
 
@@ -68,7 +69,6 @@ _HELP = {
 MIB = 1024 * 1024
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 SEVERITIES = ("info", "warning", "critical")
-EVENT_OUTCOMES = ("received", "dropped", "overwritten", "invalid", "lost_on_restart", "no_lane")
 LANE_STATES = ("live", "retired", "dead", "waiting")
 
 BucketCounts = tuple[str, str, list[int], int, float]
@@ -244,7 +244,7 @@ def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     family = CounterMetricFamily(
         f"{PREFIX}events", "Events by where they ended, since the first daemon ran with this "
         "state directory.", labels=["outcome"])
-    for outcome in EVENT_OUTCOMES:
+    for outcome in SETTLED:
         _add(family, [outcome], events.get(outcome))
     yield family
     by_uid = CounterMetricFamily(
@@ -252,7 +252,7 @@ def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
         "misreport its own events, and this shows whose events are whose.",
         labels=["uid", "outcome"])
     for uid, counts in _dict(doc.get("events_by_uid")).items():
-        for outcome in EVENT_OUTCOMES:
+        for outcome in SETTLED:
             _add(by_uid, [str(uid), outcome], _dict(counts).get(outcome))
     yield by_uid
     yield _gauge("events_pending", "Events published by producers and not drained yet.",

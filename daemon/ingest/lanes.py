@@ -27,6 +27,7 @@ from ai_analytics.client._lane import still_named
 from ai_analytics.client._proc import is_alive
 from ai_analytics.client._segments import lane_prefix, parse_lane_name, pid_namespace
 from ai_analytics.core.lane_header import BadSegment, NotReady, Outdated, process_text
+from ai_analytics.core.outcomes import Outcomes
 from ai_analytics.core.proc_locks import flock_holders
 from ai_analytics.daemon.ingest.lane_reader import LaneReader
 
@@ -36,31 +37,6 @@ log = logging.getLogger("ai_analytics.daemon")
 CREATION_GRACE_SECONDS = 5.0
 # A half-made segment younger than this is being finished right now: look again very soon.
 SETTLE_SECONDS = 0.1
-
-
-@dataclasses.dataclass
-class Outcomes:
-    """Where events ended. Their sum is every emit call made in the namespace."""
-
-    received: int = 0
-    dropped: int = 0
-    overwritten: int = 0
-    invalid: int = 0
-    lost_on_restart: int = 0
-    pending: int = 0
-    no_lane: int = 0
-
-    def add(self, other: Outcomes) -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> Outcomes:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: int(v) for k, v in data.items() if k in names})  # type: ignore[call-overload]
 
 
 @dataclasses.dataclass
