@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from ._emit import emit
 from ._operations import AIOperationType
+from ._ratelog import worth_logging
 from ._segments import (
     check_namespace,
     lock_held,
@@ -353,7 +354,7 @@ class AnalyticsAIIntegration:
                 await asyncio.wait_for(result, max(deadline - time.monotonic(), 0.001))
         except Exception:
             self.dashboard_failures += 1
-            if self.dashboard_failures == 1 or self.dashboard_failures % 100 == 0:
+            if worth_logging(self.dashboard_failures):
                 log.warning("ai_analytics: analytics_dashboard.on_snapshot failed (failure %d;"
                             " snapshots go on)", self.dashboard_failures, exc_info=True)
 

@@ -560,11 +560,13 @@ def _raise_cap(finding: Finding, document: Document) -> Recommendation:
 
 
 def _check_storage(finding: Finding, document: Document) -> Recommendation:
-    what, _ = _SINK_WORDS[finding["subject"]["name"]]
+    sink = finding["subject"]["name"]
+    what, _ = _SINK_WORDS[sink]
     return _recommendation(
         "storage", finding["id"], finding["subject"],
         f"Check that state_dir is writable and has free space: writing {what} fails; the "
-        "daemon's log has the error (the first failure, then every 100th).",
+        "daemon logs the error when its circuit breaker opens, and the snapshot keeps the "
+        f"last one (sinks.{sink}.last_error in `ai-analytics status --json`).",
     )
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.config import Config
 
 pynvml: ModuleType | None
@@ -50,7 +51,6 @@ MIB = 1024 * 1024
 GONE = "gone"
 ACCESS_DENIED = "access denied"
 # An unexpected error in a probe is logged the first time and then every this many times.
-LOG_EVERY_FAILURES = 100
 DEVICE_FIELDS = ("utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c",
                  "power_w")
 SYSTEM_FIELDS = ("cpu_percent", "memory_total_bytes", "memory_used_bytes",
@@ -306,7 +306,7 @@ class ResourceSampler:
                 sample()
             except Exception:  # a probe must never die: its section just goes stale
                 failures += 1
-                if failures == 1 or failures % LOG_EVERY_FAILURES == 0:
+                if worth_logging(failures):
                     log.exception("%s resource probe failed (failure %d; it keeps sampling)",
                                   name, failures)
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
+from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.errors import BindError, host_port
 
 log = logging.getLogger("ai_analytics.daemon.http")
@@ -61,7 +62,6 @@ JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 # Prometheus text exposition format 0.0.4: what prometheus_client's generate_latest writes.
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LOG_EVERY_FAILURES = 100
 
 Snapshot = Callable[[], dict[str, object] | None]
 Health = Callable[[], tuple[bool, str]]
@@ -404,7 +404,7 @@ class StatusServer:
                         if self._stopping.is_set():
                             break
                         errors += 1
-                        if errors == 1 or errors % LOG_EVERY_FAILURES == 0:
+                        if worth_logging(errors):
                             log.warning("HTTP endpoint cannot take a connection: %s "
                                         "(failure %d; it keeps trying)", exc, errors)
                         self._stopping.wait(POLL_SECONDS)
@@ -464,10 +464,10 @@ class StatusServer:
         return body
 
     def callback_failed(self, name: str) -> None:
-        """Log a raising callback: the first failure and then every 100th, with traceback."""
+        """Log a raising callback (rate-limited: ``worth_logging``), with traceback."""
         self._failures[name] += 1
         failures = self._failures[name]
-        if failures == 1 or failures % LOG_EVERY_FAILURES == 0:
+        if worth_logging(failures):
             log.exception("HTTP endpoint: the %s callback failed (failure %d)", name, failures)
 
 
