@@ -219,7 +219,8 @@ def history(config_path: str | None, since: str, operation: str | None, model: s
     """
     import time
 
-    from ai_analytics.core.history import history_path, parse_duration, read_history, render_table
+    from ai_analytics.cli.history_view import render_history
+    from ai_analytics.core.history import history_path, parse_duration, read_history
 
     config = _load(config_path)
     since_unix = time.time() - parse_duration(since)
@@ -238,7 +239,7 @@ def history(config_path: str | None, since: str, operation: str | None, model: s
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif rows:
-        click.echo(render_table(rows))
+        click.echo(render_history(rows))
     if not rows:
         only = "".join(f" for {name} {value!r}" for name, value in
                        (("operation", operation), ("model", model)) if value is not None)

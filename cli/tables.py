@@ -17,6 +17,8 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
+from ai_analytics.core import times
+
 DEFAULT_WIDTH = 100  # columns when there is no terminal to ask
 
 MISSING = "-"
@@ -207,10 +209,9 @@ def iso_utc(unix: object) -> str:
     if number is None:
         return MISSING
     try:
-        moment = datetime.datetime.fromtimestamp(number, datetime.timezone.utc)
+        return times.iso_utc(number, timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return MISSING
-    return moment.isoformat(timespec="seconds")
 
 
 def terminal_width() -> int:

@@ -86,7 +86,6 @@ Every sqlite3 error becomes a ``StateError`` naming the file; every wait for a l
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
 import math
 import numbers
@@ -100,6 +99,7 @@ from typing import Any, NamedTuple
 
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.outcomes import OUTCOMES
+from ai_analytics.core.times import iso_utc
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -241,11 +241,6 @@ def flatten(stats: Mapping[str, Any]) -> list[object]:
             where = ".".join(column.path)
             raise ValueError(f"window stats {where} (column {column.name}): {exc}") from None
     return values
-
-
-def _iso(unix: float) -> str:
-    moment = datetime.datetime.fromtimestamp(unix, datetime.timezone.utc)
-    return moment.isoformat(timespec="milliseconds")
 
 
 class HistoryStore:
@@ -471,7 +466,7 @@ def _query(conn: sqlite3.Connection, since_unix: float | None, operation: str | 
     )
     parameters.append(-1 if limit is None else limit)
     return [
-        {"unix": unix, "time": _iso(unix), "interval_seconds": interval,
+        {"unix": unix, "time": iso_utc(unix), "interval_seconds": interval,
          **dict(zip(names, rest, strict=True))}
         for unix, interval, *rest in conn.execute(sql, parameters)
     ]
@@ -528,43 +523,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _cell(value: object, digits: int, scale: float = 1.0) -> str:
-    if value is None:
-        return "-"
-    return f"{float(value) * scale:.{digits}f}"  # type: ignore[arg-type]
-
-
-_TABLE = (
-    # header, left-aligned, cell from a flat row
-    ("time", True, lambda r: datetime.datetime.fromtimestamp(r["unix"], datetime.timezone.utc)
-     .strftime("%Y-%m-%dT%H:%M:%SZ")),
-    ("operation", True, lambda r: r["operation"]),
-    ("model", True, lambda r: r["model"]),
-    ("count", False, lambda r: "-" if r["count"] is None else str(r["count"])),
-    ("err%", False, lambda r: _cell(r["error_rate"], 2, 100.0)),
-    ("ops/s", False, lambda r: _cell(r["throughput_per_s"], 1)),
-    ("p50 ms", False, lambda r: _cell(r["latency_p50_ms"], 2)),
-    ("p95 ms", False, lambda r: _cell(r["latency_p95_ms"], 2)),
-    ("p99 ms", False, lambda r: _cell(r["latency_p99_ms"], 2)),
-    ("quality", False, lambda r: _cell(r["quality_mean"], 3)),
-)
-
-
-def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows as an aligned text table ("-" for no data), a header line first."""
-    cells = [[header for header, _, _ in _TABLE]]
-    cells += [[cell(row) for _, _, cell in _TABLE] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_TABLE))]
-    lines = []
-    for line in cells:
-        parts = [text.ljust(width) if left else text.rjust(width)
-                 for text, width, (_, left, _) in zip(line, widths, _TABLE, strict=True)]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
 __all__ = [
     "COLUMNS", "EVENT_COLUMNS", "HISTORY_FILE", "SCHEMA_VERSION", "Column", "HistoryStore",
     "connect_readonly", "flatten", "history_path", "parse_duration", "read_history",
-    "render_table",
 ]

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from ai_analytics.cli import main as cli
+from ai_analytics.cli.history_view import render_history
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.history import (
     COLUMNS,
@@ -27,7 +28,6 @@ from ai_analytics.core.history import (
     history_path,
     parse_duration,
     read_history,
-    render_table,
 )
 
 EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
@@ -468,18 +468,19 @@ def test_parse_duration_rejects(text: str) -> None:
     assert "90s, 15m, 1h, 2d, 1w" in str(caught.value)
 
 
-def test_render_table_aligns_and_shows_dashes(store: HistoryStore) -> None:
-    """One header line and one line per row; columns aligned (every line equally long, as the
-    last column is right-aligned); "-" where there is no data; err% is a percentage."""
+def test_render_history_aligns_and_shows_dashes(store: HistoryStore) -> None:
+    """One header line and one line per row, in the tables ``status`` draws: columns aligned
+    (every line equally long, as the last column is right-aligned); "-" where there is no
+    data; err% is a percentage; times in UTC as ``status`` writes them."""
     store.append(1_700_000_000.0, 5.0, EVENTS,
                  [series("chat", "a-very-long-model-name"), series("e", "m", empty_stats())])
-    lines = render_table(store.query()).splitlines()
+    lines = render_history(store.query()).splitlines()
     assert lines[0].split() == ["time", "operation", "model", "count", "err%", "ops/s",
                                 "p50", "ms", "p95", "ms", "p99", "ms", "quality"]
     assert len({len(line) for line in lines}) == 1
-    assert lines[1].split() == ["2023-11-14T22:13:20Z", "chat", "a-very-long-model-name", "10",
+    assert lines[1].split() == ["2023-11-14T22:13:20+00:00", "chat", "a-very-long-model-name", "10",
                                 "10.00", "2.5", "103.00", "105.00", "106.00", "0.750"]
-    assert lines[2].split() == ["2023-11-14T22:13:20Z", "e", "m", "0", "-", "-", "-", "-", "-",
+    assert lines[2].split() == ["2023-11-14T22:13:20+00:00", "e", "m", "0", "-", "-", "-", "-", "-",
                                 "-"]
 
 

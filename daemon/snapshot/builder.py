@@ -6,12 +6,12 @@ Written to state.json at every snapshot, shown by ``ai-analytics status --json``
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from typing import TYPE_CHECKING
 
 from ai_analytics.core.state import SCHEMA_VERSION
+from ai_analytics.core.times import iso_utc
 from ai_analytics.core.version import package_version
 from ai_analytics.daemon.http.metrics import histogram_section
 from ai_analytics.daemon.ingest.segment_dir import Space, lane_bytes, lanes_that_fit
@@ -34,8 +34,7 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
     drainer = daemon.drainer
     return {
         "schema_version": SCHEMA_VERSION,
-        "written_at": datetime.datetime.fromtimestamp(now_unix, datetime.timezone.utc)
-        .isoformat(timespec="milliseconds"),
+        "written_at": iso_utc(now_unix),
         "written_unix": now_unix,
         "namespace": cfg.namespace,
         "daemon": {
