@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 import yaml
 
@@ -228,6 +228,13 @@ def setting_range(key: str) -> tuple[float, float]:
     rule = SETTINGS[key]
     assert isinstance(rule, (_Int, _Float)), key
     return rule.low, rule.high
+
+
+class Reconfigurable(Protocol):
+    """A part of the daemon that keeps settings of its own: a reload hands each the new
+    config the same way, and each keeps its state (counters, open findings, lanes)."""
+
+    def apply_config(self, config: Config) -> None: ...
 
 
 def config_from_mapping(data: Mapping[str, object], source: str = "") -> Config:

@@ -97,6 +97,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from ai_analytics.core.config import Config
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.outcomes import OUTCOMES
 from ai_analytics.core.times import iso_utc
@@ -296,11 +297,11 @@ class HistoryStore:
         self._file = None
         self._open()
 
-    def set_limits(self, max_age_seconds: float, max_megabytes: float) -> None:
+    def apply_config(self, config: Config) -> None:
         """New retention limits (a reload), used from the next ``enforce_retention``; the
         WAL's size limits chosen at open stay until the next start."""
-        self.max_age_seconds = max_age_seconds
-        self.max_bytes = int(max_megabytes * 1024 * 1024)
+        self.max_age_seconds = config.history_max_age_seconds
+        self.max_bytes = int(config.history_max_megabytes * 1024 * 1024)
 
     def _setup(self) -> None:
         conn = self._conn

@@ -155,6 +155,10 @@ class Insights:
         self._quiet: dict[str, int] = {}  # counter finding id -> evaluations without growth
         self._counters: dict[tuple[str, str, str], int] | None = None
 
+    def apply_config(self, config: Config) -> None:
+        """New thresholds; the open findings and their memory stay."""
+        self.config = config
+
     def evaluate(self, document: Document, now_unix: float) -> dict[str, list[dict[str, Any]]]:
         """The findings and recommendations for this snapshot document (JSON-ready)."""
         cfg = self.config

@@ -241,7 +241,8 @@ class ResourceSampler:
     ``start`` once, ``stop(timeout)`` once; ``set_worker_pids`` and ``snapshot`` from any
     thread at any time. The ``sample_*`` methods take one sample now: the threads call them,
     and tests and benchmarks may call them directly on a sampler that was not started.
-    A reload may replace ``config``: each probe's next wait uses the new interval.
+    ``apply_config`` (a reload, from the loop thread) replaces ``config`` with one reference
+    store: each probe's next wait reads the new interval.
     """
 
     def __init__(self, config: Config, clock: Clock = time.monotonic, *,
@@ -266,6 +267,9 @@ class ResourceSampler:
         self._gpu_processes: _Sample | None = None
 
     # -- threads ---------------------------------------------------------------------------
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+
     def start(self) -> None:
         if self._threads:
             raise RuntimeError("ResourceSampler.start() called twice")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import lock_name
-from ai_analytics.core.config import Config, log_level_number
+from ai_analytics.core.config import Config, Reconfigurable, log_level_number
 from ai_analytics.core.errors import (
     AlreadyRunning,
     BindError,
@@ -25,7 +25,7 @@ from ai_analytics.core.errors import (
     StateError,
 )
 from ai_analytics.core.history import HistoryStore
-from ai_analytics.core.outcomes import RATED, Outcomes
+from ai_analytics.core.outcomes import RATED
 from ai_analytics.core.state import read_state, remove_unfinished_writes, write_state
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
@@ -33,7 +33,7 @@ from ai_analytics.daemon.http.metrics import MetricsEndpoint
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
-from ai_analytics.daemon.ingest.lanes import LaneSet, SavedLane
+from ai_analytics.daemon.ingest.lanes import LaneSet
 from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
 from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 from ai_analytics.daemon.insights import Insights
@@ -69,6 +69,23 @@ RETENTION_INTERVAL_SECONDS = 60.0
 
 
 class Daemon:
+    """ai-analyticsd: one namespace's drain loop and everything it feeds.
+
+    The constructor resumes from the state file and opens the history database; ``run``
+    takes the namespace, drains until ``request_stop``, then drains what is left and saves;
+    ``close`` (or leaving a ``with`` block) releases what is open, and ``run`` does it itself
+    as it ends.
+
+    Threads: the loop is single-threaded by design, and everything not listed here belongs
+    to the thread that calls ``run``. Safe from any thread and from a signal handler:
+    ``request_stop``, ``request_reload`` (each an attribute store and a wake-up, no lock).
+    Safe to read from any thread: ``health()`` and ``last_document``, the latest finished
+    snapshot, published by one reference store and never changed afterwards (the HTTP
+    endpoint and embedded mode read it). ``get_performance_snapshot`` and ``document`` build
+    a document from the live statistics: the loop's thread only, or a daemon that does not
+    run.
+    """
+
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         check_usable(config.segment_dir)
         self.config = config
@@ -102,42 +119,26 @@ class Daemon:
 
     # -- start -----------------------------------------------------------------------------
     def _restore(self, document: dict[str, object] | None) -> LaneSet:
-        trusted = frozenset({os.getuid(), 0, *self.config.trusted_uids})
-        saved: dict[tuple[str, int], SavedLane] = {}
-        folded_by_uid: dict[int, Outcomes] = {}
-        folded = Outcomes()
-        folded_count = 0
-        folded_unlinked: set[tuple[str, int]] = set()
-        if document is not None:
-            try:
-                owner = document["namespace"]
-                if owner != self.config.namespace:
-                    raise StateError(
-                        f"the state file in {self.config.state_dir} belongs to namespace "
-                        f"{owner!r}, not {self.config.namespace!r}: give each namespace its "
-                        "own state_dir"
-                    )
-                restore = document["restore"]
-                for row in restore["lanes"]:
-                    key = (str(row["name"]), int(row["created_ns"]))
-                    saved[key] = SavedLane.from_dict(row)
-                folded = Outcomes.from_dict(restore["folded"])
-                folded_by_uid = {int(uid): Outcomes.from_dict(outcome) for uid, outcome
-                                 in restore.get("folded_by_uid", {}).items()}
-                folded_count = int(restore["folded_count"])
-                folded_unlinked = {(str(n), int(c)) for n, c in restore["folded_unlinked"]}
-                self.stats.load_all_time(document["operations"])
-                self.stats.registry.overflow.update(
-                    {k: int(v) for k, v in restore["cardinality_overflow"].items()})
-            except (KeyError, TypeError, ValueError) as exc:
-                raise StateError(f"the state file in {self.config.state_dir} is damaged "
-                                 f"({exc!r}); move it aside to start counting from zero"
-                                 ) from None
-            log.info("resuming from the last state: %s", document.get("events"))
-        return LaneSet(
-            self.config.namespace, self.config.segment_dir, trusted, self.config.max_lanes,
-            saved, folded_unlinked, folded, folded_count, folded_by_uid,
-        )
+        """The lanes and the all-time statistics, resumed from the last state file."""
+        if document is None:
+            return LaneSet.from_config(self.config)
+        where = self.config.state_dir
+        try:
+            owner = document["namespace"]
+            if owner != self.config.namespace:
+                raise StateError(
+                    f"the state file in {where} belongs to namespace {owner!r}, not "
+                    f"{self.config.namespace!r}: give each namespace its own state_dir")
+            restore = document["restore"]
+            if not isinstance(restore, dict):
+                raise TypeError(f"restore is a {type(restore).__name__}, not an object")
+            lanes = LaneSet.from_config(self.config, restore)
+            self.stats.restore(document["operations"], restore["cardinality_overflow"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"the state file in {where} is damaged ({exc!r}); move it aside "
+                             "to start counting from zero") from None
+        log.info("resuming from the last state: %s", document.get("events"))
+        return lanes
 
     def _take_namespace(self) -> None:
         """One daemon per namespace: a second would break the single-consumer rule. The lock
@@ -281,20 +282,13 @@ class Daemon:
                         key, getattr(config, key), NEEDS_RESTART[key], getattr(running, key))
         cfg = self.config = plan.config
         changed = set(plan.changed)
-        # The objects that keep a setting of their own; everything else reads self.config (or
-        # the loop's cfg) when it needs it.
-        self.drainer.batch_size = cfg.batch_size
-        self.insights.config = cfg  # thresholds; the open findings and their memory stay
-        self.resources.config = cfg  # each probe's next wait uses the new interval
-        for sink in self.sinks.values():  # breakers: their state and counters stay
-            sink.apply_config(cfg)
-        self.history.set_limits(cfg.history_max_age_seconds, cfg.history_max_megabytes)
+        # Every part that keeps settings of its own takes them the same way; their state
+        # (open findings, breaker counters, attached lanes) stays. Everything else reads
+        # self.config when it needs it.
+        for part in self._configured_parts():
+            part.apply_config(cfg)
         if changed & {"history_max_age_seconds", "history_max_megabytes"}:
             self._next_retention = 0.0  # enforce the new limits at the next snapshot
-        self.lanes.max_lanes = cfg.max_lanes  # lanes beyond a lowered cap stay attached
-        if "trusted_uids" in changed:
-            self.lanes.trusted_uids = frozenset({os.getuid(), 0, *cfg.trusted_uids})
-            self.lanes.rejected.clear()  # look again at the segments refused so far
         if "log_level" in changed:
             logging.getLogger().setLevel(log_level_number(cfg))
         if changed & set(NEW_LANES_ONLY) and self._lock_fd >= 0:  # run() published it
@@ -304,6 +298,10 @@ class Daemon:
         log.info("config reloaded: %s", ", ".join(
             f"{k}={getattr(cfg, k)!r}" for k in plan.changed) or "nothing changed")
         return plan
+
+    def _configured_parts(self) -> tuple[Reconfigurable, ...]:
+        return (self.drainer, self.insights, self.resources, *self.sinks.values(),
+                self.history, self.lanes)
 
     def _reload(self, load: Callable[[], Config] | None) -> None:
         """The loop's side of ``request_reload``: read and validate the config, then apply it

@@ -371,12 +371,11 @@ def test_a_counted_lane_that_cannot_be_unlinked_is_never_counted_again(namespace
     """If the daemon may not delete a finished lane (a sticky /dev/shm and another user's
     file), it keeps ignoring that segment instead of attaching and counting it again, and the
     state file lists it so the next daemon does not count it either."""
-    from ai_analytics.core.outcomes import Outcomes
     from ai_analytics.daemon.ingest.lanes import LaneSet
 
     lane = Lane(namespace, LaneGeometry(64, 8, False))
     lane.retire()
-    lanes = LaneSet(namespace, SHM_DIR, frozenset({os.getuid(), 0}), 16, {}, set(), Outcomes(), 0)
+    lanes = LaneSet(namespace, SHM_DIR, frozenset({os.getuid(), 0}), 16)
     lanes.scan()
     assert [t.ident.name for t in lanes.finish_drained()] == [lane.name]
 

@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ai_analytics.client import _layout as L
-from ai_analytics.core.outcomes import Outcomes
 from ai_analytics.daemon.ingest.drain import Drainer
 from ai_analytics.daemon.ingest.lanes import LaneSet
 from ai_analytics.daemon.stats.caches import CacheStates
@@ -187,7 +186,7 @@ def read_as_the_daemon_does(namespace: str, raw: bytes, caplog: pytest.LogCaptur
     return what became of it: attached, refused or waiting (no magic or header yet)."""
     caplog.clear()
     name = write_segment(namespace, raw)
-    lane_set = LaneSet(namespace, SHM_DIR, frozenset({os.getuid(), 0}), 4, {}, set(), Outcomes(), 0)
+    lane_set = LaneSet(namespace, SHM_DIR, frozenset({os.getuid(), 0}), 4)
     stats = Statistics(8, 8, 32)
     drainer = Drainer(lane_set, stats, CacheStates(8), batch_size=256)
     try:
@@ -279,7 +278,7 @@ def test_links_and_fifos_are_refused_not_followed(namespace, daemon_log, tmp_pat
     link, fifo = (f"{namespace}.lane.{os.getpid():016x}.{next(_serials)}" for _ in range(2))
     os.symlink(target, os.path.join(SHM_DIR, link))
     os.mkfifo(os.path.join(SHM_DIR, fifo), 0o600)
-    lane_set = LaneSet(namespace, SHM_DIR, frozenset({os.getuid(), 0}), 4, {}, set(), Outcomes(), 0)
+    lane_set = LaneSet(namespace, SHM_DIR, frozenset({os.getuid(), 0}), 4)
     for _ in range(2):
         lane_set.scan()
     assert len(lane_set) == 0 and set(lane_set.rejected) == {link, fifo}

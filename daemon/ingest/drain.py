@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ai_analytics.client import _layout as L
+from ai_analytics.core.config import Config
 from ai_analytics.daemon.ingest.lanes import LaneSet, TrackedLane
 from ai_analytics.daemon.ingest.records import RECORD_DTYPE, valid_mask
 from ai_analytics.daemon.stats.caches import CacheStates
@@ -33,6 +34,9 @@ class Drainer:
         self.batches = 0
         self.records = 0
         self.last_batch = 0
+
+    def apply_config(self, config: Config) -> None:
+        self.batch_size = config.batch_size
 
     def drain(self, stop_at: float) -> int:
         """Batch after batch until every lane is empty or ``stop_at`` (monotonic) passes.

@@ -22,10 +22,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ai_analytics.client._lane import still_named
 from ai_analytics.client._proc import is_alive
 from ai_analytics.client._segments import lane_prefix, parse_lane_name, pid_namespace
+from ai_analytics.core.config import Config
 from ai_analytics.core.lane_header import BadSegment, NotReady, Outdated, process_text
 from ai_analytics.core.outcomes import Outcomes
 from ai_analytics.core.proc_locks import flock_holders
@@ -139,26 +141,24 @@ class TrackedLane:
 class LaneSet:
     """All lanes of a namespace that this daemon drains."""
 
-    def __init__(
-        self, namespace: str, directory: str, trusted_uids: frozenset[int], max_lanes: int,
-        saved_lanes: dict[tuple[str, int], SavedLane],
-        folded_unlinked: set[tuple[str, int]], folded: Outcomes, folded_count: int,
-        folded_by_uid: dict[int, Outcomes] | None = None,
-    ) -> None:
+    def __init__(self, namespace: str, directory: str, trusted_uids: frozenset[int],
+                 max_lanes: int) -> None:
         self.prefix = lane_prefix(namespace)
         self.directory = directory
         self.pid_namespace = pid_namespace()
         self.trusted_uids = trusted_uids
         self.max_lanes = max_lanes
         self.lanes: dict[str, TrackedLane] = {}
-        self.saved = dict(saved_lanes)
+        # What the last state file counted of each lane (name, created_ns): the baseline
+        # from which a lane drained past that state is counted, not lost.
+        self.saved: dict[tuple[str, int], SavedLane] = {}
         # Lanes folded into the totals by a state file but perhaps not yet unlinked.
-        self.folded_keys = set(folded_unlinked)
-        self.folded = folded
-        self.folded_count = folded_count
+        self.folded_keys: set[tuple[str, int]] = set()
+        self.folded = Outcomes()
+        self.folded_count = 0
         # The same folded totals by the uid that owned each lane: a lane can lie about its
         # own events only, and this shows whose events are whose (docs/security.md).
-        self.folded_by_uid = dict(folded_by_uid or {})
+        self.folded_by_uid: dict[int, Outcomes] = {}
         self.finished: list[TrackedLane] = []
         self.rejected: dict[str, tuple[int, int]] = {}
         # Lanes of an earlier layout version, refused: name -> (pid, start ticks) of their
@@ -380,6 +380,32 @@ class LaneSet:
             by_uid.setdefault(lane.uid, Outcomes()).add(lane.outcomes())
         return dict(sorted(by_uid.items()))
 
+    @classmethod
+    def from_config(cls, config: Config, saved_state: Mapping[str, Any] | None = None
+                    ) -> LaneSet:
+        """The lanes of ``config``'s namespace, resuming the counts of ``saved_state`` (the
+        "restore" section of a state file, as ``saved_state`` writes it). KeyError, TypeError
+        or ValueError where that section is damaged."""
+        lanes = cls(config.namespace, config.segment_dir, trusted_uids(config), config.max_lanes)
+        if saved_state is not None:
+            for row in saved_state["lanes"]:
+                lanes.saved[(str(row["name"]), int(row["created_ns"]))] = SavedLane.from_dict(row)
+            lanes.folded = Outcomes.from_dict(saved_state["folded"])
+            lanes.folded_by_uid = {int(uid): Outcomes.from_dict(outcome) for uid, outcome
+                                   in saved_state.get("folded_by_uid", {}).items()}
+            lanes.folded_count = int(saved_state["folded_count"])
+            lanes.folded_keys = {(str(n), int(c)) for n, c in saved_state["folded_unlinked"]}
+        return lanes
+
+    def apply_config(self, config: Config) -> None:
+        """A reload: a lowered max_lanes keeps the lanes beyond it attached; changed
+        trusted_uids get the segments refused so far looked at again."""
+        self.max_lanes = config.max_lanes
+        trusted = trusted_uids(config)
+        if trusted != self.trusted_uids:
+            self.trusted_uids = trusted
+            self.rejected.clear()
+
     def saved_state(self) -> dict[str, object]:
         return {
             "lanes": [lane.saved() for lane in self.lanes.values()],
@@ -390,6 +416,11 @@ class LaneSet:
             "folded_unlinked": [[lane.ident.name, lane.ident.created_ns] for lane in self.finished]
             + [list(key) for _inode, key in self.retained.values()],
         }
+
+
+def trusted_uids(config: Config) -> frozenset[int]:
+    """Whose lane segments are drained: root, the daemon's own uid and ``trusted_uids``."""
+    return frozenset({os.getuid(), 0, *config.trusted_uids})
 
 
 def _remove_if_abandoned(path: str) -> bool:

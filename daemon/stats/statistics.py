@@ -235,8 +235,10 @@ class Statistics:
                                                                  np.int64)])
         self.capacity = capacity
 
-    def load_all_time(self, rows: list[dict[str, object]]) -> None:
-        """Restore the all-time counts an earlier daemon saved."""
+    def restore(self, rows: list[dict[str, object]], overflow: dict[str, object]) -> None:
+        """Resume the all-time counts per series and the names refused at the cardinality caps
+        that an earlier daemon saved (its "operations" and "restore.cardinality_overflow")."""
+        self.registry.overflow.update({k: int(str(v)) for k, v in overflow.items()})
         for row in rows:
             op = np.array([self.registry.name_id(str(row["operation"]))])
             model = np.array([self.registry.name_id(str(row["model"]))])
