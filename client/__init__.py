@@ -20,7 +20,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The original design's asyncio API loads asyncio: only for those who ask for it.
+    # The asyncio API loads asyncio: only for those who ask for it.
     if name in ("AnalyticsAIIntegration", "AnalyticsConfig"):
         from . import integration
 

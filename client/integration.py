@@ -1,4 +1,4 @@
-"""The original design's API, ``AnalyticsConfig`` and ``AnalyticsAIIntegration``, over ``emit``.
+"""The asyncio API, ``AnalyticsConfig`` and ``AnalyticsAIIntegration``, over ``emit``.
 
     config = AnalyticsConfig(max_queue_size=1000, batch_size=50, batch_timeout_seconds=5.0)
     integration = AnalyticsAIIntegration(config, analytics_dashboard)
@@ -32,7 +32,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import time
 import urllib.parse
 from types import TracebackType
@@ -44,7 +43,7 @@ from ._ratelog import worth_logging
 from ._segments import (
     check_namespace,
     lock_held,
-    lock_name,
+    lock_path,
     namespace_from_env,
     segment_dir_from_env,
 )
@@ -71,10 +70,11 @@ class EmbeddedModeError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class AnalyticsConfig:
-    """The original design's settings, plus where to find (or how to run) the daemon.
+    """The batching, snapshot and circuit-breaker settings, plus where to find (or how to run)
+    the daemon.
 
-    In daemon mode the running ``ai-analyticsd``'s own config rules and the seed's settings
-    only record intent; in embedded mode they configure the in-process daemon (the daemon
+    In daemon mode the running ``ai-analyticsd``'s own config rules and these settings only
+    record intent; in embedded mode they configure the in-process daemon (the daemon
     config keys of the same names). ``namespace`` None means $AI_ANALYTICS_NAMESPACE (or the
     default); ``mode`` "auto" picks daemon mode when a daemon holds the namespace, else
     embedded; ``daemon_url`` is where daemon mode reads ``/status``.
@@ -158,16 +158,16 @@ def daemon_holds_namespace(namespace: str) -> bool:
     """True while some daemon holds ``namespace``'s lock: the same test as
     ``ai_analytics.core.namespace_lock.daemon_running``, without importing the daemon package
     (whose config module loads yaml) into a worker."""
-    return lock_held(os.path.join(segment_dir_from_env(), lock_name(namespace)))
+    return lock_held(lock_path(namespace, segment_dir_from_env()))
 
 
 class AnalyticsAIIntegration:
     """Record AI operation metrics without blocking; read snapshots from the daemon.
 
-    ``analytics_dashboard`` is accepted for compatibility with the original design and may
-    be None. If it has a callable ``on_snapshot``, that is called with every snapshot
-    ``get_performance_snapshot`` returns (awaited if it returns an awaitable); an exception
-    it raises is logged and counted in ``dashboard_failures``, never raised to the caller.
+    ``analytics_dashboard`` may be None. If it has a callable ``on_snapshot``, that is called
+    with every snapshot ``get_performance_snapshot`` returns (awaited if it returns an
+    awaitable); an exception it raises is logged and counted in ``dashboard_failures``, never
+    raised to the caller.
 
     One start per object: ``start()`` a second time raises RuntimeError, even after
     ``stop()``; make a new integration to start again.
@@ -201,7 +201,7 @@ class AnalyticsAIIntegration:
 
     @property
     def is_running(self) -> bool:
-        """Started and not stopped (the original design's flag)."""
+        """Started and not stopped."""
         return self._mode is not None and not self._stopped
 
     async def __aenter__(self) -> AnalyticsAIIntegration:

@@ -45,9 +45,9 @@ in a row without growth; the first evaluation only records the counters. ``start
 is kept while a finding stays open; evidence, severity and message show the latest numbers.
 
 Recommendations come from the findings (every kind but producer_died has one, naming the
-config key and a suggested value where a setting helps) and from the statistics, as the
-original design had them: performance, caching and reliability, which cite the related
-open finding (slow_model, model_errors) when there is one.
+config key and a suggested value where a setting helps) and from the statistics in three
+categories, performance, caching and reliability, which cite the related open finding
+(slow_model, model_errors) when there is one.
 """
 
 from __future__ import annotations
@@ -458,8 +458,8 @@ def _latency_rise(operations: list[dict[str, Any]]) -> tuple[float, dict[str, An
 # -- recommendations -----------------------------------------------------------------------
 def recommendations(document: Document, cfg: Config,
                     findings: list[Finding]) -> list[Recommendation]:
-    """One per finding that a change can help, then the original design's three from the
-    statistics; in the order of the findings they cite, uncited ones last."""
+    """One per finding that a change can help, then those from the statistics (performance,
+    caching, reliability); in the order of the findings they cite, uncited ones last."""
     out = [_FROM_FINDING[f["kind"]](f, document) for f in findings if f["kind"] in _FROM_FINDING]
     out.extend(_from_statistics(document, cfg, {f["id"] for f in findings}))
     order = {f["id"]: i for i, f in enumerate(findings)}
@@ -614,8 +614,8 @@ _FROM_FINDING: dict[str, Callable[[Finding, Document], Recommendation]] = {
 
 def _from_statistics(document: Document, cfg: Config, open_ids: set[str]
                      ) -> Iterator[Recommendation]:
-    """The original design's performance, caching and reliability recommendations, from
-    series and models with at least MIN_EVENTS events (MIN_LOOKUPS lookups) in the window."""
+    """The performance, caching and reliability recommendations, from series and models with
+    at least MIN_EVENTS events (MIN_LOOKUPS lookups) in the window."""
     window = cfg.insight_window
     words = _WINDOW_WORDS[window]
     slow_models = set()

@@ -1,9 +1,11 @@
 """The daemon: discover lanes, drain them in batches, count, save state, stop on time.
 
-One thread does all of it, in ``run``: every wait is ``Event.wait(timeout)``, so a stop
-request (a signal handler only sets the event) is seen at once, and the loop has no other
-exit than that event. The wait adapts: up to ``batch_timeout_seconds`` when lanes are quiet,
-shorter when a lane fills fast enough to reach half its capacity before then.
+One thread does all of it, in ``run``. It sleeps in ``select`` on the stop request's pipe
+(``core/wakeup.py``: a signal handler only sets a flag and writes a byte, no lock) and on the
+segment directory's inotify descriptor, so a stop, a reload or a new lane wakes it at once;
+the loop has no other exit than a stop request. The wait adapts: up to
+``batch_timeout_seconds`` when lanes are quiet, shorter when a lane fills fast enough to reach
+half its capacity before then.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from ai_analytics.client import _layout
-from ai_analytics.client._segments import lock_name
+from ai_analytics.client._segments import lock_path
 from ai_analytics.core.config import Config, Reconfigurable, log_level_number
 from ai_analytics.core.errors import (
     AlreadyRunning,
@@ -144,7 +146,7 @@ class Daemon:
         """One daemon per namespace: a second would break the single-consumer rule. The lock
         file must be this daemon's uid's or root's: one made first by another user (to keep
         the daemon out, or to let it in under a lock it controls) is removed, or refused."""
-        path = os.path.join(self.config.segment_dir, lock_name(self.config.namespace))
+        path = lock_path(self.config.namespace, self.config.segment_dir)
         try:
             remove_foreign(path, "namespace lock")
         except OSError as exc:

@@ -31,7 +31,7 @@ from ai_analytics.cli.main import main as cli
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import read_geometry
 from ai_analytics.client._proc import start_ticks
-from ai_analytics.client._segments import control_name, lock_name
+from ai_analytics.client._segments import control_name, lock_name, lock_path
 
 from helpers import (
     SHM_DIR,
@@ -587,7 +587,7 @@ def test_a_squatted_namespace_lock_is_removed(make_config, state_dir, namespace,
     """Someone else's <namespace>.daemon.lock, even locked, does not keep the daemon out: it
     is removed (logged, naming its owner) and the daemon takes a lock file of its own."""
     segments = tmpfs("size=8m,mode=1777")
-    lock = os.path.join(segments, lock_name(namespace))
+    lock = lock_path(namespace, segments)
     squatter = subprocess.Popen(  # holds an exclusive flock on it, as another daemon would
         ["flock", "-x", lock, "sleep", "300"])
     try:
@@ -612,7 +612,7 @@ def test_a_squatted_lock_the_daemon_cannot_remove_is_refused_clearly(namespace, 
     """In a sticky directory a daemon that is not root may not remove another user's lock
     file: it exits 1 with one line naming the file, its owner and the remedy."""
     segments = tmpfs("size=8m,mode=1777")
-    lock = os.path.join(segments, lock_name(namespace))
+    lock = lock_path(namespace, segments)
     with open(lock, "w"):
         pass
     os.chown(lock, OTHER_UID, OTHER_UID)

@@ -1,7 +1,8 @@
 """Circuit breakers around the daemon's sinks: the state file and the history database.
 
 A sink that fails (a full disk, a state directory that is gone, a database locked by someone
-else, a disk that hangs) must not stop the drain loop (DESIGN.md, invariant 5). Each sink is
+else, a disk that hangs) must not stop the drain loop: events keep being drained and counted
+whatever the disk does, and the counts reach the next write that succeeds. Each sink is
 a ``GuardedSink``, two small parts put together:
 
 ``CircuitBreaker``, the state machine::
