@@ -27,7 +27,9 @@ def main() -> int:
         command = [sys.executable, "-m", "mypy", "--config-file", str(root / "pyproject.toml")]
         for name in PACKAGES:
             command += ["-p", f"ai_analytics.{name}"]
-        result = subprocess.run(command, env={**os.environ, "MYPYPATH": tree},
+        environment = {**os.environ, "MYPYPATH": tree}
+        # This interpreter running mypy with our own arguments: no shell, no outside text.
+        result = subprocess.run(command, env=environment,  # noqa: S603
                                 capture_output=True, text=True, check=False)
         # Name files by their place in the repository, not in the temporary tree.
         sys.stdout.write(result.stdout.replace(f"{package}{os.sep}", ""))

@@ -1133,7 +1133,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"removed leftover segments: {', '.join(left)}")
     summary = summarize(samples)
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
         "machine": before,
         "source": source,

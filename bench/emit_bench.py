@@ -387,7 +387,7 @@ class DrainBench:
 def report_header(machine: dict[str, Any], source: Any) -> dict[str, Any]:
     """What every results file starts with: when, how, where, and from which source."""
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
         "machine": machine,
         "source": source,

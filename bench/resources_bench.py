@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         results.update(measure_fake_gpu(args.rounds, args.samples))
     summary = summarize(results, args.pids)
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": before,
         "rounds": args.rounds,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 
 
-class AIOperationType(str, enum.Enum):
+# Not StrEnum: it would change what str() and format() of a member give to code written
+# against this class.
+class AIOperationType(str, enum.Enum):  # noqa: UP042
     """Operation kinds; ``emit`` takes a member or any plain string."""
 
     STYLE_TRANSFER = "style_transfer"

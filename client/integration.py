@@ -258,7 +258,7 @@ class AnalyticsAIIntegration:
         try:
             ready = await asyncio.wait_for(asyncio.to_thread(embedded.wait_ready, timeout),
                                            timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         except asyncio.CancelledError:
             embedded.request_stop(DEFAULT_STOP_TIMEOUT_SECONDS)  # its thread ends on its own
@@ -334,7 +334,7 @@ class AnalyticsAIIntegration:
         try:
             document = await asyncio.wait_for(asyncio.to_thread(_get_json, url, timeout),
                                               timeout)
-        except (OSError, ValueError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
             if not self._unreachable_logged:
                 self._unreachable_logged = True
                 log.warning("ai_analytics: the daemon's status endpoint %s did not answer "
