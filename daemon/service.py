@@ -26,9 +26,8 @@ from ai_analytics.core.errors import (
     ConfigError,
     StateError,
 )
-from ai_analytics.core.history import HistoryStore
 from ai_analytics.core.outcomes import RATED
-from ai_analytics.core.state import read_state, remove_unfinished_writes, write_state
+from ai_analytics.core.state import read_state, remove_unfinished_writes
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
 from ai_analytics.daemon.http.metrics import MetricsEndpoint
@@ -41,13 +40,7 @@ from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 from ai_analytics.daemon.insights import Insights
 from ai_analytics.daemon.reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
 from ai_analytics.daemon.resources import ResourceSampler
-from ai_analytics.daemon.sinks.breaker import (
-    HISTORY_BACKLOG_ROWS,
-    HISTORY_BACKLOG_SNAPSHOTS,
-    Backlog,
-    GuardedSink,
-    Outcome,
-)
+from ai_analytics.daemon.sinks.writer import Sinks
 from ai_analytics.daemon.snapshot.builder import build_document
 from ai_analytics.daemon.stats.caches import CacheStates
 from ai_analytics.daemon.stats.rates import CounterRates
@@ -67,7 +60,6 @@ def _no_notify(_state: str) -> bool:
     return False
 
 
-RETENTION_INTERVAL_SECONDS = 60.0
 
 
 class Daemon:
@@ -99,19 +91,11 @@ class Daemon:
                                 clock)
         self.caches = CacheStates(config.max_operations)
         self.outcome_rates = CounterRates(RATED)
-        self.sink_failures = {"state": 0, "history": 0}
-        # Circuit breakers around the two sinks (daemon/sinks/breaker.py), and the history intervals
-        # not stored yet: kept (bounded) while the history sink is down, flushed when it is back.
-        self.sinks = {sink: GuardedSink.from_config(sink, config) for sink in ("state", "history")}
-        self.history_backlog: Backlog[tuple[float, float, object, list]] = Backlog(
-            HISTORY_BACKLOG_SNAPSHOTS, HISTORY_BACKLOG_ROWS)
+        self.sinks = Sinks(config)
         self.resources = ResourceSampler(config, clock)
         self._lock_fd = -1
         self.lanes = self._restore(read_state(config.state_dir))
         self.drainer = Drainer(self.lanes, self.stats, self.caches, config.batch_size)
-        self.history = HistoryStore(config.state_dir, config.history_max_age_seconds,
-                                    config.history_max_megabytes)
-        self._next_retention = 0.0
         self.last_document: dict[str, object] | None = None
         self.insights = Insights(config)
         self.http: StatusServer | None = None
@@ -289,8 +273,6 @@ class Daemon:
         # self.config when it needs it.
         for part in self._configured_parts():
             part.apply_config(cfg)
-        if changed & {"history_max_age_seconds", "history_max_megabytes"}:
-            self._next_retention = 0.0  # enforce the new limits at the next snapshot
         if "log_level" in changed:
             logging.getLogger().setLevel(log_level_number(cfg))
         if changed & set(NEW_LANES_ONLY) and self._lock_fd >= 0:  # run() published it
@@ -302,8 +284,7 @@ class Daemon:
         return plan
 
     def _configured_parts(self) -> tuple[Reconfigurable, ...]:
-        return (self.drainer, self.insights, self.resources, *self.sinks.values(),
-                self.history, self.lanes)
+        return (self.drainer, self.insights, self.resources, self.sinks, self.lanes)
 
     def _reload(self, load: Callable[[], Config] | None) -> None:
         """The loop's side of ``request_reload``: read and validate the config, then apply it
@@ -358,11 +339,7 @@ class Daemon:
             while time.monotonic() < deadline and self.drain(deadline) > 0:
                 pass
             self._finish_drained()
-            # The final writes get what is left of the stop deadline, not a full
-            # max_processing_time each: stop_timeout_seconds is a promise.
-            left = max(0.1, deadline - time.monotonic())
-            for sink in self.sinks.values():
-                sink.bounded.timeout = min(sink.bounded.timeout, left / len(self.sinks))
+            self.sinks.limit_final_writes(max(0.1, deadline - time.monotonic()))
             self.save(running=False)
         finally:
             totals = self.lanes.totals().as_dict()
@@ -378,8 +355,7 @@ class Daemon:
         if self._closed:
             return
         self._closed = True
-        if self.sinks["history"].bounded.running_seconds() is None:
-            self.history.close()  # else a stuck write holds it: closing would wait for it
+        self.sinks.close()
         self.lanes.close()
         self.stop_requested.close()
         if self._lock_fd >= 0:
@@ -428,70 +404,27 @@ class Daemon:
         return document
 
     def save(self, running: bool) -> bool:
-        """Write the snapshot and its history rows, each sink behind its circuit breaker
-        (daemon/sinks/breaker.py), each write bounded by max_processing_time_seconds; unlink
-        reclaimed lanes only once a state file that counts them is safely written. The final
-        snapshot (not ``running``) is attempted even while a breaker is open."""
+        """Make the snapshot, publish it, and hand it to the sinks; unlink reclaimed lanes
+        only once a state file that counts them is safely written. The final snapshot (not
+        ``running``) is attempted even while a breaker is open."""
         document = self.document(running)
         document.update(self.insights.evaluate(document, float(document["written_unix"])))
         self.last_document = document  # read by other threads (embedded mode, HTTP)
-        # The writes run in worker threads that only read ``document``: like the HTTP
-        # threads, they rely on nothing changing it once it is built.
-        # Each interval's rows wait in a bounded backlog until a history write stores them,
-        # oldest first: an outage loses none unless it outlasts the backlog's bounds. Closed
-        # before any draining below, so that the rows hold exactly what `document` counts.
+        # Closed before any draining below, so that the rows hold exactly what `document`
+        # counts.
         span, rows = self.stats.close_interval()
-        self.history_backlog.add(
-            (float(document["written_unix"]), span, document["events"], rows), len(rows))
-        force = not running
         # Lanes fill while the sinks write (tens of ms, more on a slow disk): drain them
         # meanwhile. Not for the final snapshot, which must count everything drained.
         meanwhile = self._drain_while_writing if running else None
-        state_dir = self.config.state_dir
-        saved = self.sinks["state"].write(lambda: write_state(state_dir, document),
-                                          force, meanwhile) is Outcome.OK
+        interval = (float(document["written_unix"]), span, document["events"], rows)
+        saved = self.sinks.write(document, interval, final=not running, meanwhile=meanwhile)
         if saved:
             # Only after a write that finished in time: one that overran and finishes later
             # wrote a document without the lanes folded since, so it unlinks nothing.
             self.lanes.unlink_finished()
-        else:
-            self._sink_failed("state")
-        history, backlog = self.history, self.history_backlog
-        retention = time.monotonic() >= self._next_retention
-
-        def write_history() -> None:
-            backlog.flush(lambda item: history.append(*item))
-            if retention:
-                history.enforce_retention()
-
-        if self.sinks["history"].write(write_history, force, meanwhile) is not Outcome.OK:
-            self._sink_failed("history")
-        elif retention:
-            self._next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
         return saved
 
     def _drain_while_writing(self) -> float:
         """Drain while a sink write runs; how long until the lanes need it again."""
         self.drain()
         return self._next_wait()
-
-    def _sink_failed(self, sink: str) -> None:
-        """Count a snapshot that ``sink`` did not store: its write failed, overran, or was
-        skipped by the open breaker. This is drain.<sink>_writes_failed, which the
-        sink_failing finding watches: it keeps growing, and the finding stays open, while the
-        breaker is open. The breaker logs its transitions; draining never stops."""
-        self.sink_failures[sink] += 1
-
-    def sink_states(self) -> dict[str, object]:
-        """The snapshot's "sinks": each sink's breaker state and counters (daemon/sinks/breaker.py);
-        for the history, the intervals waiting to be stored and those dropped at the
-        backlog's bounds (HISTORY_BACKLOG_SNAPSHOTS, HISTORY_BACKLOG_ROWS). Taken when the
-        document is built, before its own writes: their outcome shows in the next snapshot."""
-        backlog = self.history_backlog.counts()
-        return {
-            "state": self.sinks["state"].state(),
-            "history": {**self.sinks["history"].state(), "backlog": {
-                "snapshots": backlog["items"], "series_rows": backlog["weight"],
-                "dropped_snapshots": backlog["dropped"],
-                "dropped_series_rows": backlog["dropped_weight"]}},
-        }

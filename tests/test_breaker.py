@@ -391,18 +391,18 @@ def test_a_skipped_or_failed_state_write_never_unlinks_reclaimed_lanes(inproc_da
     state_dir.write_text("a file where the state directory should be")
     outcomes = [daemon.save(running=True) for _ in range(4)]
     assert outcomes == [False] * 4 and unlinks == [1]
-    sinks = daemon.sink_states()
+    sinks = daemon.sinks.states()
     assert sinks["state"]["state"] == "open"
     assert sinks["state"]["failures"] == 2 and sinks["state"]["skipped"] == 2
     assert "cannot write state in" in sinks["state"]["last_error"]
-    assert daemon.sink_failures["state"] == 4  # drain.state_writes_failed: failed + skipped
+    assert daemon.sinks.failures["state"] == 4  # drain.state_writes_failed: failed + skipped
     assert daemon.save(running=False) is False and unlinks == [1]  # the final one: attempted
-    assert daemon.sink_states()["state"]["failures"] == 3
+    assert daemon.sinks.states()["state"]["failures"] == 3
     state_dir.unlink()
     (tmp_path / "away").rename(state_dir)
     time.sleep(0.1)
     assert daemon.save(running=True) and unlinks == [1, 1]
-    assert daemon.sink_states()["state"]["state"] == "closed"
+    assert daemon.sinks.states()["state"]["state"] == "closed"
     written = json.loads((state_dir / "state.json").read_text())
     assert written["namespace"] == daemon.config.namespace
 
@@ -413,35 +413,35 @@ def test_history_intervals_wait_in_the_backlog_and_are_flushed_on_recovery(inpro
     opens, later snapshots are skipped, not lost); on recovery they are all stored, oldest
     first, once each; the state sink never noticed."""
     daemon = inproc_daemon
-    real_append = daemon.history.append
+    real_append = daemon.sinks.history.append
 
     def broken(*args: object) -> None:
         raise StateError("cannot append to history.sqlite3: disk I/O error")
 
-    monkeypatch.setattr(daemon.history, "append", broken)
+    monkeypatch.setattr(daemon.sinks.history, "append", broken)
     for _ in range(5):
         assert daemon.save(running=True)  # the state file is written all along
-    sinks = daemon.sink_states()
+    sinks = daemon.sinks.states()
     assert sinks["history"]["state"] == "open" and sinks["state"]["state"] == "closed"
     assert sinks["history"]["backlog"]["snapshots"] == 5
-    monkeypatch.setattr(daemon.history, "append", real_append)
+    monkeypatch.setattr(daemon.sinks.history, "append", real_append)
     time.sleep(0.1)
     daemon.save(running=True)
-    sinks = daemon.sink_states()
+    sinks = daemon.sinks.states()
     assert sinks["history"]["state"] == "closed"
     assert sinks["history"]["backlog"] == {"snapshots": 0, "series_rows": 0,
                                            "dropped_snapshots": 0, "dropped_series_rows": 0}
     with contextlib.closing(sqlite3.connect(history_path(daemon.config.state_dir))) as conn:
         times = [row[0] for row in conn.execute("SELECT unix FROM snapshots ORDER BY id")]
     assert len(times) == 6 and times == sorted(times) and len(set(times)) == 6
-    assert daemon.sink_failures == {"state": 0, "history": 5}
+    assert daemon.sinks.failures == {"state": 0, "history": 5}
 
 
 
 def sink(document: dict, name: str) -> dict:
     assert "sinks" in document, ('the snapshot has no "sinks": build_document '
                                  '(daemon/snapshot/builder.py) must include "sinks": '
-                                 'daemon.sink_states()')
+                                 'daemon.sinks.states()')
     return document["sinks"][name]
 
 
@@ -562,7 +562,7 @@ def test_history_database_locked_by_another_process_opens_only_its_breaker(
 
 def test_sinks_in_the_snapshot_document(inproc_daemon):
     """The snapshot's "sinks" section: both sinks, each with its breaker's fields, JSON-ready."""
-    sinks = inproc_daemon.sink_states()
+    sinks = inproc_daemon.sinks.states()
     assert set(sinks) == {"state", "history"}
     for entry in sinks.values():
         assert {"state", "failures", "consecutive_failures", "skipped", "last_error",

@@ -58,7 +58,7 @@ def test_a_running_daemon_is_driven_from_other_threads(
     # The final writes shared what the 2 s left (max_processing_time_seconds is 10 s, and a
     # 30 s stop would have left them that): the narrower deadline ruled the stop, and it is
     # the stop's own, the config never swapped under the loop.
-    assert all(sink.bounded.timeout <= 1.0 for sink in daemon.sinks.values())
+    assert all(sink.bounded.timeout <= 1.0 for sink in daemon.sinks.guarded.values())
     assert daemon.config.stop_timeout_seconds == 30.0
     assert daemon.health() == (False, "stopping")
     final = read_state(str(state_dir))

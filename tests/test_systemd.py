@@ -225,11 +225,11 @@ def test_reload_updates_every_object_that_keeps_a_setting(namespace, tmp_path, c
         assert daemon.drainer.batch_size == 333
         assert daemon.insights is insights and insights.config.insight_slow_model_ms == 12.0
         assert daemon.resources.config.resource_interval_seconds == 0.5
-        assert daemon.history.max_bytes == 3 * 1024 * 1024
-        assert daemon.history.max_age_seconds == 120.0
+        assert daemon.sinks.history.max_bytes == 3 * 1024 * 1024
+        assert daemon.sinks.history.max_age_seconds == 120.0
         assert 4242 in daemon.lanes.trusted_uids and daemon.lanes.max_lanes == 9
         assert daemon.stats is stats and daemon.lanes is lanes
-        for sink in daemon.sinks.values():
+        for sink in daemon.sinks.guarded.values():
             assert sink.breaker.failure_threshold == 2 and sink.bounded.timeout == 0.5
         messages = "\n".join(r.getMessage() for r in caplog.records)
         assert "state_dir changed" in messages and "needs a restart" in messages
