@@ -49,8 +49,6 @@ from ai_analytics.daemon.stats.statistics import Statistics
 log = logging.getLogger("ai_analytics.daemon")
 
 MIN_WAIT_SECONDS = 0.001
-# How full a lane may get, at its observed rate, before the loop wakes to drain it.
-WAKE_FILL = 0.5
 # A segment seen before its creator finished it is looked at again this soon (it takes the
 # creator well under a millisecond), for as long as it is younger than lanes.SETTLE_SECONDS.
 SETTLE_RESCAN_SECONDS = 0.002
@@ -373,17 +371,7 @@ class Daemon:
             self.caches.forget_lane(lane.ident.name)
 
     def _next_wait(self) -> float:
-        wait = self.config.batch_timeout_seconds
-        now = time.monotonic()
-        for lane in self.lanes:
-            if lane.rate > 0:
-                room = WAKE_FILL * lane.ident.capacity - lane.reader.pending()
-                wait = min(wait, room / lane.rate)
-            # A new thread may start at any rate, and its first milliseconds (creating the
-            # lane) make a poor measure of it: a young lane is looked at again after its own
-            # age (2 ms, 4 ms, 8 ms ...), which finds its rate before it can fill.
-            wait = min(wait, max(now - lane.attached, MIN_WAIT_SECONDS))
-        return wait
+        return self.lanes.time_to_drain(self.config.batch_timeout_seconds, MIN_WAIT_SECONDS)
 
     def drain(self, deadline: float | None = None) -> int:
         """Drain every lane until all are empty or time is up (batch_timeout by default)."""

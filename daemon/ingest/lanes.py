@@ -37,6 +37,8 @@ log = logging.getLogger("ai_analytics.daemon")
 
 # How long a segment may stay half-made (no magic yet) before it is reported as garbage.
 CREATION_GRACE_SECONDS = 5.0
+# How full a lane may get, at its observed rate, before the drain loop wakes to drain it.
+WAKE_FILL = 0.5
 # A half-made segment younger than this is being finished right now: look again very soon.
 SETTLE_SECONDS = 0.1
 
@@ -405,6 +407,21 @@ class LaneSet:
         if trusted != self.trusted_uids:
             self.trusted_uids = trusted
             self.rejected.clear()
+
+    def time_to_drain(self, longest: float, shortest: float) -> float:
+        """How long the drain loop may sleep, at most ``longest``: until the first lane,
+        at its observed rate, would be WAKE_FILL full."""
+        wait = longest
+        now = time.monotonic()
+        for lane in self.lanes.values():
+            if lane.rate > 0:
+                room = WAKE_FILL * lane.ident.capacity - lane.reader.pending()
+                wait = min(wait, room / lane.rate)
+            # A new thread may start at any rate, and its first milliseconds (creating the
+            # lane) make a poor measure of it: a young lane is looked at again after its own
+            # age (2 ms, 4 ms, 8 ms ...), which finds its rate before it can fill.
+            wait = min(wait, max(now - lane.attached, shortest))
+        return wait
 
     def saved_state(self) -> dict[str, object]:
         return {
