@@ -12,6 +12,7 @@ slot; see docs/ring-format.md for what an emit from a signal handler can and can
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -131,8 +132,8 @@ def _resolve_cache(name: object) -> tuple[Lane, int, int]:
         return _resolve(name, "", argument="name")
 
 
-def _pack_cache_state(target: object, offset: int, h: int, name_id: int, size: float | None,
-                      evictions: int) -> None:
+def _pack_cache_state(target: mmap.mmap | bytearray, offset: int, h: int, name_id: int,
+                      size: float | None, evictions: int) -> None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))):
         raise TypeError(f"size must be a number or None, got {type(size).__name__}")
     if isinstance(evictions, bool) or not isinstance(evictions, int):
@@ -146,7 +147,8 @@ def _pack_cache_state(target: object, offset: int, h: int, name_id: int, size: f
 def _pack_extended_record(
     lane: Lane, h: int, op_id: int, model_id: int, latency_ms: float, quality: float | None,
     success: bool, cache_hit: bool | None, ttft_ms: float | None, queue_ms: float | None,
-    tokens_in: int | None, tokens_out: int | None, target: object = None, offset: int = -1,
+    tokens_in: int | None, tokens_out: int | None, target: bytearray | None = None,
+    offset: int = -1,
 ) -> None:
     if tokens_in == L.TOKENS_ABSENT or tokens_out == L.TOKENS_ABSENT:
         # It packs fine but means "absent" in the record: fail like a bad pack would.

@@ -157,7 +157,7 @@ class Lane:
             fd, self.name = _create_locked(directory, namespace, size)
             try:
                 populate = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # no first-lap faults
-                self.buf = mmap.mmap(fd, size, flags=populate)
+                self.buf: mmap.mmap | bytearray = mmap.mmap(fd, size, flags=populate)
             except BaseException:
                 _discard(fd, os.path.join(directory, self.name))
                 raise

@@ -30,7 +30,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from types import ModuleType
 from typing import Any, TypeVar
 
 import psutil
@@ -38,7 +37,6 @@ import psutil
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.config import Config
 
-pynvml: ModuleType | None
 try:
     import pynvml
 except ImportError:  # a dependency, but a GPU-less node must not need it to start

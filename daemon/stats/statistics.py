@@ -80,7 +80,7 @@ def _combine(into: dict[str, np.ndarray], part: dict[str, np.ndarray]) -> None:
 def _touched(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """Zeros that are resident now: np.zeros alone maps pages lazily, so RSS would creep up
     as slots are first written, and look like a leak."""
-    array = np.empty(shape, dtype)
+    array: np.ndarray = np.empty(shape, dtype)
     array.fill(0)
     return array
 
@@ -281,7 +281,7 @@ class Statistics:
         span = max(now - self.interval_started, 1e-3)
         described = _describe(self.interval.arrays, self.interval.buckets, span,
                               len(self.registry))
-        rows = []
+        rows: list[dict[str, object]] = []
         for sid in np.flatnonzero(self.interval.arrays["count"][: len(self.registry)]):
             operation, model = self.registry.label(int(sid))
             rows.append({"operation": operation, "model": model, "stats": described[int(sid)]})
