@@ -12,6 +12,7 @@ slot; see docs/ring-format.md for what an emit from a signal handler can and can
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import os
 import struct
@@ -234,15 +235,37 @@ def _resolve(operation: object, model: object, argument: str = "operation"
     if lane is None:
         _check_name(operation, argument)
         _check_name(model, "model")
-        lane = _new_lane()
-        # A signal handler may have created one meanwhile: keep that, retire ours.
-        lane = getattr(_local, "lane", None) or _adopt(lane)
+        # Making the lane takes about a millisecond. An emit from a signal handler meanwhile
+        # finds the stand-in and is dropped onto it; making a lane of its own instead would
+        # nest without end when signals come faster than a lane is made.
+        stand_in = _stand_in()
+        _local.lane = stand_in
+        try:
+            lane = _new_lane()
+        except BaseException:  # KeyboardInterrupt: no lane, and no stand-in left behind
+            _local.lane = None
+            raise
+        _local.lane = lane
+        if stand_in.dropped:
+            _take_drops(stand_in, lane)
     return lane, _intern(lane, operation, argument), _intern(lane, model, "model")
 
 
-def _adopt(lane: Lane) -> Lane:
-    _local.lane = lane
-    return lane
+def _stand_in() -> _NoLane:
+    """This thread's lane while it is being made: it drops every event and counts it."""
+    stand_in = _NoLane()
+    stand_in.tally = [0]  # its own, not the process's: its drops move to the lane
+    stand_in.next_retry = math.inf  # never tries for a lane itself
+    return stand_in
+
+
+def _take_drops(stand_in: Lane, lane: Lane) -> None:
+    """Count on ``lane`` what was dropped onto its stand-in, so that the daemon sees every
+    call (each statement here is free of calls: a signal handler cannot split it)."""
+    lane.dropped += stand_in.dropped
+    lane.q[_Q_DROPPED] = lane.dropped
+    if lane.tally is not None:
+        lane.tally[0] = lane.dropped
 
 
 def _intern(lane: Lane, name: object, argument: str) -> int:
