@@ -342,7 +342,7 @@ class DrainBatchBench:
         try:
             os.environ[NAMESPACE_ENV] = namespace
             # The lanes take this geometry at their first emit, as under a running daemon.
-            publish_control(namespace, self.capacity, L.DEFAULT_NAMES_CAPACITY, False)
+            publish_control(SHM_DIR, namespace, self.capacity, L.DEFAULT_NAMES_CAPACITY, False)
             errors: list[BaseException] = []
 
             def fill(t: int) -> None:

@@ -242,7 +242,9 @@ class Lanes:
         if self.overwrite:
             from ai_analytics.daemon.ingest.control import publish_control  # stdlib only
 
-            publish_control(self.namespace, L.DEFAULT_CAPACITY, L.DEFAULT_NAMES_CAPACITY, True)
+            publish_control(
+                SHM_DIR, self.namespace, L.DEFAULT_CAPACITY, L.DEFAULT_NAMES_CAPACITY, True
+            )
         # The first emit of this thread creates its lane, exactly as in a worker.
         if not client.emit(OP, 12.5, MODEL, 0.9):
             raise RuntimeError("the first emit was dropped: no lane could be created")
