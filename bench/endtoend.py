@@ -11,19 +11,20 @@ Every measurement runs real processes: ``--producers`` producer processes (one t
 offer ``rate / producers`` events per second each, for ``--warmup`` seconds and then the
 ``--seconds`` that are measured. A producer paces itself: every ``--tick-ms`` it makes the
 calls its schedule owes (a small burst), then sleeps to the next tick; a producer that falls
-behind runs flat out until it has caught up. The events cycle
-through ``bench/aggregate_bench.py``'s mix (10 operations x 10 models, lognormal latencies,
-2 % errors, a quality score on half, a cache lookup on a third, 1 in 8 with the LLM extras).
-Per rate, three cases, in an order rotated by repeat:
+behind runs flat out until it has caught up. The events cycle through the realistic mix of
+``benchlib.mix``, as in ``bench/aggregate_bench.py`` (10 operations x 10 models, lognormal
+latencies, 2 % errors, a quality score on half, a cache lookup on a third, 1 in 8 with the
+LLM extras). Per rate, three cases, in an order rotated by repeat:
 
 ``floor``          the same loop calling a no-op with emit's signature: what pacing costs.
 ``emit``           ``client.emit`` with a real ``ai-analyticsd`` running (its default config,
                    with its own namespace, temporary ``state_dir`` and a free HTTP port).
 ``prometheus_mp``  prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set to
                    a fresh directory): ``Histogram.observe`` and ``Counter.inc`` labelled by
-                   operation, model and outcome (``bench/peers.py``'s recorder; the LLM extras
-                   are not passed, as it records none of them), and one scraper process that
-                   runs ``MultiProcessCollector`` + ``generate_latest`` once per second.
+                   operation, model and outcome (``benchlib.prometheus``, the recorder that
+                   ``bench/peers.py`` times per call; the LLM extras are not passed, as it
+                   records none of them), and one scraper process that runs
+                   ``MultiProcessCollector`` + ``generate_latest`` once per second.
 
 CPU is user + system time of each child, every thread (its process CPU clock, the time that
 ``/proc/PID/stat`` gives as utime + stime, to the nanosecond), over the measured interval
@@ -63,7 +64,6 @@ process are removed at the end, on error, Ctrl-C and SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
@@ -71,32 +71,35 @@ import select
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-
-import aggregate_bench as ab  # noqa: E402  (the event mix)
-import emit_bench as eb  # noqa: E402  (report header, noop, segment cleanup)
-
-from ai_analytics.client._segments import NAMESPACE_ENV  # noqa: E402
-
-from helpers import (  # noqa: E402  (a real daemon process, as the tests run it)
-    DaemonProcess,
-    events_total,
-    free_port,
-    wait_for,
-    write_config,
+from benchlib.children import Child, ready_children
+from benchlib.daemon import DaemonProcess, events_total
+from benchlib.mix import PLAN_SIZE, Plan, make_plan
+from benchlib.proc import cpu_seconds
+from benchlib.prometheus import MP_ENV, requests_counted, setup_prometheus
+from benchlib.report import (
+    exit_on_sigterm,
+    header_lines,
+    machine,
+    progress,
+    report_header,
+    source_state,
+    write_results,
 )
+from benchlib.timing import noop
 
+from ai_analytics.client._segments import NAMESPACE_ENV
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = Path(__file__).resolve()
 CASES = ("floor", "emit", "prometheus_mp")
-MP_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SCRAPE_INTERVAL_S = 1.0
 OFFERED_FRACTION = 0.95  # a probe below this share of its offered rate was not offered
 CHILD_TIMEOUT_S = 60.0  # for a child's line beyond the run's own length
@@ -116,21 +119,14 @@ QUICK = {
 _serial = itertools.count()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of every thread of ``pid``, ended ones included: the process
-    CPU clock that clock_getcpuclockid(3) gives for it, read to the nanosecond (the utime and
-    stime of /proc/PID/stat are the same time in 10 ms ticks, too coarse for short runs)."""
-    return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
-
-
 # -- the children --------------------------------------------------------------------------
-def paced_calls(record: Callable[..., object], plan: ab.Plan, rate: float, warmup: float,
+def paced_calls(record: Callable[..., object], plan: Plan, rate: float, warmup: float,
                 seconds: float, tick_s: float, on_warm: Callable[[], None]) -> dict[str, Any]:
     """Call ``record`` with the plan's events at ``rate`` per second for ``warmup`` and then
     ``seconds`` more: every tick, the calls the schedule owes, then sleep to the next tick.
     ``on_warm`` runs once the warm-up is over, and the counts at that moment are returned
     with the final ones. ``record`` returning False counts as refused (emit's full ring)."""
-    mask = ab.PLAN_SIZE - 1
+    mask = PLAN_SIZE - 1
     clock, sleep = time.monotonic, time.sleep
     calls = refused = 0
     warm: dict[str, Any] = {}
@@ -161,14 +157,12 @@ def paced_calls(record: Callable[..., object], plan: ab.Plan, rate: float, warmu
 def child_recorder(case: str) -> tuple[Callable[..., object], bool]:
     """The function a producer calls, and whether it takes the LLM extras."""
     if case == "floor":
-        return eb.noop, True
+        return noop, True
     if case == "emit":
         from ai_analytics import client
 
         return client.emit, True
-    import peers  # prometheus_client is imported here, after PROMETHEUS_MULTIPROC_DIR is set
-
-    record, _ = peers.setup_prometheus()
+    record, _ = setup_prometheus()  # it imports prometheus_client: PROMETHEUS_MULTIPROC_DIR is set
     return record, False
 
 
@@ -179,7 +173,7 @@ def child_producer(case: str, rate: float, warmup: float, seconds: float, tick_s
     input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its children
     record, extras = child_recorder(case)
-    plan = ab.make_plan(seed)
+    plan = make_plan(seed)
     if not extras:
         plan = [(args, {}) for args, _ in plan]
     print("ready", flush=True)
@@ -217,70 +211,7 @@ def child_scraper() -> int:
     return 0
 
 
-# -- the parent's side of a child ----------------------------------------------------------
-class Child:
-    """A child process of this script that speaks the line protocol on stdin and stdout."""
-
-    def __init__(self, role: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), *role],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def line(self, timeout: float) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        text = self.proc.stdout.readline() if ready else ""
-        if not text:
-            raise RuntimeError(f"child {self.proc.pid} ({self.proc.args[2:]}) said nothing "
-                               f"within {timeout:g} s (exit code {self.proc.poll()})")
-        return text.strip()
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def close(self) -> None:
-        """Let it exit; kill it if it does not (it has nothing to save)."""
-        with contextlib.suppress(OSError, ValueError):
-            self.send("exit")
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@contextlib.contextmanager
-def children(roles: list[list[str]], env: dict[str, str]) -> Iterator[list[Child]]:
-    """Start the children, wait until each is ready; every one is reaped at the end."""
-    started: list[Child] = []
-    try:
-        for role in roles:
-            started.append(Child(role, env))
-        for child in started:
-            if child.line(CHILD_TIMEOUT_S) != "ready":
-                raise RuntimeError(f"child {child.proc.pid} did not get ready")
-        yield started
-    except BaseException:
-        for child in started:  # mid-run, a child reads "exit" only at its end: stop them all
-            with contextlib.suppress(OSError):
-                child.proc.terminate()
-        raise
-    finally:
-        for child in started:
-            child.close()
-
-
+# -- the parent's side of the children ------------------------------------------------
 def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != MP_ENV}
 
@@ -329,26 +260,17 @@ def measured(producers: list[Child], cpu_warm: list[float], seconds: float) -> d
 
 
 # -- the runs ------------------------------------------------------------------------------
-@contextlib.contextmanager
+@contextmanager
 def daemon_session() -> Iterator[DaemonProcess]:
     """A real daemon with the default config in its own namespace and temporary state_dir
     (HTTP on a free port); stopped, its segments and directory removed, whatever happens."""
     namespace = f"aibench-e2e-{os.getpid()}-{next(_serial)}"
     tmp = Path(tempfile.mkdtemp(prefix="aibench-e2e-"))
-    state_dir = tmp / "state"
-    config = write_config(tmp / "config.yaml", namespace=namespace,
-                          state_dir=str(state_dir), http_port=free_port())
-    daemon = DaemonProcess(config, state_dir, namespace)
     try:
-        yield daemon.start()
+        with DaemonProcess(tmp, namespace) as daemon:
+            yield daemon
     finally:
-        try:
-            if daemon.proc is not None and daemon.proc.poll() is None:
-                daemon.stop()  # SIGTERM, then reaped whatever happens
-        finally:
-            daemon.reap()
-            eb.remove_segments(namespace)
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def all_drained(namespace: str, published: int) -> bool:
@@ -359,7 +281,8 @@ def all_drained(namespace: str, published: int) -> bool:
 
 
 def run_floor(rate: float, args: argparse.Namespace) -> dict[str, Any]:
-    with children(producer_roles("floor", rate, args, args.seconds), base_env()) as producers:
+    roles = producer_roles("floor", rate, args, args.seconds)
+    with ready_children(SCRIPT, roles, base_env()) as producers:
         load = measured(producers, warm_up(producers, args.warmup), args.seconds)
     return {"case": "floor", "offered_per_s": rate, **load, "reconciled": None}
 
@@ -370,19 +293,22 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
     seconds = seconds or args.seconds
     with daemon_session() as daemon:
         env = {**base_env(), NAMESPACE_ENV: daemon.namespace}
-        pid = daemon.proc.pid
-        with children(producer_roles("emit", rate, args, seconds), env) as producers:
+        pid = daemon.pid
+        roles = producer_roles("emit", rate, args, seconds)
+        with ready_children(SCRIPT, roles, env) as producers:
             cpu_warm = warm_up(producers, args.warmup)
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
             load = measured(producers, cpu_warm, seconds)
             cpu_producing, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
-            wait_for(lambda: all_drained(daemon.namespace, load["accepted_total"]),
-                     timeout=60.0, what="the daemon to drain every published record")
+            daemon.wait_for(lambda: all_drained(daemon.namespace, load["accepted_total"]),
+                            60.0, "the daemon to drain every published record")
             cpu_drained = cpu_seconds(pid) - cpu0
         code = daemon.stop()
         if code != 0:
             raise RuntimeError(f"the daemon exited {code}: {daemon.log()[-2000:]}")
         final = daemon.state()
+        if final is None:
+            raise RuntimeError(f"the daemon left no state file: {daemon.log()[-2000:]}")
     calls, total, accepted = load["calls"], load["calls_total"], load["accepted_total"]
     events = final["events"]
     expected = {"received": accepted, "dropped": total - accepted, "overwritten": 0,
@@ -400,23 +326,12 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
     }
 
 
-def prometheus_counted(mp_dir: str) -> int:
-    """The requests counter summed over every process's file, as a scrape would see it."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=mp_dir)
-    return int(sum(sample.value for metric in registry.collect()
-                   for sample in metric.samples if sample.name == "inference_requests_total"))
-
-
 def run_prometheus(rate: float, args: argparse.Namespace) -> dict[str, Any]:
     mp_dir = tempfile.mkdtemp(prefix="aibench-e2e-prom-")
     try:
         env = {**base_env(), MP_ENV: mp_dir}
         roles = [["--child-scraper"], *producer_roles("prometheus_mp", rate, args, args.seconds)]
-        with children(roles, env) as (scraper, *producers):
+        with ready_children(SCRIPT, roles, env) as (scraper, *producers):
             scraper.send("go")
             cpu_warm = warm_up(producers, args.warmup)
             cpu0, t0 = scraper.cpu(), time.monotonic()
@@ -425,7 +340,7 @@ def run_prometheus(rate: float, args: argparse.Namespace) -> dict[str, Any]:
             scraper.send("stop")
             scrape = json.loads(scraper.line(CHILD_TIMEOUT_S))
             cpu_scraper = scraper.cpu() - cpu0
-        counted = prometheus_counted(mp_dir)
+        counted = requests_counted(mp_dir)
     finally:
         shutil.rmtree(mp_dir, ignore_errors=True)
     calls = load["calls"]
@@ -443,9 +358,8 @@ def run_prometheus(rate: float, args: argparse.Namespace) -> dict[str, Any]:
 def run_idle(seconds: float) -> dict[str, Any]:
     """The daemon's CPU with no producer at all, once its first state file is written."""
     with daemon_session() as daemon:
-        wait_for(lambda: (daemon.state_dir / "state.json").exists(), timeout=30.0,
-                 what="the daemon's first state file")
-        pid = daemon.proc.pid
+        daemon.wait_for(daemon.state, 30.0, "the daemon's first state file")
+        pid = daemon.pid
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         time.sleep(seconds)
         cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
@@ -605,7 +519,7 @@ def reconciliation_line(report: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     p, idle = report["parameters"], report["idle"]
     return "\n".join([
-        *eb.header_lines("End to end: CPU per million events, producers plus daemon", report),
+        *header_lines("End to end: CPU per million events, producers plus daemon", report),
         f"- {p['producers']} producer processes, {p['warmup']:g} s warm-up and "
         f"{p['seconds']:g} s measured per run, median of {p['repeat']} repeat(s), a burst every "
         f"{p['tick_ms']:g} ms; wall {report['wall_s']:.0f} s",
@@ -693,13 +607,10 @@ def main(argv: list[str] | None = None) -> int:
                               args.tick_ms / 1000, args.child_seed)
     if args.child_scraper:
         return child_scraper()
-    eb.exit_on_sigterm()
-    before, source = eb.machine(), eb.source_state()
+    exit_on_sigterm()
+    before, source = machine(), source_state()
     t0 = time.monotonic()
-
-    def log(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
+    log = progress(args.quiet)
 
     runs: list[dict[str, Any]] = []
     for rep, (i, rate) in itertools.product(range(args.repeat), enumerate(args.rates)):
@@ -715,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     idle = run_idle(args.idle_seconds)
     search = search_zero_drop(args, log)
     report: dict[str, Any] = {
-        **eb.report_header(before, source),
+        **report_header(before, source),
         "wall_s": time.monotonic() - t0,
         "parameters": {k: v for k, v in vars(args).items() if not k.startswith("child_")
                        and k != "out"},
@@ -729,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"idle daemon: {idle['cpu_percent']:.2f} % of one core over {idle['seconds']:.0f} s")
     print(search_line(search))
     print(reconciliation_line(report))
-    eb.write_results(report, args.out / "endtoend_results.json", args.out / "ENDTOEND.md",
+    write_results(report, args.out / "endtoend_results.json", args.out / "ENDTOEND.md",
                      markdown(report))
     checked = [r for r in runs + search["probes"] if r["reconciled"] is not None]
     return 0 if all(r["reconciled"] for r in checked) else 1

@@ -11,16 +11,16 @@ every case once, in an order rotated by r. Per case the FASTEST round is the hea
 (the least disturbed one) and the median is shown beside it; each is also given as a ratio to
 ``emit``'s figure of the same kind. Compare ratios, not absolute times.
 
-Every case times ``--calls`` calls per round through ``bench/emit_bench.py``'s loop (``for _ in
-range(n): f("text_generation", 12.5, "llama-3-8b", 0.9)``, gc off while timed, in chunks of at
-most half a lane). For a peer, ``f`` is the function a user would write around it,
+Every case times ``--calls`` calls per round through the same loop as ``bench/emit_bench.py``
+(``for _ in range(n): f("text_generation", 12.5, "llama-3-8b", 0.9)``, gc off while timed, in
+chunks of at most half a lane). For a peer, ``f`` is the function a user would write around it,
 ``record(operation, latency_ms, model, quality, success, cache_hit)`` with emit's signature, so
 every case pays the same loop and call overhead and the peer's own work on top:
 
 ``noop``          a Python function with emit's signature that does nothing: the floor.
 ``emit``          ``client.emit`` into this thread's lane in a private namespace, which the
                   script keeps drained between timed chunks (shared tail := head), exactly as
-                  ``bench/emit_bench.py`` does (its ``Lanes`` helper is reused).
+                  ``bench/emit_bench.py`` does (``benchlib.lanes.Lanes``).
 ``prometheus``    prometheus_client, single-process: ``Histogram.labels(op, model).observe(s)``
                   and ``Counter.labels(op, model, outcome).inc()`` (own registry).
 ``prometheus_mp`` the same in multiprocess mode: measured in a subprocess started with
@@ -35,14 +35,15 @@ every case pays the same loop and call overhead and the peer's own work on top:
                   bound here and drained by a thread: ``timing`` + ``incr`` (names carry the
                   labels, as statsd has none). After each statsd run the script waits until the
                   drain thread has gone quiet, so its backlog does not land on the next case.
-``asyncio_queue`` the original design's pattern: ``await asyncio.wait_for(queue.put(event),
-                  timeout=1.0)`` into ``asyncio.Queue(maxsize=1000)`` drained by a task, in one
-                  event loop; the timed chunk runs inside that loop, the drain task's work is
-                  part of the cost (it shares the thread), and the queue is emptied untimed
-                  between chunks.
+``asyncio_queue`` an in-process queue, the usual alternative to shared memory: ``await
+                  asyncio.wait_for(queue.put(event), timeout=1.0)`` into
+                  ``asyncio.Queue(maxsize=1000)`` drained by a task, in one event loop; the
+                  timed chunk runs inside that loop, the drain task's work is part of the cost
+                  (it shares the thread), and the queue is emptied untimed between chunks.
 
 A peer that cannot be imported (or set up) is reported as "not installed" (or with its error);
-the script never fails because of one.
+the script never fails because of one. The prometheus recorder is ``benchlib.prometheus``'s,
+which ``bench/endtoend.py`` runs in its producers too.
 
 Second part: the import-time cost of the client. ``python -X importtime -c "from ai_analytics
 import client"`` in ``--import-runs`` fresh subprocesses, next to ``python -X importtime -c
@@ -74,13 +75,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib.lanes import Lanes, remove_segments
+from benchlib.prometheus import MP_ENV, NotInstalled, Recorder, setup_prometheus
+from benchlib.report import (
+    exit_on_sigterm,
+    header_lines,
+    machine,
+    progress,
+    report_header,
+    source_state,
+    write_results,
+)
+from benchlib.timing import interleaved_rounds, loop_basic, noop, time_calls
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import emit_bench as eb  # noqa: E402  (bench/emit_bench.py: its loop, lanes and cleanup)
-
-from ai_analytics import client  # noqa: E402
-
 PEER_CASES = ("prometheus", "opentelemetry", "statsd", "asyncio_queue")
 CASES = ("noop", "emit", *PEER_CASES)
 MP_CASES = ("noop", "emit", "prometheus_mp")
@@ -102,53 +110,10 @@ DESCRIPTION = {
     "statsd": "statsd UDP to 127.0.0.1 (timing + incr)",
     "asyncio_queue": "original design: `wait_for(queue.put(event), 1.0)`, Queue(1000) + task",
 }
-MP_ENV = "PROMETHEUS_MULTIPROC_DIR"
 IMPORT_STMT = "from ai_analytics import client"
 
 
-class NotInstalled(Exception):
-    """A peer's package cannot be imported."""
-
-
 # -- the peers: each returns (record function, close function) ------------------------------
-Recorder = tuple[Callable[..., object], Callable[[], None]]
-
-
-def _nothing() -> None:
-    pass
-
-
-def setup_prometheus() -> Recorder:
-    try:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-    except ImportError as e:
-        raise NotInstalled(str(e)) from e
-    registry = CollectorRegistry()
-    hist = Histogram(
-        "inference_latency_seconds", "latency", ["operation", "model"], registry=registry
-    )
-    count = Counter(
-        "inference_requests_total",
-        "requests",
-        ["operation", "model", "outcome"],
-        registry=registry,
-    )
-    h_labels, c_labels = hist.labels, count.labels
-
-    def record(
-        operation: str,
-        latency_ms: float,
-        model: str = "",
-        quality: float | None = None,
-        success: bool = True,
-        cache_hit: bool | None = None,
-    ) -> None:
-        h_labels(operation, model).observe(latency_ms / 1000.0)
-        c_labels(operation, model, "success" if success else "error").inc()
-
-    return record, _nothing
-
-
 def setup_opentelemetry() -> Recorder:
     try:
         from opentelemetry.sdk.metrics import MeterProvider
@@ -251,7 +216,7 @@ def setup_statsd() -> tuple[Callable[..., object], Callable[[], None], UdpSink]:
 
 
 class AsyncioQueuePeer:
-    """The original design: a bounded asyncio.Queue, put with wait_for, drained by a task."""
+    """An in-process queue: a bounded asyncio.Queue, put with wait_for, drained by a task."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -295,7 +260,7 @@ class AsyncioQueuePeer:
             await record("text_generation", 12.5, "llama-3-8b", 0.9)
 
     def loop_fn(self, f: Callable[..., object], n: int) -> None:
-        """emit_bench's loop shape, run inside the one event loop (f is unused)."""
+        """``timing.loop_basic``'s shape, run inside the one event loop (f is unused)."""
         self.loop.run_until_complete(self._chunk(n))
 
     async def _empty(self) -> None:
@@ -313,36 +278,16 @@ class AsyncioQueuePeer:
 
 
 # -- measuring -----------------------------------------------------------------------------
-def run_rounds(
-    runs: dict[str, Callable[[], float]],
-    rounds: int,
-    log: Callable[[str], None],
-) -> dict[str, list[float]]:
-    names = tuple(runs)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            samples[name].append(runs[name]())
+def round_logger(
+    rounds: int, log: Callable[[str], None]
+) -> Callable[[int, dict[str, list[float]]], None]:
+    def after_round(r: int, samples: dict[str, list[float]]) -> None:
         log(
             f"round {r + 1}/{rounds}: "
-            + ", ".join(f"{name} {samples[name][-1]:.0f}" for name in names)
+            + ", ".join(f"{name} {values[-1]:.0f}" for name, values in samples.items())
         )
-    return samples
 
-
-def emit_run(lanes: eb.Lanes, calls: int, chunk: int) -> Callable[[], float]:
-    live = lanes.live
-    assert live is not None
-
-    def run() -> float:
-        head, dropped = live.head, live.dropped
-        ns, made = eb.time_calls(eb.loop_basic, client.emit, calls, chunk, lanes.drain_live)
-        if live.head - head != made or live.dropped != dropped:
-            raise RuntimeError("emit dropped records in the drained lane")
-        return ns
-
-    return run
+    return after_round
 
 
 def measure_main(
@@ -354,82 +299,80 @@ def measure_main(
     missing: dict[str, str] = {}
     facts: dict[str, Any] = {}
     closers: list[Callable[[], None]] = []
-    lanes = eb.Lanes(namespace)
-    try:
-        lanes.open()
+    with Lanes(namespace) as lanes:
         chunk = lanes.chunk(calls)
-        runs: dict[str, Callable[[], float]] = {
-            "noop": lambda: eb.time_calls(eb.loop_basic, eb.noop, calls, chunk)[0],
-            "emit": emit_run(lanes, calls, chunk),
-        }
 
         def plain(f: Callable[..., object]) -> Callable[[], float]:
-            return lambda: eb.time_calls(eb.loop_basic, f, calls, chunk)[0]
+            return lambda: time_calls(loop_basic, f, calls, chunk)[0]
 
-        for name, setup in (
-            ("prometheus", setup_prometheus),
-            ("opentelemetry", setup_opentelemetry),
-        ):
+        runs: dict[str, Callable[[], float]] = {
+            "noop": plain(noop),
+            "emit": lambda: lanes.time_emit(loop_basic, calls),
+        }
+        try:
+            for name, setup in (
+                ("prometheus", setup_prometheus),
+                ("opentelemetry", setup_opentelemetry),
+            ):
+                try:
+                    record, close = setup()
+                    record("text_generation", 12.5, "llama-3-8b", 0.9)  # labels made untimed
+                except NotInstalled as e:
+                    missing[name] = f"not installed ({e})"
+                    continue
+                except Exception as e:  # a peer that breaks is reported, never fatal
+                    missing[name] = f"setup failed: {type(e).__name__}: {e}"
+                    continue
+                closers.append(close)
+                runs[name] = plain(record)
+
+            sink: UdpSink | None = None
+            sent = 0
             try:
-                record, close = setup()
-                record("text_generation", 12.5, "llama-3-8b", 0.9)  # labels created untimed
+                s_record, s_close, sink = setup_statsd()
+                s_record("text_generation", 12.5, "llama-3-8b", 0.9)
+                sent = 2
             except NotInstalled as e:
-                missing[name] = f"not installed ({e})"
-                continue
-            except Exception as e:  # a peer that breaks is reported, never fatal
-                missing[name] = f"setup failed: {type(e).__name__}: {e}"
-                continue
-            closers.append(close)
-            runs[name] = plain(record)
+                missing["statsd"] = f"not installed ({e})"
+            except Exception as e:
+                missing["statsd"] = f"setup failed: {type(e).__name__}: {e}"
+            else:
+                closers.append(s_close)
 
-        try:
-            s_record, s_close, sink = setup_statsd()
-            s_record("text_generation", 12.5, "llama-3-8b", 0.9)
-        except NotInstalled as e:
-            missing["statsd"] = f"not installed ({e})"
-        except Exception as e:
-            missing["statsd"] = f"setup failed: {type(e).__name__}: {e}"
-        else:
-            closers.append(s_close)
-            sent = {"datagrams": 2}
+                def run_statsd() -> float:
+                    nonlocal sent
+                    assert sink is not None
+                    ns, made = time_calls(loop_basic, s_record, calls, chunk)
+                    sent += 2 * made
+                    sink.quiesce()
+                    return ns
 
-            def run_statsd() -> float:
-                ns, made = eb.time_calls(eb.loop_basic, s_record, calls, chunk)
-                sent["datagrams"] += 2 * made
+                runs["statsd"] = run_statsd
+
+            aq: AsyncioQueuePeer | None = None
+            try:
+                aq = AsyncioQueuePeer()
+            except Exception as e:
+                missing["asyncio_queue"] = f"setup failed: {type(e).__name__}: {e}"
+            else:
+                closers.append(aq.close)
+                runs["asyncio_queue"] = lambda: time_calls(
+                    aq.loop_fn, noop, calls, chunk, aq.between
+                )[0]
+
+            samples = interleaved_rounds(runs, rounds, round_logger(rounds, log))
+            if sink is not None:
                 sink.quiesce()
-                return ns
-
-            runs["statsd"] = run_statsd
-            facts["statsd"] = {"sent": sent, "sink": sink}
-
-        try:
-            aq = AsyncioQueuePeer()
-        except Exception as e:
-            missing["asyncio_queue"] = f"setup failed: {type(e).__name__}: {e}"
-        else:
-            closers.append(aq.close)
-            runs["asyncio_queue"] = lambda: eb.time_calls(
-                aq.loop_fn, _nothing, calls, chunk, aq.between
-            )[0]
-            facts["asyncio_queue"] = aq
-
-        samples = run_rounds(runs, rounds, log)
-        out_facts: dict[str, Any] = {}
-        if "statsd" in facts:
-            facts["statsd"]["sink"].quiesce()
-            out_facts["statsd_datagrams_sent"] = facts["statsd"]["sent"]["datagrams"]
-            out_facts["statsd_datagrams_received"] = facts["statsd"]["sink"].received
-        if "asyncio_queue" in facts:
-            facts["asyncio_queue"].between()
-            out_facts["asyncio_queue_events_drained"] = facts["asyncio_queue"].taken
-        return samples, missing, out_facts, chunk
-    finally:
-        try:
+                facts["statsd_datagrams_sent"] = sent
+                facts["statsd_datagrams_received"] = sink.received
+            if aq is not None:
+                aq.between()
+                facts["asyncio_queue_events_drained"] = aq.taken
+        finally:
             for close in reversed(closers):
                 with contextlib.suppress(Exception):
                     close()
-        finally:
-            lanes.close()
+    return samples, missing, facts, chunk
 
 
 def child_multiprocess(rounds: int, calls: int) -> int:
@@ -450,23 +393,19 @@ def child_multiprocess(rounds: int, calls: int) -> int:
         if values.ValueClass.__name__ != "MmapedValue":
             raise RuntimeError(f"multiprocess mode is not active: {values.ValueClass!r}")
         record("text_generation", 12.5, "llama-3-8b", 0.9)
-        lanes = eb.Lanes(namespace)
-        try:
-            lanes.open()
+        with Lanes(namespace) as lanes:
             chunk = lanes.chunk(calls)
-            runs = {
-                "noop": lambda: eb.time_calls(eb.loop_basic, eb.noop, calls, chunk)[0],
-                "emit": emit_run(lanes, calls, chunk),
-                "prometheus_mp": lambda: eb.time_calls(eb.loop_basic, record, calls, chunk)[0],
+            runs: dict[str, Callable[[], float]] = {
+                "noop": lambda: time_calls(loop_basic, noop, calls, chunk)[0],
+                "emit": lambda: lanes.time_emit(loop_basic, calls),
+                "prometheus_mp": lambda: time_calls(loop_basic, record, calls, chunk)[0],
             }
-            result["samples"] = run_rounds(runs, rounds, lambda line: None)
-        finally:
-            lanes.close()
+            result["samples"] = interleaved_rounds(runs, rounds)
         result["files"] = sorted(os.listdir(mp_dir))
     except Exception as e:
         result["error"] = f"{type(e).__name__}: {e}"
     finally:
-        eb.remove_segments(namespace)
+        remove_segments(namespace)
     print(json.dumps(result))
     return 0
 
@@ -641,7 +580,7 @@ def markdown(report: dict[str, Any]) -> str:
     heavy = ", ".join(imp["heavy_modules_imported"]) or "none"
     return "\n".join(
         [
-            *eb.header_lines("Recording one inference event: emit and its peers", report),
+            *header_lines("Recording one inference event: emit and its peers", report),
             f"- {p['rounds']} interleaved rounds of {p['calls_made']} calls per case "
             f"(timed chunks of {p['chunk']}); figures in ns per event; ratios to emit",
             "",
@@ -688,21 +627,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    eb.exit_on_sigterm()
+    exit_on_sigterm()
     if args.child_multiprocess:
         return child_multiprocess(args.rounds, args.calls)
     namespace = f"aibench-peers-{os.getpid()}"
-    before = eb.machine()
-    source = eb.source_state()
+    before = machine()
+    source = source_state()
 
-    def log(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
-
+    log = progress(args.quiet)
     try:
         samples, missing, facts, chunk = measure_main(args.rounds, args.calls, namespace, log)
     finally:
-        left = eb.remove_segments(namespace)
+        left = remove_segments(namespace)
         if left:
             log(f"removed leftover segments: {', '.join(left)}")
     cases = summarize(samples)
@@ -723,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     log("import time ...")
     imp = measure_import(args.import_runs)
     report: dict[str, Any] = {
-        **eb.report_header(before, source),
+        **report_header(before, source),
         "parameters": {
             "rounds": args.rounds,
             "calls": args.calls,
@@ -740,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     print()
     print(import_table(imp))
-    eb.write_results(report, args.out, args.md, markdown(report))
+    write_results(report, args.out, args.md, markdown(report))
     return 0
 
 

@@ -8,8 +8,9 @@ plain ``pytest`` never runs these; run them with::
 Cases ``noop``, ``bare``, ``emit``, ``emit_extended`` and ``emit_drop`` are one call each and
 print side by side in the group ``emit``; ``drain`` is one ``Drainer._batch`` over a full
 lane of 65536 records (group ``drain``, M records/s in its ``extra_info``). What each case is
-and why is in the docstring of ``bench/emit_bench.py``, which this module shares its pieces
-with. One difference: pytest-benchmark cannot run code between calls, so the live lane here is
+and why is in the docstring of ``bench/emit_bench.py``; both take their pieces from
+``bench/benchlib/``, which pytest finds as it finds this module (bench/ goes on ``sys.path``).
+One difference: pytest-benchmark cannot run code between calls, so the live lane here is
 created in overwrite mode (a control segment published first) and never needs draining;
 emit's fast path is the same code as with a drained lane in drop mode.
 
@@ -23,7 +24,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from emit_bench import MODEL, OP, DrainBench, Lanes, bare, lane_in_place, noop, remove_segments
+from benchlib.drain import one_mixed_lane
+from benchlib.lanes import MODEL, OP, Lanes, bare, lane_in_place, remove_segments
+from benchlib.timing import noop
 
 from ai_analytics import client
 
@@ -46,12 +49,8 @@ def namespace() -> Iterator[str]:
 @pytest.fixture
 def lanes(namespace: str) -> Iterator[Lanes]:
     """This thread's live lane (overwrite mode) and a full lane, in a private namespace."""
-    lanes = Lanes(namespace, overwrite=True)
-    try:
-        lanes.open()
+    with Lanes(namespace, overwrite=True) as lanes:
         yield lanes
-    finally:
-        lanes.close()
 
 
 @EMIT_GROUP
@@ -100,14 +99,13 @@ def test_emit_drop(benchmark, lanes: Lanes) -> None:
 @pytest.mark.benchmark(group="drain")
 def test_drain(benchmark, namespace: str) -> None:
     """The daemon's Drainer._batch over a full ring of emitted records, re-read each round."""
-    drain = DrainBench(f"{namespace}-drain", DRAIN_CAPACITY)
+    drain = one_mixed_lane(f"{namespace}-drain", DRAIN_CAPACITY)
     try:
         taken = benchmark.pedantic(drain.batch, setup=drain.rewind, rounds=30, warmup_rounds=2)
         assert taken == DRAIN_CAPACITY
-        assert drain.lane.invalid == 0
+        assert drain.lanes[0].invalid == 0
         best = benchmark.stats.stats.min
         benchmark.extra_info["records_per_batch"] = DRAIN_CAPACITY
         benchmark.extra_info["fastest_mrecords_per_s"] = round(DRAIN_CAPACITY / best / 1e6, 2)
     finally:
         drain.close()
-        remove_segments(f"{namespace}-drain")
