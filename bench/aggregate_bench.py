@@ -15,12 +15,12 @@ Two parts, one after the other (never at the same time: the machine may have 2 c
 In-process cases, in interleaved rounds (round r runs every case once, in an order rotated by
 r, so that a burst of load on a shared machine hits all cases alike; per case the FASTEST
 round is the figure, the median beside it; the garbage collector is off while a case is
-timed). Every case uses the same mix: 10 operations x 10 models = 100 series, chosen
-uniformly; latencies lognormal (a median per operation from 4 ms to 900 ms, sigma 0.8); a
-quality score on half the events (normal around 0.8, clipped to [0, 1]); a cache lookup on
-a third (40 % hits); 2 % errors; 1 in 8 records ``KIND_EXTENDED`` with time to first token,
-queue time and token counts. Producers cycle through 65536 pre-drawn events per thread (each
-thread its own), so bucket keys are as varied as in real traffic. The
+timed). Every case uses the same mix (``benchlib.mix``): 10 operations x 10 models = 100
+series, chosen uniformly; latencies lognormal (a median per operation from 4 ms to 900 ms,
+sigma 0.8); a quality score on half the events (normal around 0.8, clipped to [0, 1]); a
+cache lookup on a third (40 % hits); 2 % errors; 1 in 8 records ``KIND_EXTENDED`` with time
+to first token, queue time and token counts. Producers cycle through 65536 pre-drawn events
+per thread (each thread its own), so bucket keys are as varied as in real traffic. The
 process first applies the daemon's own malloc settings (``daemon/malloc_tuning.py``, as the
 daemon's main() does), so numpy's temporaries are allocated as in the daemon.
 
@@ -49,21 +49,22 @@ daemon's main() does), so numpy's temporaries are allocated as in the daemon.
 
 The daemon case (``--no-daemon`` leaves it out): a real ``python -m ai_analytics.daemon``
 in a subprocess, configured with a private namespace, a temporary ``state_dir``,
-``batch_timeout_seconds: 0.05`` and ``snapshot_interval_seconds: 1`` (every other setting at
-its default). ``--producers`` processes of ``--threads`` threads each emit the same mix as
-fast as they can (or, with ``--rate``, at that many events per second in all), in bursts
-of ``--burst`` events; after each burst a thread waits while its lane is more than
-``--pace-fill`` full, so drops stay low (they are counted and reported all the same). The
-producers emit ``--events-small`` events, stop, and once the state file shows every one of
-them accounted for (nothing pending) the daemon's RSS (``VmRSS`` of ``/proc/<pid>/status``)
-and CPU time (utime + stime of ``/proc/<pid>/stat``) are read; then they emit up to
-``--events-large`` in all and the same is read again. Reported: both RSS figures and their
-difference (target: at most ``5 MB``), that difference per second of load, the events per
-second sustained while the producers ran (accepted events over the span from the first
-start to the last end), and the daemon's CPU seconds per million events between the two
-readings (its idle share, measured over a quiet second before the load, is shown beside).
-The daemon's RSS is also sampled every 0.25 s into the JSON (``rss_timeline``: seconds,
-VmRSS MB, RssAnon MB) to tell growth with events from growth with time.
+``batch_timeout_seconds: 0.05``, ``snapshot_interval_seconds: 1`` and HTTP on a free
+loopback port (every other setting at its default). ``--producers`` processes of
+``--threads`` threads each emit the same mix as fast as they can (or, with ``--rate``, at
+that many events per second in all), in bursts of ``--burst`` events; after each burst a
+thread waits while its lane is more than ``--pace-fill`` full, so drops stay low (they are
+counted and reported all the same). The producers emit ``--events-small`` events, stop, and
+once the state file shows every one of them accounted for (nothing pending) the daemon's RSS
+(``VmRSS`` of ``/proc/<pid>/status``) and CPU time (its process CPU clock: utime + stime, to
+the nanosecond) are read; then they emit up to ``--events-large`` in all and the same is
+read again. Reported: both RSS figures and their difference (target: at most ``5 MB``),
+that difference per second of load, the events per second sustained while the producers ran
+(accepted events over the span from the first start to the last end), and the daemon's CPU
+seconds per million events between the two readings (its idle share, measured over a quiet
+second before the load, is shown beside). The daemon's RSS is also sampled every 0.25 s
+into the JSON (``rss_timeline``: seconds, VmRSS MB, RssAnon MB) to tell growth with events
+from growth with time.
 
 The script prints a markdown table, writes it to ``--md`` (overwritten) with the date, the
 machine and the command, and writes every sample to ``--out`` as JSON. Targets are printed
@@ -80,18 +81,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import gc
 import json
-import math
 import os
-import platform
-import random
-import select
-import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -101,155 +93,39 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ai_analytics import client
+from benchlib.children import Child, ready_children
+from benchlib.daemon import DaemonProcess
+from benchlib.drain import DrainRig
+from benchlib.lanes import SHM_DIR, remove_segments
+from benchlib.mix import MODELS, OPERATIONS, emit_plan, make_plan, make_records
+from benchlib.proc import cpu_seconds, proc_status
+from benchlib.report import (
+    exit_on_sigterm,
+    machine,
+    progress,
+    report_header,
+    source_line,
+    source_state,
+    target_lines,
+    write_results,
+)
+from benchlib.timing import interleaved_rounds, timed
+
 from ai_analytics.client import _emit
 from ai_analytics.client import _layout as L
-from ai_analytics.client._segments import DEFAULT_SEGMENT_DIR as SHM_DIR
 from ai_analytics.client._segments import NAMESPACE_ENV
 
 # numpy and the daemon's modules are imported inside the functions that need them, so that
 # the producer children (``--child-producer``) start without them, as real workers would.
 
 HERE = Path(__file__).resolve().parent
+SCRIPT = Path(__file__).resolve()
 CASES = ("stats_add", "drain_batch", "snapshot")
-
-OPERATIONS = (
-    "text_generation", "chat_completion", "embedding", "reranking", "summarization",
-    "classification", "translation", "moderation", "transcription", "image_generation",
-)
-MODELS = (
-    "llama-3-8b", "llama-3-70b", "mistral-7b", "mixtral-8x7b", "qwen2-7b", "gemma-2-9b",
-    "phi-3-mini", "bge-large", "whisper-large-v3", "sdxl-turbo",
-)
-# Median latency (ms) per operation, same order as OPERATIONS; lognormal with this sigma.
-LATENCY_MEDIAN_MS = (350.0, 420.0, 4.0, 9.0, 600.0, 6.0, 120.0, 15.0, 250.0, 900.0)
-LATENCY_SIGMA = 0.8
-EXTENDED_EVERY = 8  # 1 record in 8 is KIND_EXTENDED
 CLOCK_START_S = 100_000  # the injected monotonic clock starts here (an arbitrary second)
 
 TARGET_RSS_GROWTH_MB = 5.0
 TARGET_ADD_MRPS = 5.0
 MB = 1024 * 1024
-
-
-# -- the event mix -------------------------------------------------------------------------
-def make_records(rng: Any, n: int, second: int, op_ids: Any, model_ids: Any
-                 ) -> tuple[Any, Any, Any]:
-    """``n`` records of the mix, timestamps within ``second``, and their daemon name ids."""
-    import numpy as np
-
-    from ai_analytics.daemon.ingest.records import RECORD_DTYPE
-
-    series = rng.integers(0, len(OPERATIONS) * len(MODELS), n)
-    op_index, model_index = series // len(MODELS), series % len(MODELS)
-    records = np.zeros(n, RECORD_DTYPE)
-    records["seq"] = np.arange(n)
-    records["ts_ns"] = second * 1_000_000_000 + np.sort(rng.integers(0, 1_000_000_000, n))
-    medians = np.log(np.asarray(LATENCY_MEDIAN_MS))[op_index]
-    records["latency_ms"] = rng.lognormal(medians, LATENCY_SIGMA)
-    quality = np.full(n, np.nan, np.float32)
-    rated = rng.random(n) < 0.5
-    quality[rated] = np.clip(rng.normal(0.8, 0.12, int(rated.sum())), 0.0, 1.0)
-    records["quality"] = quality
-    records["success"] = rng.random(n) >= 0.02
-    cache = np.full(n, L.CACHE_ABSENT, np.uint8)
-    looked_up = rng.random(n) < 1 / 3
-    cache[looked_up] = rng.random(int(looked_up.sum())) < 0.4
-    records["cache_hit"] = cache
-    extended = np.arange(n) % EXTENDED_EVERY == EXTENDED_EVERY - 1
-    count = int(extended.sum())
-    records["kind"][extended] = L.KIND_EXTENDED
-    records["ttft_ms"][extended] = records["latency_ms"][extended] * rng.uniform(0.05, 0.3, count)
-    records["queue_ms"][extended] = rng.lognormal(0.0, 1.0, count)
-    records["tokens_in"][extended] = rng.integers(10, 4000, count)
-    records["tokens_out"][extended] = rng.integers(1, 1000, count)
-    return records, np.asarray(op_ids)[op_index], np.asarray(model_ids)[model_index]
-
-
-Plan = list[tuple[tuple[object, ...], dict[str, object]]]
-PLAN_SIZE = 1 << 16  # a power of two: entries are picked with ``k & (PLAN_SIZE - 1)``
-
-
-def make_plan(seed: int) -> Plan:
-    """The same mix as emit arguments, without numpy: (positional args, keyword args)."""
-    rnd = random.Random(seed)
-    plan: Plan = []
-    for k in range(PLAN_SIZE):
-        s = rnd.randrange(len(OPERATIONS) * len(MODELS))
-        op, model = s // len(MODELS), s % len(MODELS)
-        latency = rnd.lognormvariate(math.log(LATENCY_MEDIAN_MS[op]), LATENCY_SIGMA)
-        quality = min(1.0, max(0.0, rnd.gauss(0.8, 0.12))) if rnd.random() < 0.5 else None
-        cache_hit = rnd.random() < 0.4 if rnd.random() < 1 / 3 else None
-        args = (OPERATIONS[op], latency, MODELS[model], quality, rnd.random() >= 0.02, cache_hit)
-        extra: dict[str, object] = {}
-        if k % EXTENDED_EVERY == EXTENDED_EVERY - 1:
-            extra = {
-                "ttft_ms": latency * rnd.uniform(0.05, 0.3),
-                "queue_ms": rnd.lognormvariate(0.0, 1.0),
-                "tokens_in": rnd.randrange(10, 4000),
-                "tokens_out": rnd.randrange(1, 1000),
-            }
-        plan.append((args, extra))
-    return plan
-
-
-def emit_plan(plan: Plan, start: int, count: int) -> int:
-    """Emit ``count`` events of ``plan`` from index ``start``; return how many were accepted."""
-    emit = client.emit
-    mask = PLAN_SIZE - 1
-    accepted = 0
-    for k in range(start, start + count):
-        args, extra = plan[k & mask]
-        accepted += emit(*args, **extra) if extra else emit(*args)
-    return accepted
-
-
-# -- shared memory and processes -------------------------------------------------------------
-def segments(namespace: str) -> list[str]:
-    prefix = f"{namespace}."
-    try:
-        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
-    except OSError:
-        return []
-
-
-def remove_segments(namespace: str) -> list[str]:
-    """Unlink every file of ``namespace`` in /dev/shm; return the names removed."""
-    removed = []
-    for name in segments(namespace):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(SHM_DIR, name))
-            removed.append(name)
-    return removed
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """The memory lines of /proc/<pid>/status, in kB."""
-    wanted = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in wanted:
-                out[key] = int(value.split()[0])
-    return out
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of /proc/<pid>/stat, in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def keep_temporaries_on_heap() -> bool:
-    """The daemon's own malloc settings (``daemon/malloc_tuning.py``, applied in its main()),
-    so that the in-process cases allocate as the daemon does; False where unavailable."""
-    try:
-        from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap as tune
-    except ImportError:  # a tree from before the module existed
-        return False
-    return tune()
 
 
 class ManualClock:
@@ -260,20 +136,6 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def timed_ns(f: Callable[[], object]) -> int:
-    """Run ``f`` once with the collector off; return the nanoseconds it took."""
-    clock = time.perf_counter_ns
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        t0 = clock()
-        f()
-        return clock() - t0
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # -- in-process cases ------------------------------------------------------------------------
@@ -320,35 +182,29 @@ class AddBench:
         total = 0
         for b in range(self.batches):
             records, op_names, model_names = self.data[b % self.DISTINCT_BATCHES]
-            total += timed_ns(lambda r=records, o=op_names, m=model_names: self.stats.add(r, o, m))
+            total += timed(lambda r=records, o=op_names, m=model_names: self.stats.add(r, o, m))[0]
         self.stats.close_interval()
         return total / (self.batches * self.batch)
 
 
 class DrainBatchBench:
-    """A real Daemon's ``Drainer._batch`` over lanes that threads filled through emit."""
+    """A real Daemon's ``Drainer._batch`` over lanes that threads filled through emit, with
+    the time spent inside ``Statistics.add`` counted apart."""
 
     def __init__(self, namespace: str, threads: int, batch: int, seed: int) -> None:
-        from ai_analytics.core.config import Config
         from ai_analytics.daemon.ingest.control import publish_control
-        from ai_analytics.daemon.service import Daemon
 
-        self.namespace = namespace
-        self.capacity = max(L.MIN_CAPACITY, batch // threads)
-        self.total = self.capacity * threads
-        self._state = tempfile.TemporaryDirectory(prefix="aibench-agg-state-")
-        self.daemon: Any = None
+        capacity = max(L.MIN_CAPACITY, batch // threads)
         saved_env = os.environ.get(NAMESPACE_ENV)
         try:
             os.environ[NAMESPACE_ENV] = namespace
             # The lanes take this geometry at their first emit, as under a running daemon.
-            publish_control(SHM_DIR, namespace, self.capacity, L.DEFAULT_NAMES_CAPACITY, False)
+            publish_control(SHM_DIR, namespace, capacity, L.DEFAULT_NAMES_CAPACITY, False)
             errors: list[BaseException] = []
 
             def fill(t: int) -> None:
                 try:
-                    plan = make_plan(seed + t)
-                    if emit_plan(plan, 0, self.capacity) != self.capacity:
+                    if emit_plan(make_plan(seed + t), 0, capacity) != capacity:
                         raise RuntimeError("a drain lane filled before its capacity")
                 except BaseException as exc:  # reported by the main thread
                     errors.append(exc)
@@ -360,19 +216,18 @@ class DrainBatchBench:
                 worker.join()
             if errors:
                 raise errors[0]
+        except BaseException:
+            remove_segments(namespace)
+            raise
         finally:
             if saved_env is None:
                 os.environ.pop(NAMESPACE_ENV, None)
             else:
                 os.environ[NAMESPACE_ENV] = saved_env
-        config = Config(namespace=namespace, state_dir=self._state.name, batch_size=self.total,
-                        max_queue_size=self.capacity)
-        self.daemon = Daemon(config)
-        self.daemon.lanes.scan()
-        self.lanes = list(self.daemon.lanes)
-        if len(self.lanes) != threads:
-            raise RuntimeError(f"the daemon attached {len(self.lanes)} lanes, expected {threads}")
-        stats = self.daemon.stats
+        self.rig = DrainRig(namespace, lanes=threads, batch_size=capacity * threads,
+                            max_queue_size=capacity)
+        self.capacity, self.total = capacity, self.rig.records
+        stats = self.rig.daemon.stats
         inner = stats.add
         self.add_ns = 0
 
@@ -382,37 +237,16 @@ class DrainBatchBench:
             self.add_ns += time.perf_counter_ns() - t0
 
         stats.add = timed_add  # the Drainer calls self.stats.add: this instance attribute
-        self.one_batch()  # names read, series registered, arrays grown
-
-    def rewind(self) -> None:
-        for lane in self.lanes:
-            lane.reader.tail = 0
-            lane.reader.q[L.Q_TAIL] = 0
-
-    def one_batch(self) -> int:
-        """ns for one full batch (checked: every record taken and valid)."""
-        self.rewind()
-        received = sum(lane.received for lane in self.lanes)
-        ns = timed_ns(self.daemon.drainer._batch)
-        got = sum(lane.received for lane in self.lanes) - received
-        if self.daemon.drainer.last_batch != self.total or got != self.total:
-            raise RuntimeError(f"a drain batch took {self.daemon.drainer.last_batch} records, "
-                               f"{got} valid; expected {self.total}")
-        return ns
+        self.rig.timed_batch()  # names read, series registered, arrays grown
 
     def round(self, batches: int) -> tuple[float, float]:
         """(ns per record for the whole batch, ns per record inside Statistics.add)."""
         self.add_ns = 0
-        total = sum(self.one_batch() for _ in range(batches))
-        return total / (batches * self.total), self.add_ns / (batches * self.total)
+        whole = self.rig.time_batches(batches)
+        return whole, self.add_ns / (batches * self.total)
 
     def close(self) -> None:
-        try:
-            if self.daemon is not None:
-                self.daemon.close()
-        finally:
-            self._state.cleanup()
-            remove_segments(self.namespace)
+        self.rig.close()
 
 
 class SnapshotBench:
@@ -482,55 +316,50 @@ class SnapshotBench:
         records, op_names, model_names = self.data[self.second % len(self.data)]
         records["ts_ns"] = records["ts_ns"] % 1_000_000_000 + self.second * 1_000_000_000
         self.stats.add(records, op_names, model_names)
-        rows: list[Any] = []
-        ops_ns = timed_ns(lambda: rows.append(self.stats.operations()))
-        close_ns = timed_ns(self.stats.close_interval)
-        if len(rows[0]) != len(OPERATIONS) * len(MODELS):
-            raise RuntimeError(f"operations() returned {len(rows[0])} series, expected 100")
+        ops_ns, rows = timed(self.stats.operations)
+        close_ns, _ = timed(self.stats.close_interval)
+        if len(rows) != len(OPERATIONS) * len(MODELS):
+            raise RuntimeError(f"operations() returned {len(rows)} series, expected 100")
         return ops_ns / 1e6, close_ns / 1e6
 
 
 def measure_in_process(args: argparse.Namespace, namespace: str,
                        log: Callable[[str], None]) -> tuple[dict[str, list[float]], dict]:
+    from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
+
     tuned = keep_temporaries_on_heap()
     log(f"glibc malloc thresholds as in the daemon's main(): "
         f"{'applied' if tuned else 'not available'}")
-    samples: dict[str, list[float]] = {
-        "stats_add": [], "drain_batch": [], "drain_batch_add": [], "operations": [],
-        "close_interval": [],
-    }
     add = AddBench(args.batch, args.batches, seed=1)
     snapshot = SnapshotBench(args.snapshot_rate, seed=2, log=log)
     drain = DrainBatchBench(namespace, args.drain_threads, args.batch, seed=3)
     try:
-        def run_add() -> None:
-            samples["stats_add"].append(add.round())
+        runs: dict[str, Callable[[], Any]] = {
+            "stats_add": add.round,
+            "drain_batch": lambda: drain.round(args.batches),
+            "snapshot": snapshot.round,
+        }
 
-        def run_drain() -> None:
-            whole, inside = drain.round(args.batches)
-            samples["drain_batch"].append(whole)
-            samples["drain_batch_add"].append(inside)
+        def after_round(r: int, results: dict[str, list[Any]]) -> None:
+            whole, inside = results["drain_batch"][-1]
+            ops_ms, close_ms = results["snapshot"][-1]
+            log(f"round {r + 1}/{args.rounds}: stats_add {results['stats_add'][-1]:.1f} ns/rec, "
+                f"drain_batch {whole:.1f} ns/rec (add {inside:.1f}), "
+                f"operations {ops_ms:.1f} ms, close_interval {close_ms:.2f} ms")
 
-        def run_snapshot() -> None:
-            ops_ms, close_ms = snapshot.round()
-            samples["operations"].append(ops_ms)
-            samples["close_interval"].append(close_ms)
-
-        runs = {"stats_add": run_add, "drain_batch": run_drain, "snapshot": run_snapshot}
-        for r in range(args.rounds):
-            k = r % len(CASES)
-            for case in CASES[k:] + CASES[:k]:
-                runs[case]()
-            log(f"round {r + 1}/{args.rounds}: stats_add {samples['stats_add'][-1]:.1f} ns/rec, "
-                f"drain_batch {samples['drain_batch'][-1]:.1f} ns/rec "
-                f"(add {samples['drain_batch_add'][-1]:.1f}), "
-                f"operations {samples['operations'][-1]:.1f} ms, "
-                f"close_interval {samples['close_interval'][-1]:.2f} ms")
-        extra = {"malloc_tuning": tuned, "drain_lanes": args.drain_threads,
-                 "drain_lane_capacity": drain.capacity, "drain_batch_records": drain.total,
-                 "ring_memory": snapshot.memory}
+        results = interleaved_rounds(runs, args.rounds, after_round)
     finally:
         drain.close()
+    samples = {
+        "stats_add": results["stats_add"],
+        "drain_batch": [whole for whole, _ in results["drain_batch"]],
+        "drain_batch_add": [inside for _, inside in results["drain_batch"]],
+        "operations": [ops_ms for ops_ms, _ in results["snapshot"]],
+        "close_interval": [close_ms for _, close_ms in results["snapshot"]],
+    }
+    extra = {"malloc_tuning": tuned, "drain_lanes": args.drain_threads,
+             "drain_lane_capacity": drain.capacity, "drain_batch_records": drain.total,
+             "ring_memory": snapshot.memory}
     return samples, extra
 
 
@@ -582,6 +411,7 @@ def child_producer(args: argparse.Namespace) -> int:
     workers = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(threads)]
     for w in workers:
         w.start()
+    print("ready", flush=True)
     try:
         for phase in range(len(quotas)):
             if sys.stdin.readline().strip() != "go":
@@ -629,7 +459,7 @@ class RssSampler(threading.Thread):
 
 
 class DaemonRun:
-    """One daemon subprocess, its producers, their temporary files; everything reaped."""
+    """One daemon subprocess and its producers, in a temporary directory; everything reaped."""
 
     def __init__(self, namespace: str, args: argparse.Namespace,
                  log: Callable[[str], None]) -> None:
@@ -637,85 +467,34 @@ class DaemonRun:
         self.args = args
         self.log = log
         self.tmp = tempfile.TemporaryDirectory(prefix="aibench-agg-daemon-")
-        self.state_dir = Path(self.tmp.name) / "state"
-        self.config_path = Path(self.tmp.name) / "config.yaml"
-        self.log_path = Path(self.tmp.name) / "daemon.log"
-        self.daemon: subprocess.Popen[bytes] | None = None
-        self.producers: list[subprocess.Popen[str]] = []
-        self.env = {**os.environ, NAMESPACE_ENV: namespace}
+        self.daemon = DaemonProcess(Path(self.tmp.name), namespace, batch_timeout_seconds=0.05,
+                                    snapshot_interval_seconds=1)
+        self.children = contextlib.ExitStack()
+        self.producers: list[Child] = []
         self.sampler: RssSampler | None = None
 
-    def state(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.state_dir / "state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-
     def start_daemon(self) -> int:
-        settings = {
-            "namespace": self.namespace, "state_dir": str(self.state_dir),
-            "batch_timeout_seconds": 0.05, "snapshot_interval_seconds": 1,
-        }
-        self.config_path.write_text(
-            "".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items()), encoding="utf-8")
-        with open(self.log_path, "ab") as out:
-            self.daemon = subprocess.Popen(
-                [sys.executable, "-m", "ai_analytics.daemon", "--config", str(self.config_path)],
-                env=self.env, stdout=out, stderr=out,
-            )
-        control = os.path.join(SHM_DIR, f"{self.namespace}.control")
-        self.wait_for(lambda: os.path.exists(control) and self.state() is not None,
-                      20.0, "the daemon's control segment and first state file")
+        self.daemon.start()
+        self.daemon.wait_for(self.daemon.state, 20.0, "the daemon's first state file")
         return self.daemon.pid
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if self.daemon is not None and self.daemon.poll() is not None:
-                raise RuntimeError(f"the daemon exited ({self.daemon.returncode}) while waiting "
-                                   f"for {what}: {self.daemon_log()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-            time.sleep(0.02)
-
-    def daemon_log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
     def start_producers(self, quotas: list[list[int]]) -> None:
-        for p, quota in enumerate(quotas):
-            self.producers.append(subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--child-producer",
-                 "--threads", str(self.args.threads), "--burst", str(self.args.burst),
-                 "--pace-fill", str(self.args.pace_fill), "--child-seed", str(p + 1),
-                 "--child-thread-rate",
-                 str(self.args.rate / (self.args.producers * self.args.threads)),
-                 "--child-quotas", *map(str, quota)],
-                env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            ))
+        args = self.args
+        roles = [["--child-producer", "--threads", str(args.threads), "--burst", str(args.burst),
+                  "--pace-fill", str(args.pace_fill), "--child-seed", str(p + 1),
+                  "--child-thread-rate", str(args.rate / (args.producers * args.threads)),
+                  "--child-quotas", *map(str, quota)]
+                 for p, quota in enumerate(quotas)]
+        env = {**os.environ, NAMESPACE_ENV: self.namespace}
+        self.producers = self.children.enter_context(ready_children(SCRIPT, roles, env))
 
     def run_phase(self, timeout: float) -> dict[str, Any]:
         """Send "go" to every producer; return their summed report for the phase."""
-        for proc in self.producers:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        reports = []
+        for child in self.producers:
+            child.send("go")
         deadline = time.monotonic() + timeout
-        for proc in self.producers:
-            assert proc.stdout is not None
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, left))
-            line = proc.stdout.readline() if ready else ""
-            if not line:
-                raise RuntimeError(f"producer {proc.pid} gave no report within {timeout:g} s "
-                                   f"(exit code {proc.poll()})")
-            reports.append(json.loads(line))
+        reports = [json.loads(child.line(deadline - time.monotonic()))
+                   for child in self.producers]
         return {
             "emitted": sum(r["emitted"] for r in reports),
             "accepted": sum(r["accepted"] for r in reports),
@@ -726,17 +505,17 @@ class DaemonRun:
     def settled(self, accepted: int, after_unix: float, timeout: float) -> dict[str, Any]:
         """The first state file written after ``after_unix`` that accounts for ``accepted``."""
         def check() -> dict[str, Any] | None:
-            doc = self.state()
+            doc = self.daemon.state()
             if doc is None or doc.get("written_unix", 0) < after_unix:
                 return None
             e = doc["events"]
             done = e["received"] + e["invalid"] + e["overwritten"] >= accepted
             return doc if done and e["pending"] == 0 else None
 
-        return self.wait_for(check, timeout, f"the state file to account for {accepted} events")
+        return self.daemon.wait_for(check, timeout,
+                                    f"the state file to account for {accepted} events")
 
     def reading(self, doc: dict[str, Any]) -> dict[str, Any]:
-        assert self.daemon is not None
         status = proc_status(self.daemon.pid)
         return {
             "received": doc["events"]["received"], "events": doc["events"],
@@ -744,7 +523,7 @@ class DaemonRun:
             "rss_file_mb": status.get("RssFile", 0) / 1024,
             "rss_shmem_mb": status.get("RssShmem", 0) / 1024,
             "hwm_mb": status.get("VmHWM", 0) / 1024,
-            "cpu_s": proc_cpu_seconds(self.daemon.pid), "at": time.monotonic(),
+            "cpu_s": cpu_seconds(self.daemon.pid), "at": time.monotonic(),
         }
 
     def run(self) -> dict[str, Any]:
@@ -755,9 +534,9 @@ class DaemonRun:
         self.sampler = RssSampler(pid, t0)
         self.sampler.start()
         # Idle cost: CPU over a quiet second (drain loop, snapshots, resource sampling).
-        cpu0, idle0 = proc_cpu_seconds(pid), time.monotonic()
+        cpu0, idle0 = cpu_seconds(pid), time.monotonic()
         time.sleep(1.0)
-        idle_cpu = (proc_cpu_seconds(pid) - cpu0) / (time.monotonic() - idle0)
+        idle_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - idle0)
         n = args.producers
         small, large = args.events_small, args.events_large
         quotas = [[small // n + (p < small % n), (large - small) // n + (p < (large - small) % n)]
@@ -781,7 +560,7 @@ class DaemonRun:
                      f"{readings[-1]['rss_mb']:.1f} MB at {readings[-1]['received']} received")
             if events != report["emitted"]:
                 raise RuntimeError(f"phase {phase + 1} emitted {report['emitted']} of {events}")
-        final = self.state() or {}
+        final = self.daemon.state() or {}
         first, second = readings
         delta_events = second["received"] - first["received"]
         cpu = second["cpu_s"] - first["cpu_s"]
@@ -809,43 +588,17 @@ class DaemonRun:
         }
 
     def close(self) -> None:
-        """SIGTERM the daemon, let the producers go; reap all; remove files and segments."""
+        """Let the producers go, SIGTERM the daemon; reap all; remove files and segments."""
         try:
-            for proc in self.producers:
-                with contextlib.suppress(OSError, ValueError):
-                    assert proc.stdin is not None
-                    proc.stdin.write("exit\n")
-                    proc.stdin.close()
-            for proc in self.producers:
-                # A producer still in a phase (an error, or SIGTERM to this script) only reads
-                # "exit" after it: stop it instead.
-                for stop, wait in ((None, 2.0), (proc.terminate, 5.0), (proc.kill, None)):
-                    if stop is not None:
-                        stop()
-                    try:
-                        proc.wait(timeout=wait)
-                        break
-                    except subprocess.TimeoutExpired:
-                        continue
-                if proc.stdout is not None:
-                    proc.stdout.close()
-            if self.daemon is not None and self.daemon.poll() is None:
-                self.daemon.send_signal(signal.SIGTERM)
-                try:
-                    self.daemon.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.daemon.kill()
-                    self.daemon.wait()
-            if self.sampler is not None:
-                self.sampler.stopping.set()
-                self.sampler.join(timeout=2)
+            self.children.close()
         finally:
-            for proc in [*self.producers, *([self.daemon] if self.daemon else [])]:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-            self.tmp.cleanup()
-            remove_segments(self.namespace)
+            try:
+                self.daemon.close()
+            finally:
+                if self.sampler is not None:
+                    self.sampler.stopping.set()
+                    self.sampler.join(timeout=2)
+                self.tmp.cleanup()
 
 
 def measure_daemon(args: argparse.Namespace, namespace: str,
@@ -867,45 +620,6 @@ def measure_daemon(args: argparse.Namespace, namespace: str,
 
 
 # -- the report ----------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def source_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True,
-                                  text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return ""
-        return done.stdout.rstrip() if done.returncode == 0 else ""
-
-    changed = git("status", "--porcelain", "--", "client", "daemon")
-    return {"commit": git("rev-parse", "HEAD") or "unknown",
-            "modified": [line[3:] for line in changed.splitlines()]}
-
-
-def machine() -> dict[str, Any]:
-    import numpy as np
-
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "numpy": np.__version__,
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "loadavg": list(os.getloadavg()),
-    }
-
-
 def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for case, values in samples.items():
@@ -998,13 +712,8 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def target_lines(targets: list[dict[str, Any]]) -> str:
-    return "\n".join(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}  ({t['value']})"
-                     for t in targets)
-
-
 def markdown(report: dict[str, Any]) -> str:
-    m, p, src = report["machine"], report["parameters"], report["source"]
+    m, p = report["machine"], report["parameters"]
     lines = [
         "# Aggregation benchmark results", "",
         f"Written by `bench/aggregate_bench.py`; rerun it to compare. Date: {report['date']}",
@@ -1013,8 +722,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['implementation']} {m['python']}, numpy {m['numpy']}; load average before "
         f"{', '.join(f'{x:.2f}' for x in m['loadavg'])}",
         f"- command: `{report['command']}`",
-        f"- source: commit {src['commit'][:12]}"
-        + (f", with local changes in {', '.join(src['modified'])}" if src["modified"] else ""),
+        f"- source: {source_line(report['source'])}",
     ]
     if "stats_add" in report["cases"]:
         mem = report["extra"]["ring_memory"]
@@ -1100,25 +808,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child_producer:
         return child_producer(args)
-    signal.signal(signal.SIGTERM, _terminate)
+    import numpy as np
+
+    exit_on_sigterm()
     base = f"aibench-agg-{os.getpid()}"
     drain_ns, daemon_ns = f"{base}-drain", f"{base}-daemon"
     started = time.monotonic()
-    before = machine()
+    before = machine(numpy=np.__version__)
     source = source_state()
-
-    def log(line: str) -> None:
-        if not args.quiet:
-            print(f"[{time.monotonic() - started:6.1f} s] {line}", file=sys.stderr, flush=True)
-
+    log = progress(args.quiet, started)
     samples: dict[str, list[float]] = {}
     extra: dict[str, Any] = {}
     daemon: dict[str, Any] | None = None
@@ -1133,11 +835,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"removed leftover segments: {', '.join(left)}")
     summary = summarize(samples)
     report: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "machine": before,
-        "source": source,
-        "loadavg_after": list(os.getloadavg()),
+        **report_header(before, source),
         "wall_s": time.monotonic() - started,
         "parameters": {k: v for k, v in vars(args).items()
                        if not k.startswith("child_") and k not in ("out", "md")},
@@ -1149,11 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     print()
     print(target_lines(report["targets"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text(markdown(report), encoding="utf-8")
-    print(f"\nwrote {args.out} and {args.md} in {report['wall_s']:.0f} s")
+    write_results(report, args.out, args.md, markdown(report))
     return 0
 
 
