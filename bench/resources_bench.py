@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from benchlib.report import exit_on_sigterm
+from benchlib.timing import interleaved_rounds
 
 from ai_analytics.core.config import config_from_mapping
 from ai_analytics.daemon.resources import ResourceSampler
@@ -92,12 +94,11 @@ def run_rounds(cases: dict[str, Callable[[], None]], rounds: int,
     """Interleaved rounds; one warm-up call per case first (it primes cpu_percent, NVML)."""
     for sample in cases.values():
         sample()
-    names = list(cases)
-    results: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            results[name].append(time_samples(cases[name], samples))
-    return results
+    return interleaved_rounds(
+        {name: lambda sample=sample: time_samples(sample, samples)
+         for name, sample in cases.items()},
+        rounds,
+    )
 
 
 @contextlib.contextmanager
@@ -205,16 +206,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that clean up
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child_fake_gpu:
         print(json.dumps(run_rounds(fake_gpu_cases(), args.rounds, args.samples)))
         return 0
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     before = machine()
     with sleeping_children(args.pids) as pids:
         results = run_rounds(host_cases(pids), args.rounds, args.samples)

@@ -46,7 +46,6 @@ import math
 import mmap
 import os
 import random
-import select
 import signal
 import statistics
 import subprocess
@@ -58,22 +57,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the test suite's daemon and process helpers
+from benchlib.children import Child
+from benchlib.daemon import DaemonProcess, events_total, wait_for
+from benchlib.lanes import SHM_DIR, lane_names, remove_segments
+from benchlib.proc import cpu_seconds, proc_status
 
-from ai_analytics import client  # noqa: E402
-from ai_analytics.client import _layout as L  # noqa: E402
+from ai_analytics import client
+from ai_analytics.client import _layout as L
+from ai_analytics.client._segments import NAMESPACE_ENV
 
-from helpers import (  # noqa: E402
-    DaemonProcess,
-    events_total,
-    free_port,
-    lane_names,
-    remove_namespace,
-    start_python,
-    wait_for,
-    write_config,
-)
+SCRIPT = Path(__file__).resolve()
 
 SNAPSHOT_INTERVAL = 1.0  # seconds between state files, and between samples
 POLL_SECONDS = 0.1  # how often the script looks at shared memory and the state file
@@ -244,29 +237,21 @@ class Producer:
         slots = args.threads + args.churn
         self.counts_path = run_dir / f"counts-{serial}.bin"
         self.counts_path.write_bytes(bytes(8 * len(COUNTERS) * slots))
-        argv = [str(Path(__file__).resolve()), "--child-producer", "--counts",
-                str(self.counts_path), "--threads", str(args.threads), "--churn",
-                str(args.churn), "--slot-rate", str(args.rate / (args.producers * slots)),
-                "--seed", str(serial + 1)]
-        code = (f"import runpy, sys; sys.argv = {argv!r}; "
-                f"runpy.run_path(sys.argv[0], run_name='__main__')")
-        self.proc = start_python(code, args.namespace, stdin=subprocess.PIPE)
+        role = ["--child-producer", "--counts", str(self.counts_path), "--threads",
+                str(args.threads), "--churn", str(args.churn), "--slot-rate",
+                str(args.rate / (args.producers * slots)), "--seed", str(serial + 1)]
+        # Warnings are errors: a producer's stderr must stay empty (the "producers" criterion).
+        env = {**os.environ, NAMESPACE_ENV: args.namespace, "PYTHONWARNINGS": "error"}
+        self.child = Child(SCRIPT, role, env, stderr=subprocess.PIPE)
+        self.proc = self.child.proc
         self.counts = map_counts(self.counts_path, writable=False)
         self.expected_rc = 0
         self.stderr = ""
         try:
-            self._expect_line("ready", timeout=30.0)
+            self.child.expect("ready", timeout=30.0)
         except BaseException:  # Ctrl-C included: nobody else knows this process yet
             self.abort()
             raise
-
-    def _expect_line(self, word: str, timeout: float) -> None:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().strip() if ready else ""
-        if line != word:
-            raise RuntimeError(f"producer {self.proc.pid} did not say {word!r} within "
-                               f"{timeout:g} s (said {line!r}, exit code {self.proc.poll()})")
 
     def totals(self) -> dict[str, int]:
         n = len(COUNTERS)
@@ -277,7 +262,7 @@ class Producer:
         """SIGTERM: stop emitting; then end the process (its lanes retire) or SIGKILL it
         (its lanes are left to a dead process). No call is in flight either way."""
         self.proc.send_signal(signal.SIGTERM)
-        self._expect_line("stopped", timeout=30.0)
+        self.child.expect("stopped", timeout=30.0)
         if kill:
             self.proc.kill()
             self.expected_rc = -signal.SIGKILL
@@ -302,25 +287,17 @@ class ProcStat:
 
     def __init__(self, pid: int, namespace: str) -> None:
         self.pid = pid
-        self.lane_path = f"/dev/shm/{namespace}.lane."
+        self.lane_path = f"{SHM_DIR}/{namespace}.lane."
         self.last: tuple[float, float] | None = None
 
     def memory_mb(self) -> dict[str, float]:
-        fields = {}
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "RssAnon", "RssShmem"):
-                    fields[key] = int(value.split()[0]) / 1024
-        return {"rss_mb": fields["VmRSS"], "anon_mb": fields["RssAnon"],
-                "shmem_mb": fields["RssShmem"]}
+        kb = proc_status(self.pid)
+        return {"rss_mb": kb["VmRSS"] / 1024, "anon_mb": kb["RssAnon"] / 1024,
+                "shmem_mb": kb["RssShmem"] / 1024}
 
     def cpu_percent(self) -> float | None:
         """Share of one core since the previous call (None at the first)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        now = time.monotonic()
+        cpu, now = cpu_seconds(self.pid), time.monotonic()
         previous, self.last = self.last, (now, cpu)
         if previous is None or now <= previous[0]:
             return None
@@ -344,7 +321,7 @@ def observed_lag(namespace: str) -> float:
         offset = (L.HEADER_SIZE + L.NAME_ENTRY_SIZE * lane.names_capacity
                   + L.RECORD_SIZE * (lane.tail % lane.capacity))
         try:
-            fd = os.open(f"/dev/shm/{lane.name}", os.O_RDONLY)
+            fd = os.open(os.path.join(SHM_DIR, lane.name), os.O_RDONLY)
         except FileNotFoundError:  # reclaimed meanwhile
             continue
         try:
@@ -355,13 +332,6 @@ def observed_lag(namespace: str) -> float:
         if seq == lane.tail and 0 < ts_ns <= now:  # still the record at the tail
             oldest = max(oldest, (now - ts_ns) / 1e9)
     return oldest
-
-
-def read_state(daemon: DaemonProcess) -> dict[str, Any] | None:
-    try:
-        return daemon.state()
-    except (OSError, ValueError):
-        return None
 
 
 class Soak:
@@ -385,15 +355,13 @@ class Soak:
     # -- running -----------------------------------------------------------------------------
     def start(self) -> None:
         args = self.args
-        config = write_config(
-            self.run_dir / "daemon.yaml", namespace=args.namespace,
-            state_dir=str(self.state_dir), snapshot_interval_seconds=SNAPSHOT_INTERVAL,
-            batch_timeout_seconds=args.batch_timeout, stop_timeout_seconds=STOP_TIMEOUT,
-            http_port=free_port())
-        self.daemon = DaemonProcess(config, self.state_dir, args.namespace)
+        self.daemon = DaemonProcess(
+            self.run_dir, args.namespace, state_dir=str(self.state_dir),
+            snapshot_interval_seconds=SNAPSHOT_INTERVAL,
+            batch_timeout_seconds=args.batch_timeout, stop_timeout_seconds=STOP_TIMEOUT)
         self.daemon.start()
-        wait_for(lambda: read_state(self.daemon), 30.0, what="the first state file")
-        self.procstat = ProcStat(self.daemon.proc.pid, args.namespace)
+        self.daemon.wait_for(self.daemon.state, 30.0, "the first state file")
+        self.procstat = ProcStat(self.daemon.pid, args.namespace)
         for _ in range(args.producers):
             self.producers.append(self._new_producer())
 
@@ -426,7 +394,7 @@ class Soak:
 
     def sample(self, t0: float, observed: float) -> None:
         assert self.daemon is not None
-        state = read_state(self.daemon)
+        state = self.daemon.state()
         calls = self.calls()  # right after the state: it cannot count a later call
         now = time.monotonic()
         row: dict[str, Any] = {"t": round(now - t0, 2), **self.procstat.memory_mb(),
@@ -505,16 +473,16 @@ class Soak:
         end: dict[str, Any] = {"calls": self.calls()}
         try:
             wait_for(lambda: not lane_names(self.args.namespace), 30.0,
-                     what="every lane reclaimed")
+                     "every lane reclaimed")
             end["reclaimed_before_stop"] = True
-        except AssertionError:
+        except TimeoutError:
             end["reclaimed_before_stop"] = False
-        with contextlib.suppress(AssertionError):  # it unlinks a lane, then unmaps it
-            wait_for(lambda: self.procstat.lane_maps() == 0, 5.0, what="lane mappings gone")
+        with contextlib.suppress(TimeoutError):  # it unlinks a lane, then unmaps it
+            wait_for(lambda: self.procstat.lane_maps() == 0, 5.0, "lane mappings gone")
         end["lane_maps_before_stop"] = self.procstat.lane_maps()
         end["rss_before_stop"] = self.procstat.memory_mb()
         end["exit_code"] = self.daemon.stop(timeout=STOP_TIMEOUT + 20.0)
-        end["state"] = read_state(self.daemon)
+        end["state"] = self.daemon.state()
         end["lanes_left"] = lane_names(self.args.namespace)
         end["log"] = self.daemon.log()
         return end
@@ -523,8 +491,8 @@ class Soak:
         for producer in self.producers:
             producer.abort()
         if self.daemon is not None:
-            self.daemon.reap()
-        remove_namespace(self.args.namespace)
+            self.daemon.close()
+        remove_segments(self.args.namespace)
 
 
 # -- the verdict ---------------------------------------------------------------------------
@@ -758,7 +726,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("soak: interrupted; stopping everything", file=sys.stderr)
         return 130
-    except (AssertionError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # TimeoutError too
         print(f"soak: FAIL: {exc}", file=sys.stderr)
         if soak.daemon is not None:
             print(f"daemon log (last lines):\n{soak.daemon.log()[-3000:]}", file=sys.stderr)
