@@ -120,7 +120,6 @@ from ai_analytics.client._segments import NAMESPACE_ENV
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()
-CASES = ("stats_add", "drain_batch", "snapshot")
 CLOCK_START_S = 100_000  # the injected monotonic clock starts here (an arbitrary second)
 
 TARGET_RSS_GROWTH_MB = 5.0

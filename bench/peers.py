@@ -89,9 +89,6 @@ from benchlib.report import (
 from benchlib.timing import interleaved_rounds, loop_basic, noop, time_calls
 
 HERE = Path(__file__).resolve().parent
-PEER_CASES = ("prometheus", "opentelemetry", "statsd", "asyncio_queue")
-CASES = ("noop", "emit", *PEER_CASES)
-MP_CASES = ("noop", "emit", "prometheus_mp")
 ALL_ROWS = (
     "noop",
     "emit",
