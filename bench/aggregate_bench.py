@@ -100,12 +100,10 @@ from benchlib.lanes import SHM_DIR, remove_segments
 from benchlib.mix import MODELS, OPERATIONS, emit_plan, make_plan, make_records
 from benchlib.proc import cpu_seconds, proc_status
 from benchlib.report import (
+    RunStart,
     exit_on_sigterm,
-    machine,
     progress,
-    report_header,
     source_line,
-    source_state,
     target_lines,
     write_results,
 )
@@ -817,8 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"aibench-agg-{os.getpid()}"
     drain_ns, daemon_ns = f"{base}-drain", f"{base}-daemon"
     started = time.monotonic()
-    before = machine(numpy=np.__version__)
-    source = source_state()
+    start = RunStart(numpy=np.__version__)
     log = progress(args.quiet, started)
     samples: dict[str, list[float]] = {}
     extra: dict[str, Any] = {}
@@ -834,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"removed leftover segments: {', '.join(left)}")
     summary = summarize(samples)
     report: dict[str, Any] = {
-        **report_header(before, source),
+        **start.header(),
         "wall_s": time.monotonic() - started,
         "parameters": {k: v for k, v in vars(args).items()
                        if not k.startswith("child_") and k not in ("out", "md")},

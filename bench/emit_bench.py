@@ -65,12 +65,10 @@ from typing import Any
 from benchlib.drain import DrainRig, one_mixed_lane
 from benchlib.lanes import Lanes, bare, remove_segments
 from benchlib.report import (
+    RunStart,
     exit_on_sigterm,
-    machine,
     progress,
-    report_header,
     source_line,
-    source_state,
     target_lines,
     write_results,
 )
@@ -267,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
     namespace = f"aibench-{os.getpid()}"
-    before = machine()
-    source = source_state()
+    start = RunStart()
 
     log = progress(args.quiet)
     try:
@@ -281,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"removed leftover segments: {', '.join(left)}")
     summary = summarize(samples)
     report: dict[str, Any] = {
-        **report_header(before, source),
+        **start.header(),
         "parameters": {
             "rounds": args.rounds,
             "calls": args.calls,

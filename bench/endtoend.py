@@ -84,15 +84,7 @@ from benchlib.daemon import DaemonProcess, events_total
 from benchlib.mix import PLAN_SIZE, Plan, make_plan
 from benchlib.proc import cpu_seconds
 from benchlib.prometheus import MP_ENV, requests_counted, setup_prometheus
-from benchlib.report import (
-    exit_on_sigterm,
-    header_lines,
-    machine,
-    progress,
-    report_header,
-    source_state,
-    write_results,
-)
+from benchlib.report import RunStart, exit_on_sigterm, header_lines, progress, write_results
 from benchlib.timing import noop
 
 from ai_analytics.client._segments import NAMESPACE_ENV
@@ -608,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_scraper:
         return child_scraper()
     exit_on_sigterm()
-    before, source = machine(), source_state()
+    start = RunStart()
     t0 = time.monotonic()
     log = progress(args.quiet)
 
@@ -626,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     idle = run_idle(args.idle_seconds)
     search = search_zero_drop(args, log)
     report: dict[str, Any] = {
-        **report_header(before, source),
+        **start.header(),
         "wall_s": time.monotonic() - t0,
         "parameters": {k: v for k, v in vars(args).items() if not k.startswith("child_")
                        and k != "out"},

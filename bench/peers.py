@@ -77,15 +77,7 @@ from typing import Any
 
 from benchlib.lanes import Lanes, remove_segments
 from benchlib.prometheus import MP_ENV, NotInstalled, Recorder, setup_prometheus
-from benchlib.report import (
-    exit_on_sigterm,
-    header_lines,
-    machine,
-    progress,
-    report_header,
-    source_state,
-    write_results,
-)
+from benchlib.report import RunStart, exit_on_sigterm, header_lines, progress, write_results
 from benchlib.timing import interleaved_rounds, loop_basic, noop, time_calls
 
 HERE = Path(__file__).resolve().parent
@@ -628,8 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_multiprocess:
         return child_multiprocess(args.rounds, args.calls)
     namespace = f"aibench-peers-{os.getpid()}"
-    before = machine()
-    source = source_state()
+    start = RunStart()
 
     log = progress(args.quiet)
     try:
@@ -656,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     log("import time ...")
     imp = measure_import(args.import_runs)
     report: dict[str, Any] = {
-        **report_header(before, source),
+        **start.header(),
         "parameters": {
             "rounds": args.rounds,
             "calls": args.calls,

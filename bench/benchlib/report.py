@@ -1,6 +1,6 @@
 """Where a run was taken and how it is written down.
 
-Every results file starts with the same facts (``report_header``): the date, the command as
+Every results file starts with the same facts (``RunStart.header``): the date, the command as
 typed, the machine and its load, and the commit measured with any local change in client/ or
 daemon/, so that two runs can be told apart and compared.
 """
@@ -67,20 +67,27 @@ def source_state() -> dict[str, Any]:
     }
 
 
-def report_header(machine: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
-    """What every results file starts with: when, how, where, and from which source.
-    ``machine`` is taken before the run (its load average is the "before" one)."""
-    return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "machine": machine,
-        "source": source,
-        "loadavg_after": list(os.getloadavg()),
-    }
+class RunStart:
+    """The facts taken as a run starts (the machine and its load, the source measured);
+    ``header()`` adds those of its end, for the top of the results file."""
+
+    def __init__(self, **machine_extra: Any) -> None:
+        self.machine = machine(**machine_extra)
+        self.source = source_state()
+
+    def header(self) -> dict[str, Any]:
+        """What every results file starts with: when, how, where, and from which source."""
+        return {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+            "machine": self.machine,
+            "source": self.source,
+            "loadavg_after": list(os.getloadavg()),
+        }
 
 
 def header_lines(title: str, report: dict[str, Any]) -> list[str]:
-    """The markdown opening of a results file made from ``report_header``'s fields."""
+    """The markdown opening of a results file made from ``RunStart.header``'s fields."""
     m, src = report["machine"], report["source"]
     modified = f" (modified: {', '.join(src['modified'])})" if src["modified"] else ""
     return [
