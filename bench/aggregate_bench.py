@@ -90,6 +90,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,7 @@ class AddBench:
         total = 0
         for b in range(self.batches):
             records, op_names, model_names = self.data[b % self.DISTINCT_BATCHES]
-            total += timed(lambda r=records, o=op_names, m=model_names: self.stats.add(r, o, m))[0]
+            total += timed(partial(self.stats.add, records, op_names, model_names))[0]
         self.stats.close_interval()
         return total / (self.batches * self.batch)
 

@@ -49,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,7 @@ def run_rounds(cases: dict[str, Callable[[], None]], rounds: int,
     for sample in cases.values():
         sample()
     return interleaved_rounds(
-        {name: lambda sample=sample: time_samples(sample, samples)
-         for name, sample in cases.items()},
-        rounds,
-    )
+        {name: partial(time_samples, sample, samples) for name, sample in cases.items()}, rounds)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ class Child:
 
     def __init__(self, script: Path, args: Sequence[str], env: Mapping[str, str],
                  stderr: int | None = None) -> None:
+        self.role = list(args)
         self.proc = subprocess.Popen(
             [sys.executable, str(script), *args],
             env=dict(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
@@ -48,7 +49,7 @@ class Child:
         ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, timeout))
         text = self.proc.stdout.readline() if ready else ""
         if not text:
-            raise RuntimeError(f"child {self.proc.pid} ({self.proc.args[2:]}) said nothing "
+            raise RuntimeError(f"child {self.proc.pid} ({self.role}) said nothing "
                                f"within {timeout:g} s (exit code {self.proc.poll()})")
         return text.strip()
 

@@ -29,7 +29,7 @@ T = TypeVar("T")
 STOP_TIMEOUT_S = 20.0  # SIGTERM to exit: the final drain and the last state file
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str,
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
              interval: float = 0.02) -> T:
     """Poll ``predicate`` until it returns something true, and return that; TimeoutError
     naming ``what`` after ``timeout`` seconds."""
@@ -98,10 +98,10 @@ class DaemonProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+    def wait_for(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
         """``wait_for``, but a daemon that exits meanwhile fails it at once, with its log."""
 
-        def check() -> T:
+        def check() -> T | None:
             value = predicate()
             if not value and self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"the daemon exited ({self.proc.returncode}) while waiting "
