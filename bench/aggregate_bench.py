@@ -94,6 +94,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ai_analytics.client import _emit
+from ai_analytics.client import _layout as L
+from ai_analytics.client._segments import NAMESPACE_ENV
+
 from benchlib.children import Child, ready_children
 from benchlib.daemon import DaemonProcess
 from benchlib.drain import DrainRig
@@ -109,10 +113,6 @@ from benchlib.report import (
     write_results,
 )
 from benchlib.timing import interleaved_rounds, timed
-
-from ai_analytics.client import _emit
-from ai_analytics.client import _layout as L
-from ai_analytics.client._segments import NAMESPACE_ENV
 
 # numpy and the daemon's modules are imported inside the functions that need them, so that
 # the producer children (``--child-producer``) start without them, as real workers would.

@@ -62,6 +62,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ai_analytics.client import _layout as L
+
 from benchlib.drain import DrainRig, one_mixed_lane
 from benchlib.lanes import Lanes, bare, remove_segments
 from benchlib.report import (
@@ -73,8 +75,6 @@ from benchlib.report import (
     write_results,
 )
 from benchlib.timing import interleaved_rounds, loop_basic, loop_extended, noop, time_calls
-
-from ai_analytics.client import _layout as L
 
 HERE = Path(__file__).resolve().parent
 CASES = ("noop", "bare", "emit", "emit_extended", "emit_drop", "drain")

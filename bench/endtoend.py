@@ -79,6 +79,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ai_analytics.client._segments import NAMESPACE_ENV
+
 from benchlib.children import Child, ready_children
 from benchlib.daemon import DaemonProcess, events_total
 from benchlib.mix import PLAN_SIZE, Plan, make_plan
@@ -86,8 +88,6 @@ from benchlib.proc import cpu_seconds
 from benchlib.prometheus import MP_ENV, requests_counted, setup_prometheus
 from benchlib.report import RunStart, exit_on_sigterm, header_lines, progress, write_results
 from benchlib.timing import noop
-
-from ai_analytics.client._segments import NAMESPACE_ENV
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = Path(__file__).resolve()

@@ -53,11 +53,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib.report import exit_on_sigterm
-from benchlib.timing import interleaved_rounds
-
 from ai_analytics.core.config import config_from_mapping
 from ai_analytics.daemon.resources import ResourceSampler
+
+from benchlib.report import exit_on_sigterm
+from benchlib.timing import interleaved_rounds
 
 HERE = Path(__file__).resolve().parent
 FAKE_NVML_SOURCE = HERE.parent / "tests" / "fake_nvml" / "fake_nvml.c"

@@ -57,14 +57,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ai_analytics import client
+from ai_analytics.client import _layout as L
+from ai_analytics.client._segments import NAMESPACE_ENV
+
 from benchlib.children import Child
 from benchlib.daemon import DaemonProcess, events_total, wait_for
 from benchlib.lanes import SHM_DIR, lane_names, remove_segments
 from benchlib.proc import cpu_seconds, proc_status
-
-from ai_analytics import client
-from ai_analytics.client import _layout as L
-from ai_analytics.client._segments import NAMESPACE_ENV
 
 SCRIPT = Path(__file__).resolve()
 

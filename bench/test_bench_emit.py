@@ -24,11 +24,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
+from ai_analytics import client
+
 from benchlib.drain import one_mixed_lane
 from benchlib.lanes import MODEL, OP, Lanes, bare, lane_in_place, remove_segments
 from benchlib.timing import noop
-
-from ai_analytics import client
 
 _serial = itertools.count()
 DRAIN_CAPACITY = 65536

@@ -85,9 +85,18 @@ class DaemonProcess:
              str(self.config_path)],
             env=env, stderr=self._log, stdout=self._log,
         )
-        wait_for(lambda: self._lock_held() or self.proc.poll() is not None, what="daemon start")
+        # Ready for producers once the lanes' geometry is published: a lane made before then
+        # gets the defaults, not this config's max_queue_size.
+        wait_for(lambda: self._ready() or self.proc.poll() is not None, what="daemon start")
         assert self.proc.poll() is None, f"daemon exited at start:\n{self.log()}"
         return self
+
+    def _ready(self) -> bool:
+        from ai_analytics.client._segments import control_name
+
+        published = os.path.exists(os.path.join(self.segment_dir, control_name(self.namespace)))
+        return self._lock_held() and (published or b"cannot publish the control" in
+                                      self.log_path.read_bytes())
 
     @property
     def pid(self) -> int:
