@@ -1,0 +1,34 @@
+"""The benchmarks still run: each pytest-benchmark case once, untimed, and aggregate_bench's
+short form. What they measure is for bench/; here only that they work against the code as it
+is (a changed signature in the daemon must fail here, not in someone's benchmark run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_pytest_benchmark_case_runs_once() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+         "--benchmark-disable", "bench/"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout.splitlines()[-1]
+
+
+def test_aggregate_bench_short_form_writes_its_results(tmp_path: Path) -> None:
+    out, md = tmp_path / "aggregate.json", tmp_path / "aggregate.md"
+    result = subprocess.run(
+        [sys.executable, "bench/aggregate_bench.py", "--rounds", "1", "--batch", "4096",
+         "--batches", "1", "--drain-threads", "1", "--snapshot-rate", "200",
+         "--events-small", "20000", "--events-large", "40000", "--out", str(out),
+         "--md", str(md), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results and md.read_text().strip()
