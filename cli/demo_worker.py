@@ -25,7 +25,11 @@ MIX = (
     (Op.CLASSIFICATION, "distilbert", 8.0, 0.02, None),
     (Op.STYLE_TRANSFER, "sd-xl-turbo", 5200.0, 0.03, None),
 )
-BURST_EVENTS = 60_000
+# A burst goes on until this many events were refused for a full lane (the daemon drains
+# faster than one thread emits, so a fixed count may not overfill it on a busy machine) ...
+BURST_REFUSED = 20_000
+# ... or for this long at most.
+BURST_MAX_SECONDS = 3.0
 BURST_EVERY_SECONDS = 20.0
 FIRST_BURST_SECONDS = 3.0
 
@@ -44,11 +48,15 @@ def emit_one(rng: random.Random) -> None:
                     cache_hit=None if hits is None else rng.random() < hits)
 
 
-def burst(count: int) -> int:
-    """Far more events at once than one lane holds: the lane fills, the rest are dropped."""
-    for _ in range(count):
-        client.emit(Op.EMBEDDING, 3.0, model="bge-small", cache_hit=False)
-    return count
+def burst() -> int:
+    """More events at once than the lane holds: emit as fast as possible until BURST_REFUSED
+    were dropped for a full lane. Returns how many were emitted."""
+    emitted = refused = 0
+    deadline = time.monotonic() + BURST_MAX_SECONDS
+    while refused < BURST_REFUSED and (emitted % 1024 or time.monotonic() < deadline):
+        refused += not client.emit(Op.EMBEDDING, 3.0, model="bge-small", cache_hit=False)
+        emitted += 1
+    return emitted
 
 
 def report_cache(rng: random.Random) -> int:
@@ -77,7 +85,7 @@ def run(duration: float, rate: int, seed: int) -> int:
             emitted += report_cache(rng)
             next_cache_report += 1.0
         if time.monotonic() >= next_burst:
-            emitted += burst(BURST_EVENTS)
+            emitted += burst()
             next_burst += BURST_EVERY_SECONDS
         stop.wait(tick)
     return emitted

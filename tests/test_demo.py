@@ -25,7 +25,7 @@ def test_demo_runs_and_reconciles_exactly():
     final = result.stdout.split("FINDINGS", 1)[1]
     for kind, subject in (("event_loss", "namespace"), ("model_errors", "mistral-7b"),
                           ("poor_cache", "embedding/bge"), ("slow_model", "sd-xl-turbo")):
-        assert any(kind in line and subject in line for line in final.splitlines()), kind
+        assert any(kind in line and subject in line for line in final.splitlines()), (kind, final)
     advice = final.split("RECOMMENDATIONS", 1)[1]
     for category in ("queue_size", "reliability", "caching", "performance"):
         assert category in advice, category
