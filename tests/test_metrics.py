@@ -22,16 +22,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon.http.metrics import (
-    BUCKETS_SECONDS,
-    MetricsEndpoint,
-    histogram_section,
-    latency_bucket_counts,
-    render,
-)
+from ai_analytics.daemon.http.metrics import MetricsEndpoint, render
 from ai_analytics.daemon.http.server import METRICS_TYPE, StatusServer
 from ai_analytics.daemon.ingest.records import RECORD_DTYPE
 from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.edge_counts import (
+    BUCKETS_SECONDS,
+    histogram_section,
+    latency_bucket_counts,
+)
 from ai_analytics.daemon.stats.statistics import Statistics
 
 from helpers import free_port, run_python, wait_for

@@ -15,24 +15,17 @@ prefix, base units (seconds, bytes, ratios 0-1), ``_total`` on counters, ``opera
 ``max_series``; past a cap, events count under ``other``). A section the document lacks (no
 GPU, no caches, no ``sinks`` yet) gives no samples.
 
-Histograms: the daemon keeps log-spaced bucket counts (``histogram``: ratio 1.02 between
-edges); ``latency_bucket_counts`` turns a series' since-start counts into the cumulative
-counts of fixed Prometheus edges (``BUCKETS_SECONDS``). A log bucket counts toward an edge
-when its *upper* edge is at or below it, so a ``le`` count never includes a value above its
-edge, and misses at most the values in the one log bucket straddling the edge: values in
-``(edge / 1.02, edge]`` (a value exactly on an edge lands in the next ``le`` up). The counts
-are therefore exact to within that 2 % band below each edge. ``histogram_section`` computes
-them on the daemon's loop thread (the only thread that touches ``Statistics``) for the
-document, under the key ``"histograms"``; the collector only reads them from there.
+Histograms: the document's ``"histograms"`` section holds since-start counts on fixed edges,
+computed when the document is built (daemon/stats/edge_counts.py states their error); the
+collector turns them into histogram families and computes nothing from the statistics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -44,22 +37,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from ai_analytics.core.outcomes import SETTLED
-from ai_analytics.daemon.stats import histogram as H
-from ai_analytics.daemon.stats.statistics import Statistics
+from ai_analytics.daemon.stats.edge_counts import HISTOGRAMS
 
 PREFIX = "ai_analytics_"
-# Upper bounds (seconds) of the exported histogram buckets; +Inf is added. Wide enough for
-# a sub-millisecond cache hit and an hour-long batch job.
-BUCKETS_SECONDS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-)
-# Histogram name → (distribution in the daemon's bucket rows, its totals' prefix in Statistics).
-HISTOGRAMS: dict[str, tuple[int, str]] = {
-    "request_duration_seconds": (H.LATENCY, "lat"),
-    "time_to_first_token_seconds": (H.TTFT, "ttft"),
-    "queue_duration_seconds": (H.QUEUE, "queue"),
-}
 _HELP = {
     "request_duration_seconds": "Inference latency since the daemon started.",
     "time_to_first_token_seconds": "Time to first token since the daemon started.",
@@ -70,66 +50,6 @@ MIB = 1024 * 1024
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
 SEVERITIES = ("info", "warning", "critical")
 LANE_STATES = ("live", "retired", "dead", "waiting")
-
-BucketCounts = tuple[str, str, list[int], int, float]
-
-
-# -- from the statistics engine to fixed edges (on the daemon's loop thread) ------------------
-def latency_bucket_counts(stats: Statistics, edges_seconds: Sequence[float],
-                          metric: int = H.LATENCY) -> list[BucketCounts]:
-    """Per series since this daemon started: (operation, model, cumulative count at each edge
-    of ``edges_seconds``, count, sum in seconds), in series-id order.
-
-    ``metric`` is ``histogram.LATENCY``, ``TTFT`` or ``QUEUE``. A log bucket counts toward an
-    edge when its upper edge is at or below the edge (see the module docstring for the
-    error). Call it on the thread that feeds ``stats``: it reads the live arrays.
-    """
-    edges = np.asarray(edges_seconds, dtype=np.float64)
-    if (edges.ndim != 1 or edges.size == 0 or not np.all(np.isfinite(edges))
-            or np.any(edges <= 0) or np.any(np.diff(edges) <= 0)):
-        raise ValueError(f"edges must be finite, positive and increasing, got {edges_seconds!r}")
-    prefix = next((p for m, p in HISTOGRAMS.values() if m == metric), None)
-    if prefix is None:
-        raise ValueError(f"no Prometheus histogram for distribution {metric}")
-    series = len(stats.registry)
-    columns = slice(H.OFFSETS[metric], H.OFFSETS[metric] + H.WIDTHS[metric])
-    # since_start plus the interval not folded into it yet: what the since_start window shows.
-    rows = stats.since_start.buckets[:series, columns] + stats.interval.buckets[:series, columns]
-    cumulative = np.zeros((series, H.WIDTHS[metric] + 1), np.int64)
-    np.cumsum(rows, axis=1, out=cumulative[:, 1:])
-    # Upper edge of log bucket i: LOG_MIN_MS * GAMMA**i (bucket 0 ends at LOG_MIN_MS); the
-    # overflow bucket has none.
-    upper_ms = H.LOG_MIN_MS * np.power(H.GAMMA, np.arange(H.WIDTHS[metric], dtype=np.float64))
-    upper_ms[-1] = np.inf
-    taken = np.searchsorted(upper_ms, edges * 1000.0, side="right")  # buckets under each edge
-    at_edges = cumulative[:, taken].tolist()
-    totals = cumulative[:, -1].tolist()
-    sums = ((stats.since_start.arrays[f"{prefix}_sum"][:series]
-             + stats.interval.arrays[f"{prefix}_sum"][:series]) / 1000.0).tolist()
-    out = []
-    for sid in range(series):
-        operation, model = stats.registry.label(sid)
-        out.append((operation, model, at_edges[sid], totals[sid], sums[sid]))
-    return out
-
-
-def histogram_section(stats: Statistics,
-                      edges_seconds: Sequence[float] = BUCKETS_SECONDS) -> dict[str, object]:
-    """The snapshot document's ``"histograms"`` section (JSON-ready): the edges, and per
-    histogram the series with data, each with its cumulative counts at the edges, its count
-    (the +Inf bucket) and its sum in seconds. Latency lists every series (a series with no
-    event since this start shows zeros); TTFT and queue time only series that reported them.
-    """
-    section: dict[str, object] = {"le_seconds": [float(e) for e in edges_seconds]}
-    for name, (metric, _) in HISTOGRAMS.items():
-        section[name] = [
-            {"operation": operation, "model": model, "buckets": buckets, "count": count,
-             "sum": round(total, 9)}
-            for operation, model, buckets, count, total
-            in latency_bucket_counts(stats, edges_seconds, metric)
-            if count or metric == H.LATENCY
-        ]
-    return section
 
 
 # -- from the document to metric families (on any thread) -------------------------------------
@@ -433,11 +353,4 @@ def _list(value: object) -> Iterable[Mapping[str, Any]]:
         value, list) else []
 
 
-__all__ = [
-    "BUCKETS_SECONDS",
-    "MetricsEndpoint",
-    "SnapshotCollector",
-    "histogram_section",
-    "latency_bucket_counts",
-    "render",
-]
+__all__ = ["MetricsEndpoint", "SnapshotCollector", "render"]

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from ai_analytics.core.state import SCHEMA_VERSION
 from ai_analytics.core.times import iso_utc
 from ai_analytics.core.version import package_version
-from ai_analytics.daemon.http.metrics import histogram_section
 from ai_analytics.daemon.ingest.segment_dir import Space, lane_bytes, lanes_that_fit
 from ai_analytics.daemon.snapshot.models import model_summary
+from ai_analytics.daemon.stats.edge_counts import histogram_section
 
 if TYPE_CHECKING:
     from ai_analytics.daemon.service import Daemon
