@@ -8,30 +8,27 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from ai_analytics.core.state import SCHEMA_VERSION
 from ai_analytics.core.times import iso_utc
 from ai_analytics.core.version import package_version
 from ai_analytics.daemon.ingest.segment_dir import Space, lane_bytes, lanes_that_fit
 from ai_analytics.daemon.snapshot.models import model_summary
+from ai_analytics.daemon.snapshot.sources import SnapshotSources
 from ai_analytics.daemon.stats.edge_counts import histogram_section
 
-if TYPE_CHECKING:
-    from ai_analytics.daemon.service import Daemon
 
-
-def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
+def build_document(sources: SnapshotSources, running: bool) -> dict[str, object]:
     now_unix = time.time()
-    now = int(daemon.clock())
-    uptime = max(1, now - int(daemon.started) + 1)
-    cfg = daemon.config
-    lanes = list(daemon.lanes)
-    resources = daemon.resources.snapshot()
-    operations = daemon.stats.operations()
-    restore = daemon.lanes.saved_state()
-    restore["cardinality_overflow"] = dict(daemon.stats.registry.overflow)
-    drainer = daemon.drainer
+    now = int(sources.clock())
+    uptime = max(1, now - int(sources.started) + 1)
+    cfg = sources.config
+    lanes = list(sources.lanes)
+    resources = sources.resources.snapshot()
+    operations = sources.stats.operations()
+    restore = sources.lanes.saved_state()
+    restore["cardinality_overflow"] = dict(sources.stats.registry.overflow)
+    drainer = sources.drainer
     return {
         "schema_version": SCHEMA_VERSION,
         "written_at": iso_utc(now_unix),
@@ -39,8 +36,8 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
         "namespace": cfg.namespace,
         "daemon": {
             "pid": os.getpid(), "version": package_version(), "running": running,
-            "started_unix": daemon.started_unix,
-            "uptime_seconds": round(daemon.clock() - daemon.started, 3),
+            "started_unix": sources.started_unix,
+            "uptime_seconds": round(sources.clock() - sources.started, 3),
             "on_full": cfg.on_full, "max_queue_size": cfg.max_queue_size,
             "names_per_lane": cfg.names_per_lane,
             "batch_size": cfg.batch_size, "batch_timeout_seconds": cfg.batch_timeout_seconds,
@@ -48,44 +45,44 @@ def build_document(daemon: Daemon, running: bool) -> dict[str, object]:
             "insight_window": cfg.insight_window,
             **resources["daemon"],
         },
-        "events": daemon.lanes.totals().as_dict(),
+        "events": sources.lanes.totals().as_dict(),
         "events_by_uid": {str(uid): outcome.as_dict()
-                          for uid, outcome in daemon.lanes.totals_by_uid().items()},
+                          for uid, outcome in sources.lanes.totals_by_uid().items()},
         "lanes": [lane.status() for lane in lanes],
         "lanes_summary": {
             **{s: sum(1 for lane in lanes if lane.state == s) for s in ("live", "retired", "dead")},
             "without_ring": sum(1 for lane in lanes
                                 if lane.state == "live" and not lane.ident.has_ring),
-            "reclaimed": daemon.lanes.folded_count, "waiting": daemon.lanes.waiting,
-            "rejected_segments": len(daemon.lanes.rejected),
-            "outdated": len(daemon.lanes.outdated),
+            "reclaimed": sources.lanes.folded_count, "waiting": sources.lanes.waiting,
+            "rejected_segments": len(sources.lanes.rejected),
+            "outdated": len(sources.lanes.outdated),
         },
         "segment_dir": _segment_dir(cfg.segment_dir, cfg.max_queue_size, cfg.names_per_lane,
-                                    daemon.lanes.peak),
+                                    sources.lanes.peak),
         "operations": operations,
         "models": model_summary(
-            operations, lanes, daemon.stats.registry, daemon.resources.rss_by_pid(),
-            daemon.resources.gpu_memory_by_pid(),
+            operations, lanes, sources.stats.registry, sources.resources.rss_by_pid(),
+            sources.resources.gpu_memory_by_pid(),
         ),
-        "caches": daemon.caches.snapshot(now, uptime),
-        "cardinality": daemon.stats.cardinality(),
+        "caches": sources.caches.snapshot(now, uptime),
+        "cardinality": sources.stats.cardinality(),
         "event_path": {
             "max_fill": max((lane.status()["fill"] for lane in lanes), default=0.0),
             "drain_lag_seconds": _drain_lag(lanes),
-            "rates_per_s": daemon.outcome_rates.rates(now, uptime),
+            "rates_per_s": sources.outcome_rates.rates(now, uptime),
             "records_per_batch": round(drainer.records / drainer.batches, 1)
             if drainer.batches else None,
         },
         "drain": {
             "batches": drainer.batches, "records": drainer.records,
             "last_batch": drainer.last_batch,
-            "series_overflow_events": daemon.stats.registry.overflow["series"],
-            "state_writes_failed": daemon.sinks.failures["state"],
-            "history_writes_failed": daemon.sinks.failures["history"],
+            "series_overflow_events": sources.stats.registry.overflow["series"],
+            "state_writes_failed": sources.sinks.failures["state"],
+            "history_writes_failed": sources.sinks.failures["history"],
         },
-        "sinks": daemon.sinks.states(),
+        "sinks": sources.sinks.states(),
         "resources": resources,
-        "histograms": histogram_section(daemon.stats),
+        "histograms": histogram_section(sources.stats),
         "restore": restore,
     }
 
