@@ -4,8 +4,9 @@ when no daemon runs, the namespace's shared memory read directly.
 Kept apart from the CLI so every part can be called and tested without a terminal:
 ``status_output`` returns what the command prints and its exit status; the ``render_*``
 functions turn a snapshot document (docs/snapshot.md) into text. Rendering never trusts the
-document's shape: a missing key or a value of the wrong type shows as "-", so a snapshot from
-an older or newer daemon still renders.
+document's shape: it reads through the tolerant readers of ``ai_analytics.core.document``, and
+a missing key or a value of the wrong type shows as "-", so a snapshot from an older or newer
+daemon still renders.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import json
 import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 from ai_analytics.cli import tables as fmt
 from ai_analytics.cli.shm_view import LaneView, ShmView, read_namespace
 from ai_analytics.cli.tables import DEFAULT_WIDTH, Column, table
 from ai_analytics.client._segments import parse_lane_name
 from ai_analytics.core.config import Config
+from ai_analytics.core.document import SnapshotDocument, lookup, mapping, sequence
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.exits import CliExit
 from ai_analytics.core.namespace_lock import daemon_running
@@ -38,11 +41,11 @@ INDENT = "  "
 
 # -- reading ---------------------------------------------------------------------------------
 
-def exit_code(running: bool, document: Mapping[str, object] | None) -> int:
+def exit_code(running: bool, document: SnapshotDocument | None) -> int:
     """3 when no daemon runs; else 1 when any finding is a warning or critical; else 0."""
     if not running:
         return CliExit.NOT_RUNNING
-    if any(_dict(f).get("severity") in ALERTING for f in _list(_get(document, "findings"))):
+    if any(mapping(f).get("severity") in ALERTING for f in sequence(lookup(document, "findings"))):
         return CliExit.FINDINGS
     return CliExit.OK
 
@@ -67,7 +70,8 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
     except StateError as exc:
         document, problem = None, str(exc)
     if document is not None:
-        daemon = document.setdefault("daemon", {})
+        # As a plain dict: a damaged file may lack "daemon", or hold something else there.
+        daemon = cast(dict[str, object], document).setdefault("daemon", {})
         if isinstance(daemon, dict):
             daemon["running"] = running
     no_state = (f"ai-analytics: no state in {config.state_dir}: ai-analyticsd has not run with "
@@ -95,34 +99,18 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
     return StatusOutput(text, "", CliExit.NOT_RUNNING)
 
 
-# -- the document's shape, tolerated ---------------------------------------------------------
-
-def _get(document: object, *keys: str) -> object:
-    for key in keys:
-        if not isinstance(document, Mapping):
-            return None
-        document = document.get(key)
-    return document
-
-
-def _dict(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> Sequence[object]:
-    return value if isinstance(value, list) else []
-
+# -- the document's values, tolerated --------------------------------------------------------
 
 def _text(value: object) -> str:
     return fmt.MISSING if value is None or value == "" else str(value)
 
 
-def default_window(document: Mapping[str, object]) -> str:
+def default_window(document: SnapshotDocument) -> str:
     """The daemon's insight window where the document states it (``daemon.insight_window``,
     else the window of its findings), else 1m."""
-    candidates = [_get(document, "daemon", "insight_window"),
-                  _get(document, "daemon", "settings", "insight_window"),
-                  *(_dict(f).get("window") for f in _list(document.get("findings")))]
+    candidates = [lookup(document, "daemon", "insight_window"),
+                  lookup(document, "daemon", "settings", "insight_window"),
+                  *(mapping(f).get("window") for f in sequence(document.get("findings")))]
     return next((str(c) for c in candidates if c in WINDOWS), DEFAULT_WINDOW)
 
 
@@ -164,7 +152,7 @@ def _joined(parts: Sequence[str], width: int, sep: str = " · ") -> list[str]:
 
 # -- the view of a running daemon ------------------------------------------------------------
 
-def render_text(document: Mapping[str, object], window: str | None = None,
+def render_text(document: SnapshotDocument, window: str | None = None,
                 width: int = DEFAULT_WIDTH, now: float | None = None) -> str:
     """The whole operator view of one snapshot document, section after section."""
     now = time.time() if now is None else now
@@ -181,11 +169,11 @@ def render_text(document: Mapping[str, object], window: str | None = None,
     ])
 
 
-def render_header(document: Mapping[str, object], width: int = DEFAULT_WIDTH,
+def render_header(document: SnapshotDocument, width: int = DEFAULT_WIDTH,
                   now: float | None = None) -> str:
     """One line (two if narrow): running or not, namespace, pid, uptime, snapshot age."""
     now = time.time() if now is None else now
-    daemon = _dict(document.get("daemon"))
+    daemon = mapping(document.get("daemon"))
     written = document.get("written_unix")
     age = max(0.0, now - written) if isinstance(written, (int, float)) else None
     running = daemon.get("running") is True
@@ -210,19 +198,18 @@ def render_header(document: Mapping[str, object], width: int = DEFAULT_WIDTH,
     return "\n".join(_joined(parts, width))
 
 
-def render_operations(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+def render_operations(document: SnapshotDocument, window: str = DEFAULT_WINDOW,
                       width: int = DEFAULT_WIDTH) -> str:
     """Per (operation, model) series in ``window``: count, ops/s, err%, p50/p95/p99, quality."""
-    operations = [_dict(row) for row in _list(document.get("operations"))]
+    operations = [mapping(row) for row in sequence(document.get("operations"))]
     title = f"OPERATIONS ({_window_title(window)})"
-    active = [(row, _dict(_get(row, "windows", window))) for row in operations]
-    active = [(row, stats) for row, stats in active
-              if isinstance(stats.get("count"), int) and stats["count"] > 0]
+    active = [(row, mapping(lookup(row, "windows", window))) for row in operations]
+    active = [(row, stats) for row, stats in active if _count(stats) > 0]
     if not active:
         what = "no operations yet" if not operations else \
             f"no events in the {_window_title(window)} ({len(operations):,} series known)"
         return _section(title, [_note(what)])
-    active.sort(key=lambda item: (-int(item[1]["count"]), str(item[0].get("operation")),
+    active.sort(key=lambda item: (-_count(item[1]), str(item[0].get("operation")),
                                   str(item[0].get("model"))))
     columns = [Column("operation", shrink=10, max=NAME_MAX),
                Column("model", shrink=8, max=NAME_MAX), Column("count", right=True),
@@ -231,13 +218,13 @@ def render_operations(document: Mapping[str, object], window: str = DEFAULT_WIND
                Column("quality", right=True)]
     rows = []
     for row, stats in active[:MAX_ROWS]:
-        latency = _dict(stats.get("latency_ms"))
+        latency = mapping(stats.get("latency_ms"))
         rows.append([
             _text(row.get("operation")), _text(row.get("model")), fmt.count(stats.get("count")),
             fmt.rate(stats.get("throughput_per_s")), fmt.percent(stats.get("error_rate")),
             fmt.milliseconds(latency.get("p50")), fmt.milliseconds(latency.get("p95")),
             fmt.milliseconds(latency.get("p99")),
-            fmt.fixed(_get(stats, "quality", "mean")),
+            fmt.fixed(lookup(stats, "quality", "mean")),
         ])
     idle = len(operations) - len(active)
     lines = table(columns, rows, width) + _more(min(len(active), MAX_ROWS), len(active), "series")
@@ -246,10 +233,10 @@ def render_operations(document: Mapping[str, object], window: str = DEFAULT_WIND
     return _section(title, lines)
 
 
-def render_models(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+def render_models(document: SnapshotDocument, window: str = DEFAULT_WINDOW,
                   width: int = DEFAULT_WIDTH) -> str:
     """Per model in ``window``: count, err%, mean inference time; its workers' RSS and GPU."""
-    models = [_dict(row) for row in _list(document.get("models"))]
+    models = [mapping(row) for row in sequence(document.get("models"))]
     title = f"MODELS ({_window_title(window)})"
     if not models:
         return _section(title, [_note("no models")])
@@ -260,11 +247,11 @@ def render_models(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
     rows = []
     hidden = 0
     for row in models[:MAX_ROWS]:
-        stats = _dict(_get(row, "windows", window))
+        stats = mapping(lookup(row, "windows", window))
         not_visible = row.get("processes_not_visible")
         not_visible = not_visible if isinstance(not_visible, int) else 0
         hidden += not_visible
-        workers = fmt.count(len(_list(row.get("processes"))))
+        workers = fmt.count(len(sequence(row.get("processes"))))
         rows.append([
             _text(row.get("model")), fmt.count(stats.get("count")),
             fmt.percent(stats.get("error_rate")), fmt.milliseconds(stats.get("inference_ms_mean")),
@@ -278,6 +265,18 @@ def render_models(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
                     + _more(len(rows), len(models), "models"))
 
 
+def _count(stats: Mapping[str, object]) -> int:
+    """A window's event count; 0 where it is missing or not an integer."""
+    count = stats.get("count")
+    return count if isinstance(count, int) else 0
+
+
+def _fill(lane: Mapping[str, object]) -> float:
+    """A lane's fill; 0 where it is missing or not a float."""
+    fill = lane.get("fill")
+    return fill if isinstance(fill, float) else 0.0
+
+
 def _stale(section: Mapping[str, object], age_key: str = "age_seconds",
            stale_key: str = "stale") -> str:
     if section.get(stale_key) is True:
@@ -285,21 +284,21 @@ def _stale(section: Mapping[str, object], age_key: str = "age_seconds",
     return ""
 
 
-def render_resources(document: Mapping[str, object], width: int = DEFAULT_WIDTH) -> str:
+def render_resources(document: SnapshotDocument, width: int = DEFAULT_WIDTH) -> str:
     """System CPU and memory, the daemon's own use, workers, and each GPU (or why none)."""
-    resources = _dict(document.get("resources"))
+    resources = mapping(document.get("resources"))
     title = "RESOURCES"
     if not resources:
         return _section(title, [_note("no resource samples in this snapshot")])
-    system = _dict(resources.get("system"))
+    system = mapping(resources.get("system"))
     total = system.get("memory_total_bytes")
     used = system.get("memory_used_bytes")
     gigabytes = ""
     if isinstance(total, (int, float)) and isinstance(used, (int, float)):
         gigabytes = f" ({used / 1e9:.1f} of {total / 1e9:.1f} GB used)"
-    daemon = _dict(resources.get("daemon"))
-    processes = [_dict(p) for p in _list(resources.get("processes"))]
-    rss = [p.get("rss_bytes") for p in processes if isinstance(p.get("rss_bytes"), int)]
+    daemon = mapping(resources.get("daemon"))
+    processes = [mapping(p) for p in sequence(resources.get("processes"))]
+    rss = [size for p in processes if isinstance(size := p.get("rss_bytes"), int)]
     plural = "" if len(processes) == 1 else "es"
     lines = [
         _note(f"system: CPU {fmt.percent_value(system.get('cpu_percent'))} · memory "
@@ -310,8 +309,8 @@ def render_resources(document: Mapping[str, object], width: int = DEFAULT_WIDTH)
               + (f" · RSS {fmt.mebibytes(sum(rss))} MB in all" if rss else "")
               + _stale(resources, "processes_age_seconds", "processes_stale")),
     ]
-    gpu = _dict(resources.get("gpu"))
-    devices = [_dict(d) for d in _list(gpu.get("devices"))]
+    gpu = mapping(resources.get("gpu"))
+    devices = [mapping(d) for d in sequence(gpu.get("devices"))]
     if gpu.get("available") is True and devices:
         if gpu.get("stale") is True:
             lines.append(_note(f"GPU samples STALE: {fmt.seconds(gpu.get('age_seconds'))} old"))
@@ -347,21 +346,21 @@ def _outcomes(events: Mapping[str, object]) -> list[str]:
     return [f"events: {parts[0]}", *parts[1:]]
 
 
-def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+def render_event_path(document: SnapshotDocument, window: str = DEFAULT_WINDOW,
                       width: int = DEFAULT_WIDTH) -> str:
     """Events by outcome, outcome rates, lane counts, max fill, drain lag, and the lanes."""
-    events = _dict(document.get("events"))
-    path = _dict(document.get("event_path"))
-    summary = _dict(document.get("lanes_summary"))
+    events = mapping(document.get("events"))
+    path = mapping(document.get("event_path"))
+    summary = mapping(document.get("lanes_summary"))
     prefix = f"{document.get('namespace')}.lane."
     inner = width - len(INDENT)
     lines = [_note(text) for text in _joined(_outcomes(events), inner)]
-    rates = _dict(path.get("rates_per_s"))
+    rates = mapping(path.get("rates_per_s"))
     if window != "since_start" and rates:
         lines += [_note(text) for text in _joined(
             [f"rates ({_window_title(window)}): received "
-             f"{fmt.rate(_get(rates, 'received', window))}/s"]
-            + [f"{key} {fmt.rate(_get(rates, key, window))}/s"
+             f"{fmt.rate(lookup(rates, 'received', window))}/s"]
+            + [f"{key} {fmt.rate(lookup(rates, key, window))}/s"
                for key in ("dropped", "overwritten", "invalid")], inner)]
     per_batch = path.get("records_per_batch")
     lines += [_note(text) for text in _joined([
@@ -376,27 +375,26 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
         f"drain lag {fmt.seconds(path.get('drain_lag_seconds'))}",
         f"{fmt.rate(per_batch)} records/batch",
     ], inner)]
-    sinks = _dict(document.get("sinks"))
+    sinks = mapping(document.get("sinks"))
     if sinks:
         lines += [_note(text) for text in _joined([
-            f"sink {name}: {_text(_dict(state).get('state'))}"
-            + (f" ({fmt.count(_dict(state).get('skipped'))} writes skipped)"
-               if _dict(state).get("skipped") else "")
+            f"sink {name}: {_text(mapping(state).get('state'))}"
+            + (f" ({fmt.count(mapping(state).get('skipped'))} writes skipped)"
+               if mapping(state).get("skipped") else "")
             for name, state in sorted(sinks.items())], inner)]
-    by_uid = _dict(document.get("events_by_uid"))
+    by_uid = mapping(document.get("events_by_uid"))
     if len(by_uid) > 1:  # whose events are whose, where several users write lanes
         lines += [_note(text) for text in _joined(
             ["events by lane owner:"] + [
-                f"uid {_text(uid)} {fmt.count(_sum_counts(_dict(events)))}"
-                + (f" ({fmt.count(_dict(events).get('no_lane'))} no lane)"
-                   if _dict(events).get("no_lane") else "")
+                f"uid {_text(uid)} {fmt.count(_sum_counts(mapping(events)))}"
+                + (f" ({fmt.count(mapping(events).get('no_lane'))} no lane)"
+                   if mapping(events).get("no_lane") else "")
                 for uid, events in by_uid.items()], inner)]
-    lanes = [_dict(lane) for lane in _list(document.get("lanes"))]
+    lanes = [mapping(lane) for lane in sequence(document.get("lanes"))]
     if not lanes:
         lines.append(_note("no lanes attached"))
         return _section("EVENT PATH", lines)
-    lanes.sort(key=lambda lane: -(lane.get("fill") if isinstance(lane.get("fill"), float)
-                                  else 0.0))
+    lanes.sort(key=lambda lane: -_fill(lane))
     columns = [Column("lane", shrink=10), Column("pid", right=True),
                Column("state"), Column("on_full"),
                Column("fill", right=True), Column("pending", right=True),
@@ -421,10 +419,10 @@ def render_event_path(document: Mapping[str, object], window: str = DEFAULT_WIND
     return _section("EVENT PATH", lines)
 
 
-def render_caches(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
+def render_caches(document: SnapshotDocument, window: str = DEFAULT_WINDOW,
                   width: int = DEFAULT_WIDTH) -> str:
     """Per cache: size, reporting lanes, evictions in all and per second in ``window``."""
-    caches = [_dict(c) for c in _list(document.get("caches"))]
+    caches = [mapping(c) for c in sequence(document.get("caches"))]
     if not caches:
         return _section("CACHES", [_note("no caches reported")])
     rate_window = window if window != "since_start" else "5m"
@@ -432,7 +430,8 @@ def render_caches(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
                Column("lanes", right=True), Column("evictions", right=True),
                Column(f"evictions/s ({rate_window})", right=True)]
     rows = [[_text(c.get("name")), fmt.count(c.get("size")), fmt.count(c.get("reporting_lanes")),
-             fmt.count(c.get("evictions_total")), fmt.rate(_get(c, "evictions_per_s", rate_window))]
+             fmt.count(c.get("evictions_total")),
+             fmt.rate(lookup(c, "evictions_per_s", rate_window))]
             for c in caches[:MAX_ROWS]]
     return _section("CACHES", table(columns, rows, width) + _more(len(rows), len(caches),
                                                                     "caches"))
@@ -440,7 +439,7 @@ def render_caches(document: Mapping[str, object], window: str = DEFAULT_WINDOW,
 
 def _subject(value: object, namespace: object = None) -> str:
     """"model llama-3-8b", "lane 2908.0" (a lane's name without its namespace prefix)."""
-    subject = _dict(value)
+    subject = mapping(value)
     if not subject:
         return _text(value) if not isinstance(value, Mapping) else fmt.MISSING
     kind, name = subject.get("type"), subject.get("name")
@@ -449,13 +448,13 @@ def _subject(value: object, namespace: object = None) -> str:
     return " ".join(_text(part) for part in (kind, name) if part is not None)
 
 
-def render_findings(document: Mapping[str, object], width: int = DEFAULT_WIDTH,
+def render_findings(document: SnapshotDocument, width: int = DEFAULT_WIDTH,
                     now: float | None = None) -> str:
     """The daemon's findings, most severe first: severity, kind, subject, since, message."""
     now = time.time() if now is None else now
     if "findings" not in document:
         return _section("FINDINGS", [_note("no findings (this daemon does not report them)")])
-    findings = [_dict(f) for f in _list(document.get("findings"))]
+    findings = [mapping(f) for f in sequence(document.get("findings"))]
     if not findings:
         return _section("FINDINGS", [_note("no findings")])
     order = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -477,12 +476,12 @@ def render_findings(document: Mapping[str, object], width: int = DEFAULT_WIDTH,
                     table(columns, rows, width))
 
 
-def render_recommendations(document: Mapping[str, object], width: int = DEFAULT_WIDTH) -> str:
+def render_recommendations(document: SnapshotDocument, width: int = DEFAULT_WIDTH) -> str:
     """What to change: the message, and the config key with its suggested value."""
     if "recommendations" not in document:
         return _section("RECOMMENDATIONS",
                         [_note("no recommendations (this daemon does not make them)")])
-    items = [_dict(r) for r in _list(document.get("recommendations"))]
+    items = [mapping(r) for r in sequence(document.get("recommendations"))]
     if not items:
         return _section("RECOMMENDATIONS", [_note("no recommendations")])
     columns = [Column("category", shrink=8), Column("recommendation", wrap=30),
@@ -498,7 +497,7 @@ def render_recommendations(document: Mapping[str, object], width: int = DEFAULT_
 
 # -- the view of shared memory, without a daemon ---------------------------------------------
 
-def render_not_running(view: ShmView, document: Mapping[str, object] | None, state_dir: str,
+def render_not_running(view: ShmView, document: SnapshotDocument | None, state_dir: str,
                        problem: str | None = None, width: int = DEFAULT_WIDTH,
                        now: float | None = None) -> str:
     """The daemon is down: say so first, then what its lanes hold, then its last snapshot."""
@@ -517,12 +516,12 @@ def render_not_running(view: ShmView, document: Mapping[str, object] | None, sta
                                    break_on_hyphens=False))
     sections = [head, render_shm(view, width)]
     if document is not None:
-        events = _dict(document.get("events"))
+        events = mapping(document.get("events"))
         sections.append(_section("LAST SNAPSHOT", [
             *[_note(text) for text in _joined(_outcomes(events), width - len(INDENT))],
-            _note(f"{len(_list(document.get('operations'))):,} series, "
-                  f"{len(_list(document.get('lanes'))):,} lanes attached, "
-                  f"{len(_list(document.get('findings'))):,} findings "
+            _note(f"{len(sequence(document.get('operations'))):,} series, "
+                  f"{len(sequence(document.get('lanes'))):,} lanes attached, "
+                  f"{len(sequence(document.get('findings'))):,} findings "
                   "(ai-analytics status --json prints it)"),
         ]))
     return "\n\n".join(sections)

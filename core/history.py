@@ -98,6 +98,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ai_analytics.core.config import Config
+from ai_analytics.core.document import WindowStats
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.outcomes import OUTCOMES
 from ai_analytics.core.times import iso_utc
@@ -225,7 +226,7 @@ def history_path(state_dir: str) -> str:
     return os.path.join(state_dir, HISTORY_FILE)
 
 
-def flatten(stats: Mapping[str, Any]) -> list[object]:
+def flatten(stats: WindowStats) -> list[object]:
     """The values of COLUMNS, in order, from one series' window stats (a None branch gives
     None leaves). A missing key or a value of the wrong type is a bug in the caller: ValueError
     naming the path."""
@@ -347,7 +348,7 @@ class HistoryStore:
             raise
         conn.execute("COMMIT")
 
-    def append(self, snapshot_unix: float, interval_seconds: float, events: Mapping[str, int],
+    def append(self, snapshot_unix: float, interval_seconds: float, events: Mapping[str, object],
                series: Sequence[Mapping[str, Any]]) -> None:
         """Store one snapshot and its series in one transaction.
 

@@ -12,8 +12,10 @@ import glob
 import json
 import os
 import tempfile
+from typing import cast
 
 from ai_analytics.core.config import Config
+from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.namespace_lock import daemon_running
 
@@ -27,7 +29,7 @@ def state_path(state_dir: str) -> str:
     return os.path.join(state_dir, STATE_FILE)
 
 
-def write_state(state_dir: str, document: dict[str, object]) -> None:
+def write_state(state_dir: str, document: SnapshotDocument) -> None:
     """Write ``document`` so that a reader sees the old file or the new one, never a mix."""
     try:
         os.makedirs(state_dir, exist_ok=True)
@@ -60,8 +62,12 @@ def remove_unfinished_writes(state_dir: str) -> int:
     return removed
 
 
-def read_state(state_dir: str) -> dict[str, object] | None:
-    """The last state document, None if there is none; StateError if it is unreadable."""
+def read_state(state_dir: str) -> SnapshotDocument | None:
+    """The last state document, None if there is none; StateError if it is unreadable.
+
+    Only its schema version is checked: the rest may be damaged or written by another
+    release, which is why readers that must not fail read it through the tolerant readers of
+    ``ai_analytics.core.document``."""
     path = state_path(state_dir)
     try:
         with open(path, encoding="utf-8") as f:
@@ -74,13 +80,13 @@ def read_state(state_dir: str) -> dict[str, object] | None:
     if not isinstance(document, dict) or document.get("schema_version") != SCHEMA_VERSION:
         raise StateError(f"{path} is not a version {SCHEMA_VERSION} state file; move it aside "
                          "to start counting from zero")
-    return document
+    return cast(SnapshotDocument, document)
 
 
 @dataclasses.dataclass
 class StatusReport:
     running: bool
-    document: dict[str, object] | None
+    document: SnapshotDocument | None
 
 
 def load_status(config: Config) -> StatusReport:
@@ -88,13 +94,14 @@ def load_status(config: Config) -> StatusReport:
     document = read_state(config.state_dir)
     running = daemon_running(config.namespace, config.segment_dir)
     if document is not None:
-        daemon = document.setdefault("daemon", {})
+        # As a plain dict: a damaged file may lack "daemon".
+        daemon = cast(dict[str, object], document).setdefault("daemon", {})
         assert isinstance(daemon, dict)
         daemon["running"] = running
     return StatusReport(running, document)
 
 
-def get_performance_snapshot(config: Config | None = None) -> dict[str, object] | None:
+def get_performance_snapshot(config: Config | None = None) -> SnapshotDocument | None:
     """The latest snapshot of the daemon that ``config`` describes (defaults: the built-in
     config and $AI_ANALYTICS_NAMESPACE), or None if it has never written one. Inside the
     daemon's own process, ``Daemon.get_performance_snapshot()`` computes it afresh."""

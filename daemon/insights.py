@@ -58,7 +58,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ai_analytics.client._layout import MAX_CAPACITY
-from ai_analytics.core.config import Config, setting_range
+from ai_analytics.core.config import Config, InsightWindow, setting_range
+from ai_analytics.core.document import (
+    CardinalitySection,
+    Finding,
+    GpuDevice,
+    InsightsResult,
+    OperationEntry,
+    Recommendation,
+    Severity,
+    SnapshotDocument,
+    Subject,
+)
 from ai_analytics.daemon.ingest.segment_dir import Space, mib, needed_bytes, sizing_advice
 
 # Fewer events than this in the window are too few to judge a model or a series by.
@@ -77,19 +88,15 @@ QUIET_EVALUATIONS = 2
 MAX_BATCH_SIZE = int(setting_range("batch_size")[1])
 MIN_BATCH_TIMEOUT_SECONDS = setting_range("batch_timeout_seconds")[0]
 
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-_WINDOW_WORDS = {"10s": "10 seconds", "1m": "minute", "5m": "5 minutes"}
+SEVERITY_ORDER: dict[Severity, int] = {"critical": 0, "warning": 1, "info": 2}
+_WINDOW_WORDS: dict[InsightWindow, str] = {"10s": "10 seconds", "1m": "minute",
+                                           "5m": "5 minutes"}
 _SINK_WORDS = {
     "state": ("the state file (state.json)",
               "status and a restarted daemon see the counts of the last good write"),
     "history": ("the history database (history.sqlite3)",
                 "the history rows of those snapshots are missing"),
 }
-
-Document = dict[str, Any]
-Finding = dict[str, Any]
-Recommendation = dict[str, Any]
-
 
 @dataclasses.dataclass(frozen=True)
 class Check:
@@ -125,13 +132,13 @@ class Reading:
     # Rules on counters: did the counter grow since the previous evaluation?
     grew: bool | None = None
     critical_past_double: bool = False
-    severity: str = "warning"
+    severity: Severity = "warning"
 
     @property
     def id(self) -> str:
         return f"{self.kind}:{self.subject_type}:{self.subject_name}"
 
-    def finding(self, window: str, started_unix: float) -> Finding:
+    def finding(self, window: InsightWindow, started_unix: float) -> Finding:
         severity = self.severity
         threshold = self.tests[0].threshold if self.tests else 0
         if self.critical_past_double and self.tests:
@@ -159,14 +166,14 @@ class Insights:
         """New thresholds; the open findings and their memory stay."""
         self.config = config
 
-    def evaluate(self, document: Document, now_unix: float) -> dict[str, list[dict[str, Any]]]:
+    def evaluate(self, document: SnapshotDocument, now_unix: float) -> InsightsResult:
         """The findings and recommendations for this snapshot document (JSON-ready)."""
         cfg = self.config
         window = cfg.insight_window
         readings = [reading for rule in RULES for reading in rule(document, cfg, window)]
         readings.extend(self._counter_readings(document))
         started: dict[str, float] = {}
-        findings = []
+        findings: list[Finding] = []
         for reading in readings:
             if self._is_open(reading):
                 started[reading.id] = self._started.get(reading.id, now_unix)
@@ -191,11 +198,12 @@ class Insights:
             return all(test.holds(self.config.insight_hysteresis) for test in reading.tests)
         return all(test.crossed() for test in reading.tests)
 
-    def _counter_readings(self, document: Document) -> list[Reading]:
+    def _counter_readings(self, document: SnapshotDocument) -> list[Reading]:
         """sink_failing and cardinality_cap: counters compared with the previous document."""
         drain, cardinality = document["drain"], document["cardinality"]
-        counters = {("sink_failing", "sink", sink): int(drain[f"{sink}_writes_failed"])
-                    for sink in _SINK_WORDS}
+        failed = {"state": drain["state_writes_failed"],
+                  "history": drain["history_writes_failed"]}
+        counters = {("sink_failing", "sink", sink): int(failed[sink]) for sink in _SINK_WORDS}
         for name, total in cardinality["overflow_events"].items():
             counters["cardinality_cap", "cardinality", name] = int(total)
         previous, self._counters = self._counters, counters
@@ -205,15 +213,15 @@ class Insights:
         for key, total in counters.items():
             kind, subject_type, name = key
             grown = max(0, total - previous.get(key, total))
-            evidence = {"since_previous": grown, "total": total}
+            evidence: dict[str, Any] = {"since_previous": grown, "total": total}
             if kind == "sink_failing":
                 what, consequence = _SINK_WORDS[name]
                 message = (f"Writing {what} has failed {total} times since the daemon started, "
                            f"{grown} of them since the previous snapshot; draining goes on, but "
                            f"{consequence}.")
             else:
-                cap = int(cardinality[f"max_{name}"])
-                evidence.update({"distinct": cardinality.get(name), f"max_{name}": cap})
+                cap = _cap(cardinality, name)
+                evidence.update({"distinct": _distinct(cardinality, name), f"max_{name}": cap})
                 message = (f"{grown} events since the previous snapshot ({total} in all) were "
                            f"counted under 'other' because the cap of {cap} distinct {name} "
                            f"(max_{name}) is reached.")
@@ -223,10 +231,11 @@ class Insights:
 
 
 # -- the rules on numbers ------------------------------------------------------------------
-Rule = Callable[[Document, Config, str], Iterator[Reading]]
+Rule = Callable[[SnapshotDocument, Config, InsightWindow], Iterator[Reading]]
 
 
-def queue_congestion(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def queue_congestion(document: SnapshotDocument, cfg: Config,
+                     window: InsightWindow) -> Iterator[Reading]:
     threshold = cfg.insight_queue_fill
     for lane in document["lanes"]:
         fill, capacity = float(lane["fill"]), int(lane["capacity"])
@@ -240,9 +249,9 @@ def queue_congestion(document: Document, cfg: Config, window: str) -> Iterator[R
         )
 
 
-def event_loss(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
-    rates = {name: float(per_window[window])
-             for name, per_window in document["event_path"]["rates_per_s"].items()}
+def event_loss(document: SnapshotDocument, cfg: Config,
+               window: InsightWindow) -> Iterator[Reading]:
+    rates = _rates(document, window)
     total = sum(rates[name] for name in ("received", "dropped", "overwritten", "invalid"))
     if total <= 0:
         return
@@ -262,11 +271,12 @@ def event_loss(document: Document, cfg: Config, window: str) -> Iterator[Reading
     )
 
 
-def model_errors(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def model_errors(document: SnapshotDocument, cfg: Config,
+                 window: InsightWindow) -> Iterator[Reading]:
     threshold = cfg.insight_model_error_rate
     for model in document["models"]:
         stats = model["windows"][window]
-        if stats["count"] < MIN_EVENTS:
+        if stats["count"] < MIN_EVENTS or stats["error_rate"] is None:  # None: no events
             continue
         rate = float(stats["error_rate"])
         yield Reading(
@@ -279,11 +289,12 @@ def model_errors(document: Document, cfg: Config, window: str) -> Iterator[Readi
         )
 
 
-def slow_model(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def slow_model(document: SnapshotDocument, cfg: Config,
+               window: InsightWindow) -> Iterator[Reading]:
     threshold = cfg.insight_slow_model_ms
     for model in document["models"]:
         stats = model["windows"][window]
-        if stats["count"] < MIN_EVENTS:
+        if stats["count"] < MIN_EVENTS or stats["inference_ms_mean"] is None:  # None: no events
             continue
         mean = float(stats["inference_ms_mean"])
         yield Reading(
@@ -296,12 +307,13 @@ def slow_model(document: Document, cfg: Config, window: str) -> Iterator[Reading
         )
 
 
-def poor_cache(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def poor_cache(document: SnapshotDocument, cfg: Config,
+               window: InsightWindow) -> Iterator[Reading]:
     """A series whose cache lookups mostly miss (below recommend_cache_hit_rate)."""
     threshold = cfg.recommend_cache_hit_rate
     for row in document["operations"]:
         cache = row["windows"][window]["cache"]
-        if cache["lookups"] < MIN_LOOKUPS:
+        if cache["lookups"] < MIN_LOOKUPS or cache["hit_rate"] is None:  # None: no lookups
             continue
         rate = float(cache["hit_rate"])
         name = _series_name(row)
@@ -315,7 +327,8 @@ def poor_cache(document: Document, cfg: Config, window: str) -> Iterator[Reading
         )
 
 
-def drain_lag(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def drain_lag(document: SnapshotDocument, cfg: Config,
+              window: InsightWindow) -> Iterator[Reading]:
     threshold = cfg.insight_drain_lag_seconds
     path = document["event_path"]
     lag = float(path["drain_lag_seconds"])
@@ -330,7 +343,8 @@ def drain_lag(document: Document, cfg: Config, window: str) -> Iterator[Reading]
     )
 
 
-def producer_died(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def producer_died(document: SnapshotDocument, cfg: Config,
+                  window: InsightWindow) -> Iterator[Reading]:
     for lane in document["lanes"]:
         if lane["state"] != "dead":
             continue
@@ -344,12 +358,14 @@ def producer_died(document: Document, cfg: Config, window: str) -> Iterator[Read
         )
 
 
-def gpu_saturated(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def gpu_saturated(document: SnapshotDocument, cfg: Config,
+                  window: InsightWindow) -> Iterator[Reading]:
     rise, rising = _latency_rise(document["operations"])
     threshold = cfg.insight_gpu_saturated_percent
     for device, utilization in _gpus(document):
-        evidence = {"utilization_percent": utilization, "device": device.get("name"),
-                    "latency_rise": round(rise, 3), **rising}
+        evidence: dict[str, Any] = {"utilization_percent": utilization,
+                                    "device": device.get("name"),
+                                    "latency_rise": round(rise, 3), **rising}
         latency = (f"the p99 latency of {rising['series']} rose to {rising['p99_10s_ms']:g} ms "
                    f"over the last 10 seconds from {rising['p99_5m_ms']:g} ms over 5 minutes"
                    if rising["series"] else "no series has enough events to compare latencies")
@@ -361,13 +377,15 @@ def gpu_saturated(document: Document, cfg: Config, window: str) -> Iterator[Read
         )
 
 
-def gpu_idle(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def gpu_idle(document: SnapshotDocument, cfg: Config,
+             window: InsightWindow) -> Iterator[Reading]:
     max_fill = float(document["event_path"]["max_fill"])
     queue_ms, series = 0.0, None
     for row in document["operations"]:
         waits = row["windows"][window]["queue_ms"]
-        if waits["count"] >= MIN_EVENTS and waits["mean"] is not None and waits["mean"] > queue_ms:
-            queue_ms, series = float(waits["mean"]), _series_name(row)
+        mean = waits["mean"]
+        if waits["count"] >= MIN_EVENTS and mean is not None and mean > queue_ms:
+            queue_ms, series = float(mean), _series_name(row)
     # Requests queue when either sign is past its line: 1.0 is the line of the pair.
     pressure = max(max_fill / QUEUED_FILL, queue_ms / QUEUED_MS)
     threshold = cfg.insight_gpu_idle_percent
@@ -387,7 +405,8 @@ def gpu_idle(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
         )
 
 
-def segment_dir_full(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def segment_dir_full(document: SnapshotDocument, cfg: Config,
+                     window: InsightWindow) -> Iterator[Reading]:
     """Threads that could not get a lane: the segment directory has no room for one."""
     room = document["segment_dir"]
     waiting = int(document["lanes_summary"]["without_ring"])
@@ -395,12 +414,14 @@ def segment_dir_full(document: Document, cfg: Config, window: str) -> Iterator[R
     one_lane = int(room["lane_bytes"])
     # The room to ask for: every lane at once, as many as were ever attached together.
     wanted = max(int(room["peak_lanes"]), len(document["lanes"]))
-    evidence = {"path": room["path"], "size_bytes": room["size_bytes"],
-                "free_bytes": room["free_bytes"], "lane_bytes": one_lane,
-                "peak_lanes": wanted, "threads_without_lane": waiting,
-                "no_lane_per_s": per_s, "needed_bytes": needed_bytes(wanted, one_lane)}
-    size = "of unknown size" if room["size_bytes"] is None else (
-        f"{mib(room['size_bytes'])}, {mib(room['free_bytes'])} free now")
+    size_bytes, free_bytes = room["size_bytes"], room["free_bytes"]
+    evidence: dict[str, Any] = {
+        "path": room["path"], "size_bytes": size_bytes, "free_bytes": free_bytes,
+        "lane_bytes": one_lane, "peak_lanes": wanted, "threads_without_lane": waiting,
+        "no_lane_per_s": per_s, "needed_bytes": needed_bytes(wanted, one_lane)}
+    # Both come from one statvfs: known together or not at all.
+    size = "of unknown size" if size_bytes is None or free_bytes is None else (
+        f"{mib(size_bytes)}, {mib(free_bytes)} free now")
     yield Reading(
         "segment_dir_full", "directory", room["path"], evidence,
         f"Worker threads found no room for a lane in {room['path']} ({size}): up to {wanted} "
@@ -411,7 +432,8 @@ def segment_dir_full(document: Document, cfg: Config, window: str) -> Iterator[R
     )
 
 
-def outdated_workers(document: Document, cfg: Config, window: str) -> Iterator[Reading]:
+def outdated_workers(document: SnapshotDocument, cfg: Config,
+                     window: InsightWindow) -> Iterator[Reading]:
     """Lanes written by workers that run an earlier release: refused, their events unread."""
     outdated = int(document["lanes_summary"]["outdated"])
     namespace = document["namespace"]
@@ -429,17 +451,42 @@ RULES: tuple[Rule, ...] = (queue_congestion, event_loss, model_errors, slow_mode
                            outdated_workers)
 
 
-def _gpus(document: Document) -> Iterator[tuple[dict[str, Any], float]]:
+def _gpus(document: SnapshotDocument) -> Iterator[tuple[GpuDevice, float]]:
     """Devices that report a utilization, when the GPU section is available."""
     gpu = document["resources"]["gpu"]
     if gpu["available"] is not True:
         return
     for device in gpu["devices"]:
-        if device.get("utilization_percent") is not None:
-            yield device, float(device["utilization_percent"])
+        utilization = device.get("utilization_percent")
+        if utilization is not None:
+            yield device, float(utilization)
 
 
-def _latency_rise(operations: list[dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+def _rates(document: SnapshotDocument, window: InsightWindow) -> dict[str, float]:
+    """Events per second by outcome over ``window``."""
+    per_s = document["event_path"]["rates_per_s"]
+    return {"received": float(per_s["received"][window]),
+            "dropped": float(per_s["dropped"][window]),
+            "overwritten": float(per_s["overwritten"][window]),
+            "invalid": float(per_s["invalid"][window]),
+            "no_lane": float(per_s["no_lane"][window])}
+
+
+def _cap(cardinality: CardinalitySection, name: str) -> int:
+    """The cap on distinct ``name`` (operations, models or series)."""
+    caps = {"operations": cardinality["max_operations"], "models": cardinality["max_models"],
+            "series": cardinality["max_series"]}
+    return int(caps[name])
+
+
+def _distinct(cardinality: CardinalitySection, name: str) -> int | None:
+    """How many distinct ``name`` (operations, models or series) there are now."""
+    counts = {"operations": cardinality["operations"], "models": cardinality["models"],
+              "series": cardinality["series"]}
+    return counts.get(name)
+
+
+def _latency_rise(operations: list[OperationEntry]) -> tuple[float, dict[str, Any]]:
     """The largest p99(10 s) / p99(5 m) over series with MIN_EVENTS in 10 s, and its numbers."""
     best: float = 0.0
     numbers: dict[str, Any] = {"series": None, "p99_10s_ms": None, "p99_5m_ms": None}
@@ -456,30 +503,30 @@ def _latency_rise(operations: list[dict[str, Any]]) -> tuple[float, dict[str, An
 
 
 # -- recommendations -----------------------------------------------------------------------
-def recommendations(document: Document, cfg: Config,
+def recommendations(document: SnapshotDocument, cfg: Config,
                     findings: list[Finding]) -> list[Recommendation]:
     """One per finding that a change can help, then those from the statistics (performance,
     caching, reliability); in the order of the findings they cite, uncited ones last."""
     out = [_FROM_FINDING[f["kind"]](f, document) for f in findings if f["kind"] in _FROM_FINDING]
     out.extend(_from_statistics(document, cfg, {f["id"] for f in findings}))
-    order = {f["id"]: i for i, f in enumerate(findings)}
+    order: dict[str | None, int] = {f["id"]: i for i, f in enumerate(findings)}
     out.sort(key=lambda r: (order.get(r["finding"], len(order)), r["id"]))
     return out
 
 
-def _recommendation(category: str, finding_id: str | None, subject: dict[str, str],
+def _recommendation(category: str, finding_id: str | None, subject: Subject,
                     message: str, config_key: str | None = None,
                     suggested_value: float | None = None) -> Recommendation:
     return {"id": f"{category}:{subject['type']}:{subject['name']}", "category": category,
-            "finding": finding_id, "subject": dict(subject),
+            "finding": finding_id, "subject": subject.copy(),
             "message": message, "config_key": config_key, "suggested_value": suggested_value}
 
 
-def _raise_queue_size(finding: Finding, document: Document) -> Recommendation:
+def _raise_queue_size(finding: Finding, document: SnapshotDocument) -> Recommendation:
     daemon, window = document["daemon"], finding["window"]
-    rates = document["event_path"]["rates_per_s"]
+    rates = _rates(document, window)
     current, timeout = int(daemon["max_queue_size"]), float(daemon["batch_timeout_seconds"])
-    arriving = sum(float(rates[name][window]) for name in ("received", "dropped", "overwritten"))
+    arriving = sum(rates[name] for name in ("received", "dropped", "overwritten"))
     lanes = max(1, int(document["lanes_summary"]["live"]))
     per_lane = arriving / lanes
     needed = 2 * per_lane * timeout
@@ -499,12 +546,12 @@ def _raise_queue_size(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _directory_full(document: Document, window: str) -> bool:
+def _directory_full(document: SnapshotDocument, window: InsightWindow) -> bool:
     return (int(document["lanes_summary"]["without_ring"]) > 0
             or float(document["event_path"]["rates_per_s"]["no_lane"][window]) > 0)
 
 
-def _drain_more_often(finding: Finding, document: Document) -> Recommendation:
+def _drain_more_often(finding: Finding, document: SnapshotDocument) -> Recommendation:
     daemon = document["daemon"]
     timeout = float(daemon["batch_timeout_seconds"])
     suggested = max(MIN_BATCH_TIMEOUT_SECONDS, timeout / 2)
@@ -519,7 +566,7 @@ def _drain_more_often(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _bigger_batches(finding: Finding, document: Document) -> Recommendation:
+def _bigger_batches(finding: Finding, document: SnapshotDocument) -> Recommendation:
     current = int(document["daemon"]["batch_size"])
     suggested = min(MAX_BATCH_SIZE, 2 * current)
     return _recommendation(
@@ -531,7 +578,7 @@ def _bigger_batches(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _feed_the_gpu(finding: Finding, document: Document) -> Recommendation:
+def _feed_the_gpu(finding: Finding, document: SnapshotDocument) -> Recommendation:
     return _recommendation(
         "concurrency", finding["id"], finding["subject"],
         f"GPU {finding['subject']['name']} is {finding['evidence']['utilization_percent']:g}% "
@@ -540,7 +587,7 @@ def _feed_the_gpu(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _add_capacity(finding: Finding, document: Document) -> Recommendation:
+def _add_capacity(finding: Finding, document: SnapshotDocument) -> Recommendation:
     return _recommendation(
         "capacity", finding["id"], finding["subject"],
         f"GPU {finding['subject']['name']} is {finding['evidence']['utilization_percent']:g}% "
@@ -549,10 +596,10 @@ def _add_capacity(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _raise_cap(finding: Finding, document: Document) -> Recommendation:
+def _raise_cap(finding: Finding, document: SnapshotDocument) -> Recommendation:
     name = finding["subject"]["name"]
     key = f"max_{name}"
-    current = int(document["cardinality"][key])
+    current = _cap(document["cardinality"], name)
     suggested = min(int(setting_range(key)[1]), 2 * current)
     return _recommendation(
         "cardinality", finding["id"], finding["subject"],
@@ -563,7 +610,7 @@ def _raise_cap(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _check_storage(finding: Finding, document: Document) -> Recommendation:
+def _check_storage(finding: Finding, document: SnapshotDocument) -> Recommendation:
     sink = finding["subject"]["name"]
     what, _ = _SINK_WORDS[sink]
     return _recommendation(
@@ -574,7 +621,7 @@ def _check_storage(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _make_room(finding: Finding, document: Document) -> Recommendation:
+def _make_room(finding: Finding, document: SnapshotDocument) -> Recommendation:
     evidence, daemon = finding["evidence"], document["daemon"]
     wanted = int(evidence["peak_lanes"])
     path, size = evidence["path"], evidence["size_bytes"]
@@ -591,7 +638,7 @@ def _make_room(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-def _restart_workers(finding: Finding, document: Document) -> Recommendation:
+def _restart_workers(finding: Finding, document: SnapshotDocument) -> Recommendation:
     return _recommendation(
         "upgrade", finding["id"], finding["subject"],
         "Restart the workers of this namespace after upgrading ai_analytics, so that they "
@@ -599,7 +646,7 @@ def _restart_workers(finding: Finding, document: Document) -> Recommendation:
     )
 
 
-_FROM_FINDING: dict[str, Callable[[Finding, Document], Recommendation]] = {
+_FROM_FINDING: dict[str, Callable[[Finding, SnapshotDocument], Recommendation]] = {
     "segment_dir_full": _make_room,
     "outdated_workers": _restart_workers,
     "event_loss": _raise_queue_size,
@@ -612,7 +659,7 @@ _FROM_FINDING: dict[str, Callable[[Finding, Document], Recommendation]] = {
 }
 
 
-def _from_statistics(document: Document, cfg: Config, open_ids: set[str]
+def _from_statistics(document: SnapshotDocument, cfg: Config, open_ids: set[str]
                      ) -> Iterator[Recommendation]:
     """The performance, caching and reliability recommendations, from series and models with
     at least MIN_EVENTS events (MIN_LOOKUPS lookups) in the window."""
@@ -621,10 +668,11 @@ def _from_statistics(document: Document, cfg: Config, open_ids: set[str]
     slow_models = set()
     for model in document["models"]:
         stats, name = model["windows"][window], model["model"]
-        if stats["count"] < MIN_EVENTS:
+        mean_ms, error_rate = stats["inference_ms_mean"], stats["error_rate"]
+        if stats["count"] < MIN_EVENTS or mean_ms is None or error_rate is None:  # None: no events
             continue
-        subject = {"type": "model", "name": name}
-        mean, rate = float(stats["inference_ms_mean"]), float(stats["error_rate"])
+        subject: Subject = {"type": "model", "name": name}
+        mean, rate = float(mean_ms), float(error_rate)
         slow = f"slow_model:model:{name}"
         if mean > cfg.recommend_processing_ms or slow in open_ids:
             slow_models.add(name)
@@ -644,24 +692,25 @@ def _from_statistics(document: Document, cfg: Config, open_ids: set[str]
                 "logs and its configuration.",
             )
     for row in document["operations"]:
-        stats, name = row["windows"][window], _series_name(row)
+        series, name = row["windows"][window], _series_name(row)
         subject = {"type": "series", "name": name}
-        mean = stats["latency_ms"]["mean"]
-        if (stats["count"] >= MIN_EVENTS and row["model"] not in slow_models
-                and mean is not None and mean > cfg.recommend_processing_ms):
+        latency = series["latency_ms"]["mean"]
+        if (series["count"] >= MIN_EVENTS and row["model"] not in slow_models
+                and latency is not None and latency > cfg.recommend_processing_ms):
             yield _recommendation(
                 "performance", None, subject,
-                f"Series {name} takes {mean:.0f} ms per event on average over the last {words} "
-                f"({stats['count']} events; threshold {cfg.recommend_processing_ms:g} ms): run "
+                f"Series {name} takes {latency:.0f} ms per event on average over the last {words} "
+                f"({series['count']} events; threshold {cfg.recommend_processing_ms:g} ms): run "
                 "it on a GPU or lower its quality setting.",
             )
-        cache = stats["cache"]
+        cache = series["cache"]
         poor = f"poor_cache:series:{name}"
-        if poor in open_ids or (cache["lookups"] >= MIN_LOOKUPS
-                                and cache["hit_rate"] < cfg.recommend_cache_hit_rate):
+        hit_rate = cache["hit_rate"]  # known wherever there were lookups
+        if hit_rate is not None and (poor in open_ids or (
+                cache["lookups"] >= MIN_LOOKUPS and hit_rate < cfg.recommend_cache_hit_rate)):
             yield _recommendation(
                 "caching", poor if poor in open_ids else None, subject,
-                f"Series {name} found its result in the cache for only {_pct(cache['hit_rate'])} "
+                f"Series {name} found its result in the cache for only {_pct(hit_rate)} "
                 f"of its {cache['lookups']} lookups over the last {words} (threshold "
                 f"{_pct(cfg.recommend_cache_hit_rate)}): raise the cache's size or its TTL.",
             )
@@ -676,7 +725,7 @@ def _quote(name: str) -> str:
     return f"'{name}'" if name else "(unnamed)"
 
 
-def _series_name(row: dict[str, Any]) -> str:
+def _series_name(row: OperationEntry) -> str:
     return f"{row['operation']}/{row['model']}"
 
 

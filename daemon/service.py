@@ -20,6 +20,7 @@ from collections.abc import Callable
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import lock_path
 from ai_analytics.core.config import Config, Reconfigurable, log_level_number
+from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import (
     AlreadyRunning,
     BindError,
@@ -94,7 +95,7 @@ class Daemon:
         self._lock_fd = -1
         self.lanes = self._restore(read_state(config.state_dir))
         self.drainer = Drainer(self.lanes, self.stats, self.caches, config.batch_size)
-        self.last_document: dict[str, object] | None = None
+        self.last_document: SnapshotDocument | None = None
         self.insights = Insights(config)
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
@@ -102,7 +103,7 @@ class Daemon:
         self._stop_budget = math.inf  # request_stop may narrow stop_timeout_seconds
 
     # -- start -----------------------------------------------------------------------------
-    def _restore(self, document: dict[str, object] | None) -> LaneSet:
+    def _restore(self, document: SnapshotDocument | None) -> LaneSet:
         """The lanes and the all-time statistics, resumed from the last state file."""
         if document is None:
             return LaneSet.from_config(self.config)
@@ -378,17 +379,17 @@ class Daemon:
         return self.drainer.drain(deadline or time.monotonic() + self.config.batch_timeout_seconds)
 
     # -- state -----------------------------------------------------------------------------
-    def document(self, running: bool) -> dict[str, object]:
+    def document(self, running: bool) -> SnapshotDocument:
         """Everything the daemon knows, as written to the state file and shown by status."""
         return build_document(self, running)
 
-    def get_performance_snapshot(self) -> dict[str, object]:
+    def get_performance_snapshot(self) -> SnapshotDocument:
         """The snapshot document, computed now (the structure docs/snapshot.md describes),
         with the findings and recommendations of the last snapshot."""
         document = self.document(running=not self.stop_requested.is_set())
-        last = self.last_document or {}
-        document["findings"] = last.get("findings", [])
-        document["recommendations"] = last.get("recommendations", [])
+        last = self.last_document
+        document["findings"] = last.get("findings", []) if last else []
+        document["recommendations"] = last.get("recommendations", []) if last else []
         return document
 
     def save(self, running: bool) -> bool:

@@ -18,13 +18,14 @@ GPU, no caches, no ``sinks`` yet) gives no samples.
 Histograms: the document's ``"histograms"`` section holds since-start counts on fixed edges,
 computed when the document is built (daemon/stats/edge_counts.py states their error); the
 collector turns them into histogram families and computes nothing from the statistics.
+
+Every value is read through the tolerant readers of ``ai_analytics.core.document``: a missing
+or odd value gives no sample rather than an error.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -36,6 +37,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from ai_analytics.core.document import SnapshotDocument, mapping, mappings, number
 from ai_analytics.core.outcomes import SETTLED
 from ai_analytics.daemon.stats.edge_counts import HISTOGRAMS
 
@@ -56,7 +58,7 @@ LANE_STATES = ("live", "retired", "dead", "waiting")
 class SnapshotCollector(Collector):
     """Fresh metric families per scrape from ``document()``, the latest snapshot or None."""
 
-    def __init__(self, document: Callable[[], Mapping[str, Any] | None]) -> None:
+    def __init__(self, document: Callable[[], SnapshotDocument | None]) -> None:
         self._document = document
 
     def collect(self) -> Iterator[Metric]:
@@ -68,7 +70,7 @@ class SnapshotCollector(Collector):
                 yield family
 
 
-def render(document: Mapping[str, Any] | None) -> bytes:
+def render(document: SnapshotDocument | None) -> bytes:
     """The Prometheus text format (0.0.4) of one snapshot document; empty for None."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: document))
@@ -80,7 +82,7 @@ class MetricsEndpoint:
     per document (the daemon publishes a new document object at every snapshot, and never
     changes one it has published)."""
 
-    def __init__(self, snapshot: Callable[[], Mapping[str, Any] | None]) -> None:
+    def __init__(self, snapshot: Callable[[], SnapshotDocument | None]) -> None:
         self.snapshot = snapshot
         # (document, its text): one tuple, replaced whole, so a reader sees a matching pair.
         self._rendered: tuple[object, bytes] | None = None
@@ -95,7 +97,7 @@ class MetricsEndpoint:
         return body
 
 
-def _families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+def _families(doc: SnapshotDocument) -> Iterator[Metric]:
     yield from _request_families(doc)
     yield from _histogram_families(doc)
     yield from _event_path_families(doc)
@@ -104,7 +106,7 @@ def _families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     yield from _daemon_families(doc)
 
 
-def _request_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+def _request_families(doc: SnapshotDocument) -> Iterator[Metric]:
     series = ["operation", "model"]
     requests = CounterMetricFamily(
         f"{PREFIX}requests", "Inference requests since the daemon started, by outcome.",
@@ -120,37 +122,37 @@ def _request_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
                                  labels=series)
     quality = GaugeMetricFamily(f"{PREFIX}quality_score_mean",
                                 "Mean quality score (0-1) over the last minute.", labels=series)
-    for row in _list(doc.get("operations")):
+    for row in mappings(doc.get("operations")):
         labels = [str(row.get("operation")), str(row.get("model"))]
-        windows = _dict(row.get("windows"))
-        since = _dict(windows.get("since_start"))
+        windows = mapping(row.get("windows"))
+        since = mapping(windows.get("since_start"))
         _add(requests, [*labels, "success"], since.get("successes"))
         _add(requests, [*labels, "error"], since.get("errors"))
-        token_totals = _dict(since.get("tokens"))
+        token_totals = mapping(since.get("tokens"))
         _add(tokens, [*labels, "in"], token_totals.get("in_total"))
         _add(tokens, [*labels, "out"], token_totals.get("out_total"))
-        cache = _dict(since.get("cache"))
-        lookups, hit_count = _number(cache.get("lookups")), _number(cache.get("hits"))
+        cache = mapping(since.get("cache"))
+        lookups, hit_count = number(cache.get("lookups")), number(cache.get("hits"))
         if lookups is not None and hit_count is not None:
             _add(hits, labels, hit_count)
             _add(misses, labels, lookups - hit_count)
-        _add(quality, labels, _dict(_dict(windows.get("1m")).get("quality")).get("mean"))
+        _add(quality, labels, mapping(mapping(windows.get("1m")).get("quality")).get("mean"))
     yield from (requests, tokens, hits, misses, quality)
 
 
-def _histogram_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
-    section = _dict(doc.get("histograms"))
+def _histogram_families(doc: SnapshotDocument) -> Iterator[Metric]:
+    section = mapping(doc.get("histograms"))
     raw_edges = section.get("le_seconds")
-    edges = [_number(e) for e in raw_edges] if isinstance(raw_edges, list) else []
+    edges = [number(e) for e in raw_edges] if isinstance(raw_edges, list) else []
     if not edges or None in edges:
         return
     names = [floatToGoString(e) for e in edges]
     for name in HISTOGRAMS:
         family = HistogramMetricFamily(f"{PREFIX}{name}", _HELP[name],
                                        labels=["operation", "model"])
-        for row in _list(section.get(name)):
-            counts, count = row.get("buckets"), _number(row.get("count"))
-            total = _number(row.get("sum"))
+        for row in mappings(section.get(name)):
+            counts, count = row.get("buckets"), number(row.get("count"))
+            total = number(row.get("sum"))
             if not isinstance(counts, list) or len(counts) != len(edges) or count is None:
                 continue
             buckets = [*zip(names, counts, strict=True), ("+Inf", count)]
@@ -159,8 +161,8 @@ def _histogram_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
         yield family
 
 
-def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
-    events = _dict(doc.get("events"))
+def _event_path_families(doc: SnapshotDocument) -> Iterator[Metric]:
+    events = mapping(doc.get("events"))
     family = CounterMetricFamily(
         f"{PREFIX}events", "Events by where they ended, since the first daemon ran with this "
         "state directory.", labels=["outcome"])
@@ -171,25 +173,25 @@ def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
         f"{PREFIX}events_by_uid", "The same, by the uid that owns each lane: a lane can only "
         "misreport its own events, and this shows whose events are whose.",
         labels=["uid", "outcome"])
-    for uid, counts in _dict(doc.get("events_by_uid")).items():
+    for uid, counts in mapping(doc.get("events_by_uid")).items():
         for outcome in SETTLED:
-            _add(by_uid, [str(uid), outcome], _dict(counts).get(outcome))
+            _add(by_uid, [str(uid), outcome], mapping(counts).get(outcome))
     yield by_uid
     yield _gauge("events_pending", "Events published by producers and not drained yet.",
                  events.get("pending"))
-    path = _dict(doc.get("event_path"))
+    path = mapping(doc.get("event_path"))
     yield _gauge("lane_fill_ratio_max", "Fill (0-1) of the fullest lane.", path.get("max_fill"))
     yield _gauge("drain_lag_seconds", "Age of the oldest record not drained yet.",
                  path.get("drain_lag_seconds"))
     fill = GaugeMetricFamily(f"{PREFIX}lane_fill_ratio",
                              "Fill (0-1) of each lane being drained (one per producer thread).",
                              labels=["lane"])
-    for lane in _list(doc.get("lanes")):
+    for lane in mappings(doc.get("lanes")):
         _add(fill, [str(lane.get("name"))], lane.get("fill"))
     yield fill
     lanes = GaugeMetricFamily(f"{PREFIX}lanes", "Lanes by state; waiting: producers waiting "
                               "for a slot under max_lanes.", labels=["state"])
-    summary = _dict(doc.get("lanes_summary"))
+    summary = mapping(doc.get("lanes_summary"))
     for state in LANE_STATES:
         _add(lanes, [state], summary.get(state))
     yield lanes
@@ -198,37 +200,37 @@ def _event_path_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
                  summary.get("without_ring"))
     yield _gauge("lanes_outdated", "Lanes of an earlier layout version (workers that run an "
                  "earlier release), refused.", summary.get("outdated"))
-    room = _dict(doc.get("segment_dir"))
+    room = mapping(doc.get("segment_dir"))
     yield _gauge("segment_dir_size_bytes", "Size of the file system of the segment directory.",
                  room.get("size_bytes"))
     yield _gauge("segment_dir_free_bytes", "Free space there.", room.get("free_bytes"))
     yield _gauge("lane_size_bytes", "Room one new lane takes there.", room.get("lane_bytes"))
 
 
-def _cache_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
+def _cache_families(doc: SnapshotDocument) -> Iterator[Metric]:
     size = GaugeMetricFamily(f"{PREFIX}cache_size", "Size of each cache, in the unit its "
                              "workers report, summed over the live lanes reporting it.",
                              labels=["cache"])
     evictions = CounterMetricFamily(f"{PREFIX}cache_evictions",
                                     "Cache evictions reported by workers, since the daemon "
                                     "started.", labels=["cache"])
-    for cache in _list(doc.get("caches")):
+    for cache in mappings(doc.get("caches")):
         name = [str(cache.get("name"))]
         _add(size, name, cache.get("size"))
         _add(evictions, name, cache.get("evictions_total"))
     yield from (size, evictions)
 
 
-def _resource_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
-    resources = _dict(doc.get("resources"))
-    system = _dict(resources.get("system"))
+def _resource_families(doc: SnapshotDocument) -> Iterator[Metric]:
+    resources = mapping(doc.get("resources"))
+    system = mapping(resources.get("system"))
     yield _gauge("system_cpu_ratio", "CPU busy (0-1) over all cores of the node.",
                  _ratio(system.get("cpu_percent")))
     yield _gauge("system_memory_used_bytes", "Memory in use on the node.",
                  system.get("memory_used_bytes"))
     yield _gauge("system_memory_total_bytes", "Memory of the node.",
                  system.get("memory_total_bytes"))
-    gpu = _dict(resources.get("gpu"))
+    gpu = mapping(resources.get("gpu"))
     age = GaugeMetricFamily(f"{PREFIX}resource_sample_age_seconds",
                             "Age of the latest resource sample; a hung driver call shows up "
                             "here.", labels=["source"])
@@ -245,11 +247,11 @@ def _resource_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
         "gpu_temperature_celsius": ("GPU temperature.", "temperature_c", 1),
         "gpu_power_watts": ("GPU power draw.", "power_w", 1),
     }
-    devices = _list(gpu.get("devices")) if gpu.get("available") else []
+    devices = mappings(gpu.get("devices")) if gpu.get("available") else []
     for name, (help_text, field, scale) in per_gpu.items():
         family = GaugeMetricFamily(f"{PREFIX}{name}", help_text, labels=["gpu"])
         for device in devices:
-            value = _number(device.get(field))
+            value = number(device.get(field))
             _add(family, [str(device.get("index"))], None if value is None else value * scale)
         yield family
     rss = GaugeMetricFamily(f"{PREFIX}model_resident_memory_bytes", "Resident memory of the "
@@ -257,16 +259,16 @@ def _resource_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     gpu_memory = GaugeMetricFamily(f"{PREFIX}model_gpu_memory_bytes", "GPU memory of the live "
                                    "worker processes serving each model (where the GPU "
                                    "reports it).", labels=["model"])
-    for model in _list(doc.get("models")):
-        name = [str(model.get("model"))]
-        _add(rss, name, model.get("rss_bytes"))
-        megabytes = _number(model.get("gpu_memory_mb"))
-        _add(gpu_memory, name, None if megabytes is None else megabytes * MIB)
+    for model in mappings(doc.get("models")):
+        labels = [str(model.get("model"))]
+        _add(rss, labels, model.get("rss_bytes"))
+        megabytes = number(model.get("gpu_memory_mb"))
+        _add(gpu_memory, labels, None if megabytes is None else megabytes * MIB)
     yield from (rss, gpu_memory)
 
 
-def _daemon_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
-    daemon = _dict(doc.get("daemon"))
+def _daemon_families(doc: SnapshotDocument) -> Iterator[Metric]:
+    daemon = mapping(doc.get("daemon"))
     info = GaugeMetricFamily(f"{PREFIX}build_info", "The daemon's version (always 1).",
                              labels=["version"])
     if daemon.get("version") is not None:
@@ -286,7 +288,7 @@ def _daemon_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
                                  "Open findings of the bottleneck rules, by severity.",
                                  labels=["severity"])
     if "findings" in doc:
-        open_findings = _list(doc.get("findings"))
+        open_findings = mappings(doc.get("findings"))
         for severity in SEVERITIES:
             findings.add_metric([severity], sum(1 for f in open_findings
                                                 if f.get("severity") == severity))
@@ -297,25 +299,25 @@ def _daemon_families(doc: Mapping[str, Any]) -> Iterator[Metric]:
     skipped = CounterMetricFamily(f"{PREFIX}sink_skipped_writes", "Snapshot writes skipped "
                                   "because the sink's circuit was open, since the daemon "
                                   "started.", labels=["sink"])
-    for sink, state in sorted(_dict(doc.get("sinks")).items()):
-        breaker = _dict(state)  # a disabled breaker has no circuit: no state sample
+    for sink, state in sorted(mapping(doc.get("sinks")).items()):
+        breaker = mapping(state)  # a disabled breaker has no circuit: no state sample
         _add(circuit, [str(sink)], CIRCUIT_STATES.get(str(breaker.get("state"))))
         _add(skipped, [str(sink)], breaker.get("skipped"))
     yield from (circuit, skipped)
     failures = CounterMetricFamily(f"{PREFIX}sink_write_failures", "Failed snapshot writes "
                                    "since the daemon started, by sink (skipped writes not "
                                    "included: see sink_skipped_writes).", labels=["sink"])
-    for sink, state in sorted(_dict(doc.get("sinks")).items()):
-        _add(failures, [str(sink)], _dict(state).get("failures"))
+    for sink, state in sorted(mapping(doc.get("sinks")).items()):
+        _add(failures, [str(sink)], mapping(state).get("failures"))
     yield failures
-    cardinality = _dict(doc.get("cardinality"))
+    cardinality = mapping(doc.get("cardinality"))
     yield _gauge("series", "Distinct (operation, model) series now.", cardinality.get("series"))
     yield _gauge("series_limit", "The cap on distinct series (max_series).",
                  cardinality.get("max_series"))
     overflow = CounterMetricFamily(f"{PREFIX}cardinality_overflow_events", "Events counted "
                                    "under 'other' because a cardinality cap was reached.",
                                    labels=["cap"])
-    for cap, value in sorted(_dict(cardinality.get("overflow_events")).items()):
+    for cap, value in sorted(mapping(cardinality.get("overflow_events")).items()):
         _add(overflow, [str(cap)], value)
     yield overflow
 
@@ -328,29 +330,14 @@ def _gauge(name: str, help_text: str, value: object) -> GaugeMetricFamily:
 
 
 def _add(family: Metric, labels: list[str], value: object) -> None:
-    number = _number(value)
-    if number is not None:
-        family.add_metric(labels, number)  # type: ignore[attr-defined]
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return None if math.isnan(value) else float(value)
+    sample = number(value)
+    if sample is not None:
+        family.add_metric(labels, sample)  # type: ignore[attr-defined]
 
 
 def _ratio(percent: object) -> float | None:
-    number = _number(percent)
-    return None if number is None else number / 100.0
-
-
-def _dict(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> Iterable[Mapping[str, Any]]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(
-        value, list) else []
+    fraction = number(percent)
+    return None if fraction is None else fraction / 100.0
 
 
 __all__ = ["MetricsEndpoint", "SnapshotCollector", "render"]

@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 from ai_analytics.client._ratelog import worth_logging
+from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import BindError, host_port
 
 log = logging.getLogger("ai_analytics.daemon.http")
@@ -63,7 +64,7 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 # Prometheus text exposition format 0.0.4: what prometheus_client's generate_latest writes.
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-Snapshot = Callable[[], dict[str, object] | None]
+Snapshot = Callable[[], SnapshotDocument | None]
 Health = Callable[[], tuple[bool, str]]
 Metrics = Callable[[], bytes]
 

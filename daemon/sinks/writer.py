@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ai_analytics.core.config import Config
+from ai_analytics.core.document import EventCounts, SnapshotDocument
 from ai_analytics.core.history import HistoryStore
 from ai_analytics.core.state import write_state
 from ai_analytics.daemon.sinks.breaker import (
@@ -24,7 +25,7 @@ SINKS = ("state", "history")
 RETENTION_INTERVAL_SECONDS = 60.0
 
 # One interval of history: (snapshot unix time, seconds covered, event counts, series rows).
-Interval = tuple[float, float, Mapping[str, int], Sequence[Mapping[str, Any]]]
+Interval = tuple[float, float, EventCounts, Sequence[Mapping[str, Any]]]
 
 
 class Sinks:
@@ -58,7 +59,7 @@ class Sinks:
             self._limits = limits
             self._next_retention = 0.0
 
-    def write(self, document: dict[str, object], interval: Interval, final: bool,
+    def write(self, document: SnapshotDocument, interval: Interval, final: bool,
               meanwhile: Callable[[], float] | None) -> bool:
         """Store the snapshot ``document`` and queue then store the history ``interval``;
         True when the state file was written in time. ``final``: attempted even while a

@@ -2,33 +2,58 @@
 
 Written to state.json at every snapshot, shown by ``ai-analytics status --json``, returned by
 ``get_performance_snapshot()``; the next daemon restores its counters from ``restore``.
+
+The parts that produce a section (lanes, statistics, resources, caches, breakers) return plain
+JSON-ready dicts; this is where each becomes its ``ai_analytics.core.document`` type, so the
+casts below are the one place that states their shape. tests/test_document.py checks that
+the document a real daemon builds has exactly the keys of ``SnapshotDocument``.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import time
+from collections.abc import Iterable
+from typing import cast
 
+from ai_analytics.core.document import (
+    CacheEntry,
+    CardinalitySection,
+    EventCounts,
+    LaneEntry,
+    OperationEntry,
+    OutcomeRates,
+    ResourcesSection,
+    RestoreSection,
+    SegmentDirSection,
+    SinksSection,
+    SnapshotDocument,
+)
 from ai_analytics.core.state import SCHEMA_VERSION
 from ai_analytics.core.times import iso_utc
 from ai_analytics.core.version import package_version
+from ai_analytics.daemon.ingest.lanes import TrackedLane
 from ai_analytics.daemon.ingest.segment_dir import Space, lane_bytes, lanes_that_fit
 from ai_analytics.daemon.snapshot.models import model_summary
 from ai_analytics.daemon.snapshot.sources import SnapshotSources
 from ai_analytics.daemon.stats.edge_counts import histogram_section
 
 
-def build_document(sources: SnapshotSources, running: bool) -> dict[str, object]:
+def build_document(sources: SnapshotSources, running: bool) -> SnapshotDocument:
     now_unix = time.time()
     now = int(sources.clock())
     uptime = max(1, now - int(sources.started) + 1)
     cfg = sources.config
     lanes = list(sources.lanes)
-    resources = sources.resources.snapshot()
-    operations = sources.stats.operations()
-    restore = sources.lanes.saved_state()
-    restore["cardinality_overflow"] = dict(sources.stats.registry.overflow)
+    resources = cast(ResourcesSection, sources.resources.snapshot())
+    operations = cast(list[OperationEntry], sources.stats.operations())
+    restore = cast(RestoreSection, {
+        **sources.lanes.saved_state(),
+        "cardinality_overflow": dict(sources.stats.registry.overflow),
+    })
     drainer = sources.drainer
+    states = collections.Counter(lane.state for lane in lanes)
     return {
         "schema_version": SCHEMA_VERSION,
         "written_at": iso_utc(now_unix),
@@ -45,12 +70,12 @@ def build_document(sources: SnapshotSources, running: bool) -> dict[str, object]
             "insight_window": cfg.insight_window,
             **resources["daemon"],
         },
-        "events": sources.lanes.totals().as_dict(),
-        "events_by_uid": {str(uid): outcome.as_dict()
+        "events": _counts(sources.lanes.totals().as_dict()),
+        "events_by_uid": {str(uid): _counts(outcome.as_dict())
                           for uid, outcome in sources.lanes.totals_by_uid().items()},
-        "lanes": [lane.status() for lane in lanes],
+        "lanes": [_status(lane) for lane in lanes],
         "lanes_summary": {
-            **{s: sum(1 for lane in lanes if lane.state == s) for s in ("live", "retired", "dead")},
+            "live": states["live"], "retired": states["retired"], "dead": states["dead"],
             "without_ring": sum(1 for lane in lanes
                                 if lane.state == "live" and not lane.ident.has_ring),
             "reclaimed": sources.lanes.folded_count, "waiting": sources.lanes.waiting,
@@ -64,12 +89,12 @@ def build_document(sources: SnapshotSources, running: bool) -> dict[str, object]
             operations, lanes, sources.stats.registry, sources.resources.rss_by_pid(),
             sources.resources.gpu_memory_by_pid(),
         ),
-        "caches": sources.caches.snapshot(now, uptime),
-        "cardinality": sources.stats.cardinality(),
+        "caches": cast(list[CacheEntry], sources.caches.snapshot(now, uptime)),
+        "cardinality": cast(CardinalitySection, sources.stats.cardinality()),
         "event_path": {
-            "max_fill": max((lane.status()["fill"] for lane in lanes), default=0.0),
+            "max_fill": max((_status(lane)["fill"] for lane in lanes), default=0.0),
             "drain_lag_seconds": _drain_lag(lanes),
-            "rates_per_s": sources.outcome_rates.rates(now, uptime),
+            "rates_per_s": cast(OutcomeRates, sources.outcome_rates.rates(now, uptime)),
             "records_per_batch": round(drainer.records / drainer.batches, 1)
             if drainer.batches else None,
         },
@@ -80,15 +105,23 @@ def build_document(sources: SnapshotSources, running: bool) -> dict[str, object]
             "state_writes_failed": sources.sinks.failures["state"],
             "history_writes_failed": sources.sinks.failures["history"],
         },
-        "sinks": sources.sinks.states(),
+        "sinks": cast(SinksSection, sources.sinks.states()),
         "resources": resources,
         "histograms": histogram_section(sources.stats),
         "restore": restore,
     }
 
 
+def _status(lane: TrackedLane) -> LaneEntry:
+    return cast(LaneEntry, lane.status())
+
+
+def _counts(outcomes: dict[str, int]) -> EventCounts:
+    return cast(EventCounts, outcomes)
+
+
 def _segment_dir(directory: str, max_queue_size: int, names_per_lane: int, peak_lanes: int
-                 ) -> dict[str, object]:
+                 ) -> SegmentDirSection:
     """The segment directory's room, how many lanes of the configured shape it holds, and
     the most lanes attached at once."""
     space = Space.of(directory)
@@ -101,10 +134,11 @@ def _segment_dir(directory: str, max_queue_size: int, names_per_lane: int, peak_
     }
 
 
-def _drain_lag(lanes: list) -> float:
+def _drain_lag(lanes: Iterable[TrackedLane]) -> float:
     """Age in seconds of the oldest record not drained yet (0 when every lane is empty)."""
     now_ns = time.monotonic_ns()
     oldest = [ts for ts in (lane.reader.oldest_unread_ns() for lane in lanes) if 0 < ts <= now_ns]
     return round((now_ns - min(oldest)) / 1e9, 6) if oldest else 0.0
 
 
+__all__ = ["build_document"]

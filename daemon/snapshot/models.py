@@ -9,28 +9,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ai_analytics.core.document import (
+    ModelEntry,
+    ModelProcess,
+    ModelWindowStats,
+    OperationEntry,
+    Window,
+)
 from ai_analytics.daemon.ingest.lanes import TrackedLane
 from ai_analytics.daemon.stats.series import SeriesRegistry
 
 
 def model_summary(
-    operations: list[dict[str, object]], lanes: Iterable[TrackedLane], registry: SeriesRegistry,
+    operations: list[OperationEntry], lanes: Iterable[TrackedLane], registry: SeriesRegistry,
     rss_by_pid: dict[int, int], gpu_mb_by_pid: dict[int, float],
-) -> list[dict[str, object]]:
+) -> list[ModelEntry]:
     """One entry per model: per-window totals, and the processes whose lanes emitted for it."""
-    totals: dict[str, dict[str, dict[str, float]]] = {}
+    totals: dict[str, dict[Window, dict[str, float]]] = {}
     for row in operations:
         model = str(row["model"])
-        windows = row["windows"]
-        assert isinstance(windows, dict)
         per_window = totals.setdefault(model, {})
-        for window, stats in windows.items():
+        for window, stats in row["windows"].items():
             into = per_window.setdefault(window, {"count": 0, "errors": 0, "latency_sum": 0.0})
             count = stats["count"]
             into["count"] += count
             into["errors"] += stats["errors"]
-            if count:
-                into["latency_sum"] += stats["latency_ms"]["mean"] * count
+            mean = stats["latency_ms"]["mean"]
+            if count and mean is not None:  # a window with events has a mean
+                into["latency_sum"] += mean * count
     pids_by_name: dict[int, set[int]] = {}
     hidden_by_name: dict[int, set[tuple[int, int]]] = {}
     for lane in lanes:
@@ -40,12 +46,13 @@ def model_summary(
             else:
                 hidden_by_name.setdefault(name, set()).add(
                     (lane.ident.pid_namespace, lane.ident.pid))
-    summary = []
+    summary: list[ModelEntry] = []
     for model, per_window in totals.items():
         name_id = registry.names.get(model)
         pids = sorted(pids_by_name.get(name_id, ())) if name_id is not None else []
-        processes = [{"pid": pid, "rss_bytes": rss_by_pid.get(pid),
-                      "gpu_memory_mb": gpu_mb_by_pid.get(pid)} for pid in pids]
+        processes: list[ModelProcess] = [
+            {"pid": pid, "rss_bytes": rss_by_pid.get(pid), "gpu_memory_mb": gpu_mb_by_pid.get(pid)}
+            for pid in pids]
         summary.append({
             "model": model,
             "windows": {window: _model_stats(t) for window, t in per_window.items()},
@@ -57,11 +64,11 @@ def model_summary(
             "gpu_memory_mb": sum(p["gpu_memory_mb"] or 0 for p in processes)
             if any(p["gpu_memory_mb"] is not None for p in processes) else None,
         })
-    summary.sort(key=lambda entry: str(entry["model"]))
+    summary.sort(key=lambda entry: entry["model"])
     return summary
 
 
-def _model_stats(totals: dict[str, float]) -> dict[str, object]:
+def _model_stats(totals: dict[str, float]) -> ModelWindowStats:
     count = int(totals["count"])
     return {
         "count": count, "errors": int(totals["errors"]),

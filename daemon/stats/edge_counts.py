@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ai_analytics.core.document import HistogramRow, HistogramsSection
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.statistics import Statistics
 
@@ -77,22 +78,28 @@ def latency_bucket_counts(stats: Statistics, edges_seconds: Sequence[float],
 
 
 def histogram_section(stats: Statistics,
-                      edges_seconds: Sequence[float] = BUCKETS_SECONDS) -> dict[str, object]:
+                      edges_seconds: Sequence[float] = BUCKETS_SECONDS) -> HistogramsSection:
     """The snapshot document's ``"histograms"`` section (JSON-ready): the edges, and per
     histogram the series with data, each with its cumulative counts at the edges, its count
     (the +Inf bucket) and its sum in seconds. Latency lists every series (a series with no
     event since this start shows zeros); TTFT and queue time only series that reported them.
     """
-    section: dict[str, object] = {"le_seconds": [float(e) for e in edges_seconds]}
-    for name, (metric, _) in HISTOGRAMS.items():
-        section[name] = [
+    rows: dict[str, list[HistogramRow]] = {
+        name: [
             {"operation": operation, "model": model, "buckets": buckets, "count": count,
              "sum": round(total, 9)}
             for operation, model, buckets, count, total
             in latency_bucket_counts(stats, edges_seconds, metric)
             if count or metric == H.LATENCY
         ]
-    return section
+        for name, (metric, _) in HISTOGRAMS.items()
+    }
+    return {
+        "le_seconds": [float(e) for e in edges_seconds],
+        "request_duration_seconds": rows["request_duration_seconds"],
+        "time_to_first_token_seconds": rows["time_to_first_token_seconds"],
+        "queue_duration_seconds": rows["queue_duration_seconds"],
+    }
 
 
 __all__ = ["BUCKETS_SECONDS", "HISTOGRAMS", "histogram_section", "latency_bucket_counts"]

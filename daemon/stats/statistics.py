@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -235,7 +235,8 @@ class Statistics:
                                                                  np.int64)])
         self.capacity = capacity
 
-    def restore(self, rows: list[dict[str, object]], overflow: dict[str, object]) -> None:
+    def restore(self, rows: Iterable[Mapping[str, object]], overflow: Mapping[str, object]
+                ) -> None:
         """Resume the all-time counts per series and the names refused at the cardinality caps
         that an earlier daemon saved (its "operations" and "restore.cardinality_overflow")."""
         self.registry.overflow.update({k: int(str(v)) for k, v in overflow.items()})
