@@ -21,6 +21,8 @@ from ai_analytics.core import document as D
 from ai_analytics.core.config import Config, config_from_mapping
 from ai_analytics.core.state import read_state
 
+import documents
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "snapshot.md"
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -164,6 +166,23 @@ def test_shape_problems_finds_missing_unknown_and_mistyped_fields() -> None:
     assert shape_problems(True, int) != [] and shape_problems(1, float) == []
     assert shape_problems("later", D.LaneState) != []
     assert shape_problems({"1h": 1.0}, dict[D.RateWindow, float]) != []
+
+
+# -- the documents tests build ---------------------------------------------------------------
+
+def test_the_test_factory_builds_documents_of_the_type() -> None:
+    """tests/documents.py: the default document, and one with findings, recommendations, a
+    cache, a model's processes and a GPU that reports nothing, have the type's shape."""
+    document = documents.snapshot(
+        caches=[documents.cache("kv", size=64.0, evictions_total=3)],
+        models=[documents.model(processes=[{"pid": 1, "rss_bytes": 5, "gpu_memory_mb": None}])],
+        findings=[documents.finding("drain_lag", "namespace", "svc", severity="critical")],
+        recommendations=[documents.recommendation("batch_size", "namespace", "svc",
+                                                  config_key="batch_size", suggested_value=2)])
+    document["resources"]["gpu"] = documents.gpu(None)
+    assert shape_problems(documents.snapshot(), D.SnapshotDocument) == []
+    assert shape_problems(document, D.SnapshotDocument) == []
+    json.dumps(document)
 
 
 # -- the documents a real daemon builds ------------------------------------------------------

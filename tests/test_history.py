@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from ai_analytics.cli import main as cli
 from ai_analytics.cli.history_view import render_history
+from ai_analytics.core.document import CountedDistribution, WindowStats
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.history import (
     COLUMNS,
@@ -29,6 +30,8 @@ from ai_analytics.core.history import (
     parse_duration,
     read_history,
 )
+
+import documents
 
 EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
           "pending": 3, "no_lane": 4}
@@ -41,39 +44,34 @@ SPEC_COLUMNS = [
     "queue_p90_ms", "queue_p99_ms", "tokens_in", "tokens_out", "tokens_in_per_s",
     "tokens_out_per_s",
 ]
-PERCENTILES = ("mean", "min", "max", "p50", "p90", "p95", "p99", "p999")
 
 
-def window_stats(base: float = 1.0) -> dict[str, object]:
-    """Window stats in the daemon's nested shape; every leaf a different value from ``base``."""
-    def timing(offset: float) -> dict[str, object]:
-        return {"count": int(base) + 1, **{k: base + offset + i / 8 for i, k in
-                                           enumerate(PERCENTILES)}}
+def window_stats(base: float = 1.0) -> WindowStats:
+    """Window stats from the factory with every leaf a different value from ``base``."""
+    n = int(base)
 
-    return {
-        "count": int(base) * 10, "successes": int(base) * 9, "errors": int(base),
-        "error_rate": 0.1, "throughput_per_s": base * 2.5,
-        "latency_ms": {k: base * 100 + i for i, k in enumerate(PERCENTILES)},
-        "quality": {"count": 4, "mean": 0.75, "min": 0.5, "p10": 0.55},
-        "cache": {"lookups": 8, "hits": 6, "hit_rate": 0.75},
-        "ttft_ms": timing(20.0), "queue_ms": timing(30.0),
-        "tokens": {"in_total": 1000, "out_total": 2000, "in_per_s": 50.0, "out_per_s": 100.0},
-    }
+    def timing(offset: float) -> CountedDistribution:
+        return documents.counted(n + 1, values=documents.exact_distribution(
+            [base + offset + i / 8 for i in range(8)]))
+
+    return documents.window_stats(
+        n * 10, n, throughput_per_s=base * 2.5,
+        latency_ms=documents.exact_distribution([base * 100 + i for i in range(8)]),
+        quality=documents.quality_stats(4, 0.75, low=0.5, p10=0.55), lookups=8, hits=6,
+        ttft_ms=timing(20.0), queue_ms=timing(30.0),
+        tokens=documents.token_stats(1000, 2000, 50.0, 100.0))
 
 
-def empty_stats() -> dict[str, object]:
-    """What a series with no data in the window looks like: counts 0, the rest None."""
-    stats = window_stats()
-    for key, value in list(stats.items()):
-        if isinstance(value, dict):
-            stats[key] = {k: 0 if k in ("count", "lookups", "hits", "in_total", "out_total")
-                          else None for k in value}
-        else:
-            stats[key] = 0 if key in ("count", "successes", "errors") else None
+def empty_stats() -> WindowStats:
+    """A series with no data in the window: counts 0, every other value None. (The daemon
+    writes rates of 0.0 there; None in them too follows NULL through every REAL column.)"""
+    stats = documents.window_stats()
+    stats["throughput_per_s"] = None  # type: ignore[typeddict-item]
+    stats["tokens"]["in_per_s"] = stats["tokens"]["out_per_s"] = None  # type: ignore[typeddict-item]
     return stats
 
 
-def series(operation: str, model: str, stats: dict[str, object] | None = None) -> dict[str, object]:
+def series(operation: str, model: str, stats: WindowStats | None = None) -> dict[str, object]:
     return {"operation": operation, "model": model, "stats": stats or window_stats()}
 
 
@@ -112,10 +110,10 @@ def test_flatten_follows_the_paths_and_keeps_none() -> None:
     """Each column's value comes from its path; a None leaf or a None branch gives None."""
     stats = window_stats(3.0)
     flat = dict(zip(SPEC_COLUMNS, flatten(stats), strict=True))
-    assert flat["latency_p999_ms"] == stats["latency_ms"]["p999"]  # type: ignore[index]
-    assert flat["queue_p90_ms"] == stats["queue_ms"]["p90"]  # type: ignore[index]
+    assert flat["latency_p999_ms"] == stats["latency_ms"]["p999"]
+    assert flat["queue_p90_ms"] == stats["queue_ms"]["p90"]
     assert flat["tokens_out"] == 2000 and isinstance(flat["tokens_out"], int)
-    stats["ttft_ms"] = None
+    stats["ttft_ms"] = None  # type: ignore[typeddict-item]
     flat = dict(zip(SPEC_COLUMNS, flatten(stats), strict=True))
     assert [flat[c] for c in SPEC_COLUMNS if c.startswith("ttft")] == [None] * 5
 
@@ -181,11 +179,11 @@ def test_malformed_input_is_a_value_error_and_writes_nothing(store: HistoryStore
     """A missing stats key, a wrong type, a missing event counter or a series given twice is
     the caller's bug: ValueError naming it, and the snapshot is not half written."""
     broken = window_stats()
-    del broken["latency_ms"]["p95"]  # type: ignore[attr-defined]
+    del broken["latency_ms"]["p95"]  # type: ignore[misc]
     with pytest.raises(ValueError, match=r"latency_ms\.p95"):
         store.append(1.0, 5.0, EVENTS, [series("a", "m"), series("b", "m", broken)])
     wrong = window_stats()
-    wrong["count"] = "12"
+    wrong["count"] = "12"  # type: ignore[typeddict-item]
     with pytest.raises(ValueError, match="count"):
         store.append(1.0, 5.0, EVENTS, [series("a", "m", wrong)])
     with pytest.raises(ValueError, match="twice"):

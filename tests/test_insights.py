@@ -3,7 +3,6 @@ does not flap; each recommendation names its config key and computes its suggest
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import threading
@@ -12,136 +11,17 @@ from collections.abc import Callable
 import pytest
 
 from ai_analytics.core.config import config_from_mapping
+from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.daemon.insights import MIN_EVENTS, Insights
 
-NAMESPACE = "svc"
-T0 = 1_700_000_000.0
-RATE_WINDOWS = ("10s", "1m", "5m")
-STAT_WINDOWS = (*RATE_WINDOWS, "since_start")
-PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "p999")
+import documents
+from documents import T0, counted, gpu, lane, model, rates, series, window_stats
 
 
-# -- documents in the shape of docs/snapshot.md ----------------------------------------------
-def _distribution(mean: float | None, p99: float | None, count: int | None = None) -> dict:
-    if mean is None:
-        values = dict.fromkeys(("mean", "min", "max", *PERCENTILE_KEYS))
-    else:
-        p99 = mean if p99 is None else p99
-        values = {"mean": mean, "min": mean / 2, "max": max(mean, p99), "p50": mean,
-                  "p90": p99, "p95": p99, "p99": p99, "p999": p99}
-    return values if count is None else {"count": count, **values}
-
-
-def stats(count: int = 0, errors: int = 0, mean_ms: float | None = None,
-          p99_ms: float | None = None, lookups: int = 0, hits: int = 0,
-          queue_count: int = 0, queue_ms: float | None = None) -> dict:
-    """One window of one series, every key the real document has."""
-    if count and mean_ms is None:
-        mean_ms = 100.0
-    return {
-        "count": count, "successes": count - errors, "errors": errors,
-        "error_rate": round(errors / count, 6) if count else None,
-        "throughput_per_s": count / 60,
-        "latency_ms": _distribution(mean_ms, p99_ms),
-        "quality": {"count": 0, "mean": None, "min": None, "p10": None},
-        "cache": {"lookups": lookups, "hits": hits,
-                  "hit_rate": round(hits / lookups, 6) if lookups else None},
-        "ttft_ms": _distribution(None, None, 0),
-        "queue_ms": _distribution(queue_ms if queue_count else None, None, queue_count),
-        "tokens": {"in_total": 0, "out_total": 0, "in_per_s": 0.0, "out_per_s": 0.0},
-    }
-
-
-def series(operation: str = "chat", model: str = "llama", every: dict | None = None,
-           **per_window: dict) -> dict:
-    """A series with ``every`` in each window, except the windows named in ``per_window``."""
-    every = every if every is not None else stats()
-    windows = {w: per_window.get(w, every) for w in STAT_WINDOWS}
-    return {"operation": operation, "model": model, "count": windows["since_start"]["count"],
-            "windows": copy.deepcopy(windows)}
-
-
-def model(name: str = "llama", count: int = 200, errors: int = 2,
-          mean_ms: float = 200.0) -> dict:
-    """A model entry with the same numbers in every window."""
-    window = {"count": count, "errors": errors,
-              "error_rate": round(errors / count, 6) if count else None,
-              "inference_ms_mean": mean_ms if count else None}
-    return {"model": name, "windows": {w: dict(window) for w in STAT_WINDOWS},
-            "processes": [], "rss_bytes": None, "gpu_memory_mb": None}
-
-
-def lane(name: str = "svc.lane.100.0", pid: int = 100, state: str = "live", fill: float = 0.0,
-         capacity: int = 8192, pending: int | None = None) -> dict:
-    unread = round(fill * capacity) if pending is None else pending
-    return {"name": name, "process": f"pid {pid}", "pid": pid, "worker_pid": pid,
-            "pid_namespace": 4026531836, "same_pid_namespace": True, "uid": 0,
-            "thread_id": 1, "state": state, "ring": capacity > 0, "capacity": capacity,
-            "on_full": "drop", "fill": fill, "head": 5000 + unread, "tail": 5000,
-            "received": 5000, "dropped": 0, "overwritten": 0, "invalid": 0,
-            "lost_on_restart": 0, "pending": unread, "no_lane": 0}
-
-
-def rates(received: float = 100.0, dropped: float = 0.0, overwritten: float = 0.0,
-          invalid: float = 0.0, no_lane: float = 0.0) -> dict:
-    """event_path.rates_per_s with the same rates over every window."""
-    values = {"received": received, "dropped": dropped, "overwritten": overwritten,
-              "invalid": invalid, "no_lane": no_lane}
-    return {name: dict.fromkeys(RATE_WINDOWS, value) for name, value in values.items()}
-
-
-def gpu(*utilizations: float | None, available: bool = True) -> dict:
-    devices = [{"index": i, "name": "NVIDIA H200", "utilization_percent": u,
-                "memory_used_mb": 1000.0, "memory_total_mb": 143771.0, "temperature_c": 40,
-                "power_w": 100.0} for i, u in enumerate(utilizations)] if available else []
-    return {"available": available, "reason": None if available else "no NVIDIA driver",
-            "devices": devices, "age_seconds": 0.5, "stale": False,
-            "processes_age_seconds": 1.0, "processes_stale": False}
-
-
-def healthy_document() -> dict:
+# -- documents from the one factory, tests/documents.py -------------------------------------------
+def healthy_document() -> SnapshotDocument:
     """A busy, healthy namespace: one live lane, one series, a GPU half busy."""
-    return {
-        "schema_version": 1, "written_at": "2023-11-14T22:13:20.000+00:00",
-        "written_unix": T0, "namespace": NAMESPACE,
-        "daemon": {"pid": 10, "version": "0.1.0", "running": True, "started_unix": T0 - 600,
-                   "uptime_seconds": 600.0, "on_full": "drop", "max_queue_size": 8192,
-                   "names_per_lane": 256, "batch_size": 65536, "batch_timeout_seconds": 1.0,
-                   "cpu_percent": 1.0, "rss_bytes": 60_000_000},
-        "events": {"received": 60000, "dropped": 0, "overwritten": 0, "invalid": 0,
-                   "lost_on_restart": 0, "pending": 0, "no_lane": 0},
-        "events_by_uid": {"0": {"received": 60000, "dropped": 0, "overwritten": 0,
-                                "invalid": 0, "lost_on_restart": 0, "pending": 0,
-                                "no_lane": 0}},
-        "lanes": [lane()],
-        "lanes_summary": {"live": 1, "retired": 0, "dead": 0, "without_ring": 0,
-                          "reclaimed": 0, "waiting": 0, "rejected_segments": 0,
-                          "outdated": 0},
-        "segment_dir": {"path": "/dev/shm", "size_bytes": 64 * 2 ** 20,
-                        "free_bytes": 60 * 2 ** 20, "lane_bytes": 561152,
-                        "lanes_that_fit": 119, "peak_lanes": 1},
-        "operations": [series(every=stats(count=200, errors=2, mean_ms=200.0, p99_ms=300.0))],
-        "models": [model()],
-        "caches": [],
-        "cardinality": {"operations": 1, "models": 1, "series": 1, "max_operations": 256,
-                        "max_models": 256, "max_series": 1024,
-                        "overflow_events": {"operations": 0, "models": 0, "series": 0}},
-        "event_path": {"max_fill": 0.0, "drain_lag_seconds": 0.0, "rates_per_s": rates(),
-                       "records_per_batch": 50.0},
-        "drain": {"batches": 1200, "records": 60000, "last_batch": 50,
-                  "series_overflow_events": 0, "state_writes_failed": 0,
-                  "history_writes_failed": 0},
-        "resources": {
-            "system": {"cpu_percent": 12.5, "memory_total_bytes": 2 ** 34,
-                       "memory_used_bytes": 2 ** 32, "memory_available_bytes": 2 ** 33,
-                       "memory_percent": 25.0, "age_seconds": 0.4, "stale": False},
-            "daemon": {"cpu_percent": 1.0, "rss_bytes": 60_000_000},
-            "processes": [{"pid": 100, "rss_bytes": 40_000_000, "gpu_memory_mb": 1536.0}],
-            "processes_age_seconds": 1.2, "processes_stale": False,
-            "gpu": gpu(50.0),
-        },
-        "restore": {},
-    }
+    return documents.snapshot()
 
 
 def insights(**settings: object) -> Insights:
@@ -181,8 +61,8 @@ def put_drain_lag(doc: dict, seconds: float) -> None:
 
 def put_busy_gpu(doc: dict, utilization: float) -> None:
     """Latency rising (10 s p99 1.5 x the 5 m p99) on a GPU this busy."""
-    doc["operations"] = [series(every=stats(count=200, mean_ms=200.0, p99_ms=200.0),
-                                **{"10s": stats(count=40, mean_ms=250.0, p99_ms=300.0)})]
+    doc["operations"] = [series(every=window_stats(count=200, mean_ms=200.0, p99_ms=200.0),
+                                **{"10s": window_stats(count=40, mean_ms=250.0, p99_ms=300.0)})]
     doc["resources"]["gpu"] = gpu(utilization)
 
 
@@ -466,7 +346,7 @@ def test_gpu_idle_needs_queued_requests():
 
     waiting = healthy_document()
     waiting["resources"]["gpu"] = gpu(4.0)
-    waiting["operations"] = [series(every=stats(count=200, queue_count=200, queue_ms=150.0))]
+    waiting["operations"] = [series(every=window_stats(count=200, queue_ms=counted(200, 150.0)))]
     (finding,) = insights().evaluate(waiting, T0)["findings"]
     assert finding["kind"] == "gpu_idle"
     assert finding["evidence"]["queue_ms_mean"] == 150.0
@@ -736,8 +616,8 @@ def test_performance_from_one_slow_series_of_a_fast_model():
     """A series slower than recommend_processing_ms whose model is fast on average gets a
     recommendation of its own."""
     doc = healthy_document()
-    doc["operations"] = [series(every=stats(count=1000, mean_ms=100.0)),
-                         series("embed", every=stats(count=30, mean_ms=4000.0))]
+    doc["operations"] = [series(every=window_stats(count=1000, mean_ms=100.0)),
+                         series("embed", every=window_stats(count=30, mean_ms=4000.0))]
     doc["models"] = [model(count=1030, errors=0, mean_ms=213.6)]
     advice = recommendation(insights().evaluate(doc, T0), "performance")
     assert advice["subject"] == {"type": "series", "name": "embed/llama"}
@@ -747,7 +627,7 @@ def test_caching_from_a_low_hit_rate_with_enough_lookups():
     """A series' cache hit rate below recommend_cache_hit_rate over at least 20 lookups:
     raise the cache size or TTL. Fewer lookups, or a good hit rate, say nothing."""
     doc = healthy_document()
-    doc["operations"] = [series(every=stats(count=200, lookups=50, hits=5))]
+    doc["operations"] = [series(every=window_stats(count=200, lookups=50, hits=5))]
     result = insights().evaluate(doc, T0)
     advice = recommendation(result, "caching")
     assert advice["subject"] == {"type": "series", "name": "chat/llama"}
@@ -757,7 +637,7 @@ def test_caching_from_a_low_hit_rate_with_enough_lookups():
     assert "10%" in advice["message"] and "50 lookups" in advice["message"]
     assert "size" in advice["message"] and "TTL" in advice["message"]
     for lookups, hits in ((10, 0), (50, 40)):
-        doc["operations"] = [series(every=stats(count=200, lookups=lookups, hits=hits))]
+        doc["operations"] = [series(every=window_stats(count=200, lookups=lookups, hits=hits))]
         quiet = insights().evaluate(doc, T0)
         assert quiet["recommendations"] == [] and quiet["findings"] == []
 
@@ -767,11 +647,11 @@ def test_poor_cache_finding_has_hysteresis():
     is back above threshold x (1 + hysteresis)."""
     doc = healthy_document()
     engine = insights()
-    doc["operations"] = [series(every=stats(count=200, lookups=100, hits=20))]
+    doc["operations"] = [series(every=window_stats(count=200, lookups=100, hits=20))]
     assert [f["kind"] for f in engine.evaluate(doc, T0)["findings"]] == ["poor_cache"]
-    doc["operations"] = [series(every=stats(count=200, lookups=100, hits=32))]  # 0.32 < 0.33
+    doc["operations"] = [series(every=window_stats(count=200, lookups=100, hits=32))]  # 0.32 < 0.33
     assert [f["started_unix"] for f in engine.evaluate(doc, T0 + 5)["findings"]] == [T0]
-    doc["operations"] = [series(every=stats(count=200, lookups=100, hits=40))]
+    doc["operations"] = [series(every=window_stats(count=200, lookups=100, hits=40))]
     assert engine.evaluate(doc, T0 + 10)["findings"] == []
 
 

@@ -33,6 +33,7 @@ from ai_analytics.daemon.stats.edge_counts import (
 )
 from ai_analytics.daemon.stats.statistics import Statistics
 
+import documents
 from helpers import free_port, run_python, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,14 +64,6 @@ def types(text: bytes) -> dict[str, str]:
     """# TYPE lines: exposed family name → type."""
     return {line.split()[2]: line.split()[3] for line in text.decode().splitlines()
             if line.startswith("# TYPE ")}
-
-
-def with_histograms(document: dict, stats: Statistics) -> dict:
-    """The document with its "histograms" section: build_document adds it once wired, and
-    until then the test adds it here, computed the same way."""
-    if "histograms" in document:
-        return document
-    return {**document, "histograms": histogram_section(stats)}
 
 
 def records(latencies: list[float], second: float = 1000.0, **fields: object) -> np.ndarray:
@@ -189,7 +182,7 @@ def document(make_config) -> dict:
         assert daemon.save(running=True)
         published = daemon.last_document
         assert published is not None
-        return with_histograms(published, daemon.stats)
+        return published
     finally:
         daemon.close()
 
@@ -254,8 +247,7 @@ def test_missing_sections_give_no_samples(document):
     """No GPU (as NVML reports it without a driver), no sinks section (an older document):
     no gpu_* and no sink_circuit_state samples. An empty document, or none at all, renders
     to nothing."""
-    no_gpu = {"available": False, "reason": "NVML library libnvidia-ml.so.1 not found",
-              "devices": [], "age_seconds": 0.1, "stale": False}
+    no_gpu = documents.gpu(available=False)
     document = {k: v for k, v in document.items() if k != "sinks"}
     found = samples(render({**document, "resources": {**document["resources"], "gpu": no_gpu}}))
     names = {name for name, _ in found}
@@ -268,17 +260,19 @@ def test_missing_sections_give_no_samples(document):
 def test_gpu_and_sink_sections_when_present(document):
     """A GPU section (as the NVML sampler writes it) and the circuit breaker's sinks section
     become per-GPU and per-sink gauges, in base units."""
-    gpu = {"available": True, "reason": None, "age_seconds": 0.3, "stale": False,
-           "devices": [{"index": 0, "name": "H200", "utilization_percent": 87,
-                        "memory_used_mb": 1024.0, "memory_total_mb": 143771.0,
-                        "temperature_c": 41, "power_w": 312.5},
-                       {"index": 1, "name": "H200", "utilization_percent": None,
-                        "memory_used_mb": None, "memory_total_mb": None,
-                        "temperature_c": None, "power_w": None}]}
-    sinks = {"state": {"state": "open", "failures": 5, "consecutive_failures": 5,
-                       "skipped": 3, "last_error": "OSError: disk full"},
-             "history": {"state": "half_open", "skipped": 0, "backlog": {"snapshots": 2}},
-             "other": {"state": "closed"}, "off": {"state": "disabled", "skipped": 0}}
+    gpu = documents.gpu(devices=[
+        documents.gpu_device(0, 87, name="H200", memory_used_mb=1024.0, temperature_c=41,
+                             power_w=312.5),
+        documents.gpu_device(1, None, name="H200", memory_used_mb=None, memory_total_mb=None,
+                             temperature_c=None, power_w=None)])
+    gpu["age_seconds"] = 0.3
+    sinks = documents.sinks()
+    sinks["state"].update(state="open", failures=5, consecutive_failures=5, skipped=3,
+                          last_error="OSError: disk full")
+    sinks["history"]["state"] = "half_open"
+    sinks["history"]["backlog"]["snapshots"] = 2
+    # Sinks /metrics knows by no name: one closed, one whose breaker is disabled.
+    sinks = {**sinks, "other": {"state": "closed"}, "off": {"state": "disabled", "skipped": 0}}
     found = samples(render({**document, "resources": {**document["resources"], "gpu": gpu},
                             "sinks": sinks}))
     assert value(found, "ai_analytics_gpu_utilization_ratio", gpu="0") == 0.87
@@ -298,11 +292,14 @@ def test_gpu_and_sink_sections_when_present(document):
 def test_endpoint_renders_each_document_once():
     """MetricsEndpoint serves the same bytes for the same published document, and a new
     rendering for a new one."""
-    holder = {"doc": {"events": {"received": 1}}}
+    first_document, second_document = documents.snapshot(), documents.snapshot()
+    first_document["events"]["received"] = 1
+    second_document["events"]["received"] = 2
+    holder = {"doc": first_document}
     endpoint = MetricsEndpoint(lambda: holder["doc"])
     first = endpoint()
     assert endpoint() is first
-    holder["doc"] = {"events": {"received": 2}}
+    holder["doc"] = second_document
     assert value(samples(endpoint()), "ai_analytics_events_total", outcome="received") == 2
 
 

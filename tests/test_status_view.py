@@ -26,9 +26,11 @@ from ai_analytics.cli import status
 from ai_analytics.cli import tables as fmt
 from ai_analytics.cli.shm_view import read_namespace
 from ai_analytics.cli.tables import Column, table
+from ai_analytics.core.document import ModelProcess, SnapshotDocument, WindowStats
 from ai_analytics.core.exits import CliExit
 from ai_analytics.core.state import write_state
 
+import documents
 from helpers import SHM_DIR, run_python, start_python, wait_for
 
 AI_ANALYTICS = str(Path(sys.executable).with_name("ai-analytics"))
@@ -39,138 +41,94 @@ LONG_MODEL = "llama-3-8b-instruct-with-a-very-long-name-indeed"
 WINDOW_NAMES = ("10s", "1m", "5m", "since_start")
 
 
-# -- a crafted document with every section -----------------------------------------------------
+# -- a crafted document with every section, from the factory (tests/documents.py) -------------
 
-def window_stats(count: int, errors: int, rate: float, p50: float | None, p95: float | None,
-                 p99: float | None, quality: float | None) -> dict:
-    return {
-        "count": count, "successes": count - errors, "errors": errors,
-        "error_rate": errors / count if count else None, "throughput_per_s": rate,
-        "latency_ms": {"mean": p50, "min": p50, "max": p99, "p50": p50, "p90": p95,
-                       "p95": p95, "p99": p99, "p999": p99},
-        "quality": {"count": count if quality is not None else 0, "mean": quality,
-                    "min": quality, "p10": quality},
-        "cache": {"lookups": 0, "hits": 0, "hit_rate": None},
-    }
+def stats(count: int, errors: int, rate: float, p50: float | None, p95: float | None,
+          p99: float | None, quality: float | None) -> WindowStats:
+    """One window of a series, with the numbers whose formatting the tests know."""
+    return documents.window_stats(
+        count, errors, throughput_per_s=rate, latency_ms=documents.distribution(p50, p99, p95),
+        quality=None if quality is None else documents.quality_stats(count, quality))
 
 
-def full_document(namespace: str = "prod") -> dict:
+def full_document(namespace: str = "prod") -> SnapshotDocument:
     """A snapshot as docs/snapshot.md describes it, plus findings and recommendations, with
     two GPUs (one reporting nothing) and numbers whose formatting the tests know."""
     lane = f"{namespace}.lane.2908.0"
     dead = f"{namespace}.lane.3001.0"
-    return {
-        "schema_version": 1, "written_at": "2027-01-15T08:00:00.000+00:00",
-        "written_unix": NOW - 2.5, "namespace": namespace,
-        "daemon": {"pid": 4242, "version": "0.1.0", "running": True,
-                   "started_unix": NOW - 7322.5, "uptime_seconds": 7320.0, "on_full": "drop",
-                   "max_queue_size": 8192, "batch_size": 65536, "batch_timeout_seconds": 1.0,
-                   "cpu_percent": 1.5, "rss_bytes": 61_000_000},
-        "events": {"received": 123506, "dropped": 4321, "overwritten": 0, "invalid": 3,
-                   "lost_on_restart": 0, "pending": 7680, "no_lane": 0},
-        "lanes": [
-            {"name": lane, "process": "pid 2908", "pid": 2908, "worker_pid": 2908,
-             "pid_namespace": 4026531836, "same_pid_namespace": True, "uid": 1000,
-             "thread_id": 2911, "state": "live", "ring": True, "capacity": 8192,
-             "on_full": "drop", "fill": 0.9375, "head": 130000, "tail": 122320,
-             "received": 122317, "dropped": 4321, "overwritten": 0, "invalid": 3,
-             "lost_on_restart": 0, "pending": 7680, "no_lane": 0},
-            {"name": dead, "process": "pid 3001", "pid": 3001, "worker_pid": 3001,
-             "pid_namespace": 4026531836, "same_pid_namespace": True, "uid": 1000,
-             "thread_id": 3001, "state": "dead", "ring": True, "capacity": 8192,
-             "on_full": "drop", "fill": 0.0, "head": 50, "tail": 50, "received": 50,
-             "dropped": 0, "overwritten": 0, "invalid": 0, "lost_on_restart": 0, "pending": 0,
-             "no_lane": 0},
+    chat = documents.series("chat_completion", LONG_MODEL,
+                            every=stats(1234, 62, 20.567, 12.34, 812.0, 1234.5, 0.912))
+    chat["count"] = 123456  # all time, before this daemon started too
+    embedding = documents.series(
+        "embedding", "bge-small", every=stats(50, 1, 0.1, 0.5, 1.0, 1.1, None),
+        **{"10s": stats(0, 0, 0.0, None, None, None, None),
+           "1m": stats(7, 0, 0.117, 0.42, 0.9, 0.95, None),
+           "5m": stats(50, 1, 0.1667, 0.5, 1.0, 1.1, None)})
+    worker: ModelProcess = {"pid": 2908, "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0}
+    document = documents.snapshot(
+        namespace, NOW - 2.5,
+        lanes=[documents.lane(lane, pid=2908, fill=0.9375, pending=7680, tail=122320,
+                              received=122317, dropped=4321, invalid=3, thread_id=2911,
+                              uid=1000),
+               documents.lane(dead, pid=3001, state="dead", pending=0, tail=50, received=50,
+                              thread_id=3001, uid=1000)],
+        operations=[chat, embedding],
+        models=[documents.model("bge-small", count=7, errors=0, mean_ms=0.5),
+                documents.model(LONG_MODEL, count=1234, errors=62, mean_ms=1500.0,
+                                processes=[worker])],
+        caches=[documents.cache("kv-cache", size=98765, reporting_lanes=3,
+                                evictions_total=4567, evictions_per_s=(1.5, 2.5, 0.5))],
+        findings=[
+            documents.finding("queue_congestion", "lane", lane, "warning",
+                              "Lane 2908.0 is 94% full (threshold 80%): its producer emits "
+                              "faster than the daemon drains it.", NOW - 125, 0.8,
+                              {"fill": 0.9375}),
+            documents.finding("event_loss", "namespace", namespace, "critical",
+                              "3.4% of events were lost in the last minute.", NOW - 60, 0.05,
+                              {"ratio": 0.034}),
+            documents.finding("producer_died", "lane", dead, "info",
+                              "Worker 3001 died with events still pending.", NOW - 5),
         ],
-        "lanes_summary": {"live": 1, "retired": 0, "dead": 1, "without_ring": 0, "reclaimed": 4,
-                          "waiting": 0, "rejected_segments": 2, "outdated": 0},
-        "operations": [
-            {"operation": "chat_completion", "model": LONG_MODEL, "count": 123456,
-             "windows": {w: window_stats(1234, 62, 20.567, 12.34, 812.0, 1234.5, 0.912)
-                         for w in WINDOW_NAMES}},
-            {"operation": "embedding", "model": "bge-small", "count": 50,
-             "windows": {"10s": window_stats(0, 0, 0.0, None, None, None, None),
-                         "1m": window_stats(7, 0, 0.117, 0.42, 0.9, 0.95, None),
-                         "5m": window_stats(50, 1, 0.1667, 0.5, 1.0, 1.1, None),
-                         "since_start": window_stats(50, 1, 0.1, 0.5, 1.0, 1.1, None)}},
-        ],
-        "models": [
-            {"model": "bge-small",
-             "windows": {w: {"count": 7, "errors": 0, "error_rate": 0.0,
-                             "inference_ms_mean": 0.5} for w in WINDOW_NAMES},
-             "processes": [], "rss_bytes": None, "gpu_memory_mb": None},
-            {"model": LONG_MODEL,
-             "windows": {w: {"count": 1234, "errors": 62, "error_rate": 0.0502,
-                             "inference_ms_mean": 1500.0} for w in WINDOW_NAMES},
-             "processes": [{"pid": 2908, "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0}],
-             "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0},
-        ],
-        "caches": [{"name": "kv-cache", "size": 98765, "reporting_lanes": 3,
-                    "evictions_total": 4567,
-                    "evictions_per_s": {"10s": 1.5, "1m": 2.5, "5m": 0.5}}],
-        "cardinality": {"operations": 2, "models": 2, "series": 2, "max_operations": 256,
-                        "max_models": 256, "max_series": 1024,
-                        "overflow_events": {"operations": 0, "models": 0, "series": 0}},
-        "event_path": {
-            "max_fill": 0.9375, "drain_lag_seconds": 1.234, "records_per_batch": 812.5,
-            "rates_per_s": {"received": {"10s": 1.0, "1m": 2058.4, "5m": 3.0},
-                            "dropped": {"10s": 0.0, "1m": 72.0, "5m": 0.0},
-                            "overwritten": {"10s": 0.0, "1m": 0.0, "5m": 0.0},
-                            "invalid": {"10s": 0.0, "1m": 0.05, "5m": 0.0}}},
-        "drain": {"batches": 10, "records": 8125, "last_batch": 800,
-                  "series_overflow_events": 0, "state_writes_failed": 0,
-                  "history_writes_failed": 0},
-        "resources": {
-            "system": {"cpu_percent": 12.5, "memory_total_bytes": 25_200_000_000,
-                       "memory_used_bytes": 2_040_000_000,
-                       "memory_available_bytes": 23_160_000_000, "memory_percent": 8.1,
-                       "age_seconds": 0.4, "stale": False},
-            "daemon": {"cpu_percent": 1.5, "rss_bytes": 61_000_000},
-            "processes": [{"pid": 2908, "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0}],
-            "processes_age_seconds": 1.2, "processes_stale": False,
-            "gpu": {"available": True, "reason": None, "age_seconds": 0.4, "stale": False,
-                    "processes_age_seconds": 3.0, "processes_stale": False,
-                    "devices": [
-                        {"index": 0, "name": "NVIDIA H200", "utilization_percent": 97.0,
-                         "memory_used_mb": 15360.0, "memory_total_mb": 143771.0,
-                         "temperature_c": 71, "power_w": 612.4},
-                        {"index": 1, "name": "NVIDIA H200", "utilization_percent": None,
-                         "memory_used_mb": None, "memory_total_mb": None,
-                         "temperature_c": None, "power_w": None},
-                    ]},
-        },
-        "findings": [
-            {"id": f"queue_congestion:lane:{lane}", "kind": "queue_congestion",
-             "subject": {"type": "lane", "name": lane}, "severity": "warning", "window": "1m",
-             "evidence": {"fill": 0.9375}, "threshold": 0.8, "started_unix": NOW - 125,
-             "message": "Lane 2908.0 is 94% full (threshold 80%): its producer emits faster "
-                        "than the daemon drains it."},
-            {"id": f"event_loss:namespace:{namespace}", "kind": "event_loss",
-             "subject": {"type": "namespace", "name": namespace}, "severity": "critical",
-             "window": "1m", "evidence": {"ratio": 0.034}, "threshold": 0.05,
-             "started_unix": NOW - 60, "message": "3.4% of events were lost in the last minute."},
-            {"id": f"producer_died:lane:{dead}", "kind": "producer_died",
-             "subject": {"type": "lane", "name": dead}, "severity": "info", "window": "1m",
-             "evidence": {}, "threshold": 0, "started_unix": NOW - 5,
-             "message": "Worker 3001 died with events still pending."},
-        ],
-        "recommendations": [
-            {"id": f"queue_size:lane:{lane}", "category": "queue_size",
-             "finding": f"queue_congestion:lane:{lane}",
-             "subject": {"type": "lane", "name": lane},
-             "message": "Raise max_queue_size from 8192 to 16384: about 9000 events/s arrive "
-                        "per live lane and the daemon may wait 1 s between drains.",
-             "config_key": "max_queue_size", "suggested_value": 16384},
-            {"id": "caching:model:bge-small", "category": "caching", "finding": None,
-             "subject": {"type": "model", "name": "bge-small"},
-             "message": "Cache the embeddings: the hit rate is 12%.", "config_key": None,
-             "suggested_value": None},
-        ],
-        "restore": {"lanes": []},
-    }
+        recommendations=[
+            documents.recommendation(
+                "queue_size", "lane", lane,
+                "Raise max_queue_size from 8192 to 16384: about 9000 events/s arrive per live "
+                "lane and the daemon may wait 1 s between drains.",
+                f"queue_congestion:lane:{lane}", "max_queue_size", 16384),
+            documents.recommendation("caching", "model", "bge-small",
+                                     "Cache the embeddings: the hit rate is 12%."),
+        ])
+    document["daemon"] = documents.daemon(pid=4242, started_unix=NOW - 7322.5,
+                                          uptime_seconds=7320.0, cpu_percent=1.5,
+                                          rss_bytes=61_000_000)
+    document["events"] = documents.events(received=123506, dropped=4321, invalid=3,
+                                          pending=7680)
+    document["lanes_summary"] = documents.lanes_summary(live=1, dead=1, reclaimed=4,
+                                                        rejected_segments=2)
+    document["cardinality"] = documents.cardinality(operations=2, models=2, series=2)
+    document["event_path"] = documents.event_path(
+        max_fill=0.9375, drain_lag_seconds=1.234, records_per_batch=812.5,
+        rates_per_s={"received": {"10s": 1.0, "1m": 2058.4, "5m": 3.0},
+                     "dropped": {"10s": 0.0, "1m": 72.0, "5m": 0.0},
+                     "overwritten": {"10s": 0.0, "1m": 0.0, "5m": 0.0},
+                     "invalid": {"10s": 0.0, "1m": 0.05, "5m": 0.0},
+                     "no_lane": {"10s": 0.0, "1m": 0.0, "5m": 0.0}})
+    document["drain"] = documents.drain(batches=10, records=8125, last_batch=800)
+    document["resources"] = documents.resources(
+        documents.system(cpu_percent=12.5, memory_total_bytes=25_200_000_000,
+                         memory_used_bytes=2_040_000_000,
+                         memory_available_bytes=23_160_000_000, memory_percent=8.1),
+        cpu_percent=1.5, rss_bytes=61_000_000,
+        processes=[{"pid": 2908, "rss_bytes": 2_147_483_648, "gpu_memory_mb": 15360.0}],
+        gpu_section=documents.gpu(devices=[
+            documents.gpu_device(0, 97.0, memory_used_mb=15360.0, temperature_c=71,
+                                 power_w=612.4),
+            documents.gpu_device(1, None, memory_used_mb=None, memory_total_mb=None,
+                                 temperature_c=None, power_w=None)]))
+    return document
 
 
-def healthy(document: dict) -> dict:
+def healthy(document: SnapshotDocument) -> SnapshotDocument:
     """The same document with nothing wrong: no findings, no recommendations."""
     document = copy.deepcopy(document)
     document["findings"], document["recommendations"] = [], []
@@ -300,13 +258,16 @@ def test_window_choice_changes_the_tables() -> None:
     document states it (daemon.insight_window, else the findings' window), else 1m; a series
     with no events in the window is counted, not listed."""
     document = full_document()
+    del document["daemon"]["insight_window"]  # as a daemon that does not state it
     assert status.default_window(document) == "1m"
     document["findings"][0]["window"] = document["findings"][1]["window"] = "5m"
     document["findings"][2]["window"] = "5m"
     assert status.default_window(document) == "5m"
     document["daemon"]["insight_window"] = "10s"
     assert status.default_window(document) == "10s"
-    assert status.default_window(healthy(full_document())) == "1m"
+    quiet = healthy(full_document())
+    del quiet["daemon"]["insight_window"]
+    assert status.default_window(quiet) == "1m"
     text = status.render_text(document, width=100, now=NOW)
     assert "OPERATIONS (last 10s)" in text and "MODELS (last 10s)" in text
     assert "1 more series had no events in the last 10s" in text
@@ -793,9 +754,9 @@ def test_event_path_shows_each_sinks_circuit():
     """The operator sees each sink's breaker: an open one with its skipped writes."""
     from ai_analytics.cli.status import render_event_path
 
-    document = {"namespace": "ns", "events": {}, "event_path": {}, "lanes_summary": {},
-                "lanes": [], "sinks": {"state": {"state": "open", "skipped": 12},
-                                       "history": {"state": "closed", "skipped": 0}}}
+    document = documents.snapshot("ns", lanes=[])
+    document["sinks"]["state"]["state"] = "open"
+    document["sinks"]["state"]["skipped"] = 12
     text = render_event_path(document)
     assert "sink history: closed" in text
     assert "sink state: open (12 writes skipped)" in text
