@@ -3,9 +3,9 @@
 ``SnapshotDocument`` is the shape ``build_document`` returns, the daemon writes to state.json
 and serves at /status, and docs/snapshot.md describes (tests/test_document.py checks that the
 two name the same fields, and that a real daemon's document has exactly these keys). Every
-key is always present except the ones a ``total=False`` class declares: the findings and
-recommendations, which a snapshot gets from the bottleneck rules after it is built, and the
-fields a resource probe leaves out when it has no value to give.
+key is always present except the ``NotRequired`` ones: the findings and recommendations,
+which a snapshot gets from the bottleneck rules after it is built, and the fields a resource
+probe leaves out when it has no value to give.
 
 Written by the daemon, the document has this shape. Read back from a file, it is typed the
 same way, but the file may be damaged, hand-edited or written by another release: a reader
@@ -13,15 +13,14 @@ that must not fail on that (``ai-analytics status``, ``/metrics``) reads it thro
 ``lookup``, ``mapping``, ``sequence``, ``mappings`` and ``number``, which turn a missing key or
 a value of the wrong type into an empty or None value instead of raising.
 
-``typing.NotRequired`` would be shorter than the ``total=False`` subclasses, but it needs
-Python 3.11, and the package supports 3.10.
+The module does without ``from __future__ import annotations``: with it, the annotations stay
+strings, and ``TypedDict`` cannot see ``NotRequired`` in them at run time (every key would be
+listed in ``__required_keys__``, which tests/test_document.py reads).
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from ai_analytics.core.config import InsightWindow, OnFull
 
@@ -291,20 +290,20 @@ class SystemSample(TypedDict):
     stale: bool
 
 
-class _ProcessSample(TypedDict):
-    pid: int
-
-
-class ProcessSample(_ProcessSample, total=False):
+class ProcessSample(TypedDict):
     """A worker process: ``rss_bytes``, or an ``error`` when it is gone or unreadable;
     ``gpu_memory_mb`` where a GPU reports the process."""
 
-    rss_bytes: int
-    gpu_memory_mb: float
-    error: str
+    pid: int
+    rss_bytes: NotRequired[int]
+    gpu_memory_mb: NotRequired[float]
+    error: NotRequired[str]
 
 
-class _GpuDevice(TypedDict):
+class GpuDevice(TypedDict):
+    """A field the device does not support is None; a device that cannot be read at all
+    has an ``error`` too."""
+
     index: int
     name: str
     utilization_percent: float | None
@@ -312,13 +311,7 @@ class _GpuDevice(TypedDict):
     memory_total_mb: float | None
     temperature_c: float | None
     power_w: float | None
-
-
-class GpuDevice(_GpuDevice, total=False):
-    """A field the device does not support is None; a device that cannot be read at all
-    has an ``error`` too."""
-
-    error: str
+    error: NotRequired[str]
 
 
 class GpuSection(TypedDict):
@@ -399,7 +392,7 @@ class RestoreSection(TypedDict):
     cardinality_overflow: dict[str, int]
 
 
-class _SnapshotDocument(TypedDict):
+class SnapshotDocument(TypedDict):
     schema_version: int
     written_at: str
     written_unix: float
@@ -420,11 +413,9 @@ class _SnapshotDocument(TypedDict):
     resources: ResourcesSection
     histograms: HistogramsSection
     restore: RestoreSection
-
-
-class SnapshotDocument(_SnapshotDocument, total=False):
-    findings: list[Finding]
-    recommendations: list[Recommendation]
+    # Added by the bottleneck rules once the document is built.
+    findings: NotRequired[list[Finding]]
+    recommendations: NotRequired[list[Recommendation]]
 
 
 # -- reading a document that may be damaged ---------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from ai_analytics.core import document as D
 from ai_analytics.core.config import Config, config_from_mapping
+from ai_analytics.core.outcomes import OUTCOMES
 from ai_analytics.core.state import read_state
 
 import documents
@@ -96,6 +97,12 @@ def test_every_documented_field_is_in_the_type_and_every_field_is_documented() -
 def test_the_top_level_table_lists_exactly_the_top_level_keys() -> None:
     part = state_json_part(DOC.read_text(encoding="utf-8"))
     assert top_level_keys(part) == set(typing.get_type_hints(D.SnapshotDocument))
+
+
+def test_event_counts_are_the_outcomes_in_their_order() -> None:
+    """EventCounts (events, events_by_uid, each lane's counters) names every outcome of
+    core/outcomes.py, in the order the state file keeps them."""
+    assert tuple(typing.get_type_hints(D.EventCounts)) == OUTCOMES
 
 
 def test_the_doc_parsers_find_what_they_look_for() -> None:
