@@ -262,14 +262,14 @@ class Statistics:
         windows["since_start"] = _describe(since.arrays, since.buckets,
                                            max(self.clock() - self.started, 1.0),
                                            len(self.registry))
-        rows = []
-        for sid in range(len(self.registry)):
+        rows: list[dict[str, object]] = []
+        # Most events first; a stable sort keeps series of equal counts in series-id order.
+        for sid in sorted(range(len(self.registry)), key=lambda sid: -int(self.all_time[sid])):
             operation, model = self.registry.label(sid)
             rows.append({
                 "operation": operation, "model": model, "count": int(self.all_time[sid]),
                 "windows": {name: stats[sid] for name, stats in windows.items()},
             })
-        rows.sort(key=lambda row: -row["count"])
         return rows
 
     def close_interval(self) -> tuple[float, list[dict[str, object]]]:
