@@ -209,9 +209,9 @@ def latest_received(state_dir: Path) -> int:
 
 
 def test_state_directory_removed_while_running(daemon_factory, emitters, state_dir):
-    """rm -rf of the state directory under a running daemon: it keeps draining, says so in
-    its log, writes a new state.json and starts a new history database that holds every
-    interval from then on; the final state reconciles exactly."""
+    """The state directory removed with its files under a running daemon: it keeps draining,
+    says so in its log, writes a new state.json and starts a new history database that holds
+    every interval from then on; the final state reconciles exactly."""
     daemon = daemon_factory(snapshot_interval_seconds=0.1)
     emitting = emitters()
     history = Path(history_path(str(state_dir)))
@@ -221,7 +221,14 @@ def test_state_directory_removed_while_running(daemon_factory, emitters, state_d
     # that the new database holds only intervals from after the removal.
     wait_for(lambda: latest_received(state_dir) >= seen["events"]["received"],
              what="the history to hold the snapshot seen")
-    shutil.rmtree(state_dir)
+    # Renamed away first, then deleted: rmtree alone is not atomic, and the daemon recreates
+    # the directory and its files at every snapshot (the behaviour under test), so a write
+    # between rmtree's listing and its rmdir would make rmtree itself fail ("Directory not
+    # empty", or a .state.*.tmp listed and then renamed to state.json). The rename makes the
+    # directory vanish at one instant; the daemon never looks under the new name.
+    removed = state_dir.with_name("state.removed")
+    state_dir.rename(removed)
+    shutil.rmtree(removed)
     daemon.state_after(lambda s: s["events"]["received"] > seen["events"]["received"],
                        what="a new state.json with more events")
     wait_for(lambda: f"history database {history} is gone" in daemon.log(),
