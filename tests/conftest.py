@@ -1,15 +1,31 @@
-"""Fixtures: each test gets its own namespace and state directory, cleaned up even on failure."""
+"""Fixtures: each test gets its own namespace and state directory, cleaned up even on failure;
+the daemons, servers and producers a test starts through them are stopped at its end."""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from helpers import DaemonProcess, free_port, remove_namespace, write_config
+from helpers import (
+    SERVED_DOCUMENT,
+    SHM_DIR,
+    DaemonProcess,
+    Emitters,
+    always_healthy,
+    free_port,
+    remove_namespace,
+    write_config,
+)
+
+if TYPE_CHECKING:
+    from ai_analytics.daemon.http.server import StatusServer
+    from ai_analytics.daemon.service import Daemon
 
 _serial = itertools.count()
 
@@ -52,15 +68,88 @@ def make_config(tmp_path: Path, namespace: str, state_dir: Path) -> Callable[...
 def daemon_factory(
     make_config: Callable[..., Path], state_dir: Path, namespace: str
 ) -> Iterator[Callable[..., DaemonProcess]]:
-    """Start real daemons for this test; every one is reaped at the end."""
+    """Start real daemons for this test; every one is reaped at the end. A config file, or
+    settings for a new one; ``state_dir``, ``env``, ``segment_dir`` and ``wrap`` as for
+    DaemonProcess (a segment_dir is written into a new config too)."""
     started: list[DaemonProcess] = []
 
-    def start(config_path: Path | None = None, **settings: object) -> DaemonProcess:
-        path = config_path or make_config(**settings)
-        daemon = DaemonProcess(path, state_dir, namespace).start()
+    def start(config_path: Path | None = None, *, state_dir: Path = state_dir,
+              env: dict[str, str] | None = None, segment_dir: str | None = None,
+              wrap: list[str] | None = None, **settings: object) -> DaemonProcess:
+        if config_path is None:
+            if segment_dir is not None:
+                settings["segment_dir"] = segment_dir
+            config_path = make_config(**settings)
+        daemon = DaemonProcess(config_path, state_dir, namespace, env=env,
+                               segment_dir=segment_dir or SHM_DIR, wrap=wrap)
         started.append(daemon)
-        return daemon
+        return daemon.start()
 
     yield start
     for daemon in started:
         daemon.reap()
+
+
+@pytest.fixture
+def make_daemon(namespace: str, state_dir: Path) -> Iterator[Callable[..., Daemon]]:
+    """Build Daemon objects in this process; every one is closed at the end. A Config, or
+    settings over the defaults with this test's namespace and state directory."""
+    from ai_analytics.core.config import config_from_mapping
+    from ai_analytics.daemon.service import Daemon
+
+    made: list[Daemon] = []
+
+    def make(config: Any = None, **settings: object) -> Daemon:
+        if config is None:
+            config = config_from_mapping({"namespace": namespace, "state_dir": str(state_dir),
+                                          **settings})
+        made.append(Daemon(config))
+        return made[-1]
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+@pytest.fixture
+def emitters(namespace: str, tmp_path: Path) -> Iterator[Callable[..., Emitters]]:
+    """Start steady producer processes for this test; reaped at the end, even when it fails."""
+    started: list[Emitters] = []
+
+    def start(count: int = 2) -> Emitters:
+        started.append(Emitters(namespace, tmp_path / f"stop-{len(started)}", count))
+        return started[-1]
+
+    yield start
+    for group in started:
+        group.reap()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., StatusServer]]:
+    """Start StatusServers (the daemon's HTTP endpoint, in this process) on a free loopback
+    port, serving SERVED_DOCUMENT and healthy unless told otherwise; each is stopped, within
+    5 s, at the end."""
+    from ai_analytics.daemon.http.server import StatusServer
+
+    servers: list[StatusServer] = []
+
+    def start(snapshot: Callable[[], dict | None] = lambda: SERVED_DOCUMENT,
+              health: Callable[[], tuple[bool, str]] = always_healthy, host: str = "127.0.0.1",
+              **options: object) -> StatusServer:
+        server = StatusServer(host, 0, snapshot, health, **options)  # type: ignore[arg-type]
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        assert server.stop(5.0), "a server thread outlived stop()"
+
+
+@pytest.fixture
+def on_thread(namespace: str) -> Iterator[Callable[..., Any]]:
+    """Run calls on one fresh thread, so one fresh lane in this test's namespace (lanes are
+    per thread and cached for its life); return their result or re-raise their error."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emitter") as pool:
+        yield lambda fn, *args, **kwargs: pool.submit(fn, *args, **kwargs).result(timeout=60)

@@ -1,22 +1,32 @@
-"""Shared test helpers: a real daemon process, producer processes, namespace cleanup."""
+"""Shared test helpers: a real daemon process, producer processes, namespace cleanup, the
+installed scripts, HTTP requests, the CLI in process, and the small builders that several
+test files use. Each exists once, here or as a fixture in conftest.py."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import math
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import yaml
 
 SHM_DIR = "/dev/shm"
+# The repository and its tests/ folder (this file's), wherever a test file sits below it.
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 def shm_names(namespace: str) -> list[str]:
@@ -45,6 +55,29 @@ def write_config(path: Path, **settings: object) -> Path:
     """Write a config.yaml from keyword settings (values rendered as YAML via json)."""
     path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
     return path
+
+
+def read_config(path: Path) -> dict[str, object]:
+    """The settings a config file holds (what ``write_config`` wrote)."""
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def script(name: str) -> str:
+    """An installed console script (ai-analytics, ai-analyticsd, ruff): next to the running
+    interpreter."""
+    path = Path(sys.executable).parent / name
+    assert path.exists(), f"{name} is not installed next to {sys.executable}"
+    return str(path)
+
+
+def run_daemon(config: Path, *, env: Mapping[str, str] | None = None,
+               wrap: Sequence[str] = (), timeout: float = 60.0,
+               ) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ai_analytics.daemon --config CONFIG`` to its end (a start that must be
+    refused); ``env``: variables added to its environment, ``wrap``: a command that runs it."""
+    return subprocess.run(
+        [*wrap, sys.executable, "-m", "ai_analytics.daemon", "--config", str(config)],
+        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
@@ -132,6 +165,17 @@ class DaemonProcess:
 
         return wait_for(fresh_enough, timeout, what=what)
 
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """SIGSTOP the daemon for the block (a reader that does not read); SIGCONT after it,
+        whatever happens in it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
         os.kill(self.pid, signal.SIGTERM)
@@ -159,43 +203,91 @@ class DaemonProcess:
 
 
 def run_python(code: str, namespace: str, timeout: float = 60.0, check: bool = True,
-               **popen: object) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter with the test's namespace; return its result."""
+               args: Sequence[str] = (), **popen: object) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (``args``: its sys.argv[1:]) in a fresh interpreter with the test's
+    namespace; return its result."""
     env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace, "PYTHONWARNINGS": "error"}
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-        timeout=timeout, **popen,
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
+        text=True, timeout=timeout, **popen,
     )
     if check:
         assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
 
 
-def start_python(code: str, namespace: str, **popen: object) -> subprocess.Popen[str]:
-    """Start ``code`` in a fresh interpreter with the test's namespace (caller must wait)."""
+def start_python(code: str, namespace: str, args: Sequence[str] = (),
+                 **popen: object) -> subprocess.Popen[str]:
+    """Start ``code`` (``args``: its sys.argv[1:]) in a fresh interpreter with the test's
+    namespace (caller must wait)."""
     env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace, "PYTHONWARNINGS": "error"}
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, stdout=subprocess.PIPE,
+        [sys.executable, "-c", textwrap.dedent(code), *args], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, **popen,
     )
 
 
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    """GET ``path`` from the loopback server on ``port``: status code and body, errors too."""
+# What the ``serve`` fixture's StatusServers answer on /status unless told otherwise.
+SERVED_DOCUMENT = {"schema_version": 1, "namespace": "t", "events": {"received": 3, "dropped": 0}}
+
+
+def always_healthy() -> tuple[bool, str]:
+    """A StatusServer's health callback with nothing wrong."""
+    return True, ""
+
+
+def fetch(target: object, method: str = "GET", path: str = "/status",
+          body: bytes | None = None, headers: dict[str, str] | None = None,
+          ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request with http.client: (status, headers, body), error statuses included.
+    ``target``: a port on 127.0.0.1, a (host, port) pair, or a server with an ``address``."""
+    address = getattr(target, "address", target)
+    host, port = ("127.0.0.1", address) if isinstance(address, int) else address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def raw_exchange(target: object, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a plain socket and read until the server closes (``target`` as for
+    ``fetch``)."""
+    address = getattr(target, "address", target)
+    if isinstance(address, int):
+        address = ("127.0.0.1", address)
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def http_status(port: int) -> dict | None:
     """The daemon's /status document (served from memory), None while it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
-            return json.loads(response.read())
+        status, _, body = fetch(port)
+        return json.loads(body) if status == 200 else None
     except (OSError, ValueError):
         return None
+
+
+def status_where(port: int, predicate, what: str, timeout: float = 15.0) -> dict:
+    """Wait for a /status document that satisfies ``predicate``; return it."""
+    return wait_for(lambda: (doc := http_status(port)) is not None and predicate(doc) and doc,
+                    timeout, interval=0.05, what=what)
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port that another socket listens on for the block."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
 
 
 def events_total(state: dict) -> int:
@@ -243,3 +335,130 @@ class Emitters:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
+
+
+# -- the operator CLI in this process ------------------------------------------------------------
+
+def invoke(*args: str):
+    """``ai-analytics ARGS`` through click's CliRunner; its result. Ending by sys.exit() is how
+    the CLI ends: any other exception is a crash and fails the test."""
+    from click.testing import CliRunner
+
+    from ai_analytics.cli import main as cli
+
+    result = CliRunner().invoke(cli.main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result
+
+
+EXIT_CONFIG = 2  # both programs' status for an unusable config file
+
+
+class Outcome(NamedTuple):
+    """What one front end made of a config file: its name, exit status and output."""
+
+    prog: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli_runner(*args: str) -> Outcome:
+    result = invoke(*args)
+    return Outcome("ai-analytics", result.exit_code, result.stdout, result.stderr)
+
+
+def assert_one_line_error(outcome: Outcome, *needles: str) -> str:
+    """Exit 2, nothing on stdout, one line on stderr holding every needle; return the line."""
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    assert outcome.exit_code == EXIT_CONFIG, outcome
+    assert outcome.stdout == ""
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{outcome.stderr}"
+    line = lines[0]
+    assert line.startswith(f"{outcome.prog}: "), line
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
+# -- clocks, records and lanes built by hand -------------------------------------------------------
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``clock.now = ...``)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_records(n: int, second: float = 1000.0, latency: np.ndarray | Sequence[float] | float
+                 = 10.0, **fields: object) -> np.ndarray:
+    """``n`` well-formed records as the drain hands them to the statistics engine, stamped
+    ``second``; ``fields`` set other columns (one value, or one per record)."""
+    from ai_analytics.client import _layout as L
+    from ai_analytics.daemon.ingest.records import RECORD_DTYPE
+
+    records = np.zeros(n, RECORD_DTYPE)
+    records["ts_ns"] = int(second * 1e9)
+    records["latency_ms"] = latency
+    records["success"] = 1
+    records["quality"] = np.nan
+    records["cache_hit"] = L.CACHE_ABSENT
+    for name, value in fields.items():
+        records[name] = value
+    return records
+
+
+def add_records(stats, records: np.ndarray, operation: str | list[str] = "op",
+                model: str | list[str] = "m") -> None:
+    """Add ``records`` to a Statistics under ``operation`` and ``model`` (one name for all,
+    or one per record)."""
+    def ids(names: str | list[str]) -> np.ndarray:
+        if isinstance(names, str):
+            names = [names] * len(records)
+        return np.array([stats.registry.name_id(name) for name in names], np.int64)
+
+    stats.add(records, ids(operation), ids(model))
+
+
+def write_names(lane, entries: Sequence[bytes | str]) -> None:
+    """Publish ``entries`` as a lane's name table (ids 1, 2, ...), as a writer that skips the
+    client's checks would."""
+    from ai_analytics.client import _layout as L
+
+    for index, name in enumerate(entries):
+        raw = name.encode() if isinstance(name, str) else name
+        offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
+        lane.buf[offset] = len(raw)
+        lane.buf[offset + 1 : offset + 1 + len(raw)] = raw
+    lane.q[L.Q_NAMES_COUNT] = len(entries)
+
+
+class LaneView(NamedTuple):
+    capacity: int
+    overwrite: bool
+    head: int
+    dropped: int
+    tail: int
+    names: list[str]
+
+
+def read_lane(name: str) -> LaneView:
+    """The lane header fields and name table the tests look at, read straight from /dev/shm
+    (offsets from the layout module, values parsed here)."""
+    from ai_analytics.client import _layout as L
+
+    with open(os.path.join(SHM_DIR, name), "rb") as f:
+        raw = f.read()
+    (capacity,) = struct.unpack_from("<I", raw, L.OFF_CAPACITY)
+    (flags,) = struct.unpack_from("<I", raw, L.OFF_FLAGS)
+    words = struct.unpack_from("<32Q", raw)
+    names = []
+    for i in range(words[L.Q_NAMES_COUNT]):
+        offset = L.HEADER_SIZE + i * L.NAME_ENTRY_SIZE
+        names.append(raw[offset + 1 : offset + 1 + raw[offset]].decode())
+    return LaneView(capacity, bool(flags & L.FLAG_OVERWRITE), words[L.Q_HEAD],
+                    words[L.Q_DROPPED], words[L.Q_TAIL], names)

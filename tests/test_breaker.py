@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from ai_analytics.core.config import config_from_mapping
 from ai_analytics.core.errors import SinkTimeout, StateError
 from ai_analytics.core.history import history_path
 from ai_analytics.daemon.sinks.breaker import (
@@ -24,15 +23,7 @@ from ai_analytics.daemon.sinks.breaker import (
     Outcome,
 )
 
-from helpers import Emitters, events_total, http_status, wait_for
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from helpers import FakeClock, events_total, read_config, status_where, wait_for
 
 
 class Sink:
@@ -362,18 +353,10 @@ def test_backlog_flush_that_finishes_late_neither_loses_nor_duplicates():
 
 # -- the daemon object, in this process ----------------------------------------------------
 @pytest.fixture
-def inproc_daemon(namespace, tmp_path):
-    from ai_analytics.daemon.service import Daemon
-
-    state_dir = tmp_path / "state"
-    daemon = Daemon(config_from_mapping({
-        "namespace": namespace, "state_dir": str(state_dir), "failure_threshold": 2,
-        "recovery_timeout_seconds": 0.1,
-    }))
-    try:
-        yield daemon
-    finally:
-        daemon.close()
+def inproc_daemon(make_daemon):
+    """A Daemon in this process whose sinks' breakers open after two failures and try again
+    after 0.1 s."""
+    return make_daemon(failure_threshold=2, recovery_timeout_seconds=0.1)
 
 
 def test_a_skipped_or_failed_state_write_never_unlinks_reclaimed_lanes(inproc_daemon, tmp_path,
@@ -445,40 +428,21 @@ def sink(document: dict, name: str) -> dict:
     return document["sinks"][name]
 
 
-def status_where(port: int, predicate, what: str, timeout: float = 15.0) -> dict:
-    return wait_for(lambda: (doc := http_status(port)) is not None and predicate(doc) and doc,
-                    timeout, interval=0.05, what=what)
-
-
 def breaker_config(make_config, **settings):
     config = make_config(failure_threshold=2, recovery_timeout_seconds=1,
                          snapshot_interval_seconds=0.1, **settings)
-    return config, int(config.read_text().split("http_port: ")[1].split()[0])
-
-
-@pytest.fixture
-def producers(namespace, tmp_path):
-    """Start emitting producers for this test; reaped at the end, even when it fails."""
-    started: list[Emitters] = []
-
-    def start() -> Emitters:
-        started.append(Emitters(namespace, tmp_path / "stop-producers"))
-        return started[-1]
-
-    yield start
-    for group in started:
-        group.reap()
+    return config, read_config(config)["http_port"]
 
 
 def test_state_directory_replaced_by_a_file_opens_the_breaker_and_recovers(
-        daemon_factory, make_config, producers, state_dir, tmp_path):
+        daemon_factory, make_config, emitters, state_dir, tmp_path):
     """A real daemon whose state directory becomes a regular file (state.json writes fail):
     its state breaker opens, draining goes on (/status, served from memory, shows received
     growing), the history sink is not affected; once the directory is back the breaker closes
     by itself and state.json counts every event emitted (exact reconciliation)."""
     config, port = breaker_config(make_config)
     daemon = daemon_factory(config)
-    emitting = producers()
+    emitting = emitters()
     away = tmp_path / "state-away"
     try:
         daemon.state_after(lambda s: s["events"]["received"] > 0, what="first events")
@@ -511,7 +475,7 @@ def test_state_directory_replaced_by_a_file_opens_the_breaker_and_recovers(
 
 
 def test_history_database_locked_by_another_process_opens_only_its_breaker(
-        daemon_factory, make_config, producers, state_dir):
+        daemon_factory, make_config, emitters, state_dir):
     """A real daemon whose history database is write-locked by someone else: its writes
     overrun max_processing_time, the history breaker opens while the state sink stays closed
     and state.json keeps being written; the intervals wait in the backlog; once the lock is
@@ -519,7 +483,7 @@ def test_history_database_locked_by_another_process_opens_only_its_breaker(
     (the sum of its series counts == received; and every emitted event is accounted for)."""
     config, port = breaker_config(make_config, max_processing_time_seconds=1.0)
     daemon = daemon_factory(config)
-    emitting = producers()
+    emitting = emitters()
     path = history_path(str(state_dir))
     daemon.state_after(lambda s: s["events"]["received"] > 0, what="first events")
     # The write lock, as another process would hold it (the daemon may be writing: wait for

@@ -25,9 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from click.testing import CliRunner
 
-from ai_analytics.cli.main import main as cli
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import read_geometry
 from ai_analytics.client._proc import start_ticks
@@ -37,8 +35,10 @@ from helpers import (
     SHM_DIR,
     DaemonProcess,
     events_total,
+    fetch,
     free_port,
-    http_get,
+    invoke,
+    run_daemon,
     wait_for,
     write_config,
 )
@@ -216,16 +216,6 @@ def tmpfs() -> Iterator[Callable[..., str]]:
             os.rmdir(path)
 
 
-def start_daemon(make_config, state_dir: Path, namespace: str, *, segment_dir: str = SHM_DIR,
-                 wrap: list[str] | None = None, started: list | None = None,
-                 **settings: object) -> DaemonProcess:
-    path = make_config(segment_dir=segment_dir, **settings)
-    daemon = DaemonProcess(path, state_dir, namespace, segment_dir=segment_dir, wrap=wrap)
-    if started is not None:
-        started.append(daemon)
-    return daemon.start()
-
-
 @pytest.fixture
 def public_dir() -> Iterator[Path]:
     """A directory other users can reach (the test's tmp_path is private to root), for the
@@ -244,14 +234,6 @@ def daemon_files(public_dir: Path, uid: int, **settings: object) -> tuple[Path, 
     config = write_config(public_dir / "daemon.yaml", state_dir=str(state), **settings)
     config.chmod(0o644)
     return config, state
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.reap()
 
 
 def tally(results: list[dict]) -> tuple[collections.Counter, int]:
@@ -306,11 +288,11 @@ def lanes_in(directory: str, namespace: str) -> list[str]:
 
 # -- PID namespaces ---------------------------------------------------------------------------
 
-def test_worker_in_its_own_pid_namespace(make_config, state_dir, namespace, workers, daemons):
+def test_worker_in_its_own_pid_namespace(namespace, workers, daemon_factory):
     """A worker that is pid 1 of its own PID namespace (a container) keeps its lane while it
     lives: the daemon on the host sees it alive by its lock, names its host pid, and counts
     every event under its model."""
-    daemon = start_daemon(make_config, state_dir, namespace, started=daemons)
+    daemon = daemon_factory()
     worker = workers(wrap=PID_NAMESPACE, threads=2, calls=0)
     host_pid = worker.inner_pid()
     first = daemon.state_after(lambda s: len(s["lanes"]) == 2, what="both lanes attached")
@@ -334,10 +316,10 @@ def test_worker_in_its_own_pid_namespace(make_config, state_dir, namespace, work
     reconcile_killed(state, worker)
 
 
-def test_two_workers_both_pid_1(make_config, state_dir, namespace, workers, daemons):
+def test_two_workers_both_pid_1(namespace, workers, daemon_factory):
     """Two containers whose workers are both pid 1 never share, collide on or take over each
     other's lanes: four threads, four lanes, each worker's calls counted exactly."""
-    daemon = start_daemon(make_config, state_dir, namespace, started=daemons)
+    daemon = daemon_factory()
     first = workers(wrap=PID_NAMESPACE, threads=2, calls=8000, hold=True)
     second = workers(wrap=PID_NAMESPACE, threads=2, calls=8000, hold=True)
     wait_for(lambda: min(first.progress() + second.progress()) == 8000, what="all four threads")
@@ -350,12 +332,11 @@ def test_two_workers_both_pid_1(make_config, state_dir, namespace, workers, daem
     assert "removed segment" not in daemon.log() and "ignoring segment" not in daemon.log()
 
 
-def test_daemon_in_its_own_pid_namespace(make_config, state_dir, namespace, workers, daemons):
+def test_daemon_in_its_own_pid_namespace(namespace, workers, daemon_factory):
     """A sidecar daemon in its own PID namespace (no shareProcessNamespace) attaches, drains
     and reclaims the lanes of workers it cannot see, exactly as on a host; status says their
     memory cannot be attributed instead of showing zero."""
-    daemon = start_daemon(make_config, state_dir, namespace, wrap=PID_NAMESPACE,
-                          started=daemons)
+    daemon = daemon_factory(wrap=PID_NAMESPACE)
     worker = workers(threads=3, calls=6000, hold=True)
     wait_for(lambda: min(worker.progress()) == 6000, what="the worker's calls")
     state = daemon.state_after(lambda s: len(s["lanes"]) == 3 and s["events"]["received"]
@@ -372,11 +353,10 @@ def test_daemon_in_its_own_pid_namespace(make_config, state_dir, namespace, work
     assert daemon.stop() == 0
 
 
-def test_worker_killed_inside_its_namespace(make_config, state_dir, namespace, workers,
-                                            daemons):
+def test_worker_killed_inside_its_namespace(namespace, workers, daemon_factory):
     """A worker SIGKILLed inside its PID namespace: counted up to the call in flight, its
     lanes gone from the directory within seconds."""
-    daemon = start_daemon(make_config, state_dir, namespace, started=daemons)
+    daemon = daemon_factory()
     worker = workers(wrap=PID_NAMESPACE, threads=2, calls=0)
     inner = worker.inner_pid()
     wait_for(lambda: min(worker.progress()) > 3000, what="the worker under way")
@@ -392,11 +372,11 @@ def test_worker_killed_inside_its_namespace(make_config, state_dir, namespace, w
     reconcile_killed(state, worker)
 
 
-def test_whole_namespace_killed(make_config, state_dir, namespace, workers, daemons):
+def test_whole_namespace_killed(namespace, workers, daemon_factory):
     """Killing a namespace's pid 1 takes every process in it (a container stopped with
     SIGKILL): all their lanes are found dead, drained and reclaimed, each counted up to its
     call in flight."""
-    daemon = start_daemon(make_config, state_dir, namespace, started=daemons)
+    daemon = daemon_factory()
     worker = workers(wrap=PID_NAMESPACE, procs=3, threads=2, calls=0)
     inner = worker.inner_pid()
     wait_for(lambda: min(worker.progress()) > 1500, what="six threads under way")
@@ -414,14 +394,12 @@ def test_whole_namespace_killed(make_config, state_dir, namespace, workers, daem
 
 # -- segment directories ------------------------------------------------------------------------
 
-def test_segment_dir_shared_while_dev_shm_is_private(make_config, state_dir, namespace,
-                                                     workers, daemons, tmpfs):
+def test_segment_dir_shared_while_dev_shm_is_private(namespace, workers, daemon_factory, tmpfs):
     """Lanes in a configured directory (an emptyDir mounted in both containers) while the
     worker's /dev/shm is a private tmpfs of its own: nothing of ours lands in either /dev/shm,
     and the count is exact."""
     segments = tmpfs("size=64m")
-    daemon = start_daemon(make_config, state_dir, namespace, segment_dir=segments,
-                          started=daemons)
+    daemon = daemon_factory(segment_dir=segments)
     private = [*PID_NAMESPACE[:-1], "--kill-child", "sh", "-c",
                'mount -t tmpfs tmpfs /dev/shm && exec "$0" "$@"']
     worker = workers(wrap=private, threads=2, calls=6000, hold=True,
@@ -441,9 +419,7 @@ def test_unusable_segment_dir_is_one_line_and_exit_2(make_config, tmp_path, name
     for bad in (tmp_path / "missing", tmp_path / "a-file"):
         if bad.name == "a-file":
             bad.write_text("")
-        config = make_config(segment_dir=str(bad))
-        result = subprocess.run([sys.executable, "-m", "ai_analytics.daemon", "--config",
-                                 str(config)], capture_output=True, text=True, timeout=60)
+        result = run_daemon(make_config(segment_dir=str(bad)))
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and f"segment_dir: {bad}" in lines[0], result.stderr
@@ -472,15 +448,13 @@ def test_worker_with_an_unusable_segment_dir_drops_and_counts(tmp_path, namespac
     assert result.stderr.count("cannot create even a") == 1
 
 
-def test_segment_dir_too_small_for_every_lane(make_config, state_dir, namespace, workers,
-                                              daemons, tmpfs):
+def test_segment_dir_too_small_for_every_lane(namespace, workers, daemon_factory, tmpfs):
     """A 2 MiB directory and 8 threads: the threads that find no room get a no-ring lane, so
     their refused events reach the daemon as no_lane; status, /metrics and a finding name
     the directory, its size and what the lanes need; the daemon warned at start."""
     segments = tmpfs("size=2m")
     port = free_port()
-    daemon = start_daemon(make_config, state_dir, namespace, segment_dir=segments,
-                          started=daemons, http_port=port)
+    daemon = daemon_factory(segment_dir=segments, http_port=port)
     assert "holds 2.0 MiB: room for 3 lanes of 548 KiB" in daemon.log()
     worker = workers(threads=8, calls=20000, pause=0.0005,
                      env={"AI_ANALYTICS_SEGMENT_DIR": segments})
@@ -494,10 +468,10 @@ def test_segment_dir_too_small_for_every_lane(make_config, state_dir, namespace,
     assert finding["evidence"]["size_bytes"] == 2 * 1024 * 1024
     advice = next(r for r in state["recommendations"] if r["finding"] == finding["id"])
     assert "sizeLimit" in advice["message"] and "MiB" in advice["message"]
-    status, body = http_get(port, "/metrics")
+    status, _, body = fetch(port, path="/metrics")
     assert status == 200
     assert f'ai_analytics_events_total{{outcome="no_lane"}} {float(no_lane)}' in body.decode()
-    text = CliRunner().invoke(cli, ["status", "--config", str(daemon.config_path)]).output
+    text = invoke("status", "--config", str(daemon.config_path)).output
     assert f"no lane {no_lane:,}" in text and "segment_dir_full" in text
 
 
@@ -517,7 +491,7 @@ _NO_SETPRIV = _runs([*as_user(OTHER_UID), "true"])
 
 
 @pytest.mark.skipif(_NO_SETPRIV is not None, reason=f"cannot change uid here: {_NO_SETPRIV}")
-def test_workers_and_daemon_under_different_uids(namespace, workers, daemons, tmpfs,
+def test_workers_and_daemon_under_different_uids(namespace, workers, daemon_factory, tmpfs,
                                                  public_dir):
     """Worker and daemon under different uids sharing one group, through a setgid directory
     (what a pod's fsGroup makes of an emptyDir): the worker follows the daemon's control
@@ -528,10 +502,8 @@ def test_workers_and_daemon_under_different_uids(namespace, workers, daemons, tm
         public_dir, DAEMON_UID, namespace=namespace, segment_dir=segments,
         trusted_uids=[WORKER_UID], max_queue_size=1024, batch_timeout_seconds=0.05,
         snapshot_interval_seconds=0.2, discovery_interval_seconds=0.1, http_port=free_port())
-    daemon = DaemonProcess(config, state, namespace, segment_dir=segments,
-                           wrap=as_user(DAEMON_UID, SHARED_GID))
-    daemons.append(daemon)
-    daemon.start()
+    daemon = daemon_factory(config, state_dir=state, segment_dir=segments,
+                            wrap=as_user(DAEMON_UID, SHARED_GID))
     worker = workers(wrap=as_user(WORKER_UID, SHARED_GID), threads=2, calls=6000,
                      hold=True, env={"AI_ANALYTICS_SEGMENT_DIR": segments,
                                      "AI_ANALYTICS_DAEMON_UID": str(DAEMON_UID)})
@@ -582,8 +554,7 @@ def test_worker_refuses_a_control_segment_of_an_untrusted_user(namespace, tmpfs)
     assert f"owned by uid {OTHER_UID}, which is not root, this process's uid" in result.stderr
 
 
-def test_a_squatted_namespace_lock_is_removed(make_config, state_dir, namespace, daemons,
-                                              tmpfs):
+def test_a_squatted_namespace_lock_is_removed(namespace, daemon_factory, tmpfs):
     """Someone else's <namespace>.daemon.lock, even locked, does not keep the daemon out: it
     is removed (logged, naming its owner) and the daemon takes a lock file of its own."""
     segments = tmpfs("size=8m,mode=1777")
@@ -594,8 +565,7 @@ def test_a_squatted_namespace_lock_is_removed(make_config, state_dir, namespace,
         wait_for(lambda: os.path.exists(lock), what="the squatter's lock")
         os.chown(lock, OTHER_UID, OTHER_UID)
         # (It reports "started" at once: the squatter's lock looks like a daemon's.)
-        daemon = start_daemon(make_config, state_dir, namespace, segment_dir=segments,
-                              started=daemons)
+        daemon = daemon_factory(segment_dir=segments)
         wait_for(lambda: f"namespace lock owned by uid {OTHER_UID}" in daemon.log(),
                  what="the squatter's lock removed")
         daemon.state_after(lambda s: s["daemon"]["running"], what="the daemon draining")
@@ -618,9 +588,7 @@ def test_a_squatted_lock_the_daemon_cannot_remove_is_refused_clearly(namespace, 
     os.chown(lock, OTHER_UID, OTHER_UID)
     config, _state = daemon_files(public_dir, DAEMON_UID, namespace=namespace,
                                   segment_dir=segments, http_enabled=False)
-    result = subprocess.run(
-        [*as_user(DAEMON_UID), sys.executable, "-m", "ai_analytics.daemon", "--config",
-         str(config)], capture_output=True, text=True, timeout=60)
+    result = run_daemon(config, wrap=as_user(DAEMON_UID))
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("ai-analyticsd: cannot take namespace"), result.stderr
@@ -629,8 +597,7 @@ def test_a_squatted_lock_the_daemon_cannot_remove_is_refused_clearly(namespace, 
 
 # -- upgrade ------------------------------------------------------------------------------------
 
-def test_a_lane_of_an_earlier_release_is_refused_once_and_counted(make_config, state_dir,
-                                                                  namespace, daemons):
+def test_a_lane_of_an_earlier_release_is_refused_once_and_counted(namespace, daemon_factory):
     """A lane in layout version 1 (a worker still running the earlier release) is never
     read: refused once with a log line that says to restart the workers, counted in status
     and a finding; removed once the process that wrote it is gone."""
@@ -647,7 +614,7 @@ def test_a_lane_of_an_earlier_release_is_refused_once_and_counted(make_config, s
                                      start_ticks(old_worker.pid), time.time_ns(), 1)
             mm[L.OFF_HEAD : L.OFF_HEAD + 8] = (40).to_bytes(8, "little")
             mm[: 8] = L.LANE_MAGIC.to_bytes(8, "little")
-        daemon = start_daemon(make_config, state_dir, namespace, started=daemons)
+        daemon = daemon_factory()
         state = daemon.state_after(lambda s: s["lanes_summary"]["outdated"] == 1,
                                    what="the outdated lane counted")
         assert state["events"]["received"] == 0 and state["lanes"] == []

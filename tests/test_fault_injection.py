@@ -13,7 +13,6 @@ import json
 import random
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -24,29 +23,13 @@ import pytest
 from ai_analytics.core.history import history_path
 
 from helpers import (
-    DaemonProcess,
-    Emitters,
     events_total,
     free_port,
-    http_status,
     lane_names,
     run_python,
+    status_where,
     wait_for,
 )
-
-
-@pytest.fixture
-def emitters(namespace, tmp_path):
-    """Start steady producers for this test; reaped at the end, even when it fails."""
-    started: list[Emitters] = []
-
-    def start(count: int = 2) -> Emitters:
-        started.append(Emitters(namespace, tmp_path / f"stop-{len(started)}", count))
-        return started[-1]
-
-    yield start
-    for group in started:
-        group.reap()
 
 
 def reconciled(emitted: int):
@@ -281,12 +264,12 @@ def test_full_disk_opens_the_breakers_and_writes_resume_once_freed(
     daemon.state_after(lambda s: s["events"]["received"] > 0, what="first events")
     filler = small_state_dir / "filler"
     fill(filler)
-    broken = wait_for(lambda: (doc := http_status(port)) and doc["sinks"]["state"]["state"]
-                      == "open" and doc, what="the state breaker to open")
+    broken = status_where(port, lambda doc: doc["sinks"]["state"]["state"] == "open",
+                          what="the state breaker to open")
     assert "No space left on device" in broken["sinks"]["state"]["last_error"]
-    wait_for(lambda: (doc := http_status(port)) and doc["sinks"]["state"]["state"] != "closed"
-             and doc["events"]["received"] > broken["events"]["received"],
-             what="draining while the disk is full")
+    status_where(port, lambda doc: doc["sinks"]["state"]["state"] != "closed"
+                 and doc["events"]["received"] > broken["events"]["received"],
+                 what="draining while the disk is full")
     filler.unlink()
     daemon.state_after(lambda s: s["sinks"]["state"]["state"] == "closed"
                        and s["sinks"]["history"]["state"] == "closed", what="recovery")
@@ -329,7 +312,8 @@ def windows_follow_monotonic_time(state: dict) -> bool:
 
 @pytest.mark.skipif(FAKETIME_LIBRARY is None,
                     reason="libfaketime is not installed (Debian: apt-get install libfaketime)")
-def test_wall_clock_jumps_forward_and_back(make_config, state_dir, namespace, emitters, tmp_path):
+def test_wall_clock_jumps_forward_and_back(daemon_factory, make_config, state_dir, emitters,
+                                          tmp_path):
     """The daemon's wall clock (libfaketime, changed while it runs) jumps a day forward, the
     daemon is restarted there (history retention runs at its first snapshot), then the clock
     jumps back to an hour before the real time: draining, the statistics windows (monotonic
@@ -340,34 +324,30 @@ def test_wall_clock_jumps_forward_and_back(make_config, state_dir, namespace, em
     env = {"LD_PRELOAD": FAKETIME_LIBRARY, "FAKETIME_TIMESTAMP_FILE": str(offset),
            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     config = make_config(snapshot_interval_seconds=0.1)
-    daemons = [DaemonProcess(config, state_dir, namespace, env=env).start()]
+    daemons = [daemon_factory(config, env=env)]
     history = Path(history_path(str(state_dir)))
-    try:
-        emitting = emitters()
-        daemons[0].state_after(lambda s: s["events"]["received"] > 0 and history.exists(),
-                               what="first events and history")
-        offset.write_text("+1d\n")
-        ahead = daemons[0].state_after(
-            lambda s: s["written_unix"] > time.time() + 23 * 3600
-            and windows_follow_monotonic_time(s), fresh=False, what="a day ahead")
-        assert daemons[0].stop() == 0
-        rows_before = history_counts(state_dir)[1]
-        daemons.append(DaemonProcess(config, state_dir, namespace, env=env).start())
-        # Its first snapshot ran the retention with the clock a day ahead; then one more.
-        daemons[1].state_after(lambda s: s["daemon"]["uptime_seconds"] > 0.3
-                               and s["events"]["received"] > ahead["events"]["received"],
-                               fresh=False, what="the restarted daemon, a day ahead")
-        assert history_counts(state_dir)[1] >= rows_before  # the retention deleted nothing
-        offset.write_text("-1h\n")
-        daemons[1].state_after(
-            lambda s: s["written_unix"] < time.time() - 50 * 60
-            and windows_follow_monotonic_time(s), fresh=False, what="an hour behind")
-        emitted = emitting.finish()
-        daemons[1].state_after(reconciled(emitted), fresh=False, what="every event counted")
-        assert daemons[1].stop() == 0
-    finally:
-        for daemon in daemons:
-            daemon.reap()
+    emitting = emitters()
+    daemons[0].state_after(lambda s: s["events"]["received"] > 0 and history.exists(),
+                           what="first events and history")
+    offset.write_text("+1d\n")
+    ahead = daemons[0].state_after(
+        lambda s: s["written_unix"] > time.time() + 23 * 3600
+        and windows_follow_monotonic_time(s), fresh=False, what="a day ahead")
+    assert daemons[0].stop() == 0
+    rows_before = history_counts(state_dir)[1]
+    daemons.append(daemon_factory(config, env=env))
+    # Its first snapshot ran the retention with the clock a day ahead; then one more.
+    daemons[1].state_after(lambda s: s["daemon"]["uptime_seconds"] > 0.3
+                           and s["events"]["received"] > ahead["events"]["received"],
+                           fresh=False, what="the restarted daemon, a day ahead")
+    assert history_counts(state_dir)[1] >= rows_before  # the retention deleted nothing
+    offset.write_text("-1h\n")
+    daemons[1].state_after(
+        lambda s: s["written_unix"] < time.time() - 50 * 60
+        and windows_follow_monotonic_time(s), fresh=False, what="an hour behind")
+    emitted = emitting.finish()
+    daemons[1].state_after(reconciled(emitted), fresh=False, what="every event counted")
+    assert daemons[1].stop() == 0
     final = daemons[1].state()
     assert events_total(final) == emitted and final["events"]["lost_on_restart"] == 0
     assert steady_windows(final)["since_start"]["count"] == steady_windows(final)["5m"]["count"]
@@ -418,12 +398,9 @@ def test_stopped_daemon_never_blocks_producers(daemon_factory, emitters, namespa
     emitting = emitters()
     daemon.state_after(lambda s: len(s["lanes"]) == 2 and s["events"]["received"] > 0,
                        what="both producers drained")
-    daemon.proc.send_signal(signal.SIGSTOP)
-    try:
+    with daemon.stopped():
         result = run_python(BURST.format(count=count), namespace)
         assert process_state(daemon.proc.pid) == "T"  # stopped all along
-    finally:
-        daemon.proc.send_signal(signal.SIGCONT)
     # Each new lane took exactly its capacity, in order; every later call was refused.
     assert json.loads(result.stdout) == [[capacity, capacity]] * 2
     emitted = emitting.finish() + 2 * count

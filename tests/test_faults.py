@@ -17,6 +17,7 @@ from helpers import (
     SHM_DIR,
     events_total,
     lane_names,
+    run_daemon,
     run_python,
     start_python,
     wait_for,
@@ -233,14 +234,8 @@ def test_idle_daemon_does_not_poll(daemon_factory, namespace):
 
 def test_second_daemon_on_a_namespace_is_refused(daemon_factory, namespace, make_config):
     """Two consumers on one lane would break it: a second daemon exits 1 with the reason."""
-    import subprocess
-    import sys
-
     daemon = daemon_factory()
-    result = subprocess.run(
-        [sys.executable, "-m", "ai_analytics.daemon", "--config", str(make_config())],
-        capture_output=True, text=True, timeout=30,
-    )
+    result = run_daemon(make_config(), timeout=30)
     assert result.returncode == 1
     assert (f"another ai-analyticsd (pid {daemon.proc.pid} in its PID namespace) drains "
             "namespace") in result.stderr
@@ -270,15 +265,9 @@ def test_lane_names_carry_an_instance_token_not_a_pid(namespace):
 def test_damaged_state_file_stops_the_start_with_a_clear_message(make_config, state_dir):
     """A state file that is not ours (or truncated by hand) is not silently discarded: the
     daemon refuses to start, says which file and what to do, exit 1, no traceback."""
-    import subprocess
-    import sys
-
     state_dir.mkdir(parents=True)
     (state_dir / "state.json").write_text('{"schema_version": 1, "events": {}}')
-    result = subprocess.run(
-        [sys.executable, "-m", "ai_analytics.daemon", "--config", str(make_config())],
-        capture_output=True, text=True, timeout=30,
-    )
+    result = run_daemon(make_config(), timeout=30)
     assert result.returncode == 1
     assert f"the state file in {state_dir} is damaged" in result.stderr
     assert "move it aside" in result.stderr and "Traceback" not in result.stderr
@@ -286,14 +275,9 @@ def test_damaged_state_file_stops_the_start_with_a_clear_message(make_config, st
 
 def test_state_dir_of_another_namespace_is_refused(daemon_factory, make_config, namespace):
     """Two namespaces sharing one state_dir would mix their counters: the second is refused."""
-    import subprocess
-    import sys
-
     daemon = daemon_factory()
     assert daemon.stop() == 0
-    other = make_config(namespace=f"{namespace}-b")
-    result = subprocess.run([sys.executable, "-m", "ai_analytics.daemon", "--config", str(other)],
-                            capture_output=True, text=True, timeout=30)
+    result = run_daemon(make_config(namespace=f"{namespace}-b"), timeout=30)
     assert result.returncode == 1
     assert f"belongs to namespace {namespace!r}, not '{namespace}-b'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -337,25 +337,22 @@ def test_a_real_daemon_survives_a_batch_of_fuzzed_segments(daemon_factory, names
     batch = fuzzed_batch()
     names = [write_segment(namespace, raw) for raw in batch]
     daemon = daemon_factory()
-    try:
-        wait_for(lambda: all(f"attached lane {name} " in daemon.log()
-                             or f"ignoring segment {name}: " in daemon.log()
-                             or f"removed segment {name}: " in daemon.log() for name in names),
-                 timeout=30, what="every segment attached, refused or removed")
-        good = run_python(GOOD_PRODUCER, namespace).stdout.strip()
-        state = daemon.state_after(
-            lambda s: any(r["operation"] == "good-producer" and r["count"] == 500
-                          for r in s["operations"]) and good not in {lane["name"] for lane in
-                                                                     s["lanes"]},
-            timeout=20, what="the honest lane drained and reclaimed")
-        log = daemon.log()
-        assert f"reclaimed lane {good} (dead): received 500, dropped 0" in log, log
-        assert "Traceback" not in log and "Warning:" not in log, log  # nothing but log lines
-        assert daemon.proc.poll() is None
-        for name in names:  # many scans later: still one line per refused segment
-            assert log.count(f"ignoring segment {name}: ") <= 1, log
-        assert strict_json((daemon.state_dir / "state.json").read_text()) == state
-        assert state["drain"]["history_writes_failed"] == 0, state["sinks"]
-        assert daemon.stop() == 0
-    finally:
-        daemon.reap()
+    wait_for(lambda: all(f"attached lane {name} " in daemon.log()
+                         or f"ignoring segment {name}: " in daemon.log()
+                         or f"removed segment {name}: " in daemon.log() for name in names),
+             timeout=30, what="every segment attached, refused or removed")
+    good = run_python(GOOD_PRODUCER, namespace).stdout.strip()
+    state = daemon.state_after(
+        lambda s: any(r["operation"] == "good-producer" and r["count"] == 500
+                      for r in s["operations"]) and good not in {lane["name"] for lane in
+                                                                 s["lanes"]},
+        timeout=20, what="the honest lane drained and reclaimed")
+    log = daemon.log()
+    assert f"reclaimed lane {good} (dead): received 500, dropped 0" in log, log
+    assert "Traceback" not in log and "Warning:" not in log, log  # nothing but log lines
+    assert daemon.proc.poll() is None
+    for name in names:  # many scans later: still one line per refused segment
+        assert log.count(f"ignoring segment {name}: ") <= 1, log
+    assert strict_json((daemon.state_dir / "state.json").read_text()) == state
+    assert state["drain"]["history_writes_failed"] == 0, state["sinks"]
+    assert daemon.stop() == 0

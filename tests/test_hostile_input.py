@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-import types
 
 import psutil
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from test_http import fetch, raw_exchange
 
 from ai_analytics import client
-from ai_analytics.cli import main as cli
 from ai_analytics.cli.shm_view import read_namespace
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import Lane, LaneGeometry
 
-from helpers import free_port, wait_for
+from helpers import fetch, free_port, invoke, raw_exchange, wait_for, write_names
 
 # C0 and C1 controls, DEL: what must never reach a terminal or a text format from a name.
 CONTROLS = {chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))}
@@ -93,15 +89,6 @@ QUOTED = 'q"uo\\te{x="1"},le=\\n'  # printable: kept, and must be escaped in eve
 REFUSED = ["esc\x1b[2Jcleared", "new\nline", "rtl\u202eevil", b"\xff\xfe not utf-8", b""]
 
 
-def write_names(lane: Lane, entries: list[bytes | str]) -> None:
-    for index, name in enumerate(entries):
-        raw = name.encode() if isinstance(name, str) else name
-        offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
-        lane.buf[offset] = len(raw)
-        lane.buf[offset + 1 : offset + 1 + len(raw)] = raw
-    lane.q[L.Q_NAMES_COUNT] = len(entries)
-
-
 def no_controls(text: str) -> bool:
     return not (set(text) - {"\n"}) & CONTROLS
 
@@ -128,16 +115,15 @@ def test_hostile_names_stay_out_of_every_output(daemon_factory, namespace, make_
         assert (state["events"]["received"], state["events"]["invalid"]) == (2, len(REFUSED) + 1)
         assert {(r["operation"], r["model"]) for r in state["operations"]} == {
             ("ok", QUOTED), (QUOTED, "")}
-        server = types.SimpleNamespace(address=("127.0.0.1", port))
-        status, _, body = fetch(server, path="/metrics")
+        status, _, body = fetch(port, path="/metrics")
         assert status == 200 and no_controls(body.decode())
         labels = [sample.labels for family in text_string_to_metric_families(body.decode())
                   for sample in family.samples if sample.name == "ai_analytics_requests_total"]
         assert {(s["operation"], s["model"]) for s in labels} == {("ok", QUOTED), (QUOTED, "")}
-        status, _, body = fetch(server, path="/status")
+        status, _, body = fetch(port, path="/status")
         assert status == 200 and no_controls(body.decode("ascii"))  # JSON escapes the rest
         for command in (["status"], ["status", "--json"], ["lanes"], ["lanes", "--json"]):
-            out = CliRunner().invoke(cli.main, [*command, "--config", str(config)]).output
+            out = invoke(*command, "--config", str(config)).output
             assert no_controls(out), (command, out)
             assert "ok" in out
         assert daemon.proc.poll() is None
@@ -152,17 +138,16 @@ def test_real_daemon_answers_bad_requests_and_serves_on(daemon_factory):
     that is not HTTP get their status codes; /metrics still answers afterwards."""
     port = free_port()
     daemon = daemon_factory(http_port=port)
-    server = types.SimpleNamespace(address=("127.0.0.1", port))
-    wait_for(lambda: fetch(server, path="/metrics")[0] == 200, what="the first snapshot")
+    wait_for(lambda: fetch(port, path="/metrics")[0] == 200, what="the first snapshot")
     for method in ("POST", "PUT", "DELETE", "PATCH"):
-        status, headers, _ = fetch(server, method, "/metrics", body=b"x=1")
+        status, headers, _ = fetch(port, method, "/metrics", body=b"x=1")
         assert (status, headers["Allow"]) == (405, "GET, HEAD"), method
     for path in ("/", "/metrics/", "/../../etc/passwd", "/status%00", "/%2e%2e/state.json"):
-        assert fetch(server, path=path)[0] == 404, path
-    assert fetch(server, path="/metrics", headers={"X-Big": "a" * 100_000})[0] == 431
+        assert fetch(port, path=path)[0] == 404, path
+    assert fetch(port, path="/metrics", headers={"X-Big": "a" * 100_000})[0] == 431
     for garbage in (b"\x16\x03\x01\x00\xff TLS hello\r\n\r\n", b"GET\r\n\r\n"):
-        assert raw_exchange(server, garbage).startswith(b"HTTP/1.0 400 "), garbage
-    assert fetch(server, path="/metrics")[0] == 200
+        assert raw_exchange(port, garbage).startswith(b"HTTP/1.0 400 "), garbage
+    assert fetch(port, path="/metrics")[0] == 200
     assert daemon.proc.poll() is None and daemon.stop() == 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import http.client
 import json
 import logging
 import select
@@ -12,7 +11,6 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,56 +23,9 @@ from ai_analytics.daemon.http.server import (
     bind_error,
 )
 
-from helpers import wait_for
+from helpers import SERVED_DOCUMENT, always_healthy, fetch, raw_exchange, taken_port, wait_for
 
-DOCUMENT = {"schema_version": 1, "namespace": "t", "events": {"received": 3, "dropped": 0}}
 CONN_THREAD = "ai-analytics-http-conn"
-
-
-def healthy() -> tuple[bool, str]:
-    return True, ""
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., StatusServer]]:
-    """Start StatusServers on a free loopback port; each is stopped (within 5 s) at the end."""
-    servers: list[StatusServer] = []
-
-    def start(snapshot: Callable[[], dict | None] = lambda: DOCUMENT,
-              health: Callable[[], tuple[bool, str]] = healthy, host: str = "127.0.0.1",
-              **options: object) -> StatusServer:
-        server = StatusServer(host, 0, snapshot, health, **options)  # type: ignore[arg-type]
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        assert server.stop(5.0), "a server thread outlived stop()"
-
-
-def fetch(server: StatusServer, method: str = "GET", path: str = "/status",
-          body: bytes | None = None, headers: dict[str, str] | None = None,
-          ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One request with http.client: (status, headers, body)."""
-    host, port = server.address
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
-
-
-def raw_exchange(server: StatusServer, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send ``data`` on a plain socket and read until the server closes."""
-    with socket.create_connection(server.address, timeout=timeout) as sock:
-        sock.sendall(data)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def connection_threads() -> int:
@@ -89,7 +40,7 @@ def test_status_serves_the_snapshot_as_json(serve):
     assert status == 200
     assert headers["Content-Type"] == "application/json"
     assert int(headers["Content-Length"]) == len(body)
-    assert json.loads(body) == DOCUMENT
+    assert json.loads(body) == SERVED_DOCUMENT
 
 
 def test_status_with_urllib(serve):
@@ -98,7 +49,7 @@ def test_status_with_urllib(serve):
     host, port = server.address
     with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=10) as response:
         assert response.status == 200
-        assert json.loads(response.read()) == DOCUMENT
+        assert json.loads(response.read()) == SERVED_DOCUMENT
 
 
 def test_status_follows_the_latest_document(serve):
@@ -131,7 +82,7 @@ def test_status_500_when_the_document_cannot_be_serialized(serve):
     status, _, body = fetch(server)
     assert status == 500
     assert "snapshot failed" in json.loads(body)["error"]
-    holder["doc"] = DOCUMENT
+    holder["doc"] = SERVED_DOCUMENT
     assert fetch(server)[0] == 200
 
 
@@ -328,7 +279,7 @@ def test_many_concurrent_requests_all_answered(serve):
     with ThreadPoolExecutor(max_workers=64) as pool:
         results = list(pool.map(one, range(200)))
     assert all(status == 200 for status, _ in results)
-    assert all(json.loads(body) == DOCUMENT for _, body in results)
+    assert all(json.loads(body) == SERVED_DOCUMENT for _, body in results)
 
 
 def test_no_request_logging_on_stderr(serve, capfd, caplog):
@@ -351,11 +302,8 @@ def test_no_request_logging_on_stderr(serve, capfd, caplog):
 def test_bind_error_when_the_port_is_taken(serve):
     """A port another socket listens on: BindError (an AnalyticsError and an OSError with
     errno EADDRINUSE) whose message names host:port and says what to change."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        server = StatusServer("127.0.0.1", port, lambda: DOCUMENT, healthy)
+    with taken_port() as port:
+        server = StatusServer("127.0.0.1", port, lambda: SERVED_DOCUMENT, always_healthy)
         with pytest.raises(BindError) as info:
             server.start()
     error = info.value
@@ -372,7 +320,7 @@ def test_bind_error_when_the_address_is_not_local():
     http_host."""
     if Path("/proc/sys/net/ipv4/ip_nonlocal_bind").read_text().strip() != "0":
         pytest.skip("this machine allows binding non-local addresses")
-    server = StatusServer("192.0.2.1", 9466, lambda: DOCUMENT, healthy)
+    server = StatusServer("192.0.2.1", 9466, lambda: SERVED_DOCUMENT, always_healthy)
     with pytest.raises(BindError) as info:
         server.start()
     assert info.value.errno == errno.EADDRNOTAVAIL
@@ -421,7 +369,7 @@ def test_non_loopback_bind_is_warned(serve, caplog):
 def test_stop_within_timeout_while_a_client_holds_an_idle_connection():
     """stop() cuts an idle connection and returns True well within its timeout (the default
     request timeout, 10 s, plays no part); afterwards the port refuses connections."""
-    server = StatusServer("127.0.0.1", 0, lambda: DOCUMENT, healthy)
+    server = StatusServer("127.0.0.1", 0, lambda: SERVED_DOCUMENT, always_healthy)
     server.start()
     with socket.create_connection(server.address, timeout=10) as idle:
         wait_for(lambda: connection_threads() == 1, what="the idle connection taken")
@@ -442,9 +390,9 @@ def test_stop_gives_up_on_a_stuck_callback_at_its_timeout():
     def stuck() -> dict:
         entered.set()
         release.wait(30)
-        return DOCUMENT
+        return SERVED_DOCUMENT
 
-    server = StatusServer("127.0.0.1", 0, stuck, healthy)
+    server = StatusServer("127.0.0.1", 0, stuck, always_healthy)
     server.start()
     try:
         with socket.create_connection(server.address, timeout=10) as client:
@@ -461,10 +409,10 @@ def test_stop_gives_up_on_a_stuck_callback_at_its_timeout():
 def test_start_and_stop_edges():
     """stop() before start() is harmless; start() twice is an error; address is the real
     port once started."""
-    server = StatusServer("127.0.0.1", 0, lambda: DOCUMENT, healthy)
+    server = StatusServer("127.0.0.1", 0, lambda: SERVED_DOCUMENT, always_healthy)
     assert server.address == ("127.0.0.1", 0)
     assert server.stop(0.1)
-    server = StatusServer("127.0.0.1", 0, lambda: DOCUMENT, healthy)
+    server = StatusServer("127.0.0.1", 0, lambda: SERVED_DOCUMENT, always_healthy)
     server.start()
     try:
         assert server.address[1] > 0

@@ -4,7 +4,6 @@ against promtool, and end to end through a real Prometheus server (Debian's pack
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import math
 import shutil
@@ -23,8 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ai_analytics.client import _layout as L
 from ai_analytics.daemon.http.metrics import MetricsEndpoint, render
-from ai_analytics.daemon.http.server import METRICS_TYPE, StatusServer
-from ai_analytics.daemon.ingest.records import RECORD_DTYPE
+from ai_analytics.daemon.http.server import METRICS_TYPE
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.edge_counts import (
     BUCKETS_SECONDS,
@@ -34,11 +32,19 @@ from ai_analytics.daemon.stats.edge_counts import (
 from ai_analytics.daemon.stats.statistics import Statistics
 
 import documents
-from helpers import free_port, run_python, wait_for
+from helpers import (
+    REPO,
+    add_records,
+    fetch,
+    free_port,
+    make_records,
+    read_config,
+    run_python,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "docs" / "prometheus" / "rules.yml"
-DASHBOARD = ROOT / "docs" / "grafana" / "ai-analytics.json"
+RULES = REPO / "docs" / "prometheus" / "rules.yml"
+DASHBOARD = REPO / "docs" / "grafana" / "ai-analytics.json"
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
 needs_promtool = pytest.mark.skipif(
@@ -66,24 +72,6 @@ def types(text: bytes) -> dict[str, str]:
             if line.startswith("# TYPE ")}
 
 
-def records(latencies: list[float], second: float = 1000.0, **fields: object) -> np.ndarray:
-    out = np.zeros(len(latencies), RECORD_DTYPE)
-    out["ts_ns"] = int(second * 1e9)
-    out["latency_ms"] = latencies
-    out["success"] = 1
-    out["quality"] = np.nan
-    out["cache_hit"] = L.CACHE_ABSENT
-    for name, field in fields.items():
-        out[name] = field
-    return out
-
-
-def add(stats: Statistics, batch: np.ndarray, operation: str, model: str) -> None:
-    op = np.full(len(batch), stats.registry.name_id(operation), np.int64)
-    mo = np.full(len(batch), stats.registry.name_id(model), np.int64)
-    stats.add(batch, op, mo)
-
-
 # -- latency_bucket_counts against a real Statistics ----------------------------------------
 def test_bucket_counts_are_exact_within_the_band_below_each_edge():
     """From known latencies through the real statistics engine: for every edge e, the count
@@ -98,10 +86,11 @@ def test_bucket_counts_are_exact_within_the_band_below_each_edge():
     values = np.concatenate([spread, on_edges, specials])
     stats = Statistics(256, 256, 1024, lambda: 1000.0)
     half = len(values) // 2
-    add(stats, records(values[:half].tolist()), "generate", "llama")
+    add_records(stats, make_records(half, latency=values[:half]), "generate", "llama")
     stats.close_interval()  # the first half into since_start, the rest in the open interval
-    add(stats, records(values[half:].tolist()), "generate", "llama")
-    add(stats, records([3.0] * 5), "embed", "bge")
+    add_records(stats, make_records(len(values) - half, latency=values[half:]), "generate",
+                "llama")
+    add_records(stats, make_records(5, latency=3.0), "embed", "bge")
 
     rows = latency_bucket_counts(stats, BUCKETS_SECONDS)
     assert [(r[0], r[1]) for r in rows] == [("generate", "llama"), ("embed", "bge")]
@@ -120,7 +109,7 @@ def test_a_value_on_an_edge_counts_in_the_next_bucket_up():
     """The stated boundary rule, pinned: 5 ms exactly is in le=0.01, not le=0.005, and a
     value 2.5 % below the edge is in le=0.005: a le count never includes a value above it."""
     stats = Statistics(256, 256, 1024, lambda: 1000.0)
-    add(stats, records([5.0, 5.0 / 1.025]), "op", "m")
+    add_records(stats, make_records(2, latency=[5.0, 5.0 / 1.025]), "op", "m")
     (_, _, cumulative, count, _), = latency_bucket_counts(stats, [0.005, 0.01])
     assert (cumulative, count) == ([1, 2], 2)
 
@@ -129,9 +118,10 @@ def test_ttft_and_queue_histograms_only_for_series_that_report_them():
     """TTFT and queue time come from their own bucket rows; a series without them is left
     out of those histograms (latency lists every series)."""
     stats = Statistics(256, 256, 1024, lambda: 1000.0)
-    add(stats, records([100.0] * 4, kind=L.KIND_EXTENDED, ttft_ms=20.0, queue_ms=np.nan,
-                       tokens_in=L.TOKENS_ABSENT, tokens_out=L.TOKENS_ABSENT), "chat", "llama")
-    add(stats, records([2.0] * 3), "embed", "bge")
+    add_records(stats, make_records(4, latency=100.0, kind=L.KIND_EXTENDED, ttft_ms=20.0,
+                                    queue_ms=np.nan, tokens_in=L.TOKENS_ABSENT,
+                                    tokens_out=L.TOKENS_ABSENT), "chat", "llama")
+    add_records(stats, make_records(3, latency=2.0), "embed", "bge")
     section = histogram_section(stats)
     assert section["le_seconds"] == list(BUCKETS_SECONDS)
     assert [r["operation"] for r in section["request_duration_seconds"]] == ["chat", "embed"]
@@ -152,39 +142,37 @@ def test_bad_edges_are_refused():
 
 # -- a real document from a real Daemon ------------------------------------------------------
 @pytest.fixture
-def document(make_config) -> dict:
+def document(make_config, make_daemon) -> dict:
     """The snapshot document of an in-process Daemon after a known workload, emitted on a
     thread of its own (its own lane): generate/llama 40 x 120 ms (10 errors, TTFT 30 ms,
     tokens 100 in / 50 out, half cache hits, quality 0.75), embed/bge 10 x 2 ms, and one
     cache_state."""
     from ai_analytics import client
-    from ai_analytics.daemon import Daemon, load_config
+    from ai_analytics.daemon import load_config
 
-    daemon = Daemon(load_config(make_config()))
-    try:
-        def work() -> None:
-            for i in range(40):
-                client.emit("generate", 120.0, model="llama", success=i % 4 != 0,
-                            quality=0.75, cache_hit=i % 2 == 0, ttft_ms=30.0, tokens_in=100,
-                            tokens_out=50)
-            for _ in range(10):
-                client.emit("embed", 2.0, model="bge")
-            client.cache_state("prompt-cache", size=64, evictions=7)
+    daemon = make_daemon(load_config(make_config()))
 
-        worker = threading.Thread(target=work)
-        worker.start()
-        worker.join()
-        daemon.resources.sample_system()
-        time.sleep(0.05)
-        daemon.resources.sample_system()  # CPU percentages need two samples
-        daemon.lanes.scan()
-        daemon.drain()
-        assert daemon.save(running=True)
-        published = daemon.last_document
-        assert published is not None
-        return published
-    finally:
-        daemon.close()
+    def work() -> None:
+        for i in range(40):
+            client.emit("generate", 120.0, model="llama", success=i % 4 != 0,
+                        quality=0.75, cache_hit=i % 2 == 0, ttft_ms=30.0, tokens_in=100,
+                        tokens_out=50)
+        for _ in range(10):
+            client.emit("embed", 2.0, model="bge")
+        client.cache_state("prompt-cache", size=64, evictions=7)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    daemon.resources.sample_system()
+    time.sleep(0.05)
+    daemon.resources.sample_system()  # CPU percentages need two samples
+    daemon.lanes.scan()
+    daemon.drain()
+    assert daemon.save(running=True)
+    published = daemon.last_document
+    assert published is not None
+    return published
 
 
 def test_rendered_names_types_labels_and_numbers(document):
@@ -303,34 +291,7 @@ def test_endpoint_renders_each_document_once():
     assert value(samples(endpoint()), "ai_analytics_events_total", outcome="received") == 2
 
 
-@pytest.fixture
-def metrics_server() -> Iterator[Callable[..., StatusServer]]:
-    servers: list[StatusServer] = []
-
-    def start(metrics: Callable[[], bytes]) -> StatusServer:
-        server = StatusServer("127.0.0.1", 0, lambda: {"n": 1}, lambda: (True, ""),
-                              metrics=metrics)
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        assert server.stop(5.0)
-
-
-def fetch(server: StatusServer, method: str = "GET", path: str = "/metrics"
-          ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    conn = http.client.HTTPConnection(*server.address, timeout=10)
-    try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        return response.status, response.headers, response.read()
-    finally:
-        conn.close()
-
-
-def test_metrics_route_on_the_status_server(metrics_server):
+def test_metrics_route_on_the_status_server(serve):
     """GET and HEAD /metrics answer the text format with its content type; other methods
     get 405; a raising callback a 500, and the server serves on; /status is unchanged."""
     calls = {"n": 0}
@@ -341,13 +302,13 @@ def test_metrics_route_on_the_status_server(metrics_server):
             raise RuntimeError("boom")
         return b"ai_analytics_up 1\n"
 
-    server = metrics_server(metrics)
-    status, headers, body = fetch(server)
+    server = serve(metrics=metrics)
+    status, headers, body = fetch(server, path="/metrics")
     assert (status, headers["Content-Type"], body) == (200, METRICS_TYPE, b"ai_analytics_up 1\n")
-    assert fetch(server, "HEAD")[::2] == (200, b"")
-    assert fetch(server)[0] == 500
-    assert fetch(server)[0] == 200
-    assert fetch(server, "POST")[0] == 405
+    assert fetch(server, "HEAD", "/metrics")[::2] == (200, b"")
+    assert fetch(server, path="/metrics")[0] == 500
+    assert fetch(server, path="/metrics")[0] == 200
+    assert fetch(server, "POST", "/metrics")[0] == 405
     assert fetch(server, path="/status")[0] == 200
     status, _, body = fetch(server, path="/nope")
     assert status == 404 and b"/metrics" in body
@@ -430,7 +391,7 @@ def test_grafana_dashboard_loads_and_has_the_panels():
 def real_daemon(daemon_factory, make_config) -> Iterator[tuple[str, int]]:
     """(host, port) of a real ai-analyticsd subprocess serving /metrics."""
     config = make_config()
-    port = int(config.read_text().split("http_port: ")[1].split()[0])
+    port = read_config(config)["http_port"]
     daemon = daemon_factory(config)
     try:
         yield "127.0.0.1", port

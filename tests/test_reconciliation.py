@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 from helpers import events_total, lane_names, run_python, start_python, wait_for
 
@@ -60,12 +58,7 @@ def test_single_producer_counts_are_exact(daemon_factory, namespace):
 def test_three_processes_two_threads_each_reconcile(daemon_factory, namespace):
     """3 processes x 2 threads emitting concurrently: emitted == sum of outcomes, exactly."""
     daemon = daemon_factory()
-    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
-    procs = [
-        subprocess.Popen([sys.executable, "-c", PRODUCER, f"p{p}", "20000", "2"],
-                         stdout=subprocess.PIPE, text=True, env=env)
-        for p in range(3)
-    ]
+    procs = [start_python(PRODUCER, namespace, args=[f"p{p}", "20000", "2"]) for p in range(3)]
     emitted = sum(json.loads(proc.communicate(timeout=120)[0]) for proc in procs)
     assert all(proc.returncode == 0 for proc in procs)
     assert emitted == 3 * 2 * 20000

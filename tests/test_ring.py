@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import struct
 import subprocess
-import sys
-import textwrap
 
 from ai_analytics.client import _layout as L
 
-from helpers import SHM_DIR, events_total, lane_names, run_python, shm_names
-
-
-def read_header(name: str) -> dict[str, int]:
-    """The lane header fields the tests look at, read straight from /dev/shm."""
-    with open(os.path.join(SHM_DIR, name), "rb") as f:
-        raw = f.read(L.HEADER_SIZE)
-    words = struct.unpack_from("<32Q", raw)
-    capacity, = struct.unpack_from("<I", raw, L.OFF_CAPACITY)
-    flags, = struct.unpack_from("<I", raw, L.OFF_FLAGS)
-    return {
-        "capacity": capacity, "overwrite": flags & L.FLAG_OVERWRITE,
-        "head": words[L.Q_HEAD], "dropped": words[L.Q_DROPPED], "tail": words[L.Q_TAIL],
-    }
+from helpers import (
+    events_total,
+    lane_names,
+    read_lane,
+    remove_namespace,
+    run_python,
+    shm_names,
+    start_python,
+)
 
 
 def test_without_a_daemon_emit_fills_then_drops_and_counts(namespace):
@@ -43,10 +33,10 @@ def test_without_a_daemon_emit_fills_then_drops_and_counts(namespace):
     written = json.loads(result.stdout)
     assert written == [True] * L.DEFAULT_CAPACITY + [False] * (10000 - L.DEFAULT_CAPACITY)
     (lane,) = lane_names(namespace)
-    header = read_header(lane)
-    assert header["capacity"] == L.DEFAULT_CAPACITY and header["overwrite"] == 0
-    assert header["head"] == L.DEFAULT_CAPACITY
-    assert header["dropped"] == 10000 - L.DEFAULT_CAPACITY
+    header = read_lane(lane)
+    assert header.capacity == L.DEFAULT_CAPACITY and header.overwrite == 0
+    assert header.head == L.DEFAULT_CAPACITY
+    assert header.dropped == 10000 - L.DEFAULT_CAPACITY
 
 
 def test_wrap_around_keeps_counts_exact(daemon_factory, namespace):
@@ -77,8 +67,7 @@ def test_overwrite_policy_keeps_the_newest_and_counts_the_rest(daemon_factory, n
     """on_full=overwrite: with no reader the producer laps the ring; the daemon then reads
     the newest capacity-1 records and counts every older one as overwritten."""
     daemon = daemon_factory(max_queue_size=64, on_full="overwrite")
-    daemon.proc.send_signal(signal.SIGSTOP)  # a reader that does not read
-    try:
+    with daemon.stopped():  # a reader that does not read
         result = run_python(
             """
             import json
@@ -89,9 +78,7 @@ def test_overwrite_policy_keeps_the_newest_and_counts_the_rest(daemon_factory, n
         )
         assert json.loads(result.stdout) == [True] * 1000  # overwrite never refuses
         (lane,) = lane_names(namespace)
-        assert read_header(lane)["overwrite"] == 1 and read_header(lane)["capacity"] == 64
-    finally:
-        daemon.proc.send_signal(signal.SIGCONT)
+        assert read_lane(lane).overwrite == 1 and read_lane(lane).capacity == 64
     state = daemon.state_after(lambda s: s["lanes"] == [], what="reclaim")
     assert state["events"]["received"] == 63
     assert state["events"]["overwritten"] == 1000 - 63
@@ -102,8 +89,7 @@ def test_overwrite_policy_keeps_the_newest_and_counts_the_rest(daemon_factory, n
 def test_drop_policy_under_a_stopped_reader(daemon_factory, namespace):
     """on_full=drop with a stalled daemon: the oldest records stay, the rest are dropped."""
     daemon = daemon_factory(max_queue_size=64)
-    daemon.proc.send_signal(signal.SIGSTOP)
-    try:
+    with daemon.stopped():
         result = run_python(
             """
             import json
@@ -112,8 +98,6 @@ def test_drop_policy_under_a_stopped_reader(daemon_factory, namespace):
             """,
             namespace,
         )
-    finally:
-        daemon.proc.send_signal(signal.SIGCONT)
     assert json.loads(result.stdout) == [True] * 64 + [False] * (1000 - 64)
     state = daemon.state_after(lambda s: s["lanes"] == [], what="reclaim")
     assert state["events"]["received"] == 64 and state["events"]["dropped"] == 1000 - 64
@@ -133,19 +117,17 @@ def test_producers_learn_the_lane_geometry_from_the_running_daemon(daemon_factor
         print(_emit._local.lane.name)
         sys.stdin.readline()
     """
-    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = start_python(code, namespace, stdin=subprocess.PIPE)
     try:
-        header = read_header(proc.stdout.readline().strip())
+        header = read_lane(proc.stdout.readline().strip())
     finally:
         proc.communicate("\n", timeout=30)
-    assert header["capacity"] == 128 and header["overwrite"] == 1
+    assert header.capacity == 128 and header.overwrite == 1
     assert daemon.stop() == 0
     assert f"{namespace}.control" not in shm_names(namespace)
     run_python('from ai_analytics import client; client.emit("after", 1.0)', namespace)
     (lane,) = lane_names(namespace)
-    assert read_header(lane)["capacity"] == L.DEFAULT_CAPACITY
+    assert read_lane(lane).capacity == L.DEFAULT_CAPACITY
 
 
 def test_namespaces_never_mix(daemon_factory, namespace):
@@ -160,8 +142,7 @@ def test_namespaces_never_mix(daemon_factory, namespace):
         assert [r["operation"] for r in state["operations"]] == ["here"]
         assert len(lane_names(other)) == 1  # untouched, still waiting for its own daemon
     finally:
-        for name in shm_names(other):
-            os.unlink(os.path.join(SHM_DIR, name))
+        remove_namespace(other)
     assert daemon.stop() == 0
 
 

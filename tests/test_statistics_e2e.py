@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -15,7 +12,7 @@ import pytest
 
 from ai_analytics.daemon.stats import histogram as H
 
-from helpers import events_total, wait_for
+from helpers import events_total, run_python, script, start_python, wait_for
 
 WORKLOAD = """
 import json, sys, threading
@@ -55,10 +52,8 @@ def test_snapshot_statistics_match_the_known_workload(daemon_factory, namespace)
     error rate, means, extremes, percentiles (within 1 %), quality, cache hit rate, LLM
     fields, caches and model view all match."""
     daemon = daemon_factory()
-    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKLOAD, str(w)], env=env)
-             for w in range(3)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
+    procs = [start_python(WORKLOAD, namespace, args=[str(w)]) for w in range(3)]
+    assert [p.communicate(timeout=120) and p.returncode for p in procs] == [0] * 3
     state = daemon.state_after(lambda s: s["lanes"] == [] and s["events"]["received"] == 24006,
                                what="all events drained")
     assert events_total(state) == 24006 and state["events"]["invalid"] == 0
@@ -123,15 +118,12 @@ def test_history_rows_add_up_to_the_workload(daemon_factory, namespace, make_con
     sums to the workload, and the filters select series."""
     config = make_config()
     daemon = daemon_factory(config)
-    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKLOAD, str(w)], env=env)
-             for w in range(2)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
+    procs = [start_python(WORKLOAD, namespace, args=[str(w)]) for w in range(2)]
+    assert [p.communicate(timeout=120) and p.returncode for p in procs] == [0] * 2
     daemon.state_after(lambda s: s["lanes"] == [] and s["events"]["received"] == 16004,
                        what="drain")
     assert daemon.stop() == 0
-    cli = [str(os.path.join(os.path.dirname(sys.executable), "ai-analytics")), "history",
-           "--config", str(config), "--json", "--since", "1h"]
+    cli = [script("ai-analytics"), "history", "--config", str(config), "--json", "--since", "1h"]
     rows = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
     totals: dict[tuple[str, str], int] = {}
     for row in rows:
@@ -149,12 +141,10 @@ def test_model_view_carries_worker_memory(daemon_factory, namespace):
     """The model entry lists the live worker processes that emitted for it, with their RSS
     sampled by the resource thread; system CPU and memory are in the snapshot too."""
     daemon = daemon_factory(process_interval_seconds=0.2, resource_interval_seconds=0.2)
-    worker = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom ai_analytics import client\n"
-         "client.emit('generate', 5.0, model='resident')\nprint('ok', flush=True)\n"
-         "sys.stdin.readline()"],
-        env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True)
+    worker = start_python("import sys\nfrom ai_analytics import client\n"
+                          "client.emit('generate', 5.0, model='resident')\n"
+                          "print('ok', flush=True)\nsys.stdin.readline()",
+                          namespace, stdin=subprocess.PIPE)
     try:
         assert worker.stdout.readline().strip() == "ok"
 
@@ -175,26 +165,24 @@ def test_model_view_carries_worker_memory(daemon_factory, namespace):
     assert daemon.stop() == 0
 
 
-def test_get_performance_snapshot_in_process_and_from_file(namespace, make_config):
+def test_get_performance_snapshot_in_process_and_from_file(make_config, make_daemon):
     """The in-process API returns the same structure as the snapshot file: a Daemon built
     in this process computes it afresh; get_performance_snapshot(config) reads the file."""
     from ai_analytics import client
-    from ai_analytics.daemon import Daemon, get_performance_snapshot, load_config
+    from ai_analytics.daemon import get_performance_snapshot, load_config
 
     config = load_config(make_config())
-    daemon = Daemon(config)
-    try:
-        # A thread of its own: the lane belongs to it and to this test's namespace only.
-        worker = threading.Thread(target=lambda: [client.emit("inline", 1.0 + i, model="m")
-                                                  for i in range(50)])
-        worker.start()
-        worker.join()
-        daemon.lanes.scan()
-        daemon.drain()
-        live = daemon.get_performance_snapshot()
-        assert daemon.save(running=True)
-    finally:
-        daemon.close()
+    daemon = make_daemon(config)
+    # A thread of its own: the lane belongs to it and to this test's namespace only.
+    worker = threading.Thread(target=lambda: [client.emit("inline", 1.0 + i, model="m")
+                                              for i in range(50)])
+    worker.start()
+    worker.join()
+    daemon.lanes.scan()
+    daemon.drain()
+    live = daemon.get_performance_snapshot()
+    assert daemon.save(running=True)
+    daemon.close()
     stored = get_performance_snapshot(config)
     assert set(live) == set(stored)
     (row,) = live["operations"]
@@ -206,17 +194,12 @@ def test_event_path_shows_drops_and_drain_lag(daemon_factory, namespace):
     """While the daemon is stopped a lane fills: the snapshot then shows the fill, the age of
     the oldest undrained record, and afterwards the rate of dropped events."""
     daemon = daemon_factory(max_queue_size=64)
-    daemon.proc.send_signal(signal.SIGSTOP)
-    try:
-        run_python_code = ("from ai_analytics import client\n"
-                           "print(sum(client.emit('burst', 1.0) for _ in range(1000)))")
-        out = subprocess.run([sys.executable, "-c", run_python_code], capture_output=True,
-                             text=True, check=True,
-                             env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace}).stdout
+    with daemon.stopped():
+        out = run_python("from ai_analytics import client\n"
+                         "print(sum(client.emit('burst', 1.0) for _ in range(1000)))",
+                         namespace).stdout
         assert int(out) == 64
         time.sleep(0.3)
-    finally:
-        daemon.proc.send_signal(signal.SIGCONT)
     state = daemon.state_after(lambda s: s["events"]["dropped"] == 936, what="drops counted")
     path = state["event_path"]
     assert path["rates_per_s"]["dropped"]["10s"] > 0
@@ -229,9 +212,8 @@ def test_drain_lag_is_the_age_of_the_oldest_unread_record(daemon_factory, namesp
     unread record is, and the fill of its fullest lane."""
     daemon = daemon_factory(batch_size=1, batch_timeout_seconds=0.05, max_queue_size=65536,
                             snapshot_interval_seconds=0.1)
-    code = "from ai_analytics import client\nfor _ in range(20000): client.emit('slow', 1.0)"
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace})
+    run_python("from ai_analytics import client\nfor _ in range(20000): client.emit('slow', 1.0)",
+               namespace)
     state = daemon.state_after(lambda s: s["event_path"]["drain_lag_seconds"] > 0.3,
                                what="drain lag to grow")
     assert state["event_path"]["max_fill"] > 0

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,9 +27,20 @@ from ai_analytics.daemon.reload import NEEDS_RESTART, plan_reload
 from ai_analytics.daemon.service import Daemon
 from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
 
-from helpers import DaemonProcess, free_port, http_get, run_python, wait_for, write_config
+from helpers import (
+    REPO,
+    fetch,
+    free_port,
+    read_config,
+    run_daemon,
+    run_python,
+    script,
+    taken_port,
+    wait_for,
+    write_config,
+)
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "ai-analyticsd.service"
+UNIT = REPO / "systemd" / "ai-analyticsd.service"
 
 
 class Listener:
@@ -205,37 +215,35 @@ def test_plan_keeps_restart_only_settings_and_applies_the_rest(namespace, tmp_pa
     assert plan_reload(running, running).changed == ()
 
 
-def test_reload_updates_every_object_that_keeps_a_setting(namespace, tmp_path, caplog):
+def test_reload_updates_every_object_that_keeps_a_setting(make_daemon, state_dir, tmp_path,
+                                                         caplog):
     """Daemon.reload reaches the drainer, insights, resources, history, lanes and the sinks'
     breakers, keeps the statistics objects (and so every counter), and logs what needs a
     restart."""
-    daemon = Daemon(config_from_mapping({"namespace": namespace, "state_dir": str(tmp_path)}))
-    try:
-        stats, lanes, insights = daemon.stats, daemon.lanes, daemon.insights
-        new = dataclasses.replace(
-            daemon.config, batch_size=333, insight_slow_model_ms=12.0,
-            resource_interval_seconds=0.5, history_max_megabytes=3.0,
-            history_max_age_seconds=120.0, trusted_uids=(4242,), max_lanes=9,
-            failure_threshold=2, max_processing_time_seconds=0.5,
-            state_dir=str(tmp_path / "elsewhere"))
-        with caplog.at_level(logging.INFO, logger="ai_analytics.daemon"):
-            plan = daemon.reload(new)
-        assert plan.needs_restart == ("state_dir",)
-        assert daemon.config.state_dir == str(tmp_path)
-        assert daemon.drainer.batch_size == 333
-        assert daemon.insights is insights and insights.config.insight_slow_model_ms == 12.0
-        assert daemon.resources.config.resource_interval_seconds == 0.5
-        assert daemon.sinks.history.max_bytes == 3 * 1024 * 1024
-        assert daemon.sinks.history.max_age_seconds == 120.0
-        assert 4242 in daemon.lanes.trusted_uids and daemon.lanes.max_lanes == 9
-        assert daemon.stats is stats and daemon.lanes is lanes
-        for sink in daemon.sinks.guarded.values():
-            assert sink.breaker.failure_threshold == 2 and sink.bounded.timeout == 0.5
-        messages = "\n".join(r.getMessage() for r in caplog.records)
-        assert "state_dir changed" in messages and "needs a restart" in messages
-        assert "batch_size=333" in messages
-    finally:
-        daemon.close()
+    daemon = make_daemon()
+    stats, lanes, insights = daemon.stats, daemon.lanes, daemon.insights
+    new = dataclasses.replace(
+        daemon.config, batch_size=333, insight_slow_model_ms=12.0,
+        resource_interval_seconds=0.5, history_max_megabytes=3.0,
+        history_max_age_seconds=120.0, trusted_uids=(4242,), max_lanes=9,
+        failure_threshold=2, max_processing_time_seconds=0.5,
+        state_dir=str(tmp_path / "elsewhere"))
+    with caplog.at_level(logging.INFO, logger="ai_analytics.daemon"):
+        plan = daemon.reload(new)
+    assert plan.needs_restart == ("state_dir",)
+    assert daemon.config.state_dir == str(state_dir)
+    assert daemon.drainer.batch_size == 333
+    assert daemon.insights is insights and insights.config.insight_slow_model_ms == 12.0
+    assert daemon.resources.config.resource_interval_seconds == 0.5
+    assert daemon.sinks.history.max_bytes == 3 * 1024 * 1024
+    assert daemon.sinks.history.max_age_seconds == 120.0
+    assert 4242 in daemon.lanes.trusted_uids and daemon.lanes.max_lanes == 9
+    assert daemon.stats is stats and daemon.lanes is lanes
+    for sink in daemon.sinks.guarded.values():
+        assert sink.breaker.failure_threshold == 2 and sink.bounded.timeout == 0.5
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert "state_dir changed" in messages and "needs a restart" in messages
+    assert "batch_size=333" in messages
 
 
 def test_ready_comes_after_the_namespace_http_and_the_first_scan(namespace, tmp_path):
@@ -272,58 +280,41 @@ def test_ready_comes_after_the_namespace_http_and_the_first_scan(namespace, tmp_
 
 
 # -- a real daemon process ------------------------------------------------------------------------
-def base_settings(namespace: str, state_dir: Path, **settings: object) -> dict[str, object]:
-    return {"namespace": namespace, "state_dir": str(state_dir), "batch_timeout_seconds": 0.05,
-            "snapshot_interval_seconds": 0.2, "discovery_interval_seconds": 0.1,
-            "stop_timeout_seconds": 10.0, "http_port": free_port(), **settings}
-
-
-def test_a_real_daemon_says_ready_then_beats_then_stopping(tmp_path, namespace, state_dir,
+def test_a_real_daemon_says_ready_then_beats_then_stopping(daemon_factory, make_config,
                                                             listener):
     """ai-analyticsd with NOTIFY_SOCKET and WATCHDOG_USEC=500000: READY=1 first, and its
     HTTP port answers right after; then WATCHDOG=1 every ~0.25 s (never a gap as long as the
     watchdog timeout) with STATUS= lines between; after SIGTERM, STOPPING=1, exit 0, and no
     beat after it."""
-    settings = base_settings(namespace, state_dir)
-    config = write_config(tmp_path / "config.yaml", **settings)
-    daemon = DaemonProcess(config, state_dir, namespace, env={
-        "NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "500000"})
-    try:
-        daemon.start()
-        assert listener.next(15.0) == "READY=1"
-        status, _body = http_get(int(settings["http_port"]), "/healthz")
-        assert status in (200, 503)  # listening: "ok", or "starting" before the first round
-        beats: list[float] = []
-        others: list[str] = []
-        while len(beats) < 8:
-            message = listener.next(5.0)
-            if message == "WATCHDOG=1":
-                beats.append(time.monotonic())
-            else:
-                others.append(message)
-        gaps = [b - a for a, b in itertools.pairwise(beats)]
-        assert max(gaps) < 0.5, gaps
-        assert any(m.startswith("STATUS=") and "received 0" in m for m in others), others
-        daemon.proc.send_signal(signal.SIGTERM)
-        after = listener.until("STOPPING=1")
-        assert daemon.proc.wait(15) == 0
-        assert "READY=1" not in after
-        assert "WATCHDOG=1" not in listener.pending()
-    finally:
-        daemon.reap()
+    config = make_config()
+    daemon = daemon_factory(config, env={"NOTIFY_SOCKET": listener.address,
+                                         "WATCHDOG_USEC": "500000"})
+    assert listener.next(15.0) == "READY=1"
+    status = fetch(read_config(config)["http_port"], path="/healthz")[0]
+    assert status in (200, 503)  # listening: "ok", or "starting" before the first round
+    beats: list[float] = []
+    others: list[str] = []
+    while len(beats) < 8:
+        message = listener.next(5.0)
+        if message == "WATCHDOG=1":
+            beats.append(time.monotonic())
+        else:
+            others.append(message)
+    gaps = [b - a for a, b in itertools.pairwise(beats)]
+    assert max(gaps) < 0.5, gaps
+    assert any(m.startswith("STATUS=") and "received 0" in m for m in others), others
+    daemon.proc.send_signal(signal.SIGTERM)
+    after = listener.until("STOPPING=1")
+    assert daemon.proc.wait(15) == 0
+    assert "READY=1" not in after
+    assert "WATCHDOG=1" not in listener.pending()
 
 
-def test_no_ready_when_the_port_is_taken(tmp_path, namespace, state_dir, listener):
+def test_no_ready_when_the_port_is_taken(make_config, listener):
     """A daemon that cannot listen never says READY=1: systemd sees a failed start."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        settings = base_settings(namespace, state_dir, http_port=holder.getsockname()[1])
-        config = write_config(tmp_path / "config.yaml", **settings)
-        env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace,
-               "NOTIFY_SOCKET": listener.address}
-        result = subprocess.run([sys.executable, "-m", "ai_analytics.daemon", "--config",
-                                 str(config)], env=env, capture_output=True, timeout=30)
+    with taken_port() as port:
+        result = run_daemon(make_config(http_port=port), env={"NOTIFY_SOCKET": listener.address},
+                            timeout=30)
     assert result.returncode == 1
     assert listener.pending() == []
 
@@ -332,93 +323,83 @@ def slow_model_findings(state: dict) -> list[dict]:
     return [f for f in state.get("findings", []) if f["kind"] == "slow_model"]
 
 
-def test_sighup_reload_applies_new_settings_and_keeps_the_counters(tmp_path, namespace,
-                                                                   state_dir, listener):
+def test_sighup_reload_applies_new_settings_and_keeps_the_counters(daemon_factory, make_config,
+                                                                   namespace, listener):
     """SIGHUP with a changed, valid file: RELOADING=1 (with MONOTONIC_USEC on the same
     clock) then READY=1; the new snapshot interval shows in state.json's daemon section and
     the new slow-model threshold opens a finding; events received before the reload are
     still counted after it. Then files with a bad value or an unknown key: refused with a
     log line naming the key, RELOADING=1/READY=1 still sent, the daemon runs on with the
     config it had."""
-    path = tmp_path / "config.yaml"
-    settings = base_settings(namespace, state_dir)
-    write_config(path, **settings)
-    daemon = DaemonProcess(path, state_dir, namespace,
-                           env={"NOTIFY_SOCKET": listener.address})
-    try:
-        daemon.start()
-        listener.until("READY=1")
-        run_python('from ai_analytics import client\n'
-                   'for _ in range(30): client.emit("generate", 100.0, model="big")', namespace)
-        before = daemon.state_after(lambda s: s["events"]["received"] == 30, what="events")
-        assert slow_model_findings(before) == []
-        assert before["daemon"]["snapshot_interval_seconds"] == 0.2
+    path = make_config()
+    settings = read_config(path)
+    daemon = daemon_factory(path, env={"NOTIFY_SOCKET": listener.address})
+    listener.until("READY=1")
+    run_python('from ai_analytics import client\n'
+               'for _ in range(30): client.emit("generate", 100.0, model="big")', namespace)
+    before = daemon.state_after(lambda s: s["events"]["received"] == 30, what="events")
+    assert slow_model_findings(before) == []
+    assert before["daemon"]["snapshot_interval_seconds"] == 0.2
 
-        write_config(path, **{**settings, "snapshot_interval_seconds": 0.3,
-                              "insight_slow_model_ms": 50.0})
-        listener.pending()
-        asked = time.monotonic_ns() // 1000
+    write_config(path, **{**settings, "snapshot_interval_seconds": 0.3,
+                          "insight_slow_model_ms": 50.0})
+    listener.pending()
+    asked = time.monotonic_ns() // 1000
+    daemon.proc.send_signal(signal.SIGHUP)
+    messages = [m for m in listener.until("READY=1") if not m.startswith(("STATUS=",))]
+    assert len(messages) == 2 and messages[1] == "READY=1", messages
+    reloading, stamp = messages[0].split("\n")
+    assert reloading == "RELOADING=1" and stamp.startswith("MONOTONIC_USEC=")
+    assert 0 <= int(stamp.split("=")[1]) - asked < 10_000_000
+
+    after = daemon.state_after(
+        lambda s: s["daemon"]["snapshot_interval_seconds"] == 0.3 and slow_model_findings(s),
+        what="the reloaded settings at work")
+    assert after["events"] == before["events"]
+    assert slow_model_findings(after)[0]["threshold"] == 50.0
+    assert "config reloaded: snapshot_interval_seconds=0.3, insight_slow_model_ms=50.0" \
+        in daemon.log()
+
+    for bad, key in (({**settings, "insight_slow_model_ms": -5}, "insight_slow_model_ms"),
+                     ({**settings, "snapshot_intervall": 1.0}, "snapshot_intervall")):
+        write_config(path, **bad)
         daemon.proc.send_signal(signal.SIGHUP)
-        messages = [m for m in listener.until("READY=1") if not m.startswith(("STATUS=",))]
-        assert len(messages) == 2 and messages[1] == "READY=1", messages
-        reloading, stamp = messages[0].split("\n")
-        assert reloading == "RELOADING=1" and stamp.startswith("MONOTONIC_USEC=")
-        assert 0 <= int(stamp.split("=")[1]) - asked < 10_000_000
-
-        after = daemon.state_after(
-            lambda s: s["daemon"]["snapshot_interval_seconds"] == 0.3 and slow_model_findings(s),
-            what="the reloaded settings at work")
-        assert after["events"] == before["events"]
-        assert slow_model_findings(after)[0]["threshold"] == 50.0
-        assert "config reloaded: snapshot_interval_seconds=0.3, insight_slow_model_ms=50.0" \
-            in daemon.log()
-
-        for bad, key in (({**settings, "insight_slow_model_ms": -5}, "insight_slow_model_ms"),
-                         ({**settings, "snapshot_intervall": 1.0}, "snapshot_intervall")):
-            write_config(path, **bad)
-            daemon.proc.send_signal(signal.SIGHUP)
-            messages = [m for m in listener.until("READY=1") if not m.startswith("STATUS=")]
-            assert messages[0].startswith("RELOADING=1\n"), messages
-            refused = wait_for(lambda key=key: [
-                line for line in daemon.log().splitlines()
-                if "reload refused" in line and key in line], what=f"refusal naming {key}")
-            assert len(refused) == 1, refused
-        assert daemon.proc.poll() is None
-        kept = daemon.state_after(lambda s: True, what="a state after the refusals")
-        assert kept["daemon"]["snapshot_interval_seconds"] == 0.3
-        assert slow_model_findings(kept)[0]["threshold"] == 50.0
-        assert kept["events"]["received"] == 30
-        assert daemon.stop() == 0
-    finally:
-        daemon.reap()
+        messages = [m for m in listener.until("READY=1") if not m.startswith("STATUS=")]
+        assert messages[0].startswith("RELOADING=1\n"), messages
+        refused = wait_for(lambda key=key: [
+            line for line in daemon.log().splitlines()
+            if "reload refused" in line and key in line], what=f"refusal naming {key}")
+        assert len(refused) == 1, refused
+    assert daemon.proc.poll() is None
+    kept = daemon.state_after(lambda s: True, what="a state after the refusals")
+    assert kept["daemon"]["snapshot_interval_seconds"] == 0.3
+    assert slow_model_findings(kept)[0]["threshold"] == 50.0
+    assert kept["events"]["received"] == 30
+    assert daemon.stop() == 0
     assert daemon.state()["events"]["received"] == 30
 
 
-def test_sighup_keeps_restart_only_settings_and_republishes_lane_settings(tmp_path, namespace,
-                                                                          state_dir):
+def test_sighup_keeps_restart_only_settings_and_republishes_lane_settings(daemon_factory,
+                                                                          make_config, namespace):
     """A new http_port is logged as needing a restart and the old port keeps serving; a new
     max_queue_size and on_full reach the control segment, which new lanes are made from."""
-    path = tmp_path / "config.yaml"
-    settings = base_settings(namespace, state_dir)
-    write_config(path, **settings)
-    daemon = DaemonProcess(path, state_dir, namespace).start()
-    try:
-        wait_for(lambda: http_get(int(settings["http_port"]), "/healthz")[0] == 200, what="healthz")
-        assert read_geometry(namespace).capacity != 1024
-        new_port = free_port()
-        write_config(path, **{**settings, "http_port": new_port, "max_queue_size": 1024,
-                              "on_full": "overwrite"})
-        daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "config reloaded" in daemon.log(), what="the reload")
-        assert f"http_port changed to {new_port}, which needs a restart" in daemon.log()
-        geometry = read_geometry(namespace)
-        assert (geometry.capacity, geometry.overwrite) == (1024, True)
-        assert http_get(int(settings["http_port"]), "/healthz")[0] == 200
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", new_port), timeout=1).close()
-        assert daemon.stop() == 0
-    finally:
-        daemon.reap()
+    path = make_config()
+    settings = read_config(path)
+    daemon = daemon_factory(path)
+    wait_for(lambda: fetch(settings["http_port"], path="/healthz")[0] == 200, what="healthz")
+    assert read_geometry(namespace).capacity != 1024
+    new_port = free_port()
+    write_config(path, **{**settings, "http_port": new_port, "max_queue_size": 1024,
+                          "on_full": "overwrite"})
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in daemon.log(), what="the reload")
+    assert f"http_port changed to {new_port}, which needs a restart" in daemon.log()
+    geometry = read_geometry(namespace)
+    assert (geometry.capacity, geometry.overwrite) == (1024, True)
+    assert fetch(settings["http_port"], path="/healthz")[0] == 200
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", new_port), timeout=1).close()
+    assert daemon.stop() == 0
 
 
 # -- the unit file --------------------------------------------------------------------------------
@@ -469,11 +450,10 @@ def unit_copy(tmp_path: Path) -> Path:
     path, /usr/local/bin, does not exist here and would be the one complaint)."""
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
-    binary = Path(sys.executable).parent / "ai-analyticsd"
-    assert binary.exists(), binary
+    binary = script("ai-analyticsd")
     assert Path("/bin/kill").exists()  # ExecReload's
     copy = tmp_path / UNIT.name
-    copy.write_text(UNIT.read_text().replace("/usr/local/bin/ai-analyticsd", str(binary)))
+    copy.write_text(UNIT.read_text().replace("/usr/local/bin/ai-analyticsd", binary))
     return copy
 
 
