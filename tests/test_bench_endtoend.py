@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import SHM_DIR, wait_for
+from helpers import REPO, SHM_DIR, wait_for
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "endtoend.py"
+SCRIPT = REPO / "bench" / "endtoend.py"
 CASES = {"floor", "emit", "prometheus_mp"}
 
 

@@ -14,15 +14,10 @@ from click.testing import CliRunner
 from ai_analytics.cli import main as cli
 from ai_analytics.daemon import main as daemon_main
 
+from helpers import invoke, script
+
 VERSION = version("ai-analytics")
 EXIT_NOT_RUNNING = 3
-
-
-def script(name: str) -> str:
-    """An installed console script of this package: next to the running interpreter."""
-    path = Path(sys.executable).parent / name
-    assert path.exists(), f"{name} is not installed next to {sys.executable}"
-    return str(path)
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -134,7 +129,6 @@ def test_status_with_empty_state_dir_exits_3(
     left as it was)."""
     state_dir.mkdir()
     path = make_config()
-    result = CliRunner().invoke(cli.main, ["status", "--config", str(path)])
-    assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = invoke("status", "--config", str(path))
     assert_not_running_message(result.exit_code, result.stdout, result.stderr, state_dir)
     assert list(state_dir.iterdir()) == []

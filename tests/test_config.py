@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from ai_analytics.cli import main as cli
 from ai_analytics.core.config import (
     SETTINGS,
     Config,
@@ -28,30 +25,20 @@ from ai_analytics.core.config import (
 )
 from ai_analytics.core.errors import AnalyticsError
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import (
+    REPO,
+    Outcome,
+    assert_one_line_error,
+    run_cli_runner,
+    run_daemon,
+    script,
+)
+
 SHIPPED_CONFIG = REPO / "config.yaml"
-EXIT_CONFIG = 2
 
 
-class Outcome(NamedTuple):
-    prog: str
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-def script(name: str) -> str:
-    """An installed console script of this package: next to the running interpreter."""
-    path = Path(sys.executable).parent / name
-    assert path.exists(), f"{name} is not installed next to {sys.executable}"
-    return str(path)
-
-
-def run_daemon(path: Path) -> Outcome:
-    result = subprocess.run(
-        [sys.executable, "-m", "ai_analytics.daemon", "--config", str(path)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+def daemon_outcome(path: Path) -> Outcome:
+    result = run_daemon(path)
     return Outcome("ai-analyticsd", result.returncode, result.stdout, result.stderr)
 
 
@@ -63,35 +50,12 @@ def run_cli_script(path: Path) -> Outcome:
     return Outcome("ai-analytics", result.returncode, result.stdout, result.stderr)
 
 
-def run_cli_runner(*args: str) -> Outcome:
-    result = CliRunner().invoke(cli.main, list(args))
-    # sys.exit() is how the CLI ends; any other exception would be a crash (a traceback).
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    return Outcome("ai-analytics", result.exit_code, result.stdout, result.stderr)
-
-
 FRONT_ENDS: dict[str, Callable[[Path], Outcome]] = {
-    "daemon": run_daemon,
+    "daemon": daemon_outcome,
     "cli-config-check": lambda path: run_cli_runner("config", "check", str(path)),
     "cli-status": lambda path: run_cli_runner("status", "--config", str(path)),
     "cli-script": run_cli_script,
 }
-
-
-def assert_one_line_error(outcome: Outcome, *needles: str) -> str:
-    """Exit 2, nothing on stdout, one line on stderr holding every needle; return the line."""
-    assert "Traceback" not in outcome.stderr, outcome.stderr
-    assert outcome.exit_code == EXIT_CONFIG, outcome
-    assert outcome.stdout == ""
-    lines = outcome.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line, got:\n{outcome.stderr}"
-    line = lines[0]
-    assert line.startswith(f"{outcome.prog}: "), line
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    return line
 
 
 class BadFile(NamedTuple):

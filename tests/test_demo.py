@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-AI_ANALYTICS = str(Path(sys.executable).with_name("ai-analytics"))
+from helpers import SHM_DIR, script
 
 
 def test_demo_runs_and_reconciles_exactly():
     """The demo starts a daemon and workers, shows live counters, stops everything, names
     the slow model, the failing model, the poor cache and the burst as findings with their
     recommendations, reconciles every event exactly, exits 0 and leaves nothing in /dev/shm."""
-    result = subprocess.run([AI_ANALYTICS, "demo", "--duration", "8", "--workers", "2"],
+    result = subprocess.run([script("ai-analytics"), "demo", "--duration", "8", "--workers", "2"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "received " in result.stdout
@@ -32,14 +30,14 @@ def test_demo_runs_and_reconciles_exactly():
     assert "max_queue_size → " in advice
     assert "Traceback" not in result.stderr
     namespace = result.stdout.split("in namespace ", 1)[1].split()[0]
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"{namespace}.")]
+    assert not [n for n in os.listdir(SHM_DIR) if n.startswith(f"{namespace}.")]
 
 
 def test_demo_stops_cleanly_on_ctrl_c():
     """Ctrl-C (SIGINT to the demo) stops the workers, then the daemon, and the counts still
     reconcile exactly."""
-    proc = subprocess.Popen([AI_ANALYTICS, "demo", "--duration", "60"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([script("ai-analytics"), "demo", "--duration", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith("demo: daemon pid"), line + proc.stderr.read()

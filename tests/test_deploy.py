@@ -40,15 +40,16 @@ from ai_analytics.client._segments import (
 )
 from ai_analytics.core.config import Config, config_from_mapping
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
+from helpers import REPO
+
+DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 TOPOLOGIES = ("sidecar", "daemonset")
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 COMPOSE = DEPLOY / "docker-compose.yml"
 PODMONITOR_SCHEMA = DEPLOY / "schemas" / "monitoring.coreos.com_v1_podmonitor.json"
-RULES = ROOT / "docs" / "prometheus" / "rules.yml"
+RULES = REPO / "docs" / "prometheus" / "rules.yml"
 
 # The sidecar is a native sidecar (an init container with restartPolicy: Always), on by
 # default from Kubernetes 1.29: the manifests are checked against that and the newest release
@@ -768,4 +769,4 @@ def test_dockerignore_lets_through_what_the_dockerfile_copies() -> None:
     copied = {source.rstrip("/") for source in image().copied}
     assert copied == allowed
     for source in copied:
-        assert (ROOT / source).exists(), source
+        assert (REPO / source).exists(), source

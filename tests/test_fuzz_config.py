@@ -12,9 +12,10 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_config import EXIT_CONFIG, assert_one_line_error, run_cli_runner
 
 from ai_analytics.core.config import SETTINGS, Config, ConfigError, load_config
+
+from helpers import EXIT_CONFIG, assert_one_line_error, run_cli_runner
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

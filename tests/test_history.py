@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from ai_analytics.cli import main as cli
 from ai_analytics.cli.history_view import render_history
 from ai_analytics.core.document import CountedDistribution, WindowStats
 from ai_analytics.core.errors import StateError
@@ -32,6 +30,7 @@ from ai_analytics.core.history import (
 )
 
 import documents
+from helpers import invoke, script
 
 EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
           "pending": 3, "no_lane": 4}
@@ -497,9 +496,9 @@ def recent(state_dir: Path) -> list[float]:
     return times
 
 
-def invoke(*argv: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli.main, ["history", *argv])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result
+def history_cli(*argv: str) -> tuple[int, str, str]:
+    """``ai-analytics history ARGV`` in this process: exit status, stdout, stderr."""
+    result = invoke("history", *argv)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -507,20 +506,20 @@ def test_cli_table_and_filters(make_config: Callable[..., Path], recent: list[fl
     """The default shows the last hour as a table (header and one line per row, oldest
     first); --since, --operation, --model and --limit narrow it; exit 0."""
     config = make_config()
-    code, out, err = invoke("--config", str(config))
+    code, out, err = history_cli("--config", str(config))
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("time") and lines[0].endswith("quality")
     assert [line.split()[1] for line in lines[1:]] == ["chat", "embed"] * 3
-    code, out, _ = invoke("--config", str(config), "--since", "3h", "--operation", "embed")
+    code, out, _ = history_cli("--config", str(config), "--since", "3h", "--operation", "embed")
     assert code == 0 and [line.split()[2] for line in out.splitlines()[1:]] == ["bge"] * 4
-    code, out, _ = invoke("--config", str(config), "--model", "llama", "--limit", "2")
+    code, out, _ = history_cli("--config", str(config), "--model", "llama", "--limit", "2")
     assert code == 0 and len(out.splitlines()) == 3
 
 
 def test_cli_json(make_config: Callable[..., Path], recent: list[float]) -> None:
     """--json prints the flat rows as a JSON list, the same as read_history gives."""
-    code, out, err = invoke("--config", str(make_config()), "--json", "--operation", "chat")
+    code, out, err = history_cli("--config", str(make_config()), "--json", "--operation", "chat")
     assert (code, err) == (0, "")
     rows = json.loads(out)
     assert [r["unix"] for r in rows] == recent[1:]
@@ -534,9 +533,9 @@ def test_cli_no_rows_is_exit_0_with_a_message(
     """No matching rows: exit 0, nothing on stdout (``[]`` with --json), one line on stderr
     naming the window and the filter."""
     config = str(make_config())
-    code, out, err = invoke("--config", config, "--since", "5s")
+    code, out, err = history_cli("--config", config, "--since", "5s")
     assert (code, out, err) == (0, "", "ai-analytics: no history rows in the last 5s\n")
-    code, out, err = invoke("--config", config, "--json", "--model", "gpt")
+    code, out, err = history_cli("--config", config, "--json", "--model", "gpt")
     assert (code, json.loads(out)) == (0, [])
     assert err == "ai-analytics: no history rows in the last 1h for model 'gpt'\n"
 
@@ -544,7 +543,7 @@ def test_cli_no_rows_is_exit_0_with_a_message(
 def test_cli_missing_history_is_exit_3(make_config: Callable[..., Path], state_dir: Path) -> None:
     """No history file (the daemon never ran with this config): exit 3, one line naming the
     file, nothing created."""
-    code, out, err = invoke("--config", str(make_config()))
+    code, out, err = history_cli("--config", str(make_config()))
     assert (code, out) == (3, "")
     assert err.splitlines() == [
         f"ai-analytics: no history in {state_dir / 'history.sqlite3'}: ai-analyticsd has not "
@@ -557,7 +556,7 @@ def test_cli_missing_history_is_exit_3(make_config: Callable[..., Path], state_d
 def test_cli_bad_since_is_a_usage_error(make_config: Callable[..., Path], since: str) -> None:
     """A bad --since is click's usage error: exit 2, one "Error:" line naming the text and the
     accepted forms, before any file is looked at."""
-    code, out, err = invoke("--config", str(make_config()), "--since", since)
+    code, out, err = history_cli("--config", str(make_config()), "--since", since)
     assert (code, out) == (2, "")
     errors = [line for line in err.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and repr(since) in errors[0] and "1h" in errors[0]
@@ -569,7 +568,7 @@ def test_cli_damaged_history_is_exit_4(make_config: Callable[..., Path], state_d
     traceback."""
     state_dir.mkdir()
     (state_dir / "history.sqlite3").write_bytes(b"garbage" * 1000)
-    code, out, err = invoke("--config", str(make_config()))
+    code, out, err = history_cli("--config", str(make_config()))
     assert (code, out) == (4, "")
     assert len(err.splitlines()) == 1 and "history.sqlite3" in err
 
@@ -578,11 +577,9 @@ def test_cli_real_process(make_config: Callable[..., Path], recent: list[float],
                           tmp_path: Path) -> None:
     """The installed ``ai-analytics`` script: table and --json with rows (exit 0), missing
     history (exit 3), bad --since (exit 2), never a traceback."""
-    script = str(Path(sys.executable).parent / "ai-analytics")
-
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([script, "history", *argv], capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run([script("ai-analytics"), "history", *argv], capture_output=True,
+                                text=True, timeout=60)
         assert "Traceback" not in result.stderr, result.stderr
         return result
 

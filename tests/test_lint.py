@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-RUFF = Path(sys.executable).with_name("ruff")
+from helpers import REPO, script
 
 
 def ruff_codes(source: str, path: str) -> set[str]:
     """The codes ruff reports for ``source`` as if it were the file ``path`` of this repo."""
     result = subprocess.run(
-        [str(RUFF), "check", "--no-cache", "--output-format", "concise", "--stdin-filename",
+        [script("ruff"), "check", "--no-cache", "--output-format", "concise", "--stdin-filename",
          path, "-"],
         input=source, capture_output=True, text=True, cwd=REPO, check=False,
     )

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import lane_names
+from helpers import REPO, lane_names
 
-SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
+SOAK = REPO / "bench" / "soak.py"
 CRITERIA = ("load", "producers", "rss", "bounded", "reconciled", "lag", "fresh", "exit", "lanes",
             "log")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,13 +13,11 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from ai_analytics.cli import main as cli
 from ai_analytics.cli import status
@@ -31,9 +29,8 @@ from ai_analytics.core.exits import CliExit
 from ai_analytics.core.state import write_state
 
 import documents
-from helpers import SHM_DIR, run_python, start_python, wait_for
+from helpers import SHM_DIR, invoke, run_python, script, start_python, wait_for
 
-AI_ANALYTICS = str(Path(sys.executable).with_name("ai-analytics"))
 NOW = 1_800_000_000.0
 TITLES = ("OPERATIONS (", "MODELS (", "RESOURCES", "EVENT PATH", "CACHES", "FINDINGS",
           "RECOMMENDATIONS")
@@ -334,12 +331,6 @@ def holding_namespace_lock(namespace: str) -> Iterator[None]:
         os.close(fd)
 
 
-def invoke(*args: str) -> object:
-    result = CliRunner().invoke(cli.main, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result
-
-
 def test_status_with_an_unreadable_state_file_exits_4(
     namespace: str, make_config: Callable[..., Path], state_dir: Path
 ) -> None:
@@ -424,8 +415,8 @@ def test_status_against_a_live_daemon(
     assert document["daemon"]["running"] is True and document["daemon"]["pid"] == daemon.proc.pid
     assert document["events"]["received"] == 120
     assert set(document) >= {"schema_version", "operations", "models", "events", "resources"}
-    proc = subprocess.run([AI_ANALYTICS, "status", "--config", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([script("ai-analytics"), "status", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == "" and "OPERATIONS (last 1m)" in proc.stdout
     assert max(len(line) for line in proc.stdout.splitlines()) <= 120
@@ -473,8 +464,8 @@ def test_status_with_the_daemon_killed_reads_shared_memory(
     assert (emitted["main_ok"], emitted["main_dropped"], emitted["side_ok"]) == (16, 24, 3)
     pid = emitted["pid"]
 
-    proc = subprocess.run([AI_ANALYTICS, "status", "--config", str(path)], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run([script("ai-analytics"), "status", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     head = " ".join(proc.stdout.split("\n\n")[0].split())
@@ -715,7 +706,7 @@ def test_watch_redraws_in_a_real_terminal_and_ctrl_c_exits_130(
     exit_file = tmp_path / "exit-status"
     socket = tmp_path / "tmux.sock"
     # A stale $COLUMNS must not win over the terminal's real width.
-    command = (f"COLUMNS=80 {shlex.quote(AI_ANALYTICS)} status --config "
+    command = (f"COLUMNS=80 {shlex.quote(script('ai-analytics'))} status --config "
                f"{shlex.quote(str(path))} --watch 0.5; echo $? > {shlex.quote(str(exit_file))}")
 
     def screen() -> str:
