@@ -2,17 +2,14 @@
 (on the write path and on the drop path alike), and ``AIOperationType``.
 
 Lanes are per thread and cached for the thread's life, so every test that emits does so on a
-thread of its own (``lane_thread``): its lane is created fresh, in this test's namespace, and
-is removed with the namespace afterwards.
+thread of its own (the ``on_thread`` fixture): its lane is created fresh, in this test's
+namespace, and is removed with the namespace afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import struct
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pytest
@@ -21,40 +18,18 @@ from ai_analytics import client
 from ai_analytics.client import AIOperationType
 from ai_analytics.client import _layout as L
 
-from helpers import lane_names, run_python
+from helpers import LaneView, lane_names, read_lane, run_python
 
 CAPACITY = 8192  # a lane's capacity when no daemon publishes another one
 
 RunOnThread = Callable[..., Any]
 
 
-@pytest.fixture
-def on_thread(namespace: str) -> Iterator[RunOnThread]:
-    """Run calls on one fresh thread (so one fresh lane) for this test; re-raise its errors."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emitter") as pool:
-        yield lambda fn, *args, **kwargs: pool.submit(fn, *args, **kwargs).result(timeout=60)
-
-
-class LaneView(NamedTuple):
-    capacity: int
-    head: int
-    dropped: int
-    names: list[str]
-
-
 def the_lane(namespace: str) -> LaneView:
-    """Read the one lane of ``namespace`` straight from /dev/shm (layout from _layout)."""
+    """The one lane of ``namespace``, read straight from /dev/shm."""
     names = lane_names(namespace)
     assert len(names) == 1, names
-    with open(os.path.join("/dev/shm", names[0]), "rb") as f:
-        raw = f.read()
-    (capacity,) = struct.unpack_from("<I", raw, L.OFF_CAPACITY)
-    head, dropped, count = struct.unpack_from("<QQQ", raw, L.OFF_HEAD)
-    entries = []
-    for i in range(count):
-        offset = L.HEADER_SIZE + i * L.NAME_ENTRY_SIZE
-        entries.append(raw[offset + 1 : offset + 1 + raw[offset]].decode())
-    return LaneView(capacity, head, dropped, entries)
+    return read_lane(names[0])
 
 
 def test_import_and_emit_load_no_heavy_modules(namespace: str) -> None:

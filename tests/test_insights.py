@@ -672,14 +672,9 @@ def test_reliability_from_an_error_rate_citing_model_errors_when_open():
 
 # -- a real document -------------------------------------------------------------------------------
 @pytest.fixture
-def real_daemon(namespace, tmp_path):
-    from ai_analytics.daemon.service import Daemon
-
-    daemon = Daemon(config_from_mapping({"namespace": namespace, "state_dir": str(tmp_path)}))
-    try:
-        yield daemon
-    finally:
-        daemon.close()
+def real_daemon(make_daemon):
+    """A Daemon in this process, with the default settings."""
+    return make_daemon()
 
 
 def test_a_real_idle_daemons_document_has_no_findings(real_daemon):

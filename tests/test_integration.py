@@ -23,7 +23,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +47,10 @@ RunAsync = Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]
 
 
 @pytest.fixture
-def run_async(namespace: str) -> Iterator[RunAsync]:
+def run_async(on_thread: Callable[..., Any]) -> RunAsync:
     """Run ``asyncio.run(make())`` on one fresh thread (one fresh lane in this test's
     namespace); return its result or re-raise its error."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="integration") as pool:
-        yield lambda make: pool.submit(asyncio.run, make()).result(timeout=60)
+    return lambda make: on_thread(asyncio.run, make())
 
 
 def report_of(result: Any) -> dict[str, Any]:

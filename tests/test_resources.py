@@ -27,9 +27,9 @@ import pytest
 from ai_analytics.core.config import Config, config_from_mapping
 from ai_analytics.daemon.resources import GONE, ResourceSampler
 
-from helpers import wait_for
+from helpers import TESTS, FakeClock, wait_for
 
-FAKE_NVML_SOURCE = Path(__file__).parent / "fake_nvml" / "fake_nvml.c"
+FAKE_NVML_SOURCE = TESTS / "fake_nvml" / "fake_nvml.c"
 LOGGER = "ai_analytics.daemon"
 SHORT = {
     "resource_interval_seconds": 0.1,
@@ -42,16 +42,6 @@ IDLE = {
     "process_interval_seconds": 3600.0,
     "gpu_process_interval_seconds": 3600.0,
 }
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

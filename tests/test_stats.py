@@ -6,39 +6,10 @@ import numpy as np
 import pytest
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon.ingest.records import RECORD_DTYPE
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.statistics import Statistics
 
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_records(n: int, second: float, latency: np.ndarray | float = 10.0, **fields) -> np.ndarray:
-    records = np.zeros(n, RECORD_DTYPE)
-    records["ts_ns"] = int(second * 1e9)
-    records["latency_ms"] = latency
-    records["success"] = 1
-    records["quality"] = np.nan
-    records["cache_hit"] = L.CACHE_ABSENT
-    for name, value in fields.items():
-        records[name] = value
-    return records
-
-
-def add(stats: Statistics, records: np.ndarray, operation: str | list[str] = "op",
-        model: str | list[str] = "m") -> None:
-    def ids(names: str | list[str]) -> np.ndarray:
-        if isinstance(names, str):
-            names = [names] * len(records)
-        return np.array([stats.registry.name_id(name) for name in names], np.int64)
-
-    stats.add(records, ids(operation), ids(model))
+from helpers import FakeClock, add_records, make_records
 
 
 def window(stats: Statistics, name: str, operation: str = "op", model: str = "m") -> dict:
@@ -49,12 +20,12 @@ def window(stats: Statistics, name: str, operation: str = "op", model: str = "m"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock(1000.0)
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
 
 
 @pytest.fixture
-def stats(clock: Clock) -> Statistics:
+def stats(clock: FakeClock) -> Statistics:
     return Statistics(256, 256, 1024, clock)
 
 
@@ -63,7 +34,7 @@ def test_exact_counts_means_and_extremes(stats):
     latency = np.array([1.5, 2.5, 3.0, 1000.25])
     records = make_records(4, 1000, latency)
     records["success"] = [1, 0, 1, 1]
-    add(stats, records)
+    add_records(stats, records)
     w = window(stats, "10s")
     assert (w["count"], w["successes"], w["errors"], w["error_rate"]) == (4, 3, 1, 0.25)
     assert w["latency_ms"]["mean"] == pytest.approx(latency.mean())
@@ -74,7 +45,7 @@ def test_exact_counts_means_and_extremes(stats):
 def test_windows_roll_over_with_the_clock(stats, clock):
     """An event stays in the 10 s window for 10 s, in 1 min for 60 s, in 5 min for 300 s,
     and in since-start for good; a reused ring slot starts empty."""
-    add(stats, make_records(100, 1000))
+    add_records(stats, make_records(100, 1000))
     expectations = {1009: (100, 100, 100), 1010: (0, 100, 100), 1059: (0, 100, 100),
                     1060: (0, 0, 100), 1299: (0, 0, 100), 1300: (0, 0, 0)}
     for now, (ten, minute, five) in expectations.items():
@@ -82,7 +53,7 @@ def test_windows_roll_over_with_the_clock(stats, clock):
         got = tuple(window(stats, w)["count"] for w in ("10s", "1m", "5m"))
         assert got == (ten, minute, five), now
         assert window(stats, "since_start")["count"] == 100
-    add(stats, make_records(7, 1300))  # same ring slot as second 1000
+    add_records(stats, make_records(7, 1300))  # same ring slot as second 1000
     assert window(stats, "5m")["count"] == 7
     assert window(stats, "since_start")["count"] == 107
 
@@ -91,8 +62,8 @@ def test_events_are_placed_by_their_own_timestamp(stats, clock):
     """Drain delay does not matter: a record is counted in the second it was emitted, and a
     record older than the ring only counts since start."""
     clock.now = 1500
-    add(stats, make_records(5, 1495))
-    add(stats, make_records(3, 1000))  # 500 s old: outside every window
+    add_records(stats, make_records(5, 1495))
+    add_records(stats, make_records(3, 1000))  # 500 s old: outside every window
     assert window(stats, "10s")["count"] == 5
     assert window(stats, "5m")["count"] == 5
     assert window(stats, "since_start")["count"] == 8
@@ -102,7 +73,7 @@ def test_throughput_uses_the_window_length(stats, clock):
     """Throughput is events over the window's length (or the uptime, while shorter)."""
     for second in range(1000, 1060):
         clock.now = second
-        add(stats, make_records(20, second))
+        add_records(stats, make_records(20, second))
     assert window(stats, "10s")["throughput_per_s"] == pytest.approx(20.0)
     assert window(stats, "1m")["throughput_per_s"] == pytest.approx(20.0)
     assert window(stats, "5m")["throughput_per_s"] == pytest.approx(20.0)  # uptime 60 s
@@ -111,7 +82,7 @@ def test_throughput_uses_the_window_length(stats, clock):
 def test_percentiles_match_numpy_within_one_percent(stats):
     """Window percentiles match numpy.percentile (inverted_cdf) within the stated 1 %."""
     latency = np.random.default_rng(5).lognormal(np.log(40), 0.8, 20_000)
-    add(stats, make_records(len(latency), 1000, latency))
+    add_records(stats, make_records(len(latency), 1000, latency))
     w = window(stats, "1m")["latency_ms"]
     for name, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99), ("p999", 99.9)):
         expected = np.percentile(latency, q, method="inverted_cdf")
@@ -121,7 +92,7 @@ def test_percentiles_match_numpy_within_one_percent(stats):
 def test_quality_ignores_absent_and_nan(stats):
     """Absent quality (None → NaN) is not counted as 0: mean, min and p10 use the rest."""
     quality = np.array([np.nan, 0.9, np.nan, 0.5, 0.7, np.nan])
-    add(stats, make_records(6, 1000, quality=quality))
+    add_records(stats, make_records(6, 1000, quality=quality))
     q = window(stats, "10s")["quality"]
     assert q["count"] == 3
     assert q["mean"] == pytest.approx(0.7)
@@ -132,7 +103,7 @@ def test_quality_ignores_absent_and_nan(stats):
 def test_cache_hit_rate_ignores_events_that_were_not_lookups(stats):
     """cache_hit absent means "not a lookup": the rate is hits over lookups only."""
     hits = [L.CACHE_HIT, L.CACHE_MISS, L.CACHE_ABSENT, L.CACHE_HIT, L.CACHE_ABSENT]
-    add(stats, make_records(5, 1000, cache_hit=hits))
+    add_records(stats, make_records(5, 1000, cache_hit=hits))
     cache = window(stats, "10s")["cache"]
     assert (cache["lookups"], cache["hits"], cache["hit_rate"]) == (3, 2, pytest.approx(2 / 3))
 
@@ -144,7 +115,7 @@ def test_llm_serving_fields(stats, clock):
                            queue_ms=[1.0, 2.0, 3.0, 4.0],
                            tokens_in=[10, 20, L.TOKENS_ABSENT, 30],
                            tokens_out=[5, 5, 5, L.TOKENS_ABSENT])
-    add(stats, np.concatenate([records, make_records(2, 1000)]))
+    add_records(stats, np.concatenate([records, make_records(2, 1000)]))
     w = window(stats, "10s")
     assert w["ttft_ms"]["count"] == 3 and w["ttft_ms"]["mean"] == pytest.approx(350 / 3)
     assert (w["ttft_ms"]["min"], w["ttft_ms"]["max"]) == (50.0, 200.0)
@@ -159,7 +130,7 @@ def test_cardinality_caps_send_the_rest_to_other(clock):
     stats = Statistics(max_operations=2, max_models=2, max_series=3, clock=clock)
     for operation, model, n in (("a", "x", 2), ("b", "y", 1), ("a", "y", 1), ("b", "x", 4),
                                 ("c", "z", 3)):
-        add(stats, make_records(n, 1000), operation, model)
+        add_records(stats, make_records(n, 1000), operation, model)
     counts = {(r["operation"], r["model"]): r["count"] for r in stats.operations()}
     # Three series fit; b/x is past the series cap; c and z are past the name caps.
     assert counts == {("a", "x"): 2, ("b", "y"): 1, ("a", "y"): 1, ("other", "other"): 7}
@@ -172,7 +143,7 @@ def test_memory_stays_flat_whatever_names_arrive(clock):
     stats = Statistics(max_operations=10, max_models=10, max_series=20, clock=clock)
     for batch in range(20):
         names = [f"op-{batch}-{i}" for i in range(500)]
-        add(stats, make_records(500, 1000), names, names)
+        add_records(stats, make_records(500, 1000), names, names)
     registry = stats.registry
     assert len(registry.operations) <= 11 and len(registry.models) <= 12
     assert len(registry) <= 20 and len(registry.name_list) <= registry.max_names
@@ -181,11 +152,11 @@ def test_memory_stays_flat_whatever_names_arrive(clock):
 
 def test_interval_rows_partition_the_events(stats, clock):
     """Each received event is in exactly one history interval; since-start is their sum."""
-    add(stats, make_records(10, 1000))
+    add_records(stats, make_records(10, 1000))
     span, rows = stats.close_interval()
     assert [r["stats"]["count"] for r in rows] == [10]
     clock.now = 1003
-    add(stats, make_records(5, 1002))
+    add_records(stats, make_records(5, 1002))
     span, rows = stats.close_interval()
     assert span == pytest.approx(3.0)
     assert [r["stats"]["count"] for r in rows] == [5]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import Lane, LaneGeometry
 
-from helpers import events_total, run_python
+from helpers import events_total, run_python, write_names
 
 
 def test_bad_values_are_counted_invalid_by_the_daemon(daemon_factory, namespace):
@@ -44,13 +44,7 @@ def test_records_from_a_broken_writer_are_rejected(daemon_factory, namespace):
     names, unknown kinds) gets those records counted invalid; the well-formed ones count."""
     lane = Lane(namespace, LaneGeometry(64, 8, False))
     try:
-        # Name 1 is fine, name 2 is not UTF-8; both published.
-        good, bad = b"ok", b"\xff\xfe"
-        for index, raw in enumerate((good, bad)):
-            offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
-            lane.buf[offset] = len(raw)
-            lane.buf[offset + 1 : offset + 1 + len(raw)] = raw
-        lane.q[L.Q_NAMES_COUNT] = 2
+        write_names(lane, [b"ok", b"\xff\xfe"])  # name 1 is fine, name 2 is not UTF-8
         rows = [
             (0, 1, 1.0, 0.5, 1, 0, 1, 2),  # valid
             (99, 1, 1.0, 0.5, 1, 0, 1, 2),  # wrong seq
