@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
 
 
 def test_every_pytest_benchmark_case_runs_once() -> None:
