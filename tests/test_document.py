@@ -11,20 +11,20 @@ import re
 import threading
 import types
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ai_analytics.core import document as D
-from ai_analytics.core.config import Config, config_from_mapping
+from ai_analytics.core.config import Config
 from ai_analytics.core.outcomes import OUTCOMES
 from ai_analytics.core.state import read_state
 
 import documents
+from helpers import REPO
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "snapshot.md"
+DOC = REPO / "docs" / "snapshot.md"
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -195,15 +195,12 @@ def test_the_test_factory_builds_documents_of_the_type() -> None:
 # -- the documents a real daemon builds ------------------------------------------------------
 
 @pytest.fixture
-def daemon(namespace: str, tmp_path: Path) -> Iterator[Any]:
-    from ai_analytics.daemon.service import Daemon
-
-    with Daemon(config_from_mapping({"namespace": namespace,
-                                     "state_dir": str(tmp_path)})) as running:
-        yield running
+def daemon(make_daemon: Any) -> Any:
+    """A Daemon in this process, with the default settings."""
+    return make_daemon()
 
 
-def test_a_real_document_has_exactly_the_typed_keys(daemon: Any, tmp_path: Path) -> None:
+def test_a_real_document_has_exactly_the_typed_keys(daemon: Any, state_dir: Path) -> None:
     """After a workload that fills every kind of section (a series with TTFT, queue time,
     tokens, cache lookups and failures that open findings; a cache; a lane), the document
     the daemon publishes, and the state file it writes, have the keys and value types of
@@ -231,7 +228,7 @@ def test_a_real_document_has_exactly_the_typed_keys(daemon: Any, tmp_path: Path)
     assert published["findings"] and published["recommendations"]
     assert published["resources"]["processes"] and published["models"][0]["processes"]
     assert shape_problems(published, D.SnapshotDocument) == []
-    stored = read_state(str(tmp_path))
+    stored = read_state(str(state_dir))
     assert shape_problems(stored, D.SnapshotDocument) == []
     assert json.loads(json.dumps(published)) == stored
 
