@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.metadata
 import json
 import math
 import os
@@ -27,6 +28,7 @@ SHM_DIR = "/dev/shm"
 # The repository and its tests/ folder (this file's), wherever a test file sits below it.
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+SHIPPED_CONFIG = REPO / "config.yaml"
 
 
 def shm_names(namespace: str) -> list[str]:
@@ -351,7 +353,9 @@ def invoke(*args: str):
     return result
 
 
+VERSION = importlib.metadata.version("ai-analytics")  # the version under test, installed
 EXIT_CONFIG = 2  # both programs' status for an unusable config file
+EXIT_NOT_RUNNING = 3  # ai-analytics: no daemon holds the namespace, or nothing to show
 
 
 class Outcome(NamedTuple):
@@ -361,6 +365,18 @@ class Outcome(NamedTuple):
     exit_code: int
     stdout: str
     stderr: str
+
+
+def assert_not_running_message(exit_code: int, stdout: str, stderr: str, state_dir: Path) -> None:
+    """Exit 3 and one line on stderr that names ``state_dir`` and says no daemon runs."""
+    assert "Traceback" not in stderr, stderr
+    assert exit_code == EXIT_NOT_RUNNING, (exit_code, stdout, stderr)
+    assert stdout == ""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ai-analytics: no state in ")
+    assert str(state_dir) in lines[0]
+    assert "not running" in lines[0]
 
 
 def run_cli_runner(*args: str) -> Outcome:
