@@ -339,6 +339,16 @@ class Emitters:
             proc.communicate()
 
 
+# What a producer must never load: the daemon's dependencies and the daemon package itself.
+HEAVY_MODULES = ("numpy", "yaml", "psutil", "pynvml", "click", "ai_analytics.daemon")
+
+
+def heavy_modules(modules: Sequence[str]) -> list[str]:
+    """Those of ``modules`` (a child's sys.modules) that are HEAVY_MODULES or inside one."""
+    return sorted(m for m in modules if m in HEAVY_MODULES
+                  or m.startswith(tuple(h + "." for h in HEAVY_MODULES)))
+
+
 # -- the operator CLI in this process ------------------------------------------------------------
 
 def invoke(*args: str):
