@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -23,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 import yaml
+
+from ai_analytics.client import _layout as L
 
 SHM_DIR = "/dev/shm"
 # The repository and its tests/ folder (this file's), wherever a test file sits below it.
@@ -424,7 +427,6 @@ def make_records(n: int, second: float = 1000.0, latency: np.ndarray | Sequence[
                  = 10.0, **fields: object) -> np.ndarray:
     """``n`` well-formed records as the drain hands them to the statistics engine, stamped
     ``second``; ``fields`` set other columns (one value, or one per record)."""
-    from ai_analytics.client import _layout as L
     from ai_analytics.daemon.ingest.records import RECORD_DTYPE
 
     records = np.zeros(n, RECORD_DTYPE)
@@ -453,8 +455,6 @@ def add_records(stats, records: np.ndarray, operation: str | list[str] = "op",
 def write_names(lane, entries: Sequence[bytes | str]) -> None:
     """Publish ``entries`` as a lane's name table (ids 1, 2, ...), as a writer that skips the
     client's checks would."""
-    from ai_analytics.client import _layout as L
-
     for index, name in enumerate(entries):
         raw = name.encode() if isinstance(name, str) else name
         offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
@@ -475,8 +475,6 @@ class LaneView(NamedTuple):
 def read_lane(name: str) -> LaneView:
     """The lane header fields and name table the tests look at, read straight from /dev/shm
     (offsets from the layout module, values parsed here)."""
-    from ai_analytics.client import _layout as L
-
     with open(os.path.join(SHM_DIR, name), "rb") as f:
         raw = f.read()
     (capacity,) = struct.unpack_from("<I", raw, L.OFF_CAPACITY)
@@ -488,3 +486,85 @@ def read_lane(name: str) -> LaneView:
         names.append(raw[offset + 1 : offset + 1 + raw[offset]].decode())
     return LaneView(capacity, bool(flags & L.FLAG_OVERWRITE), words[L.Q_HEAD],
                     words[L.Q_DROPPED], words[L.Q_TAIL], names)
+
+
+# -- lane segments built byte by byte, as a writer that is not our client may leave them -------
+U64_MAX = 2**64 - 1
+# Serial numbers of hand-made lanes: names that no lane of this process's client takes.
+segment_serials = itertools.count()
+
+# The header's fields in the layout's order, and its counters with their offsets.
+HEADER_IDENTITY = ("magic", "version", "header_size", "record_size", "capacity",
+                   "names_capacity", "entry_size", "pid", "flags", "pid_start", "created_ns",
+                   "thread_id")
+HEADER_COUNTERS = {"head": L.OFF_HEAD, "dropped": L.OFF_DROPPED,
+                   "names_count": L.OFF_NAMES_COUNT, "retired": L.OFF_RETIRED,
+                   "tail": L.OFF_TAIL, "overwritten": L.OFF_OVERWRITTEN,
+                   "invalid": L.OFF_INVALID}
+
+
+def lane_segment(capacity: int, names: list[bytes], records: list[bytes],
+                 names_capacity: int = 8, fields: Mapping[str, int] | None = None
+                 ) -> bytearray:
+    """A lane's bytes as an honest producer writes them (name entries with their length byte,
+    records at slots 0..), then any header field or counter in ``fields`` overwritten."""
+    identity = dict(zip(HEADER_IDENTITY, (L.LANE_MAGIC, L.VERSION, L.HEADER_SIZE,
+                                          L.RECORD_SIZE, capacity, names_capacity,
+                                          L.NAME_ENTRY_SIZE, os.getpid(), 0, 0, 1, 1),
+                        strict=True))
+    counters = {name: 0 for name in HEADER_COUNTERS} | {"head": len(records),
+                                                        "names_count": len(names)}
+    for name, value in (fields or {}).items():
+        (identity if name in identity else counters)[name] = value
+    raw = bytearray(L.lane_size(capacity, names_capacity))
+    raw[L.OFF_MAGIC : L.OFF_MAGIC + 8] = identity.pop("magic").to_bytes(8, "little")
+    L.HEADER_FIXED.pack_into(raw, L.OFF_VERSION, *identity.values())
+    for name, offset in HEADER_COUNTERS.items():
+        struct.pack_into("<Q", raw, offset, counters[name])
+    for index, entry in enumerate(names):
+        offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
+        raw[offset : offset + len(entry)] = entry
+    base = L.records_offset(names_capacity)
+    for index, record in enumerate(records):
+        raw[base + index * L.RECORD_SIZE : base + (index + 1) * L.RECORD_SIZE] = record
+    return raw
+
+
+def entry(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return bytes([len(raw)]) + raw
+
+
+def record(seq: int, latency_ms: float, op_id: int = 1, model_id: int = 0) -> bytes:
+    """A well-formed basic record (kind 0)."""
+    raw = bytearray(L.RECORD_SIZE)
+    L.RECORD_BASIC.pack_into(raw, 0, seq, 1, latency_ms, float("nan"), op_id, model_id, 1,
+                             L.CACHE_ABSENT)
+    return bytes(raw)
+
+
+def write_segment(namespace: str, raw: bytes) -> str:
+    """Create ``raw`` as a lane segment named with our (live) pid; return its name."""
+    name = f"{namespace}.lane.{os.getpid():016x}.{next(segment_serials)}"
+    fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, raw)
+    finally:
+        os.close(fd)
+    return name
+
+
+def honest_lane() -> bytearray:
+    """A small lane with two names and twelve well-formed records."""
+    return lane_segment(16, [entry("op"), entry("model")],
+                        [record(seq, 2.0, op_id=1, model_id=2) for seq in range(12)])
+
+
+# Found by reading, pinned here: two valid latencies near the float maximum summed to
+# infinity, and the snapshot's mean became Infinity, which is not JSON.
+HUGE_LATENCIES = bytes(lane_segment(16, [entry("op")], [record(0, 1.7e308), record(1, 1.7e308)]))
+# Found by Hypothesis: a head 2**64 - 1 ahead of the tail, with an overwritten count set by
+# the writer, made the daemon's stored count overflow 64 bits and the drain raise.
+COUNTER_OVERFLOW = bytes(lane_segment(16, [entry("op")], [],
+                                      fields={"head": U64_MAX, "overwritten": 17}))
+

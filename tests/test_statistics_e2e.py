@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 
 import numpy as np
@@ -163,31 +162,6 @@ def test_model_view_carries_worker_memory(daemon_factory, namespace):
     finally:
         worker.communicate("\n", timeout=30)
     assert daemon.stop() == 0
-
-
-def test_get_performance_snapshot_in_process_and_from_file(make_config, make_daemon):
-    """The in-process API returns the same structure as the snapshot file: a Daemon built
-    in this process computes it afresh; get_performance_snapshot(config) reads the file."""
-    from ai_analytics import client
-    from ai_analytics.daemon import get_performance_snapshot, load_config
-
-    config = load_config(make_config())
-    daemon = make_daemon(config)
-    # A thread of its own: the lane belongs to it and to this test's namespace only.
-    worker = threading.Thread(target=lambda: [client.emit("inline", 1.0 + i, model="m")
-                                              for i in range(50)])
-    worker.start()
-    worker.join()
-    daemon.lanes.scan()
-    daemon.drain()
-    live = daemon.get_performance_snapshot()
-    assert daemon.save(running=True)
-    daemon.close()
-    stored = get_performance_snapshot(config)
-    assert set(live) == set(stored)
-    (row,) = live["operations"]
-    assert row["operation"] == "inline" and row["windows"]["since_start"]["count"] == 50
-    assert stored["operations"][0]["windows"]["10s"]["latency_ms"]["max"] == 50.0
 
 
 def test_event_path_shows_drops_and_drain_lag(daemon_factory, namespace):

@@ -1,6 +1,9 @@
-"""The statistics engine with an injected clock: windows, roll-over, caps, exact values."""
+"""The statistics engine with an injected clock: windows, roll-over, caps, exact values; and
+the performance snapshot a Daemon in this process computes from them."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -162,3 +165,29 @@ def test_interval_rows_partition_the_events(stats, clock):
     assert [r["stats"]["count"] for r in rows] == [5]
     assert stats.close_interval()[1] == []
     assert window(stats, "since_start")["count"] == 15
+
+
+# -- the performance snapshot of a Daemon in this process -----------------------------------
+def test_get_performance_snapshot_in_process_and_from_file(make_config, make_daemon):
+    """The in-process API returns the same structure as the snapshot file: a Daemon built
+    in this process computes it afresh; get_performance_snapshot(config) reads the file."""
+    from ai_analytics import client
+    from ai_analytics.daemon import get_performance_snapshot, load_config
+
+    config = load_config(make_config())
+    daemon = make_daemon(config)
+    # A thread of its own: the lane belongs to it and to this test's namespace only.
+    worker = threading.Thread(target=lambda: [client.emit("inline", 1.0 + i, model="m")
+                                              for i in range(50)])
+    worker.start()
+    worker.join()
+    daemon.lanes.scan()
+    daemon.drain()
+    live = daemon.get_performance_snapshot()
+    assert daemon.save(running=True)
+    daemon.close()
+    stored = get_performance_snapshot(config)
+    assert set(live) == set(stored)
+    (row,) = live["operations"]
+    assert row["operation"] == "inline" and row["windows"]["since_start"]["count"] == 50
+    assert stored["operations"][0]["windows"]["10s"]["latency_ms"]["max"] == 50.0
