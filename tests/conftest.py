@@ -17,6 +17,7 @@ from helpers import (
     SHM_DIR,
     DaemonProcess,
     Emitters,
+    Listener,
     always_healthy,
     free_port,
     remove_namespace,
@@ -24,7 +25,9 @@ from helpers import (
 )
 
 if TYPE_CHECKING:
+    from ai_analytics.core.config import Config
     from ai_analytics.daemon.http.server import StatusServer
+    from ai_analytics.daemon.resources import ResourceSampler
     from ai_analytics.daemon.service import Daemon
 
 _serial = itertools.count()
@@ -153,3 +156,28 @@ def on_thread(namespace: str) -> Iterator[Callable[..., Any]]:
     per thread and cached for its life); return their result or re-raise their error."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="emitter") as pool:
         yield lambda fn, *args, **kwargs: pool.submit(fn, *args, **kwargs).result(timeout=60)
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[Listener]:
+    """A socket standing in for systemd's notify socket (NOTIFY_SOCKET), closed at the end."""
+    sock = Listener(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.close()
+
+
+@pytest.fixture
+def sampler_factory() -> Iterator[Callable[..., ResourceSampler]]:
+    """ResourceSamplers for one test, every started one stopped at the end."""
+    from ai_analytics.daemon.resources import ResourceSampler
+
+    made: list[ResourceSampler] = []
+
+    def make(config: Config, **kwargs: object) -> ResourceSampler:
+        sampler = ResourceSampler(config, **kwargs)  # type: ignore[arg-type]
+        made.append(sampler)
+        return sampler
+
+    yield make
+    for sampler in made:
+        sampler.stop(5.0)

@@ -568,3 +568,61 @@ HUGE_LATENCIES = bytes(lane_segment(16, [entry("op")], [record(0, 1.7e308), reco
 COUNTER_OVERFLOW = bytes(lane_segment(16, [entry("op")], [],
                                       fields={"head": U64_MAX, "overwritten": 17}))
 
+
+# -- systemd ---------------------------------------------------------------------------------
+SYSTEMD_UNIT = REPO / "systemd" / "ai-analyticsd.service"
+
+
+class Listener:
+    """A real AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address  # as NOTIFY_SOCKET names it: a path, or "@name"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        bound = "\0" + address[1:] if address.startswith("@") else address
+        self.sock.bind(bound)
+
+    def next(self, timeout: float = 10.0) -> str:
+        self.sock.settimeout(timeout)
+        return self.sock.recv(4096).decode()
+
+    def until(self, wanted: str, timeout: float = 15.0) -> list[str]:
+        """Every datagram up to and including the first equal to ``wanted``."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while not seen or seen[-1] != wanted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {wanted!r} within {timeout} s; got {seen}")
+            try:
+                seen.append(self.next(left))
+            except TimeoutError:
+                continue
+        return seen
+
+    def pending(self) -> list[str]:
+        """The datagrams already queued, without waiting."""
+        seen = []
+        self.sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                seen.append(self.sock.recv(4096).decode())
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- the resource sampler --------------------------------------------------------------------
+# Sampling intervals: every 0.1 s, or long enough that a started sampler takes its first
+# sample and then sits in its wait.
+SAMPLER_SHORT = {
+    "resource_interval_seconds": 0.1,
+    "process_interval_seconds": 0.1,
+    "gpu_process_interval_seconds": 0.1,
+}
+SAMPLER_IDLE = {
+    "resource_interval_seconds": 3600.0,
+    "process_interval_seconds": 3600.0,
+    "gpu_process_interval_seconds": 3600.0,
+}

@@ -1,62 +1,31 @@
-"""The resource sampler: real psutil readings, real child processes, and the real pynvml.
+"""The resource sampler with real processes: a real child process's memory, and the real
+pynvml made to fail the way it does on real nodes.
 
-pynvml's failure paths are made to fail the way they do on real nodes: this machine has no
-libnvidia-ml at all (NVMLError_LibraryNotFound), and a small C library built from
-tests/fake_nvml/fake_nvml.c stands in for libnvidia-ml.so.1 in a subprocess (found by
-pynvml's own CDLL("libnvidia-ml.so.1") through LD_LIBRARY_PATH) for "driver not loaded",
-"no GPU", two working GPUs, and a driver call that never returns.
+A small C library built from tests/fake_nvml/fake_nvml.c stands in for libnvidia-ml.so.1 in a
+subprocess (found by pynvml's own CDLL("libnvidia-ml.so.1") through LD_LIBRARY_PATH) for
+"driver not loaded", "no GPU", two working GPUs, and a driver call that never returns.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import logging
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from ai_analytics.core.config import Config, config_from_mapping
-from ai_analytics.daemon.resources import GONE, ResourceSampler
+from ai_analytics.core.config import config_from_mapping
+from ai_analytics.daemon.resources import GONE
 
-from helpers import TESTS, FakeClock, wait_for
+from helpers import SAMPLER_IDLE, SAMPLER_SHORT, TESTS, wait_for
 
 FAKE_NVML_SOURCE = TESTS / "fake_nvml" / "fake_nvml.c"
-LOGGER = "ai_analytics.daemon"
-SHORT = {
-    "resource_interval_seconds": 0.1,
-    "process_interval_seconds": 0.1,
-    "gpu_process_interval_seconds": 0.1,
-}
-# Long enough that a started sampler takes its first sample and then sits in its wait.
-IDLE = {
-    "resource_interval_seconds": 3600.0,
-    "process_interval_seconds": 3600.0,
-    "gpu_process_interval_seconds": 3600.0,
-}
-
-
-@pytest.fixture
-def sampler_factory():
-    """ResourceSamplers for one test, every started one stopped at the end."""
-    made: list[ResourceSampler] = []
-
-    def make(config: Config, **kwargs: object) -> ResourceSampler:
-        sampler = ResourceSampler(config, **kwargs)  # type: ignore[arg-type]
-        made.append(sampler)
-        return sampler
-
-    yield make
-    for sampler in made:
-        sampler.stop(5.0)
 
 
 @pytest.fixture
@@ -69,84 +38,13 @@ def sleeper():
     child.wait()
 
 
-# -- system ------------------------------------------------------------------------------------
-def test_system_section_fills_in_with_plausible_values(sampler_factory) -> None:
-    """The system thread publishes CPU and memory of the node and the daemon's own CPU and RSS
-    within a couple of seconds; the values are in their possible ranges."""
-    sampler = sampler_factory(config_from_mapping(SHORT))
-    sampler.start()
-    snap = wait_for(lambda: (s := sampler.snapshot())["system"]["cpu_percent"] is not None and s,
-                    timeout=3.0, what="a primed CPU reading")
-    system, own = snap["system"], snap["daemon"]
-    total = psutil.virtual_memory().total
-    assert system["memory_total_bytes"] == total
-    assert 0 < system["memory_used_bytes"] <= total
-    assert 0 < system["memory_available_bytes"] <= total
-    assert 0.0 <= system["memory_percent"] <= 100.0
-    assert 0.0 <= system["cpu_percent"] <= 100.0
-    assert own["cpu_percent"] >= 0.0  # per process: may pass 100 on several cores
-    assert 10 * 2**20 < own["rss_bytes"] < total  # a Python process with psutil loaded
-    assert 0.0 <= system["age_seconds"] < 2.0 and system["stale"] is False
-    json.dumps(snap)  # JSON-ready as it is
-
-
-def test_before_the_first_sample_every_value_is_none() -> None:
-    """A sampler that has taken no sample reports every section with age None and values None,
-    and calls nothing stale before it is started."""
-    snap = ResourceSampler(Config()).snapshot()
-    assert set(snap["system"]) == {"cpu_percent", "memory_total_bytes", "memory_used_bytes",
-                                   "memory_available_bytes", "memory_percent", "age_seconds",
-                                   "stale"}
-    assert all(v is None for k, v in snap["system"].items() if k != "stale")
-    assert snap["daemon"] == {"cpu_percent": None, "rss_bytes": None}
-    assert snap["processes"] == [] and snap["processes_age_seconds"] is None
-    assert snap["gpu"] == {"available": None, "reason": None, "devices": [], "age_seconds": None,
-                           "stale": False, "processes_age_seconds": None,
-                           "processes_stale": False}
-    assert not snap["system"]["stale"] and not snap["processes_stale"]
-
-
-def test_age_grows_with_the_injected_clock_and_stale_flips_past_interval_plus_timeout(
-    sampler_factory,
-) -> None:
-    """Each section's age is clock now minus the time it was taken; it turns stale only when
-    the age passes its interval plus resource_timeout_seconds."""
-    clock = FakeClock()
-    config = config_from_mapping({**IDLE, "resource_timeout_seconds": 5.0})
-    sampler = sampler_factory(config, clock=clock)
-    sampler.start()  # first samples at once, the next ones an hour away
-    wait_for(lambda: sampler.snapshot()["processes_age_seconds"] is not None
-             and sampler.snapshot()["system"]["age_seconds"] is not None, timeout=3.0,
-             what="first samples")
-    snap = sampler.snapshot()
-    assert snap["system"]["age_seconds"] == 0.0 and snap["system"]["stale"] is False
-
-    limit = 3600.0 + 5.0
-    clock.now += 12.5
-    snap = sampler.snapshot()
-    assert snap["system"]["age_seconds"] == 12.5
-    assert snap["processes_age_seconds"] == 12.5 and snap["gpu"]["age_seconds"] == 12.5
-
-    clock.now += limit - 12.5 - 0.01
-    snap = sampler.snapshot()
-    assert not snap["system"]["stale"] and not snap["processes_stale"]
-    assert not snap["gpu"]["stale"]
-
-    clock.now += 0.02
-    snap = sampler.snapshot()
-    assert snap["system"]["stale"] and snap["processes_stale"] and snap["gpu"]["stale"]
-    assert snap["system"]["age_seconds"] == round(limit + 0.01, 3)
-    # A GPU-less node is not expected to produce process lists: never stale for that.
-    assert snap["gpu"]["processes_stale"] is False
-
-
 # -- processes ---------------------------------------------------------------------------------
 def test_worker_rss_is_reported_then_gone_once_the_worker_exits(
     sampler_factory, sleeper: subprocess.Popen[bytes]
 ) -> None:
     """A live worker pid reads its real RSS; once it dies it reads {"error": "gone"}: as a
     zombie (psutil would read RSS 0 there) and after it is reaped; nothing raises."""
-    sampler = sampler_factory(config_from_mapping(SHORT))
+    sampler = sampler_factory(config_from_mapping(SAMPLER_SHORT))
     sampler.set_worker_pids([sleeper.pid])
     sampler.start()
     rss = wait_for(lambda: sampler.rss_by_pid().get(sleeper.pid), timeout=3.0,
@@ -177,7 +75,7 @@ def test_set_worker_pids_replaces_the_watched_set(
 ) -> None:
     """set_worker_pids swaps the whole set: a pid left out is no longer reported, a pid that
     never existed reads as gone, and the daemon's own pid reads its RSS."""
-    sampler = sampler_factory(config_from_mapping(IDLE))
+    sampler = sampler_factory(config_from_mapping(SAMPLER_IDLE))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     sampler.set_worker_pids([sleeper.pid, dead.pid, os.getpid()])
@@ -190,34 +88,6 @@ def test_set_worker_pids_replaces_the_watched_set(
     sampler.set_worker_pids([os.getpid()])
     sampler.sample_processes()
     assert [e["pid"] for e in sampler.snapshot()["processes"]] == [os.getpid()]
-
-
-# -- gpu: the real failure on this machine -----------------------------------------------------
-def _has_real_nvml() -> bool:
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(_has_real_nvml(), reason="this machine has a libnvidia-ml.so.1")
-def test_no_nvml_library_reports_unavailable_and_logs_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Without libnvidia-ml.so.1 the real pynvml raises NVMLError_LibraryNotFound: the gpu
-    section says available false with a reason naming the library, and the reason is logged
-    once, at info (no GPU is a normal state), however often init is retried."""
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    sampler = ResourceSampler(config_from_mapping(SHORT), gpu_retry_seconds=0.0)
-    for _ in range(5):
-        sampler.sample_gpu()  # retry_seconds 0: every sample tries nvmlInit again
-    gpu = sampler.snapshot()["gpu"]
-    assert gpu["available"] is False and gpu["devices"] == []
-    assert "libnvidia-ml.so.1 not found" in gpu["reason"]
-    lines = [r for r in caplog.records if "GPU metrics unavailable" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].levelno == logging.INFO
-    assert sampler.gpu_memory_by_pid() == {}
 
 
 # -- gpu: a fake libnvidia-ml in a subprocess ---------------------------------------------------
@@ -375,15 +245,3 @@ def test_a_hung_driver_call_shows_as_stale_and_stop_keeps_its_deadline(fake_nvml
     assert any("still busy" in line[1] and "ai-analytics-gpu" in line[1] for line in out["logs"])
 
 
-# -- stop --------------------------------------------------------------------------------------
-def test_stop_returns_promptly_and_ends_every_thread() -> None:
-    """stop wakes the threads out of their interval wait: it returns at once, not after an
-    interval, and no probe thread is left."""
-    sampler = ResourceSampler(config_from_mapping(IDLE))
-    sampler.start()
-    wait_for(lambda: sampler.snapshot()["gpu"]["age_seconds"] is not None, timeout=3.0,
-             what="first samples")
-    started = time.monotonic()
-    sampler.stop(5.0)
-    assert time.monotonic() - started < 1.0
-    assert not [t for t in threading.enumerate() if t.name.startswith("ai-analytics-")]
