@@ -626,3 +626,23 @@ SAMPLER_IDLE = {
     "process_interval_seconds": 3600.0,
     "gpu_process_interval_seconds": 3600.0,
 }
+
+
+# -- the operator's views as text -----------------------------------------------------------
+# The titles of the sections of ``ai-analytics status``, in their order.
+STATUS_TITLES = ("OPERATIONS (", "MODELS (", "RESOURCES", "EVENT PATH", "CACHES", "FINDINGS",
+                 "RECOMMENDATIONS")
+
+
+def section(text: str, title: str) -> str:
+    """The lines of the section whose title starts with ``title``, up to the next blank line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    end = next((i for i in range(start, len(lines)) if not lines[i]), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def row(text: str, first_cell: str) -> list[str]:
+    """The cells (split on runs of spaces) of the table row that starts with ``first_cell``."""
+    line = next(line for line in text.splitlines() if line.strip().startswith(first_cell + " "))
+    return line.split()
