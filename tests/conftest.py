@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -181,3 +183,37 @@ def sampler_factory() -> Iterator[Callable[..., ResourceSampler]]:
     yield make
     for sampler in made:
         sampler.stop(5.0)
+
+
+@pytest.fixture
+def document(make_config: Callable[..., Path], make_daemon: Callable[..., Daemon]) -> dict:
+    """The snapshot document of an in-process Daemon after a known workload, emitted on a
+    thread of its own (its own lane): generate/llama 40 x 120 ms (10 errors, TTFT 30 ms,
+    tokens 100 in / 50 out, half cache hits, quality 0.75), embed/bge 10 x 2 ms, and one
+    cache_state. (/metrics renders it, and promtool checks the rendering.)"""
+    from ai_analytics import client
+    from ai_analytics.core.config import load_config
+
+    daemon = make_daemon(load_config(make_config()))
+
+    def work() -> None:
+        for i in range(40):
+            client.emit("generate", 120.0, model="llama", success=i % 4 != 0,
+                        quality=0.75, cache_hit=i % 2 == 0, ttft_ms=30.0, tokens_in=100,
+                        tokens_out=50)
+        for _ in range(10):
+            client.emit("embed", 2.0, model="bge")
+        client.cache_state("prompt-cache", size=64, evictions=7)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    daemon.resources.sample_system()
+    time.sleep(0.05)
+    daemon.resources.sample_system()  # CPU percentages need two samples
+    daemon.lanes.scan()
+    daemon.drain()
+    assert daemon.save(running=True)
+    published = daemon.last_document
+    assert published is not None
+    return published

@@ -646,3 +646,15 @@ def row(text: str, first_cell: str) -> list[str]:
     """The cells (split on runs of spaces) of the table row that starts with ``first_cell``."""
     line = next(line for line in text.splitlines() if line.strip().startswith(first_cell + " "))
     return line.split()
+
+
+# -- /metrics and the dashboard --------------------------------------------------------------------
+
+DASHBOARD = REPO / "docs" / "grafana" / "ai-analytics.json"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel target."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"]
+            for target in panel.get("targets", [])]
