@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from helpers import (
+    EVENTS,
     SERVED_DOCUMENT,
     SHM_DIR,
     DaemonProcess,
@@ -23,6 +24,7 @@ from helpers import (
     always_healthy,
     free_port,
     remove_namespace,
+    series,
     write_config,
 )
 
@@ -217,3 +219,18 @@ def document(make_config: Callable[..., Path], make_daemon: Callable[..., Daemon
     published = daemon.last_document
     assert published is not None
     return published
+
+
+@pytest.fixture
+def recent_history(state_dir: Path) -> list[float]:
+    """A history in the state directory with three snapshots in the last minute and one two
+    hours ago, each with a chat/llama and an embed/bge row; their times."""
+    now = time.time()
+    times = [now - 7200.0, now - 50.0, now - 30.0, now - 10.0]
+    from ai_analytics.core.history import HistoryStore
+
+    store = HistoryStore(str(state_dir), 1e9, 256.0)
+    for unix in times:
+        store.append(unix, 5.0, EVENTS, [series("chat", "llama"), series("embed", "bge")])
+    store.close()
+    return times

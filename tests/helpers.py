@@ -26,6 +26,9 @@ import numpy as np
 import yaml
 
 from ai_analytics.client import _layout as L
+from ai_analytics.core.document import CountedDistribution, WindowStats
+
+import documents
 
 SHM_DIR = "/dev/shm"
 # The repository and its tests/ folder (this file's), wherever a test file sits below it.
@@ -680,3 +683,28 @@ def manifest_files() -> list[Path]:
 
 def is_custom_resource(doc: Manifest) -> bool:
     return doc["apiVersion"].startswith("monitoring.coreos.com/")
+
+
+# -- history rows built by hand, for the history store and its readers ----------------------
+EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
+          "pending": 3, "no_lane": 4}
+
+
+def window_stats(base: float = 1.0) -> WindowStats:
+    """Window stats from the factory with every leaf a different value from ``base``."""
+    n = int(base)
+
+    def timing(offset: float) -> CountedDistribution:
+        return documents.counted(n + 1, values=documents.exact_distribution(
+            [base + offset + i / 8 for i in range(8)]))
+
+    return documents.window_stats(
+        n * 10, n, throughput_per_s=base * 2.5,
+        latency_ms=documents.exact_distribution([base * 100 + i for i in range(8)]),
+        quality=documents.quality_stats(4, 0.75, low=0.5, p10=0.55), lookups=8, hits=6,
+        ttft_ms=timing(20.0), queue_ms=timing(30.0),
+        tokens=documents.token_stats(1000, 2000, 50.0, 100.0))
+
+
+def series(operation: str, model: str, stats: WindowStats | None = None) -> dict[str, object]:
+    return {"operation": operation, "model": model, "stats": stats or window_stats()}

@@ -1,4 +1,5 @@
-"""The snapshot history: SQLite layout, retention, concurrent readers, ``ai-analytics history``."""
+"""The snapshot history in this process: SQLite layout, retention, readers beside the writer,
+``ai-analytics history`` through click's CliRunner."""
 
 from __future__ import annotations
 
@@ -7,9 +8,6 @@ import json
 import math
 import os
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ai_analytics.cli.history_view import render_history
-from ai_analytics.core.document import CountedDistribution, WindowStats
+from ai_analytics.core.document import WindowStats
 from ai_analytics.core.errors import StateError
 from ai_analytics.core.history import (
     COLUMNS,
@@ -30,10 +28,8 @@ from ai_analytics.core.history import (
 )
 
 import documents
-from helpers import invoke, script
+from helpers import EVENTS, invoke, series, window_stats
 
-EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
-          "pending": 3, "no_lane": 4}
 SPEC_COLUMNS = [
     "count", "successes", "errors", "error_rate", "throughput_per_s", "latency_mean_ms",
     "latency_min_ms", "latency_max_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
@@ -45,22 +41,6 @@ SPEC_COLUMNS = [
 ]
 
 
-def window_stats(base: float = 1.0) -> WindowStats:
-    """Window stats from the factory with every leaf a different value from ``base``."""
-    n = int(base)
-
-    def timing(offset: float) -> CountedDistribution:
-        return documents.counted(n + 1, values=documents.exact_distribution(
-            [base + offset + i / 8 for i in range(8)]))
-
-    return documents.window_stats(
-        n * 10, n, throughput_per_s=base * 2.5,
-        latency_ms=documents.exact_distribution([base * 100 + i for i in range(8)]),
-        quality=documents.quality_stats(4, 0.75, low=0.5, p10=0.55), lookups=8, hits=6,
-        ttft_ms=timing(20.0), queue_ms=timing(30.0),
-        tokens=documents.token_stats(1000, 2000, 50.0, 100.0))
-
-
 def empty_stats() -> WindowStats:
     """A series with no data in the window: counts 0, every other value None. (The daemon
     writes rates of 0.0 there; None in them too follows NULL through every REAL column.)"""
@@ -68,10 +48,6 @@ def empty_stats() -> WindowStats:
     stats["throughput_per_s"] = None  # type: ignore[typeddict-item]
     stats["tokens"]["in_per_s"] = stats["tokens"]["out_per_s"] = None  # type: ignore[typeddict-item]
     return stats
-
-
-def series(operation: str, model: str, stats: WindowStats | None = None) -> dict[str, object]:
-    return {"operation": operation, "model": model, "stats": stats or window_stats()}
 
 
 @pytest.fixture
@@ -391,56 +367,6 @@ def test_reader_after_the_writer_closed(tmp_path: Path) -> None:
     assert digest(history_path(str(tmp_path))) == before
 
 
-READER = textwrap.dedent("""
-    import collections, json, sys, time
-    from ai_analytics.core.history import read_history
-    state_dir, seconds, per_snapshot = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    reads, torn, errors, seen = 0, 0, [], set()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            rows = read_history(state_dir, timeout=2.0)
-        except Exception as exc:
-            errors.append(repr(exc))
-            continue
-        reads += 1
-        per_unix = collections.Counter(row["unix"] for row in rows)
-        torn += sum(1 for n in per_unix.values() if n != per_snapshot)
-        seen.update(per_unix)
-    print(json.dumps({"reads": reads, "torn": torn, "errors": errors[:5], "seen": len(seen)}))
-""")
-
-
-def test_concurrent_reader_process_never_errors(tmp_path: Path) -> None:
-    """A reader process querying in a loop while the writer appends and deletes (a small
-    size limit) never gets an error and never sees half a snapshot."""
-    store = HistoryStore(str(tmp_path), max_age_seconds=1e9, max_megabytes=1.0)
-    names = [series(f"op{i % 4}", f"model-{i}", window_stats(i)) for i in range(40)]
-    store.append(0.0, 1.0, EVENTS, names)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(tmp_path), "3", str(len(names))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    appends = deleted = 0
-    try:
-        while reader.poll() is None:
-            appends += 1
-            store.append(float(appends), 1.0, EVENTS, names)
-            deleted += store.enforce_retention()
-        out, err = reader.communicate(timeout=30)
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
-        store.close()
-    assert reader.returncode == 0, err
-    report = json.loads(out)
-    assert report["errors"] == []
-    assert report["torn"] == 0
-    assert report["reads"] > 10 and report["seen"] > 10
-    assert appends > 50 and deleted > 0
-
-
 # -- parse_duration and the table ------------------------------------------------------------
 
 
@@ -484,25 +410,14 @@ def test_render_history_aligns_and_shows_dashes(store: HistoryStore) -> None:
 # -- the command -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def recent(state_dir: Path) -> list[float]:
-    """A history with three snapshots in the last minute and one two hours ago."""
-    now = time.time()
-    times = [now - 7200.0, now - 50.0, now - 30.0, now - 10.0]
-    store = HistoryStore(str(state_dir), 1e9, 256.0)
-    for unix in times:
-        store.append(unix, 5.0, EVENTS, [series("chat", "llama"), series("embed", "bge")])
-    store.close()
-    return times
-
-
 def history_cli(*argv: str) -> tuple[int, str, str]:
     """``ai-analytics history ARGV`` in this process: exit status, stdout, stderr."""
     result = invoke("history", *argv)
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_cli_table_and_filters(make_config: Callable[..., Path], recent: list[float]) -> None:
+def test_cli_table_and_filters(make_config: Callable[..., Path],
+                               recent_history: list[float]) -> None:
     """The default shows the last hour as a table (header and one line per row, oldest
     first); --since, --operation, --model and --limit narrow it; exit 0."""
     config = make_config()
@@ -517,18 +432,18 @@ def test_cli_table_and_filters(make_config: Callable[..., Path], recent: list[fl
     assert code == 0 and len(out.splitlines()) == 3
 
 
-def test_cli_json(make_config: Callable[..., Path], recent: list[float]) -> None:
+def test_cli_json(make_config: Callable[..., Path], recent_history: list[float]) -> None:
     """--json prints the flat rows as a JSON list, the same as read_history gives."""
     code, out, err = history_cli("--config", str(make_config()), "--json", "--operation", "chat")
     assert (code, err) == (0, "")
     rows = json.loads(out)
-    assert [r["unix"] for r in rows] == recent[1:]
+    assert [r["unix"] for r in rows] == recent_history[1:]
     assert set(rows[0]) == {"unix", "time", "interval_seconds", "operation", "model",
                             *SPEC_COLUMNS}
 
 
 def test_cli_no_rows_is_exit_0_with_a_message(
-    make_config: Callable[..., Path], recent: list[float]
+    make_config: Callable[..., Path], recent_history: list[float]
 ) -> None:
     """No matching rows: exit 0, nothing on stdout (``[]`` with --json), one line on stderr
     naming the window and the filter."""
@@ -573,22 +488,3 @@ def test_cli_damaged_history_is_exit_4(make_config: Callable[..., Path], state_d
     assert len(err.splitlines()) == 1 and "history.sqlite3" in err
 
 
-def test_cli_real_process(make_config: Callable[..., Path], recent: list[float],
-                          tmp_path: Path) -> None:
-    """The installed ``ai-analytics`` script: table and --json with rows (exit 0), missing
-    history (exit 3), bad --since (exit 2), never a traceback."""
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([script("ai-analytics"), "history", *argv], capture_output=True,
-                                text=True, timeout=60)
-        assert "Traceback" not in result.stderr, result.stderr
-        return result
-
-    config = str(make_config())
-    table = run("--config", config, "--operation", "chat")
-    assert table.returncode == 0 and table.stderr == ""
-    assert len(table.stdout.splitlines()) == 4 and "llama" in table.stdout
-    assert len(json.loads(run("--config", config, "--json").stdout)) == 6
-    missing = run("--config", str(make_config(state_dir=str(tmp_path / "elsewhere"))))
-    assert missing.returncode == 3 and "no history in" in missing.stderr
-    bad = run("--config", config, "--since", "soon")
-    assert bad.returncode == 2 and "'soon' is not a duration" in bad.stderr
