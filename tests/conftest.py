@@ -1,5 +1,6 @@
 """Fixtures: each test gets its own namespace and state directory, cleaned up even on failure;
-the daemons, servers and producers a test starts through them are stopped at its end."""
+the daemons, servers and producers a test starts through them are stopped at its end. After
+those, by topic, the fixtures that a topic's in-process and end-to-end tests both use."""
 
 from __future__ import annotations
 
@@ -162,6 +163,7 @@ def on_thread(namespace: str) -> Iterator[Callable[..., Any]]:
         yield lambda fn, *args, **kwargs: pool.submit(fn, *args, **kwargs).result(timeout=60)
 
 
+# -- by topic: systemd, the resource sampler, /metrics, the history --------------------------------
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[Listener]:
     """A socket standing in for systemd's notify socket (NOTIFY_SOCKET), closed at the end."""

@@ -1,6 +1,7 @@
-"""Shared test helpers: a real daemon process, producer processes, namespace cleanup, the
-installed scripts, HTTP requests, the CLI in process, and the small builders that several
-test files use. Each exists once, here or as a fixture in conftest.py."""
+"""Shared test helpers, each in one copy: namespaces and configs, a real daemon process and
+producer processes, HTTP requests, the CLI in this process, hand-made records, lanes and
+segments; and, by topic, what a topic's in-process tests (tests/unit) and its end-to-end
+tests (tests/e2e) both use. The fixtures built on them are in conftest.py."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ REPO = TESTS.parent
 SHIPPED_CONFIG = REPO / "config.yaml"
 
 
+# -- namespaces, ports, config files, the installed scripts ----------------------------------------
 def shm_names(namespace: str) -> list[str]:
     """The segments and files of ``namespace`` in /dev/shm."""
     return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(f"{namespace}."))
@@ -88,6 +90,7 @@ def run_daemon(config: Path, *, env: Mapping[str, str] | None = None,
         env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
+# -- waiting, a real daemon, producer processes ----------------------------------------------------
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
     """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -235,6 +238,7 @@ def start_python(code: str, namespace: str, args: Sequence[str] = (),
     )
 
 
+# -- HTTP ------------------------------------------------------------------------------------------
 # What the ``serve`` fixture's StatusServers answer on /status unless told otherwise.
 SERVED_DOCUMENT = {"schema_version": 1, "namespace": "t", "events": {"received": 3, "dropped": 0}}
 
@@ -298,6 +302,7 @@ def taken_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
+# -- what producers emitted ------------------------------------------------------------------------
 def events_total(state: dict) -> int:
     """Sum of the outcome counters: every emit call made in the namespace."""
     return sum(state["events"].values())
@@ -345,6 +350,7 @@ class Emitters:
             proc.communicate()
 
 
+# -- import cost -----------------------------------------------------------------------------------
 # What a producer must never load: the daemon's dependencies and the daemon package itself.
 HEAVY_MODULES = ("numpy", "yaml", "psutil", "pynvml", "click", "ai_analytics.daemon")
 
@@ -355,8 +361,7 @@ def heavy_modules(modules: Sequence[str]) -> list[str]:
                   or m.startswith(tuple(h + "." for h in HEAVY_MODULES)))
 
 
-# -- the operator CLI in this process ------------------------------------------------------------
-
+# -- the operator CLI in this process --------------------------------------------------------------
 def invoke(*args: str):
     """``ai-analytics ARGS`` through click's CliRunner; its result. Ending by sys.exit() is how
     the CLI ends: any other exception is a crash and fails the test."""
@@ -415,7 +420,6 @@ def assert_one_line_error(outcome: Outcome, *needles: str) -> str:
 
 
 # -- clocks, records and lanes built by hand -------------------------------------------------------
-
 class FakeClock:
     """A monotonic clock the test moves by hand (``clock.now = ...``)."""
 
@@ -491,7 +495,7 @@ def read_lane(name: str) -> LaneView:
                     words[L.Q_DROPPED], words[L.Q_TAIL], names)
 
 
-# -- lane segments built byte by byte, as a writer that is not our client may leave them -------
+# -- lane segments built byte by byte, as a writer that is not our client may leave them -----------
 U64_MAX = 2**64 - 1
 # Serial numbers of hand-made lanes: names that no lane of this process's client takes.
 segment_serials = itertools.count()
@@ -572,7 +576,7 @@ COUNTER_OVERFLOW = bytes(lane_segment(16, [entry("op")], [],
                                       fields={"head": U64_MAX, "overwritten": 17}))
 
 
-# -- systemd ---------------------------------------------------------------------------------
+# -- systemd ---------------------------------------------------------------------------------------
 SYSTEMD_UNIT = REPO / "systemd" / "ai-analyticsd.service"
 
 
@@ -616,7 +620,7 @@ class Listener:
         self.sock.close()
 
 
-# -- the resource sampler --------------------------------------------------------------------
+# -- the resource sampler --------------------------------------------------------------------------
 # Sampling intervals: every 0.1 s, or long enough that a started sampler takes its first
 # sample and then sits in its wait.
 SAMPLER_SHORT = {
@@ -631,7 +635,7 @@ SAMPLER_IDLE = {
 }
 
 
-# -- the operator's views as text -----------------------------------------------------------
+# -- the operator's views as text ------------------------------------------------------------------
 # The titles of the sections of ``ai-analytics status``, in their order.
 STATUS_TITLES = ("OPERATIONS (", "MODELS (", "RESOURCES", "EVENT PATH", "CACHES", "FINDINGS",
                  "RECOMMENDATIONS")
@@ -652,7 +656,6 @@ def row(text: str, first_cell: str) -> list[str]:
 
 
 # -- /metrics and the dashboard --------------------------------------------------------------------
-
 DASHBOARD = REPO / "docs" / "grafana" / "ai-analytics.json"
 
 
@@ -663,7 +666,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
             for target in panel.get("targets", [])]
 
 
-# -- the deploy/ files, as the deployment tests read them ------------------------------------
+# -- the deploy/ files, as the deployment tests read them ------------------------------------------
 DEPLOY = REPO / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 TOPOLOGIES = ("sidecar", "daemonset")
@@ -685,7 +688,7 @@ def is_custom_resource(doc: Manifest) -> bool:
     return doc["apiVersion"].startswith("monitoring.coreos.com/")
 
 
-# -- history rows built by hand, for the history store and its readers ----------------------
+# -- history rows built by hand, for the history store and its readers -----------------------------
 EVENTS = {"received": 10, "dropped": 1, "overwritten": 0, "invalid": 2, "lost_on_restart": 0,
           "pending": 3, "no_lane": 4}
 
