@@ -1,7 +1,7 @@
 """The snapshot document: its type, and the tolerant readers of a document that may be damaged.
 
 ``SnapshotDocument`` is the shape ``build_document`` returns, the daemon writes to state.json
-and serves at /status, and docs/snapshot.md describes (tests/test_document.py checks that the
+and serves at /status, and docs/snapshot.md describes (tests/unit/test_document.py checks that the
 two name the same fields, and that a real daemon's document has exactly these keys). Every
 key is always present except the ``NotRequired`` ones: the findings and recommendations,
 which a snapshot gets from the bottleneck rules after it is built, and the fields a resource
@@ -15,7 +15,7 @@ a value of the wrong type into an empty or None value instead of raising.
 
 The module does without ``from __future__ import annotations``: with it, the annotations stay
 strings, and ``TypedDict`` cannot see ``NotRequired`` in them at run time (every key would be
-listed in ``__required_keys__``, which tests/test_document.py reads).
+listed in ``__required_keys__``, which tests/unit/test_document.py reads).
 """
 
 import math

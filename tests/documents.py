@@ -5,7 +5,7 @@ writes, one live lane, one series, one model, a GPU half busy, and no findings (
 ``build_document`` returns it, before the bottleneck rules run). Each section has a builder
 of its own whose keyword arguments are the numbers tests vary; a test that needs anything
 else passes its own sections to ``snapshot()`` or assigns into the result.
-tests/test_document.py checks that the default document has exactly the keys and types of
+tests/unit/test_document.py checks that the default document has exactly the keys and types of
 ``SnapshotDocument``.
 """
 

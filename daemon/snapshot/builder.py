@@ -5,7 +5,7 @@ Written to state.json at every snapshot, shown by ``ai-analytics status --json``
 
 The parts that produce a section (lanes, statistics, resources, caches, breakers) return plain
 JSON-ready dicts; this is where each becomes its ``ai_analytics.core.document`` type, so the
-casts below are the one place that states their shape. tests/test_document.py checks that
+casts below are the one place that states their shape. tests/unit/test_document.py checks that
 the document a real daemon builds has exactly the keys of ``SnapshotDocument``.
 """
 

@@ -1,7 +1,7 @@
 """Hostile and malformed input outside the ring itself, against a real daemon: names written
 into a name table by someone else (and how they come out in /status, /metrics and the
 terminal views), HTTP requests, and what it listens on. That no code runs what it reads is
-the linter's job (test_lint.py). The trust model these check is docs/security.md.
+the linter's job (e2e/test_lint.py). The trust model these check is docs/security.md.
 """
 
 from __future__ import annotations

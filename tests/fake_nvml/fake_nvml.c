@@ -1,6 +1,6 @@
 /*
  * A stand-in for libnvidia-ml.so.1, so that the real pynvml runs its real code paths on a
- * machine without an NVIDIA driver. tests/test_resources.py compiles it with gcc into
+ * machine without an NVIDIA driver. tests/e2e/test_resources.py compiles it with gcc into
  * TMP/libnvidia-ml.so.1 and runs the sampler in a subprocess with LD_LIBRARY_PATH=TMP;
  * pynvml's CDLL("libnvidia-ml.so.1") then finds it.
  *
