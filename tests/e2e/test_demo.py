@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 from helpers import SHM_DIR, script
 
@@ -41,7 +40,10 @@ def test_demo_stops_cleanly_on_ctrl_c():
     try:
         line = proc.stdout.readline()
         assert line.startswith("demo: daemon pid"), line + proc.stderr.read()
-        time.sleep(2.0)
+        # Interrupted once the workers run and events are counted: a live frame shows them.
+        while "received " not in line:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -167,7 +167,8 @@ def test_garbage_segments_are_logged_once_and_skipped(daemon_factory, namespace)
     run_python('from ai_analytics import client\nfor _ in range(100): client.emit("ok", 1.0)',
                namespace)
     state = daemon.state_after(lambda s: s["events"]["received"] == 100, what="drain")
-    time.sleep(0.5)  # several more discovery scans
+    for _ in range(2):  # two more snapshots: several more discovery scans
+        daemon.state_after(lambda s: True, what="a later snapshot")
     log = daemon.log()
     assert log.count(f"ignoring segment {namespace}.lane.{'9' * 16}.0: bad magic") == 1, log
     assert log.count(f"ignoring segment {namespace}.lane.not-a-lane: name does not") == 1, log
@@ -198,7 +199,8 @@ def test_half_made_segment_is_waited_for_not_rejected(daemon_factory, namespace)
     lane = Lane(namespace, LaneGeometry(64, 8, False))
     lane.q[L.Q_MAGIC] = 0
     try:
-        time.sleep(0.6)
+        for _ in range(3):  # three snapshots: several discovery scans see the segment
+            daemon.state_after(lambda s: True, what="a later snapshot")
         assert lane.name not in daemon.log()
         lane.q[L.Q_MAGIC] = L.LANE_MAGIC
         wait_for(lambda: f"attached lane {lane.name}" in daemon.log(), what="attach")
@@ -247,9 +249,17 @@ def test_idle_daemon_does_not_poll(daemon_factory, namespace):
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    before = cpu_seconds()
-    time.sleep(2.0)
-    assert cpu_seconds() - before < 0.1
+    # Idle most of the time, not all of it: a snapshot, a resource sample or the collector
+    # may land in one window, so the claim is that some window of 2 s is quiet. A daemon
+    # that polls has none.
+    used = []
+    for _ in range(5):
+        before = cpu_seconds()
+        time.sleep(2.0)  # the measurement window itself
+        used.append(cpu_seconds() - before)
+        if used[-1] < 0.1:
+            break
+    assert min(used) < 0.1, f"CPU seconds in each 2 s window: {used}"
     assert daemon.stop() == 0
 
 
