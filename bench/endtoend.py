@@ -86,7 +86,15 @@ from benchlib.daemon import DaemonProcess, events_total
 from benchlib.mix import PLAN_SIZE, Plan, make_plan
 from benchlib.proc import cpu_seconds
 from benchlib.prometheus import MP_ENV, requests_counted, setup_prometheus
-from benchlib.report import RunStart, exit_on_sigterm, header_lines, progress, write_results
+from benchlib.report import (
+    RunStart,
+    exit_on_sigterm,
+    header_lines,
+    note_interrupts,
+    progress,
+    raise_if_interrupted,
+    write_results,
+)
 from benchlib.timing import noop
 
 HERE = Path(__file__).resolve().parent
@@ -600,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_scraper:
         return child_scraper()
     exit_on_sigterm()
+    note_interrupts()
     start = RunStart()
     t0 = time.monotonic()
     log = progress(args.quiet)
@@ -627,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         "zero_drop": search,
         "runs": runs,
     }
+    raise_if_interrupted()
     print(table(report["rows"]))
     print()
     print(f"idle daemon: {idle['cpu_percent']:.2f} % of one core over {idle['seconds']:.0f} s")

@@ -21,6 +21,7 @@ from ai_analytics.core.state import load_status
 
 START_TIMEOUT_SECONDS = 15.0
 REFRESH_SECONDS = 2.0
+WORKER_STOP_SECONDS = 10.0  # a worker ends its burst (3 s at most) and prints its count
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 
@@ -42,7 +43,9 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
             # This interpreter and our own module, as an argument list: no shell, no user text.
             daemon = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "ai_analytics.daemon", "--config", path], env=env,
-                stderr=log_file, start_new_session=True,
+                # Not the demo's stdout: a caller reading it to the end must not wait for
+                # the daemon.
+                stdout=log_file, stderr=log_file, start_new_session=True,
             )
         procs: list[subprocess.Popen[str]] = []
         try:
@@ -65,20 +68,27 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         except KeyboardInterrupt:
             click.echo("\ndemo: stopping")
         finally:
-            emitted = _stop_workers(procs)
-            daemon.send_signal(signal.SIGTERM)
             try:
-                daemon.wait(timeout=config.stop_timeout_seconds + 5)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-            _remove_namespace_files(namespace)
+                emitted = _stop_workers(procs)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=config.stop_timeout_seconds + 5)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
+                _remove_namespace_files(namespace)
         report = load_status(config)
         if report.document is None or daemon.returncode != 0:
             click.echo(f"demo: the daemon failed (exit {daemon.returncode}):\n{_tail(log_path)}",
                        err=True)
             return 1
         click.echo(render_text(report.document, width=terminal_width()))
+        if emitted is None:
+            click.echo("reconciliation: not possible, a worker did not stop within "
+                       f"{WORKER_STOP_SECONDS:g} s and was killed before it said how many "
+                       "events it emitted", err=True)
+            return 1
         events = report.document["events"]
         accounted = sum(count for count in events.values() if isinstance(count, int))
         click.echo(f"reconciliation: workers emitted {emitted}, the daemon accounts for "
@@ -122,13 +132,21 @@ def _watch(config, procs: list[subprocess.Popen[str]]) -> None:
                    f"findings: {findings or 'none'}")
 
 
-def _stop_workers(procs: list[subprocess.Popen[str]]) -> int:
-    emitted = 0
+def _stop_workers(procs: list[subprocess.Popen[str]]) -> int | None:
+    """Stop the workers; the events they emitted in all, or None if one had to be killed."""
+    emitted: int | None = 0
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-        emitted += int(out.strip() or 0)
+        try:
+            out, _ = proc.communicate(timeout=WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            emitted = None
+            continue
+        if emitted is not None:
+            emitted += int(out.strip() or 0)
     return emitted
 
 

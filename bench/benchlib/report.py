@@ -147,3 +147,25 @@ def exit_on_sigterm() -> None:
 
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+_interrupted = False
+
+
+def note_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered: one that lands while
+    the interpreter runs a finalizer (``__del__``, a weakref callback) is printed and
+    swallowed there, and the run would go on to write results as if whole."""
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Before writing results: an interrupted run writes none."""
+    if _interrupted:
+        raise KeyboardInterrupt

@@ -35,21 +35,23 @@ def test_demo_runs_and_reconciles_exactly():
 def test_demo_stops_cleanly_on_ctrl_c():
     """Ctrl-C (SIGINT to the demo) stops the workers, then the daemon, and the counts still
     reconcile exactly."""
-    proc = subprocess.Popen([script("ai-analytics"), "demo", "--duration", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("demo: daemon pid"), line + proc.stderr.read()
-        # Interrupted once the workers run and events are counted: a live frame shows them.
-        while "received " not in line:
+    # As a context manager: its pipes are closed however the test ends.
+    with subprocess.Popen([script("ai-analytics"), "demo", "--duration", "60"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
             line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            assert line.startswith("demo: daemon pid"), line + proc.stderr.read()
+            # Interrupted once the workers run and events are counted: a live frame shows
+            # them.
+            while "received " not in line:
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 0, out + err
     assert "demo: stopping" in out and "(exact)" in out
     assert "Traceback" not in err
