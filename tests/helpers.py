@@ -80,6 +80,13 @@ def script(name: str) -> str:
     return str(path)
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a child that the test stops with SIGINT, as Ctrl-C would. A test run
+    started in the background (a shell's ``&``, ``nohup``) ignores SIGINT, that disposition
+    survives exec, and a Python started with SIGINT ignored never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_daemon(config: Path, *, env: Mapping[str, str] | None = None,
                wrap: Sequence[str] = (), timeout: float = 60.0,
                ) -> subprocess.CompletedProcess[str]:

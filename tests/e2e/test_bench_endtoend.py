@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import REPO, SHM_DIR, wait_for
+from helpers import REPO, SHM_DIR, interruptible, wait_for
 
 SCRIPT = REPO / "bench" / "endtoend.py"
 CASES = {"floor", "emit", "prometheus_mp"}
@@ -21,7 +21,7 @@ CASES = {"floor", "emit", "prometheus_mp"}
 def start_script(out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), "--quick", "--quiet", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )
 
 

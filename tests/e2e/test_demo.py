@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 
-from helpers import SHM_DIR, script
+from helpers import SHM_DIR, interruptible, script
 
 
 def test_demo_runs_and_reconciles_exactly():
@@ -37,7 +37,8 @@ def test_demo_stops_cleanly_on_ctrl_c():
     reconcile exactly."""
     # As a context manager: its pipes are closed however the test ends.
     with subprocess.Popen([script("ai-analytics"), "demo", "--duration", "60"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=interruptible) as proc:
         try:
             line = proc.stdout.readline()
             assert line.startswith("demo: daemon pid"), line + proc.stderr.read()
