@@ -15,7 +15,7 @@ from ._operations import AIOperationType
 
 __all__ = [
     "AIOperationType", "AnalyticsAIIntegration", "AnalyticsConfig", "cache_state",
-    "dropped_without_lane", "emit",
+    "current_event", "dropped_without_lane", "emit", "timed",
 ]
 
 
@@ -25,4 +25,9 @@ def __getattr__(name: str) -> Any:
         from . import integration
 
         return getattr(integration, name)
+    # timed() loads inspect and contextvars: only for those who use it.
+    if name in ("timed", "current_event"):
+        from . import _timed
+
+        return getattr(_timed, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

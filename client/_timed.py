@@ -1,0 +1,257 @@
+"""``client.timed``: measure a block or a call and record it as one event, at its end.
+
+    with client.timed("embedding", model="bge-small") as event:
+        vectors = model.encode(texts)
+        event.cache_hit = False
+
+    @client.timed("text_generation", model="llama-3-8b")
+    async def generate(prompt): ...
+
+The latency is the monotonic time from entry to exit. The handle (``event``) lets the body set
+the fields ``emit`` takes and mark the first token; ``current_event()`` finds the innermost
+event in progress from anywhere in the same task or thread. Exactly one ``emit`` per event, at
+its end: nothing else touches shared memory.
+
+How an event ends:
+- normally: recorded as it stands (``success`` True unless the body set it False);
+- an exception escapes: recorded with ``success`` False, and the exception goes on unchanged;
+- ``GeneratorExit`` (a stream closed by its consumer): recorded as it stands;
+- ``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit`` and any other exception
+  that is not an ``Exception``: not recorded. The caller gave up or the process is stopping,
+  so there is no outcome of the model's to count, and a failure would blame the model.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _layout as L
+from ._emit import _check_name, emit
+from ._operations import AIOperationType
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_current: contextvars.ContextVar[Event | None] = contextvars.ContextVar(
+    "ai_analytics_event", default=None)
+_now = time.monotonic_ns
+_FIELDS = ("quality", "success", "cache_hit", "tokens_in", "tokens_out", "queue_ms")
+
+
+def current_event() -> Event | None:
+    """The innermost ``timed`` event in progress in this task or thread, or None."""
+    return _current.get()
+
+
+def _number(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+    return value
+
+
+def _count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if not 0 <= value < L.TOKENS_ABSENT:
+        raise ValueError(f"{name} out of 0..{L.TOKENS_ABSENT - 1}: {value!r}")
+    return value
+
+
+def _flag(name: str, value: object, may_be_none: bool) -> bool | None:
+    if value is None and may_be_none:
+        return None
+    if not isinstance(value, bool):
+        kinds = "True, False or None" if may_be_none else "True or False"
+        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
+    return value
+
+
+class Event:
+    """One event in progress: what the body knows is set on it, and it is recorded at exit.
+
+    Use it once, in one ``with`` (a fresh one comes from each ``timed`` call); as a decorator,
+    each call of the function gets an event of its own.
+    """
+
+    __slots__ = ("_cache_hit", "_model", "_quality", "_queue_ms", "_reset", "_started",
+                 "_success", "_tokens_in", "_tokens_out", "_ttft_ms", "operation")
+
+    def __init__(self, operation: str | AIOperationType, model: str = "", **fields: Any) -> None:
+        _check_name(operation, "operation")
+        _check_name(model, "model")
+        unknown = set(fields) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"timed() got unknown field(s) {', '.join(sorted(unknown))}; it "
+                            f"takes {', '.join(_FIELDS)}")
+        self.operation = operation
+        self._model = model
+        self._quality: float | None = None
+        self._success = True
+        self._cache_hit: bool | None = None
+        self._tokens_in: int | None = None
+        self._tokens_out: int | None = None
+        self._queue_ms: float | None = None
+        self._ttft_ms: float | None = None
+        self._started = 0
+        self._reset: contextvars.Token[Event | None] | None = None
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    # -- the fields, checked as they are set (a wrong type raises here, as emit would) -----
+    @property
+    def model(self) -> str:
+        return self._model
+
+    @model.setter
+    def model(self, value: str) -> None:
+        self._model = _check_name(value, "model")
+
+    @property
+    def quality(self) -> float | None:
+        return self._quality
+
+    @quality.setter
+    def quality(self, value: float | None) -> None:
+        self._quality = _number("quality", value)
+
+    @property
+    def success(self) -> bool:
+        return self._success
+
+    @success.setter
+    def success(self, value: bool) -> None:
+        self._success = bool(_flag("success", value, may_be_none=False))
+
+    @property
+    def cache_hit(self) -> bool | None:
+        return self._cache_hit
+
+    @cache_hit.setter
+    def cache_hit(self, value: bool | None) -> None:
+        self._cache_hit = _flag("cache_hit", value, may_be_none=True)
+
+    @property
+    def tokens_in(self) -> int | None:
+        return self._tokens_in
+
+    @tokens_in.setter
+    def tokens_in(self, value: int | None) -> None:
+        self._tokens_in = _count("tokens_in", value)
+
+    @property
+    def tokens_out(self) -> int | None:
+        return self._tokens_out
+
+    @tokens_out.setter
+    def tokens_out(self, value: int | None) -> None:
+        self._tokens_out = _count("tokens_out", value)
+
+    @property
+    def queue_ms(self) -> float | None:
+        return self._queue_ms
+
+    @queue_ms.setter
+    def queue_ms(self, value: float | None) -> None:
+        self._queue_ms = _number("queue_ms", value)
+
+    @property
+    def ttft_ms(self) -> float | None:
+        """Milliseconds from the start to ``first_token()``; None before it."""
+        return self._ttft_ms
+
+    def first_token(self) -> None:
+        """The first token (or chunk) is out now: sets ``ttft_ms``, once."""
+        if self._ttft_ms is None and self._started:
+            self._ttft_ms = (_now() - self._started) / 1e6
+
+    def stream(self, tokens: Iterable[T]) -> Iterator[T]:
+        """Pass ``tokens`` through, counting each into ``tokens_out`` and marking the first."""
+        for token in tokens:
+            self.first_token()
+            self._tokens_out = (self._tokens_out or 0) + 1
+            yield token
+
+    async def astream(self, tokens: AsyncIterable[T]) -> AsyncIterator[T]:
+        """``stream`` for an async iterator of tokens."""
+        async for token in tokens:
+            self.first_token()
+            self._tokens_out = (self._tokens_out or 0) + 1
+            yield token
+
+    # -- as a context manager --------------------------------------------------------------
+    def __enter__(self) -> Event:
+        if self._started:
+            raise RuntimeError("this timed event was already entered; each timed() call "
+                               "gives one event (as a decorator, one per call)")
+        self._reset = _current.set(self)
+        self._started = _now()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        ended = _now()
+        if self._reset is not None:
+            _current.reset(self._reset)
+            self._reset = None
+        if exc is not None and not isinstance(exc, (Exception, GeneratorExit)):
+            return  # cancelled or stopping: no outcome of the model's to record
+        success = self._success and (exc is None or isinstance(exc, GeneratorExit))
+        emit(self.operation, (ended - self._started) / 1e6, self._model, self._quality,
+             success, self._cache_hit, ttft_ms=self._ttft_ms, queue_ms=self._queue_ms,
+             tokens_in=self._tokens_in, tokens_out=self._tokens_out)
+
+    async def __aenter__(self) -> Event:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- as a decorator --------------------------------------------------------------------
+    def _fresh(self) -> Event:
+        event = Event.__new__(Event)
+        for name in Event.__slots__:
+            setattr(event, name, getattr(self, name))
+        event._started = 0
+        event._reset = None
+        return event
+
+    def __call__(self, function: F) -> F:
+        """Time every call of ``function`` (a plain function or an ``async def``)."""
+        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+            raise TypeError("timed() does not decorate generators yet: wrap the stream with "
+                            "event.stream() or event.astream() inside a timed block")
+        if inspect.iscoroutinefunction(function):
+            @functools.wraps(function)
+            async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
+                with self._fresh():
+                    return await function(*args, **kwargs)
+
+            return timed_coroutine  # type: ignore[return-value]
+
+        @functools.wraps(function)
+        def timed_function(*args: Any, **kwargs: Any) -> Any:
+            with self._fresh():
+                return function(*args, **kwargs)
+
+        return timed_function  # type: ignore[return-value]
+
+
+def timed(operation: str | AIOperationType, model: str = "", **fields: Any) -> Event:
+    """Measure a block (``with``) or every call of a function (as a decorator) and record it
+    as one event at its end. ``fields`` start the event's fields: quality, success,
+    cache_hit, tokens_in, tokens_out, queue_ms. A wrong type raises here, as emit does."""
+    return Event(operation, model, **fields)
+
+
+__all__ = ["Event", "current_event", "timed"]
