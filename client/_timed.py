@@ -31,6 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from types import TracebackType
 from typing import Any, TypeVar
 
+from . import _emit as _emit_module
 from . import _layout as L
 from ._emit import _check_name, emit
 from ._operations import AIOperationType
@@ -41,6 +42,8 @@ T = TypeVar("T")
 _current: contextvars.ContextVar[Event | None] = contextvars.ContextVar(
     "ai_analytics_event", default=None)
 _now = time.monotonic_ns
+_set_current = _current.set
+_reset_current = _current.reset
 _FIELDS = ("quality", "success", "cache_hit", "tokens_in", "tokens_out", "queue_ms")
 
 
@@ -83,29 +86,35 @@ class Event:
     each call of the function gets an event of its own.
     """
 
-    __slots__ = ("_cache_hit", "_model", "_quality", "_queue_ms", "_reset", "_started",
-                 "_success", "_tokens_in", "_tokens_out", "_ttft_ms", "operation")
+    # Class attributes are the defaults: an event stores only what differs from them, which
+    # keeps entering and leaving a block close to the cost of emit itself.
+    _quality: float | None = None
+    _success = True
+    _cache_hit: bool | None = None
+    _tokens_in: int | None = None
+    _tokens_out: int | None = None
+    _queue_ms: float | None = None
+    _ttft_ms: float | None = None
+    _started = 0
+    _reset: contextvars.Token[Event | None] | None = None
 
     def __init__(self, operation: str | AIOperationType, model: str = "", **fields: Any) -> None:
-        _check_name(operation, "operation")
-        _check_name(model, "model")
-        unknown = set(fields) - set(_FIELDS)
-        if unknown:
-            raise TypeError(f"timed() got unknown field(s) {', '.join(sorted(unknown))}; it "
-                            f"takes {', '.join(_FIELDS)}")
+        try:  # names this thread's lane already holds were checked when first used
+            lane = _emit_module._local.lane
+            lane.ops[operation]
+            lane.models[model]
+        except (AttributeError, KeyError, TypeError):
+            _check_name(operation, "operation")
+            _check_name(model, "model")
         self.operation = operation
         self._model = model
-        self._quality: float | None = None
-        self._success = True
-        self._cache_hit: bool | None = None
-        self._tokens_in: int | None = None
-        self._tokens_out: int | None = None
-        self._queue_ms: float | None = None
-        self._ttft_ms: float | None = None
-        self._started = 0
-        self._reset: contextvars.Token[Event | None] | None = None
-        for name, value in fields.items():
-            setattr(self, name, value)
+        if fields:
+            unknown = set(fields) - set(_FIELDS)
+            if unknown:
+                raise TypeError(f"timed() got unknown field(s) {', '.join(sorted(unknown))}; "
+                                f"it takes {', '.join(_FIELDS)}")
+            for name, value in fields.items():
+                setattr(self, name, value)
 
     # -- the fields, checked as they are set (a wrong type raises here, as emit would) -----
     @property
@@ -193,22 +202,30 @@ class Event:
         if self._started:
             raise RuntimeError("this timed event was already entered; each timed() call "
                                "gives one event (as a decorator, one per call)")
-        self._reset = _current.set(self)
+        self._reset = _set_current(self)
         self._started = _now()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        ended = _now()
-        if self._reset is not None:
-            _current.reset(self._reset)
-            self._reset = None
-        if exc is not None and not isinstance(exc, (Exception, GeneratorExit)):
+        latency_ms = (_now() - self._started) / 1e6
+        _reset_current(self._reset)
+        if exc is None:
+            success = self._success
+        elif isinstance(exc, Exception):
+            success = False
+        elif isinstance(exc, GeneratorExit):
+            success = self._success
+        else:
             return  # cancelled or stopping: no outcome of the model's to record
-        success = self._success and (exc is None or isinstance(exc, GeneratorExit))
-        emit(self.operation, (ended - self._started) / 1e6, self._model, self._quality,
-             success, self._cache_hit, ttft_ms=self._ttft_ms, queue_ms=self._queue_ms,
-             tokens_in=self._tokens_in, tokens_out=self._tokens_out)
+        if (self._ttft_ms is None and self._queue_ms is None and self._tokens_in is None
+                and self._tokens_out is None):
+            emit(self.operation, latency_ms, self._model, self._quality, success,
+                 self._cache_hit)
+        else:
+            emit(self.operation, latency_ms, self._model, self._quality, success,
+                 self._cache_hit, ttft_ms=self._ttft_ms, queue_ms=self._queue_ms,
+                 tokens_in=self._tokens_in, tokens_out=self._tokens_out)
 
     async def __aenter__(self) -> Event:
         return self.__enter__()
@@ -220,10 +237,7 @@ class Event:
     # -- as a decorator --------------------------------------------------------------------
     def _fresh(self) -> Event:
         event = Event.__new__(Event)
-        for name in Event.__slots__:
-            setattr(event, name, getattr(self, name))
-        event._started = 0
-        event._reset = None
+        event.__dict__.update(self.__dict__)  # the spec: names and fields, never started
         return event
 
     def __call__(self, function: F) -> F:
@@ -247,11 +261,11 @@ class Event:
         return timed_function  # type: ignore[return-value]
 
 
-def timed(operation: str | AIOperationType, model: str = "", **fields: Any) -> Event:
-    """Measure a block (``with``) or every call of a function (as a decorator) and record it
-    as one event at its end. ``fields`` start the event's fields: quality, success,
-    cache_hit, tokens_in, tokens_out, queue_ms. A wrong type raises here, as emit does."""
-    return Event(operation, model, **fields)
+# ``timed(operation, model="", **fields)`` is the class itself: one call less on each block.
+# It measures a block (``with``) or every call of a function (as a decorator) and records one
+# event at its end; ``fields`` start the event's fields (quality, success, cache_hit,
+# tokens_in, tokens_out, queue_ms), and a wrong type raises there, as emit does.
+timed = Event
 
 
 __all__ = ["Event", "current_event", "timed"]
