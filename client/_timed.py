@@ -96,7 +96,7 @@ class Event:
     _queue_ms: float | None = None
     _ttft_ms: float | None = None
     _started = 0
-    _reset: contextvars.Token[Event | None] | None = None
+    _reset: contextvars.Token[Event | None]  # set by __enter__
 
     def __init__(self, operation: str | AIOperationType, model: str = "", **fields: Any) -> None:
         try:  # names this thread's lane already holds were checked when first used
