@@ -196,8 +196,11 @@ def test_half_made_segment_is_waited_for_not_rejected(daemon_factory, namespace)
     """A segment whose magic is not yet written is "not ready": no warning, attached once
     the magic appears."""
     daemon = daemon_factory()
-    lane = Lane(namespace, LaneGeometry(64, 8, False))
-    lane.q[L.Q_MAGIC] = 0
+    # Made while the daemon cannot look: a Lane writes its magic as it is made, and the
+    # daemon, woken by the new file, could attach it before the magic is taken away again.
+    with daemon.stopped():
+        lane = Lane(namespace, LaneGeometry(64, 8, False))
+        lane.q[L.Q_MAGIC] = 0
     try:
         for _ in range(3):  # three snapshots: several discovery scans see the segment
             daemon.state_after(lambda s: True, what="a later snapshot")
