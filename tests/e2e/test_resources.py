@@ -30,12 +30,20 @@ FAKE_NVML_SOURCE = TESTS / "fake_nvml" / "fake_nvml.c"
 
 @pytest.fixture
 def sleeper():
-    """A real child process that sleeps; reaped at the end whatever happens."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield child
-    if child.poll() is None:
-        child.kill()
-    child.wait()
+    """A real child process that sleeps, handed over once its interpreter is up (sampled
+    between exec and the interpreter's start, its RSS is still under a megabyte); reaped at
+    the end whatever happens."""
+    with subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"ready\n"
+        try:
+            yield child
+        finally:
+            if child.poll() is None:
+                child.kill()
 
 
 # -- processes ---------------------------------------------------------------------------------
