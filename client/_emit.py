@@ -11,6 +11,8 @@ slot; see docs/ring-format.md for what an emit from a signal handler can and can
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import logging
 import math
 import mmap
@@ -26,7 +28,27 @@ from ._segments import namespace_from_env, segment_dir_from_env
 
 log = logging.getLogger("ai_analytics.client")
 
-_local = threading.local()
+
+def _os_thread_local() -> threading.local:
+    """A thread-local that is local to the operating-system thread.
+
+    gevent and eventlet replace ``threading.local`` with a greenlet-local: a server with a
+    green thread per request would make a lane per request. Greenlets of one OS thread never
+    switch inside ``emit`` (it neither blocks nor yields), so they may share its lane; a
+    fresh copy of the built-in ``_thread`` module, which no monkey-patching has touched,
+    gives the OS thread's own local type.
+    """
+    if threading.local.__module__ == "_thread":
+        return threading.local()
+    spec = importlib.machinery.BuiltinImporter.find_spec("_thread")
+    assert spec is not None and spec.loader is not None  # built into every CPython
+    pristine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pristine)
+    local: threading.local = pristine._local()
+    return local
+
+
+_local = _os_thread_local()
 _now = time.monotonic_ns
 _pack_basic = L.RECORD_BASIC.pack_into
 _pack_extended = L.RECORD_EXTENDED.pack_into
@@ -235,20 +257,26 @@ def _resolve(operation: object, model: object, argument: str = "operation"
     if lane is None:
         _check_name(operation, argument)
         _check_name(model, "model")
-        # Making the lane takes about a millisecond. An emit from a signal handler meanwhile
-        # finds the stand-in and is dropped onto it; making a lane of its own instead would
-        # nest without end when signals come faster than a lane is made.
-        stand_in = _stand_in()
-        _local.lane = stand_in
-        try:
-            lane = _new_lane()
-        except BaseException:  # KeyboardInterrupt: no lane, and no stand-in left behind
-            _local.lane = None
-            raise
-        _local.lane = lane
-        if stand_in.dropped:
-            _take_drops(stand_in, lane)
+        lane = _make_thread_lane()
     return lane, _intern(lane, operation, argument), _intern(lane, model, "model")
+
+
+def _make_thread_lane() -> Lane:
+    """Create the calling thread's lane and make it the one its events go to."""
+    # Making the lane takes about a millisecond. An emit from a signal handler meanwhile
+    # finds the stand-in and is dropped onto it; making a lane of its own instead would nest
+    # without end when signals come faster than a lane is made.
+    stand_in = _stand_in()
+    _local.lane = stand_in
+    try:
+        lane = _new_lane()
+    except BaseException:  # KeyboardInterrupt: no lane, and no stand-in left behind
+        _local.lane = None
+        raise
+    _local.lane = lane
+    if stand_in.dropped:
+        _take_drops(stand_in, lane)
+    return lane
 
 
 def _stand_in() -> _NoLane:
@@ -423,6 +451,22 @@ def _new_lane() -> Lane:
     return lane
 
 
+def prepare() -> bool:
+    """Create the calling thread's lane now rather than at its first ``emit``.
+
+    Making a lane takes a few system calls and page faults (about a millisecond on a quiet
+    machine, tens inside a busy inference worker): call this where a thread starts serving
+    (a server's startup hook, a pool's initializer) so that no request pays for it. Returns
+    True when the thread has a lane with a ring, False when events will be dropped and
+    counted for want of one (a full or unusable segment directory, as ``emit`` would find).
+    Calling it again costs a lookup.
+    """
+    lane = getattr(_local, "lane", None)
+    if lane is None:
+        lane = _make_thread_lane()
+    return not lane.no_ring
+
+
 def dropped_without_lane() -> int:
     """Events this process's threads dropped because they had no whole lane (a full or
     unusable segment directory), since the process started. Those made into a no-ring lane
@@ -435,7 +479,7 @@ def _after_fork_in_child() -> None:
     # own, or two processes would write one ring. Its counts of drops without a lane are
     # its parent's.
     global _local, _without_lane_tallies
-    _local = threading.local()
+    _local = _os_thread_local()
     _without_lane_tallies = []
     after_fork_in_child()
 

@@ -27,7 +27,16 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+)
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -96,6 +105,7 @@ class Event:
     _queue_ms: float | None = None
     _ttft_ms: float | None = None
     _started = 0
+    _finished = False
     _reset: contextvars.Token[Event | None]  # set by __enter__
 
     def __init__(self, operation: str | AIOperationType, model: str = "", **fields: Any) -> None:
@@ -106,7 +116,7 @@ class Event:
         except (AttributeError, KeyError, TypeError):
             _check_name(operation, "operation")
             _check_name(model, "model")
-        self.operation = operation
+        self._operation = operation
         self._model = model
         if fields:
             unknown = set(fields) - set(_FIELDS)
@@ -117,6 +127,16 @@ class Event:
                 setattr(self, name, value)
 
     # -- the fields, checked as they are set (a wrong type raises here, as emit would) -----
+    @property
+    def operation(self) -> str | AIOperationType:
+        """The operation's name: a server's middleware names it once the route is known."""
+        return self._operation
+
+    @operation.setter
+    def operation(self, value: str | AIOperationType) -> None:
+        _check_name(value, "operation")
+        self._operation = value
+
     @property
     def model(self) -> str:
         return self._model
@@ -197,35 +217,47 @@ class Event:
             self._tokens_out = (self._tokens_out or 0) + 1
             yield token
 
-    # -- as a context manager --------------------------------------------------------------
-    def __enter__(self) -> Event:
+    # -- its life: started, then finished once ----------------------------------------------
+    def start(self) -> Event:
+        """Start the clock and make this the current event (``with`` does this)."""
         if self._started:
-            raise RuntimeError("this timed event was already entered; each timed() call "
+            raise RuntimeError("this timed event was already started; each timed() call "
                                "gives one event (as a decorator, one per call)")
         self._reset = _set_current(self)
         self._started = _now()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def finish(self, error: BaseException | None = None) -> None:
+        """Record the event now, as ``error`` (None: as it stands) says it ended; later calls
+        do nothing. ``with`` calls it at exit; a server's middleware calls it at the last
+        byte of the answer, and leaves the ``with`` later."""
+        if self._finished or not self._started:
+            return
         latency_ms = (_now() - self._started) / 1e6
-        _reset_current(self._reset)
-        if exc is None:
+        self._finished = True
+        if error is None or isinstance(error, GeneratorExit):
             success = self._success
-        elif isinstance(exc, Exception):
+        elif isinstance(error, Exception):
             success = False
-        elif isinstance(exc, GeneratorExit):
-            success = self._success
         else:
             return  # cancelled or stopping: no outcome of the model's to record
         if (self._ttft_ms is None and self._queue_ms is None and self._tokens_in is None
                 and self._tokens_out is None):
-            emit(self.operation, latency_ms, self._model, self._quality, success,
+            emit(self._operation, latency_ms, self._model, self._quality, success,
                  self._cache_hit)
         else:
-            emit(self.operation, latency_ms, self._model, self._quality, success,
+            emit(self._operation, latency_ms, self._model, self._quality, success,
                  self._cache_hit, ttft_ms=self._ttft_ms, queue_ms=self._queue_ms,
                  tokens_in=self._tokens_in, tokens_out=self._tokens_out)
+
+    # -- as a context manager --------------------------------------------------------------
+    def __enter__(self) -> Event:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _reset_current(self._reset)
+        self.finish(exc)
 
     async def __aenter__(self) -> Event:
         return self.__enter__()
@@ -241,10 +273,14 @@ class Event:
         return event
 
     def __call__(self, function: F) -> F:
-        """Time every call of ``function`` (a plain function or an ``async def``)."""
-        if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
-            raise TypeError("timed() does not decorate generators yet: wrap the stream with "
-                            "event.stream() or event.astream() inside a timed block")
+        """Time every call of ``function``: a plain function or an ``async def`` from call
+        to return; a generator or an async generator from its first step until it is
+        exhausted or closed (its ``tokens_out`` is not counted: the items need not be
+        tokens; wrap a token stream in ``event.stream()`` for that)."""
+        if inspect.isgeneratorfunction(function):
+            return _timed_generator(self, function)  # type: ignore[return-value]
+        if inspect.isasyncgenfunction(function):
+            return _timed_async_generator(self, function)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(function):
             @functools.wraps(function)
             async def timed_coroutine(*args: Any, **kwargs: Any) -> Any:
@@ -259,6 +295,92 @@ class Event:
                 return function(*args, **kwargs)
 
         return timed_function  # type: ignore[return-value]
+
+
+# A decorated generator is driven step by step, and its event is the current one only while
+# one of its steps runs: between steps the consumer's code runs, and must see its own event.
+
+
+def _timed_generator(spec: Event, function: Callable[..., Generator[Any, Any, Any]]
+                     ) -> Callable[..., Generator[Any, Any, Any]]:
+    @functools.wraps(function)
+    def timed_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        inner = function(*args, **kwargs)
+        event = spec._fresh()
+        event._started = _now()
+        step: Callable[[Any], Any] = inner.send
+        given: Any = None
+        while True:
+            reset = _set_current(event)
+            try:
+                item = step(given)
+            except StopIteration as stop:
+                event.finish()
+                return stop.value
+            except BaseException as error:
+                event.finish(error)
+                raise
+            finally:
+                _reset_current(reset)
+            try:
+                given = yield item
+                step = inner.send
+            except GeneratorExit as closing:
+                reset = _set_current(event)
+                try:
+                    inner.close()
+                except BaseException as error:
+                    event.finish(error)
+                    raise
+                finally:
+                    _reset_current(reset)
+                event.finish(closing)
+                raise
+            except BaseException as thrown:  # thrown in by the consumer: the inner one's
+                step, given = inner.throw, thrown
+
+    return timed_generator
+
+
+def _timed_async_generator(spec: Event, function: Callable[..., AsyncGenerator[Any, Any]]
+                           ) -> Callable[..., AsyncGenerator[Any, Any]]:
+    @functools.wraps(function)
+    async def timed_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        inner = function(*args, **kwargs)
+        event = spec._fresh()
+        event._started = _now()
+        step: Callable[[Any], Awaitable[Any]] = inner.asend
+        given: Any = None
+        while True:
+            reset = _set_current(event)
+            try:
+                item = await step(given)
+            except StopAsyncIteration:
+                event.finish()
+                return
+            except BaseException as error:
+                event.finish(error)
+                raise
+            finally:
+                _reset_current(reset)
+            try:
+                given = yield item
+                step = inner.asend
+            except GeneratorExit as closing:
+                reset = _set_current(event)
+                try:
+                    await inner.aclose()
+                except BaseException as error:
+                    event.finish(error)
+                    raise
+                finally:
+                    _reset_current(reset)
+                event.finish(closing)
+                raise
+            except BaseException as thrown:
+                step, given = inner.athrow, thrown
+
+    return timed_async_generator
 
 
 # ``timed(operation, model="", **fields)`` is the class itself: one call less on each block.

@@ -221,10 +221,12 @@ class DaemonProcess:
 
 
 def run_python(code: str, namespace: str, timeout: float = 60.0, check: bool = True,
-               args: Sequence[str] = (), **popen: object) -> subprocess.CompletedProcess[str]:
+               args: Sequence[str] = (), warnings: str = "error",
+               **popen: object) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (``args``: its sys.argv[1:]) in a fresh interpreter with the test's
-    namespace; return its result."""
-    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace, "PYTHONWARNINGS": "error"}
+    namespace, warnings raised as errors unless ``warnings`` says otherwise; return its
+    result."""
+    env = {**os.environ, "AI_ANALYTICS_NAMESPACE": namespace, "PYTHONWARNINGS": warnings}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
         text=True, timeout=timeout, **popen,

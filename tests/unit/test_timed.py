@@ -173,18 +173,155 @@ def test_misuse_raises_at_the_call(call, error):
         call()
 
 
-def test_an_event_is_entered_once_and_generators_are_refused(make_daemon, on_thread):
+def test_an_event_is_started_once(make_daemon, on_thread):
     series = drained(make_daemon)
-    with pytest.raises(TypeError, match="generators"):
-        @client.timed("op")
-        def tokens():
-            yield 1
 
     def twice() -> None:
         event = client.timed("once")
         assert isinstance(event, Event)
-        with event, pytest.raises(RuntimeError, match="already entered"), event:
+        with event, pytest.raises(RuntimeError, match="already started"), event:
             pass
 
     on_thread(twice)
     assert series()[("once", "")]["count"] == 1
+
+
+def test_finish_records_once_and_the_block_then_only_leaves(make_daemon, on_thread):
+    """A middleware finishes the event at the answer's last byte; what runs after it in the
+    block (a background task) neither adds to its latency nor records again."""
+    series = drained(make_daemon)
+
+    def body() -> None:
+        with client.timed("served") as event:
+            event.operation = "POST /v1/embed"
+            event.finish()
+            time.sleep(0.05)
+            raise KeyError("in a background task, after the answer")
+
+    with pytest.raises(KeyError):
+        on_thread(body)
+    stats = series()[("POST /v1/embed", "")]
+    assert stats["count"] == 1 and stats["errors"] == 0
+    assert stats["latency_ms"]["max"] < 50.0
+    assert ("served", "") not in series()
+    with pytest.raises(ValueError, match="operation must not be empty"):
+        client.timed("op").operation = ""
+
+
+def test_a_decorated_generator_is_timed_until_exhausted_and_current_only_in_its_steps(
+        make_daemon, on_thread):
+    series = drained(make_daemon)
+    inside: list[object] = []
+
+    @client.timed("stream")
+    def chunks(n: int):
+        for index in range(n):
+            inside.append(client.current_event())
+            time.sleep(0.01)
+            yield index
+        return "done"
+
+    def body() -> None:
+        stream = chunks(3)
+        assert inside == []  # nothing runs before the first step
+        with client.timed("consumer") as outer:
+            seen = []
+            for item in stream:
+                assert client.current_event() is outer  # between steps, the consumer's own
+                seen.append(item)
+        assert seen == [0, 1, 2]
+        assert len({id(event) for event in inside}) == 1 and inside[0] is not outer
+
+    on_thread(body)
+    stats = series()[("stream", "")]
+    assert stats["count"] == 1 and stats["errors"] == 0
+    assert stats["latency_ms"]["min"] >= 30.0
+
+
+def test_a_decorated_generator_closed_early_records_and_one_that_raises_fails(
+        make_daemon, on_thread):
+    series = drained(make_daemon)
+
+    @client.timed("closed")
+    def endless():
+        while True:
+            yield "token"
+
+    @client.timed("broken")
+    def broken():
+        yield 1
+        raise RuntimeError("model crashed mid-stream")
+
+    @client.timed("never")
+    def never():
+        yield 1
+
+    def body() -> None:
+        stream = endless()
+        assert next(stream) == "token"
+        stream.close()
+        with pytest.raises(RuntimeError, match="mid-stream"):
+            list(broken())
+        never()  # never stepped: nothing to time
+
+    on_thread(body)
+    got = series()
+    assert got[("closed", "")]["count"] == 1 and got[("closed", "")]["errors"] == 0
+    assert got[("broken", "")]["count"] == 1 and got[("broken", "")]["errors"] == 1
+    assert ("never", "") not in got
+
+
+def test_a_decorated_async_generator_is_timed_and_cancellation_records_nothing(
+        make_daemon, on_thread):
+    series = drained(make_daemon)
+
+    @client.timed("astream", model="m")
+    async def tokens(n: int):
+        for index in range(n):
+            await asyncio.sleep(0.005)
+            client.current_event().first_token()
+            yield index
+
+    @client.timed("cancelled")
+    async def stuck():
+        yield 0
+        await asyncio.sleep(60)
+        yield 1
+
+    async def main() -> None:
+        assert [item async for item in tokens(4)] == [0, 1, 2, 3]
+        stream = stuck()
+
+        async def consume() -> None:
+            async for _ in stream:
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    on_thread(lambda: asyncio.run(main()))
+    got = series()
+    stats = got[("astream", "m")]
+    assert stats["count"] == 1 and stats["errors"] == 0
+    assert stats["ttft_ms"]["max"] < stats["latency_ms"]["max"]
+    assert ("cancelled", "") not in got
+
+
+def test_prepare_makes_the_lane_so_the_first_emit_makes_none(make_daemon, on_thread):
+    series = drained(make_daemon)
+
+    def body() -> None:
+        from ai_analytics.client import _emit
+
+        assert getattr(_emit._local, "lane", None) is None
+        assert client.prepare() is True
+        lane = _emit._local.lane
+        assert client.prepare() is True and _emit._local.lane is lane
+        assert client.emit("after_prepare", 1.0)
+        assert _emit._local.lane is lane and lane.names_count == 1  # no name of its own
+
+    on_thread(body)
+    assert series()[("after_prepare", "")]["count"] == 1
