@@ -1,8 +1,8 @@
-"""mypy over the four packages, as they are imported: ``ai_analytics.client`` and the rest.
+"""mypy over the five packages, as they are imported: ``ai_analytics.client`` and the rest.
 
-The source folders (client/, core/, daemon/, cli/) become one import package only when
-installed, and mypy cannot follow setuptools' editable-install hook; so it reads them through a
-tree of links named as they are imported, ``build/typecheck/ai_analytics``. The tree stays in
+The source folders (client/, core/, daemon/, cli/, integrations/) become one import package
+only when installed, and mypy cannot follow setuptools' editable-install hook; so it reads
+them through a tree of links named as they are imported, ``build/typecheck/ai_analytics``. The tree stays in
 one place so that mypy's cache stays valid between runs. Run from the repository root with the
 virtual environment's interpreter; its exit status is mypy's.
 """
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGES = ("client", "core", "daemon", "cli")
+PACKAGES = ("client", "core", "daemon", "cli", "integrations")
 
 
 def main() -> int:
