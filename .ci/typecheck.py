@@ -2,9 +2,9 @@
 
 The source folders (client/, core/, daemon/, cli/, integrations/) become one import package
 only when installed, and mypy cannot follow setuptools' editable-install hook; so it reads
-them through a tree of links named as they are imported, ``build/typecheck/ai_analytics``. The tree stays in
-one place so that mypy's cache stays valid between runs. Run from the repository root with the
-virtual environment's interpreter; its exit status is mypy's.
+them through a tree of links named as they are imported, ``build/typecheck/ai_analytics``.
+The tree stays in one place so that mypy's cache stays valid between runs. Run from the
+repository root with the virtual environment's interpreter; its exit status is mypy's.
 """
 
 from __future__ import annotations
