@@ -53,7 +53,6 @@ _current: contextvars.ContextVar[Event | None] = contextvars.ContextVar(
 _now = time.monotonic_ns
 _set_current = _current.set
 _reset_current = _current.reset
-_FIELDS = ("quality", "success", "cache_hit", "tokens_in", "tokens_out", "queue_ms")
 
 
 def current_event() -> Event | None:
@@ -95,20 +94,18 @@ class Event:
     each call of the function gets an event of its own.
     """
 
-    # Class attributes are the defaults: an event stores only what differs from them, which
-    # keeps entering and leaving a block close to the cost of emit itself.
-    _quality: float | None = None
-    _success = True
-    _cache_hit: bool | None = None
-    _tokens_in: int | None = None
-    _tokens_out: int | None = None
-    _queue_ms: float | None = None
-    _ttft_ms: float | None = None
-    _started = 0
-    _finished = False
-    _reset: contextvars.Token[Event | None]  # set by __enter__
+    # Slots: an event is made and dropped on every call, and slot stores are about half
+    # the cost of a fresh instance dictionary's.
+    __slots__ = ("_cache_hit", "_finished", "_model", "_operation", "_quality", "_queue_ms",
+                 "_reset", "_started", "_success", "_tokens_in", "_tokens_out", "_ttft_ms")
+    _reset: contextvars.Token[Event | None]  # set by start()
 
-    def __init__(self, operation: str | AIOperationType, model: str = "", **fields: Any) -> None:
+    def __init__(
+        self, operation: str | AIOperationType, model: str = "", *,
+        quality: float | None = None, success: bool = True, cache_hit: bool | None = None,
+        tokens_in: int | None = None, tokens_out: int | None = None,
+        queue_ms: float | None = None,
+    ) -> None:
         try:  # names this thread's lane already holds were checked when first used
             lane = _emit_module._local.lane
             lane.ops[operation]
@@ -118,13 +115,19 @@ class Event:
             _check_name(model, "model")
         self._operation = operation
         self._model = model
-        if fields:
-            unknown = set(fields) - set(_FIELDS)
-            if unknown:
-                raise TypeError(f"timed() got unknown field(s) {', '.join(sorted(unknown))}; "
-                                f"it takes {', '.join(_FIELDS)}")
-            for name, value in fields.items():
-                setattr(self, name, value)
+        # A float quality (the usual case) needs no further check.
+        self._quality = quality if quality is None or type(quality) is float else _number(
+            "quality", quality)
+        self._success = success if success is True else bool(
+            _flag("success", success, may_be_none=False))
+        self._cache_hit = cache_hit if cache_hit is None else _flag(
+            "cache_hit", cache_hit, may_be_none=True)
+        self._tokens_in = tokens_in if tokens_in is None else _count("tokens_in", tokens_in)
+        self._tokens_out = tokens_out if tokens_out is None else _count("tokens_out", tokens_out)
+        self._queue_ms = queue_ms if queue_ms is None else _number("queue_ms", queue_ms)
+        self._ttft_ms: float | None = None
+        self._started = 0
+        self._finished = False
 
     # -- the fields, checked as they are set (a wrong type raises here, as emit would) -----
     @property
@@ -251,8 +254,7 @@ class Event:
                  tokens_in=self._tokens_in, tokens_out=self._tokens_out)
 
     # -- as a context manager --------------------------------------------------------------
-    def __enter__(self) -> Event:
-        return self.start()
+    __enter__ = start
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -268,9 +270,12 @@ class Event:
 
     # -- as a decorator --------------------------------------------------------------------
     def _fresh(self) -> Event:
-        event = Event.__new__(Event)
-        event.__dict__.update(self.__dict__)  # the spec: names and fields, never started
-        return event
+        """A new event with this one's names and fields, never started (the decorator's
+        spec is never started itself)."""
+        return Event(self._operation, self._model, quality=self._quality,
+                     success=self._success, cache_hit=self._cache_hit,
+                     tokens_in=self._tokens_in, tokens_out=self._tokens_out,
+                     queue_ms=self._queue_ms)
 
     def __call__(self, function: F) -> F:
         """Time every call of ``function``: a plain function or an ``async def`` from call
@@ -383,10 +388,11 @@ def _timed_async_generator(spec: Event, function: Callable[..., AsyncGenerator[A
     return timed_async_generator
 
 
-# ``timed(operation, model="", **fields)`` is the class itself: one call less on each block.
-# It measures a block (``with``) or every call of a function (as a decorator) and records one
-# event at its end; ``fields`` start the event's fields (quality, success, cache_hit,
-# tokens_in, tokens_out, queue_ms), and a wrong type raises there, as emit does.
+# ``timed(operation, model="", *, quality=None, success=True, cache_hit=None, tokens_in=None,
+# tokens_out=None, queue_ms=None)`` is the class itself: one call less on each block. It
+# measures a block (``with``) or every call of a function (as a decorator) and records one
+# event at its end; the keywords start the event's fields, and a wrong type raises there, as
+# emit does.
 timed = Event
 
 
