@@ -32,3 +32,16 @@ def test_aggregate_bench_short_form_writes_its_results(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     results = json.loads(out.read_text())
     assert results and md.read_text().strip()
+
+
+def test_instrument_bench_short_form_measures_every_case(tmp_path: Path) -> None:
+    out, md = tmp_path / "instrument.json", tmp_path / "instrument.md"
+    result = subprocess.run(
+        [sys.executable, "bench/instrument_bench.py", "--rounds", "1", "--calls", "2000",
+         "--threads", "2", "--out", str(out), "--md", str(md), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results["cases"]) >= {"noop", "emit", "timed_block", "timed_decorator"}
+    assert all(case["fastest"] > 0 for case in results["cases"].values())
+    assert len(results["first_calls"]) == 4 and "timed_block" in md.read_text()
