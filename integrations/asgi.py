@@ -51,11 +51,15 @@ def route_template(scope: Scope, root_path: str) -> str | None:
     to ``scope["root_path"]``; the part added since the request arrived is put in front.
     FastAPI's lazily included routers leave the route with its router-local path and keep the
     full one in the route context FastAPI records for that same route (checked by identity, so
-    a context left over from another router is never used).
+    a context left over from another router is never used). A mount whose app has no router
+    of its own (static files) is named by its prefix and ``/{path}``.
     """
+    prefix = str(scope.get("root_path", ""))
+    prefix = prefix[len(root_path):] if prefix.startswith(root_path) else ""
     route = scope.get("route")
     if route is None:
-        return None
+        # FastAPI's router leaves no route for a mount: the mount's prefix stands for it.
+        return f"{prefix}/{{path}}" if prefix else None
     template = getattr(route, "path_format", None)
     state = scope.get("fastapi")
     if isinstance(state, dict):
@@ -64,8 +68,6 @@ def route_template(scope: Scope, root_path: str) -> str | None:
             template = getattr(context, "path_format", template)
     if not isinstance(template, str):
         return None
-    prefix = str(scope.get("root_path", ""))
-    prefix = prefix[len(root_path):] if prefix.startswith(root_path) else ""
     own = getattr(route, "path", None)
     if isinstance(own, str) and template == f"{own}/{{path}}":
         # A mount answered itself (static files, an app without a router): its prefix is in
