@@ -1,7 +1,7 @@
 """The ASGI middleware: every HTTP request of an ASGI 3 app becomes one ``client.timed`` event.
 
     app.add_middleware(AnalyticsMiddleware)                 # FastAPI, Starlette
-    app = AnalyticsMiddleware(app, model="llama-3-8b")      # any ASGI 3 app
+    app = AnalyticsMiddleware(app, model="llama-3-8b", route=find_template)  # any ASGI 3 app
 
 It speaks the protocol only and imports no framework. The event starts when the request
 arrives and is current (``client.current_event()``) for the app's whole call, so an endpoint
