@@ -119,10 +119,7 @@ class _Exchange:
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
         self.status = status
-        try:
-            self.route = self.middleware.route(self.environ)
-        except Exception:
-            self.middleware._failed()
+        self.route = self._find_route()
         write = self._start_response(status, headers, exc_info)
 
         def first_token_write(data: bytes) -> object:  # the legacy write(): a chunk too
@@ -132,14 +129,22 @@ class _Exchange:
 
         return first_token_write
 
+    def _find_route(self) -> str | None:
+        try:
+            return self.middleware.route(self.environ)
+        except Exception:
+            self.middleware._failed()
+            return None
+
     def end(self, error: BaseException | None) -> None:
         """Name the event and record it, once: as ``error`` says it ended, or as it stands."""
         if self._ended:
             return
         self._ended = True
+        # The app routed the request before it started its answer; with no answer started
+        # (it raised first), whatever it left in the environ is all there is.
+        route = self.route if self.status is not None else self._find_route()
         try:
-            route = self.route if self.route is not None else self.middleware.route(
-                self.environ)
             name = route_name(self.environ.get("REQUEST_METHOD", ""), route,
                               self.middleware.names)
             code = _status_code(self.status)
