@@ -19,6 +19,16 @@ round is the figure, the median beside it, both also as ratios to emit's):
 ``timed_decorator``  a function decorated with ``@client.timed(...)``, called with no body.
 ``prometheus_time``  the peer's one-line form: ``with histogram.labels(op, model).time():
                      pass`` (prometheus_client, own registry), which records a latency only.
+``asgi_plain``       a request through a three-message ASGI app (read the request, start the
+                     answer, one body chunk), driven in this process by an event loop.
+``asgi_middleware``  the same request through ``integrations.asgi.AnalyticsMiddleware``
+                     around it (its route finder names it ``POST /v1/embed``).
+``wsgi_plain``       a request through a WSGI app answering one chunk (called, iterated,
+                     closed as a server would).
+``wsgi_middleware``  the same through ``integrations.wsgi.AnalyticsMiddleware``.
+
+A middleware's cost is the difference between its case and the plain one, given beside emit
+in the results.
 
 Part two, the first event of a new thread: ``--threads`` threads one after another, half of
 them calling ``client.prepare()`` first (untimed, as a server's startup hook would), each
@@ -30,6 +40,8 @@ inference step does to the caches before the first event of a request).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -41,6 +53,8 @@ from typing import Any
 
 from ai_analytics import client
 from ai_analytics.client._segments import NAMESPACE_ENV
+from ai_analytics.integrations.asgi import AnalyticsMiddleware as AsgiMiddleware
+from ai_analytics.integrations.wsgi import AnalyticsMiddleware as WsgiMiddleware
 
 from benchlib.lanes import MODEL, OP, Lanes, remove_segments
 from benchlib.report import RunStart, exit_on_sigterm, header_lines, progress, write_results
@@ -53,6 +67,10 @@ CASES = {
     "timed_block": "`with client.timed(op, model=..., quality=0.9): pass`",
     "timed_decorator": "a function decorated with `@client.timed(...)`, empty body",
     "prometheus_time": "prometheus_client: `with histogram.labels(op, model).time(): pass`",
+    "asgi_plain": "a request through a minimal ASGI app",
+    "asgi_middleware": "the same through the ASGI `AnalyticsMiddleware`",
+    "wsgi_plain": "a request through a minimal WSGI app",
+    "wsgi_middleware": "the same through the WSGI `AnalyticsMiddleware`",
 }
 EVICT_BYTES = 64 * 2**20
 
@@ -81,9 +99,78 @@ def prometheus_histogram() -> Any:
                      registry=CollectorRegistry())
 
 
+# -- a request through each middleware, in this process: no server, no socket, so that what
+# is measured is the middleware's own work (the same app with and without it).
+HTTP_SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+              "scheme": "http", "path": "/v1/embed", "raw_path": b"/v1/embed", "query_string": b"",
+              "root_path": "", "headers": [], "client": ("127.0.0.1", 50000),
+              "server": ("127.0.0.1", 8000)}
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+BODY = {"type": "http.response.body", "body": b"ok", "more_body": False}
+REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def plain_asgi(scope, receive, send):
+    await receive()
+    await send(START)
+    await send(BODY)
+
+
+async def _receive():
+    return REQUEST
+
+
+async def _send(message):
+    pass
+
+
+def asgi_loop(runner):
+    def loop(app, n):
+        async def requests():
+            for _ in range(n):
+                await app(dict(HTTP_SCOPE), _receive, _send)
+        runner.run_until_complete(requests())
+    return loop
+
+
+WSGI_ENVIRON = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/embed", "SCRIPT_NAME": "",
+                "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
+                "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http"}
+HEADERS = [("Content-Length", "2")]
+
+
+def plain_wsgi(environ, start_response):
+    start_response("200 OK", HEADERS)
+    return [b"ok"]
+
+
+def _start_response(status, headers, exc_info=None):
+    return None
+
+
+def wsgi_loop(app, n):
+    for _ in range(n):
+        body = app(dict(WSGI_ENVIRON), _start_response)
+        for _chunk in body:
+            pass
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def asgi_route(scope: Any, root_path: str) -> str:
+    return "/v1/embed"
+
+
+def wsgi_route(environ: Any) -> str:
+    return "/v1/embed"
+
+
 def measure_calls(rounds: int, calls: int, namespace: str,
                   log: Callable[[str], None]) -> tuple[dict[str, list[float]], int]:
-    with Lanes(namespace) as lanes:
+    runner = asyncio.new_event_loop()
+    loop_asgi = asgi_loop(runner)
+    with Lanes(namespace) as lanes, contextlib.closing(runner):
         chunk = lanes.chunk(calls)
 
         @client.timed(OP, model=MODEL, quality=0.9)
@@ -108,6 +195,12 @@ def measure_calls(rounds: int, calls: int, namespace: str,
             "timed_decorator": checked(loop_decorated, work),
             "prometheus_time": lambda: time_calls(loop_prometheus_time, prometheus_histogram(),
                                                   calls, chunk)[0],
+            "asgi_plain": lambda: time_calls(loop_asgi, plain_asgi, calls, chunk)[0],
+            "asgi_middleware": checked(loop_asgi, AsgiMiddleware(plain_asgi, model=MODEL,
+                                                                 route=asgi_route)),
+            "wsgi_plain": lambda: time_calls(wsgi_loop, plain_wsgi, calls, chunk)[0],
+            "wsgi_middleware": checked(wsgi_loop, WsgiMiddleware(plain_wsgi, model=MODEL,
+                                                                 route=wsgi_route)),
         }
 
         def after_round(r: int, samples: dict[str, list[float]]) -> None:
@@ -174,6 +267,17 @@ def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
             for name, values in samples.items()}
 
 
+def middleware_costs(cases: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """What each middleware adds to a request (its case minus the plain one, fastest rounds),
+    in ns and as a multiple of emit."""
+    emit = cases["emit"]["fastest"]
+    costs = {}
+    for kind in ("asgi", "wsgi"):
+        added = cases[f"{kind}_middleware"]["fastest"] - cases[f"{kind}_plain"]["fastest"]
+        costs[kind] = {"added_ns": added, "ratio_to_emit": added / emit}
+    return costs
+
+
 def markdown(report: dict[str, Any]) -> str:
     p = report["parameters"]
     lines = [
@@ -191,6 +295,11 @@ def markdown(report: dict[str, Any]) -> str:
     for name, case in report["cases"].items():
         lines.append(f"| {name} | {CASES[name]} | {case['fastest']:.0f} | {case['median']:.0f} "
                      f"| {case['ratio_fastest']:.2f} | {case['ratio_median']:.2f} |")
+    lines += ["", "What each middleware adds to a request (its case minus the plain one, "
+              "fastest rounds):", ""]
+    for kind, cost in report["middleware_costs"].items():
+        lines.append(f"- {kind.upper()}: {cost['added_ns']:.0f} ns, "
+                     f"{cost['ratio_to_emit']:.1f} times emit")
     lines += ["", "## The first emit of a new thread", "",
               "| thread | median µs | max µs | min µs | threads |", "|---|---:|---:|---:|---:|"]
     for key, first in report["first_calls"].items():
@@ -230,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         **start.header(),
         "parameters": {"rounds": args.rounds, "calls": args.calls, "chunk": chunk,
                        "threads": args.threads},
-        "cases": summarize(samples),
+        "cases": (cases := summarize(samples)),
+        "middleware_costs": middleware_costs(cases),
         "first_calls": first_calls,
         "samples": samples,
     }

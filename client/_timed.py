@@ -137,7 +137,10 @@ class Event:
 
     @operation.setter
     def operation(self, value: str | AIOperationType) -> None:
-        _check_name(value, "operation")
+        try:  # a name this thread's lane already holds was checked when first used
+            _emit_module._local.lane.ops[value]
+        except (AttributeError, KeyError, TypeError):
+            _check_name(value, "operation")
         self._operation = value
 
     @property
@@ -146,7 +149,11 @@ class Event:
 
     @model.setter
     def model(self, value: str) -> None:
-        self._model = _check_name(value, "model")
+        try:
+            _emit_module._local.lane.models[value]
+        except (AttributeError, KeyError, TypeError):
+            _check_name(value, "model")
+        self._model = value
 
     @property
     def quality(self) -> float | None:
@@ -201,10 +208,12 @@ class Event:
         """Milliseconds from the start to ``first_token()``; None before it."""
         return self._ttft_ms
 
-    def first_token(self) -> None:
-        """The first token (or chunk) is out now: sets ``ttft_ms``, once."""
+    def first_token(self, at_ns: int | None = None) -> None:
+        """The first token (or chunk) is out: sets ``ttft_ms``, once. ``at_ns``: the
+        ``time.monotonic_ns()`` it went out at, for a caller that knows only later that it
+        was a first token (a middleware, once a second chunk follows); now by default."""
         if self._ttft_ms is None and self._started:
-            self._ttft_ms = (_now() - self._started) / 1e6
+            self._ttft_ms = ((_now() if at_ns is None else at_ns) - self._started) / 1e6
 
     def stream(self, tokens: Iterable[T]) -> Iterator[T]:
         """Pass ``tokens`` through, counting each into ``tokens_out`` and marking the first."""

@@ -25,8 +25,41 @@ STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
-def check_names(names: Mapping[str, str] | None) -> dict[str, str]:
-    """The renaming ``names`` as the middleware uses it; a bad entry raises at startup."""
+class RouteNames:
+    """Names requests by their method and route template, with an optional renaming
+    (``{"POST /v1/chat/completions": "chat_completion"}``), checked here so that a bad entry
+    raises when the middleware is made. Names already given are remembered: the same few
+    routes come back on every request."""
+
+    # Room for every route of any real app: past it (methods made up by clients are
+    # folded to OTHER, but each raw spelling is a key), names are made afresh each time.
+    REMEMBERED = 4096
+
+    def __init__(self, names: Mapping[str, str] | None = None) -> None:
+        self.renamed = _checked(names)
+        self._given: dict[tuple[str, str | None], str] = {}
+
+    def __call__(self, method: str, template: str | None) -> str:
+        """The operation for a request: the renamed name, ``METHOD template``, or
+        UNMATCHED when no route matched."""
+        key = (method, template)
+        name = self._given.get(key)
+        if name is None:
+            name = self._name(method, template)
+            if len(self._given) < self.REMEMBERED:
+                self._given[key] = name
+        return name
+
+    def _name(self, method: str, template: str | None) -> str:
+        if template is None:
+            return UNMATCHED
+        method = method.upper()
+        name = f"{method if method in STANDARD_METHODS else 'OTHER'} {template}"
+        renamed = self.renamed.get(name)
+        return renamed if renamed is not None else _fit(name)
+
+
+def _checked(names: Mapping[str, str] | None) -> dict[str, str]:
     if names is None:
         return {}
     if not isinstance(names, Mapping):
@@ -43,18 +76,6 @@ def check_names(names: Mapping[str, str] | None) -> dict[str, str]:
                              f"UTF-8, which leaves no room for {CLIENT_ERROR_SUFFIX.strip()!r}")
         checked[route] = operation
     return checked
-
-
-def route_name(method: str, template: str | None, names: Mapping[str, str]) -> str:
-    """The operation for a request: the mapped name, ``METHOD template``, or UNMATCHED."""
-    if template is None:
-        return UNMATCHED
-    method = method.upper() if method.upper() in STANDARD_METHODS else "OTHER"
-    name = f"{method} {template}"
-    mapped = names.get(name)
-    if mapped is not None:
-        return mapped
-    return _fit(name)
 
 
 def operation_for_status(name: str, status: int) -> str:

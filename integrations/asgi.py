@@ -20,7 +20,7 @@ from ai_analytics.client._emit import _check_name, prepare
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.client._timed import Event
 
-from ._naming import UNMATCHED, check_names, operation_for_status, route_name
+from ._naming import UNMATCHED, RouteNames, operation_for_status
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,12 +31,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 RouteFinder = Callable[[Scope, str], "str | None"]
 
 log = logging.getLogger("ai_analytics.integrations")
-
-
-class _ClientGone(BaseException):
-    """Ends an event whose client went away before its answer was complete. Not an
-    ``Exception``, so ``Event.finish`` records nothing: there is no answer to time, and a
-    failure would blame the model for the client's choice (as a cancellation does)."""
 
 
 class _Unfinished(Exception):
@@ -92,7 +86,7 @@ class AnalyticsMiddleware:
                  route: RouteFinder | None = None) -> None:
         self.app = app
         self.model = _check_name(model, "model")
-        self.names = check_names(names)
+        self.names = RouteNames(names)
         self.route = route_template if route is None else route
         self._failures = 0
 
@@ -131,15 +125,19 @@ class AnalyticsMiddleware:
             if ended:
                 return
             ended = True
+            if gone:
+                # The client went away: recorded as it stands, as a consumer's closing of a
+                # timed stream is. The request counts, and the model is not blamed for the
+                # client's choice (the app sees the end of its stream as an error).
+                error = None
             try:
-                name = route_name(str(scope.get("method", "")), self.route(scope, root_path),
-                                  self.names)
+                name = self.names(str(scope.get("method", "")), self.route(scope, root_path))
                 if error is None:
                     name = operation_for_status(name, status)
                     if status >= 500:
                         event.success = False
                 event.operation = name
-                event.finish(_ClientGone() if gone else error)
+                event.finish(error)
             except Exception:
                 self._failed("could not record a request")
 

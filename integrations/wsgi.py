@@ -5,8 +5,9 @@
 
 The event starts when the server calls the app and ends when the answer's body is exhausted
 or closed by the server, so a streamed body is timed to its last chunk, and ``ttft_ms`` marks
-its first non-empty chunk. It is named by ``_naming``'s rules once the app has routed the
-request; the route template is found, duck-typed, in the WSGI environ (see ``find_route``).
+its first non-empty chunk (when more follow). It is named by ``_naming``'s rules once the app
+has routed the request; the route template is found, duck-typed, in the WSGI environ (see
+``find_route``).
 
 The middleware never breaks a request: a failure of its own (recording, naming) is logged
 and the answer goes on unchanged.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,7 @@ from ai_analytics.client._emit import _check_name
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.client._timed import Event, timed
 
-from ._naming import UNMATCHED, check_names, operation_for_status, route_name
+from ._naming import UNMATCHED, RouteNames, operation_for_status
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -69,7 +71,7 @@ class AnalyticsMiddleware:
                  route: RouteFinder | None = None) -> None:
         self.app = app
         self.model = _check_name(model, "model")
-        self.names = check_names(names)
+        self.names = RouteNames(names)
         self.route = find_route if route is None else route
         self._failures = 0
 
@@ -145,8 +147,7 @@ class _Exchange:
         # (it raised first), whatever it left in the environ is all there is.
         route = self.route if self.status is not None else self._find_route()
         try:
-            name = route_name(self.environ.get("REQUEST_METHOD", ""), route,
-                              self.middleware.names)
+            name = self.middleware.names(self.environ.get("REQUEST_METHOD", ""), route)
             code = _status_code(self.status)
             if code >= 500:
                 self.event.success = False
@@ -166,10 +167,11 @@ def _status_code(status: str | None) -> int:
 
 class _Body:
     """The app's body, passed through to the server chunk by chunk: the first non-empty
-    chunk marks the first token; exhaustion, an exception or the server's ``close()``
-    ends the event. The app's own ``close()`` is called once, as PEP 3333 asks."""
+    chunk of an answer in several pieces marks the first token; exhaustion, an exception or
+    the server's ``close()`` ends the event. The app's own ``close()`` is called once, as
+    PEP 3333 asks."""
 
-    __slots__ = ("_closed", "_exchange", "_inner", "_iterator")
+    __slots__ = ("_closed", "_exchange", "_first_at", "_inner", "_iterator")
 
     def __init__(self, exchange: _Exchange, inner: Iterable[bytes],
                  iterator: Iterator[bytes]) -> None:
@@ -177,6 +179,7 @@ class _Body:
         self._inner = inner
         self._iterator = iterator
         self._closed = False
+        self._first_at = 0  # when the first non-empty chunk went out; -1 once marked
 
     def __iter__(self) -> _Body:
         return self
@@ -192,7 +195,14 @@ class _Body:
             exchange.end(error)
             raise
         if chunk:
-            exchange.event.first_token()
+            if self._first_at == 0:
+                self._first_at = time.monotonic_ns()
+            elif self._first_at > 0:
+                # A second non-empty chunk: the answer comes in pieces, and its first token
+                # went out with the first one. An answer in one piece gets no first token (it
+                # is the whole answer, and would only blur the streams' TTFT).
+                exchange.event.first_token(self._first_at)
+                self._first_at = -1
         return chunk
 
     def close(self) -> None:
