@@ -108,9 +108,11 @@ class Event:
     ) -> None:
         try:  # names this thread's lane already holds were checked when first used
             lane = _emit_module._local.lane
-            lane.ops[operation]
-            lane.models[model]
-        except (AttributeError, KeyError, TypeError):
+            if operation not in lane.ops:
+                _check_name(operation, "operation")
+            if model not in lane.models:
+                _check_name(model, "model")
+        except (AttributeError, TypeError):  # no lane yet, or a name that is not hashable
             _check_name(operation, "operation")
             _check_name(model, "model")
         self._operation = operation
