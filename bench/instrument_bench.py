@@ -26,6 +26,10 @@ round is the figure, the median beside it, both also as ratios to emit's):
 ``wsgi_plain``       a request through a WSGI app answering one chunk (called, iterated,
                      closed as a server would).
 ``wsgi_middleware``  the same through ``integrations.wsgi.AnalyticsMiddleware``.
+``fastapi_plain``, ``fastapi_middleware``, ``flask_plain``, ``flask_middleware``: the same
+                     request to the smallest endpoint of each framework (a dict answered as
+                     JSON), bare and with the middleware; where the framework is not
+                     installed, the results say so.
 
 A middleware's cost is the difference between its case and the plain one, given beside emit
 in the results.
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import statistics
 import sys
@@ -71,6 +76,10 @@ CASES = {
     "asgi_middleware": "the same through the ASGI `AnalyticsMiddleware`",
     "wsgi_plain": "a request through a minimal WSGI app",
     "wsgi_middleware": "the same through the WSGI `AnalyticsMiddleware`",
+    "fastapi_plain": "a request to the smallest FastAPI endpoint",
+    "fastapi_middleware": "the same with `app.add_middleware(AnalyticsMiddleware)`",
+    "flask_plain": "a request to the smallest Flask endpoint",
+    "flask_middleware": "the same with `app.wsgi_app = AnalyticsMiddleware(app.wsgi_app)`",
 }
 EVICT_BYTES = 64 * 2**20
 
@@ -135,7 +144,9 @@ def asgi_loop(runner):
 
 WSGI_ENVIRON = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/embed", "SCRIPT_NAME": "",
                 "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000",
-                "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http"}
+                "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "CONTENT_LENGTH": "0",
+                "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
+                "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False}
 HEADERS = [("Content-Length", "2")]
 
 
@@ -166,8 +177,47 @@ def wsgi_route(environ: Any) -> str:
     return "/v1/embed"
 
 
+def framework_apps() -> tuple[dict[str, Any], dict[str, str]]:
+    """The smallest FastAPI and Flask endpoints at POST /v1/embed, bare and with the
+    middleware (frameworks are the test extras: a missing one is reported, not fatal)."""
+    apps: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    try:
+        from fastapi import FastAPI
+    except ImportError as e:
+        missing["fastapi"] = f"not installed ({e})"
+    else:
+        for name, wrapped in (("fastapi_plain", False), ("fastapi_middleware", True)):
+            fast = FastAPI()
+            fast.post("/v1/embed")(_fastapi_embed)
+            if wrapped:
+                fast.add_middleware(AsgiMiddleware, model=MODEL)
+            apps[name] = fast
+    try:
+        from flask import Flask
+    except ImportError as e:
+        missing["flask"] = f"not installed ({e})"
+    else:
+        for name, wrapped in (("flask_plain", False), ("flask_middleware", True)):
+            flask = Flask(name)
+            flask.post("/v1/embed")(_flask_embed)
+            if wrapped:
+                flask.wsgi_app = WsgiMiddleware(flask.wsgi_app, model=MODEL)  # type: ignore[method-assign]
+            apps[name] = flask
+    return apps, missing
+
+
+async def _fastapi_embed() -> dict[str, bool]:
+    return {"ok": True}
+
+
+def _flask_embed() -> dict[str, bool]:
+    return {"ok": True}
+
+
 def measure_calls(rounds: int, calls: int, namespace: str,
-                  log: Callable[[str], None]) -> tuple[dict[str, list[float]], int]:
+                  log: Callable[[str], None]
+                  ) -> tuple[dict[str, list[float]], int, dict[str, str]]:
     runner = asyncio.new_event_loop()
     loop_asgi = asgi_loop(runner)
     with Lanes(namespace) as lanes, contextlib.closing(runner):
@@ -202,12 +252,17 @@ def measure_calls(rounds: int, calls: int, namespace: str,
             "wsgi_middleware": checked(wsgi_loop, WsgiMiddleware(plain_wsgi, model=MODEL,
                                                                  route=wsgi_route)),
         }
+        apps, missing = framework_apps()
+        for name, app in apps.items():
+            loop = loop_asgi if name.startswith("fastapi") else wsgi_loop
+            runs[name] = (checked(loop, app) if name.endswith("_middleware")
+                          else lambda loop=loop, app=app: time_calls(loop, app, calls, chunk)[0])
 
         def after_round(r: int, samples: dict[str, list[float]]) -> None:
             log(f"round {r + 1}/{rounds}: " + ", ".join(
                 f"{name} {values[-1]:.0f} ns" for name, values in samples.items()))
 
-        return interleaved_rounds(runs, rounds, after_round), chunk
+        return interleaved_rounds(runs, rounds, after_round), chunk, missing
 
 
 def first_emit_us(prepared: bool, evict: bytearray | None) -> float:
@@ -272,7 +327,9 @@ def middleware_costs(cases: dict[str, dict[str, float]]) -> dict[str, dict[str, 
     in ns and as a multiple of emit."""
     emit = cases["emit"]["fastest"]
     costs = {}
-    for kind in ("asgi", "wsgi"):
+    for kind in ("asgi", "wsgi", "fastapi", "flask"):
+        if f"{kind}_middleware" not in cases:
+            continue
         added = cases[f"{kind}_middleware"]["fastest"] - cases[f"{kind}_plain"]["fastest"]
         costs[kind] = {"added_ns": added, "ratio_to_emit": added / emit}
     return costs
@@ -298,8 +355,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "What each middleware adds to a request (its case minus the plain one, "
               "fastest rounds):", ""]
     for kind, cost in report["middleware_costs"].items():
-        lines.append(f"- {kind.upper()}: {cost['added_ns']:.0f} ns, "
+        lines.append(f"- {kind}: {cost['added_ns']:.0f} ns, "
                      f"{cost['ratio_to_emit']:.1f} times emit")
+    lines += [f"- {name}: {why}" for name, why in report["missing"].items()]
     lines += ["", "## The first emit of a new thread", "",
               "| thread | median µs | max µs | min µs | threads |", "|---|---:|---:|---:|---:|"]
     for key, first in report["first_calls"].items():
@@ -331,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     log = progress(args.quiet, time.monotonic())
     namespace = f"aibench-instrument-{os.getpid()}"
     try:
-        samples, chunk = measure_calls(args.rounds, args.calls, namespace, log)
+        samples, chunk, missing = measure_calls(args.rounds, args.calls, namespace, log)
         first_calls = measure_first_calls(args.threads, f"{namespace}-first", log)
     finally:
         remove_segments(namespace)
@@ -341,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                        "threads": args.threads},
         "cases": (cases := summarize(samples)),
         "middleware_costs": middleware_costs(cases),
+        "missing": missing,
         "first_calls": first_calls,
         "samples": samples,
     }
