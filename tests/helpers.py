@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -247,6 +247,30 @@ def start_python(code: str, namespace: str, args: Sequence[str] = (),
     )
 
 
+# -- what a Daemon in this process has counted ---------------------------------------------------
+Series = dict[tuple[str, str], Any]
+
+
+def drained(make_daemon: Callable[..., Any]) -> Callable[[], Series]:
+    """A Daemon in this process (``make_daemon``: the fixture), as a function that scans and
+    drains the lanes and returns the since-start stats per (operation, model)."""
+    daemon = make_daemon()
+
+    def series() -> Series:
+        daemon.lanes.scan()
+        daemon.drain()
+        document = daemon.get_performance_snapshot()
+        return {(row["operation"], row["model"]): row["windows"]["since_start"]
+                for row in document["operations"]}
+
+    return series
+
+
+def counts(series: Series) -> dict[tuple[str, str], tuple[int, int]]:
+    """(count, errors) of each (operation, model) of ``drained``'s answer."""
+    return {key: (stats["count"], stats["errors"]) for key, stats in series.items()}
+
+
 # -- HTTP ------------------------------------------------------------------------------------------
 # What the ``serve`` fixture's StatusServers answer on /status unless told otherwise.
 SERVED_DOCUMENT = {"schema_version": 1, "namespace": "t", "events": {"received": 3, "dropped": 0}}
@@ -259,12 +283,12 @@ def always_healthy() -> tuple[bool, str]:
 
 def fetch(target: object, method: str = "GET", path: str = "/status",
           body: bytes | None = None, headers: dict[str, str] | None = None,
-          ) -> tuple[int, http.client.HTTPMessage, bytes]:
+          timeout: float = 10.0) -> tuple[int, http.client.HTTPMessage, bytes]:
     """One request with http.client: (status, headers, body), error statuses included.
     ``target``: a port on 127.0.0.1, a (host, port) pair, or a server with an ``address``."""
     address = getattr(target, "address", target)
     host, port = ("127.0.0.1", address) if isinstance(address, int) else address
-    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -5,7 +5,6 @@ client; every request the client sent is counted by the daemon, exactly, per ser
 from __future__ import annotations
 
 import collections
-import http.client
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TESTS, free_port, interruptible, wait_for
+from helpers import TESTS, fetch, free_port, interruptible, wait_for
 
 APPS = TESTS / "apps"
 Key = tuple[str, str]  # (operation, model)
@@ -26,14 +25,9 @@ Key = tuple[str, str]  # (operation, model)
 
 def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     # A generous timeout: on a busy machine a worker may take seconds to start accepting.
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request(method, path, body=body,
-                     headers={"Content-Type": "application/json"} if body else {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, _, answer = fetch(port, method, path, body,
+                              {"Content-Type": "application/json"} if body else None, timeout=60)
+    return status, answer
 
 
 def listening(port: int) -> bool:

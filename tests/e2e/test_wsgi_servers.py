@@ -7,7 +7,6 @@ and every (operation, model) is reconciled exactly."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from helpers import (
     HEADER_IDENTITY,
     SHM_DIR,
     TESTS,
+    fetch,
     free_port,
     interruptible,
     lane_names,
@@ -61,15 +61,11 @@ class Gunicorn:
     def request(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
         """One request on a connection of its own; a generous timeout for a busy machine
         (the first ones wait in the listen queue while the workers boot)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            payload = None if body is None else json.dumps(body).encode()
-            conn.request(method, path, body=payload,
-                         headers={"Content-Type": "application/json"} if payload else {})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        payload = None if body is None else json.dumps(body).encode()
+        status, _, answer = fetch(self.port, method, path, payload,
+                                  {"Content-Type": "application/json"} if payload else None,
+                                  timeout=60)
+        return status, answer
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -21,27 +21,7 @@ from starlette.websockets import WebSocket
 from ai_analytics import client
 from ai_analytics.integrations.asgi import AnalyticsMiddleware
 
-from helpers import lane_names, wait_for
-
-Series = dict[tuple[str, str], Any]
-
-
-def drained(make_daemon: Callable[..., Any]) -> Callable[[], Series]:
-    """The since-start stats per (operation, model) of a Daemon that drains on each call."""
-    daemon = make_daemon()
-
-    def series() -> Series:
-        daemon.lanes.scan()
-        daemon.drain()
-        document = daemon.get_performance_snapshot()
-        return {(row["operation"], row["model"]): row["windows"]["since_start"]
-                for row in document["operations"]}
-
-    return series
-
-
-def counts(series: Series) -> dict[tuple[str, str], tuple[int, int]]:
-    return {key: (stats["count"], stats["errors"]) for key, stats in series.items()}
+from helpers import counts, drained, lane_names, wait_for
 
 
 # -- a client that speaks ASGI ---------------------------------------------------------------------

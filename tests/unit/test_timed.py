@@ -14,18 +14,7 @@ import pytest
 from ai_analytics import client
 from ai_analytics.client._timed import Event
 
-
-def drained(make_daemon: Callable[..., Any]) -> Callable[[], dict[tuple[str, str], Any]]:
-    daemon = make_daemon()
-
-    def series() -> dict[tuple[str, str], Any]:
-        daemon.lanes.scan()
-        daemon.drain()
-        document = daemon.get_performance_snapshot()
-        return {(row["operation"], row["model"]): row["windows"]["since_start"]
-                for row in document["operations"]}
-
-    return series
+from helpers import drained
 
 
 def test_a_block_records_one_event_with_its_latency_and_fields(make_daemon, on_thread):

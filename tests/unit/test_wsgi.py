@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,25 +17,11 @@ from werkzeug.test import EnvironBuilder
 from ai_analytics import client
 from ai_analytics.integrations.wsgi import ROUTE_KEY, AnalyticsMiddleware
 
+from helpers import counts, drained
+
 STEP = 0.03  # seconds between the chunks of a streamed body
 
 
-def drained(make_daemon: Callable[..., Any]) -> Callable[[], dict[tuple[str, str], Any]]:
-    daemon = make_daemon()
-
-    def series() -> dict[tuple[str, str], Any]:
-        daemon.lanes.scan()
-        daemon.drain()
-        document = daemon.get_performance_snapshot()
-        return {(row["operation"], row["model"]): row["windows"]["since_start"]
-                for row in document["operations"]}
-
-    return series
-
-
-def counts(series: dict[tuple[str, str], Any]) -> dict[tuple[str, str], tuple[int, int]]:
-    """(count, errors) of each (operation, model)."""
-    return {key: (stats["count"], stats["errors"]) for key, stats in series.items()}
 
 
 def call(app: Any, method: str = "GET", path: str = "/", json: object = None,
