@@ -11,8 +11,6 @@ slot; see docs/ring-format.md for what an emit from a signal handler can and can
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import logging
 import math
 import mmap
@@ -40,6 +38,9 @@ def _os_thread_local() -> threading.local:
     """
     if threading.local.__module__ == "_thread":
         return threading.local()
+    import importlib.machinery  # only in a patched process: the client's import stays light
+    import importlib.util
+
     spec = importlib.machinery.BuiltinImporter.find_spec("_thread")
     assert spec is not None and spec.loader is not None  # built into every CPython
     pristine = importlib.util.module_from_spec(spec)
