@@ -80,10 +80,11 @@ class Config:
     recommend_processing_ms: float = 3000.0
     recommend_cache_hit_rate: float = 0.3
     recommend_error_rate: float = 0.05
-    # The HTTP endpoint: /status, /healthz, /metrics.
+    # The HTTP endpoint: /status, /healthz, /metrics, the live page and /api/series.
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 9466
+    http_pages_beyond_loopback: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +220,7 @@ SETTINGS: dict[str, object] = {
     "http_enabled": _Bool(),
     "http_host": _Host(),
     "http_port": _Int(1, 65535),
+    "http_pages_beyond_loopback": _Bool(),
 }
 assert set(SETTINGS) == {f.name for f in dataclasses.fields(Config)}
 

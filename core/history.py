@@ -481,6 +481,38 @@ def connect_readonly(path: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> sql
     return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
 
 
+@contextlib.contextmanager
+def reading(state_dir: str, timeout: float = DEFAULT_TIMEOUT_SECONDS
+            ) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection to the history of ``state_dir`` (never creating or changing the
+    file, while the daemon may write), inside one read transaction whose schema version has
+    been checked; None when there is no history file, or no tables committed in it yet.
+
+    A StateError names the file when it cannot be opened or read; the caller's own
+    sqlite3 errors inside the block become one too.
+    """
+    path = history_path(state_dir)
+    if not os.path.exists(path):
+        yield None
+        return
+    try:
+        conn = connect_readonly(path, timeout)
+    except sqlite3.Error as exc:
+        if not os.path.exists(path):
+            yield None
+            return
+        raise StateError(f"cannot open {path}: {exc}") from exc
+    try:
+        # One read transaction: the version check and the rows see the same snapshot.
+        conn.execute("BEGIN")
+        ready = _check_version(conn, path) is not None  # None: created a moment ago
+        yield conn if ready else None
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
 def read_history(state_dir: str, since_unix: float | None = None, operation: str | None = None,
                  model: str | None = None, limit: int | None = None,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS) -> list[dict[str, object]] | None:
@@ -490,25 +522,13 @@ def read_history(state_dir: str, since_unix: float | None = None, operation: str
     Rows are flat dicts: unix, time (ISO 8601, UTC), interval_seconds, operation, model and
     the COLUMNS, ordered by time, operation, model; ``limit`` keeps the newest rows.
     """
-    path = history_path(state_dir)
-    if not os.path.exists(path):
+    if not os.path.exists(history_path(state_dir)):
         return None
-    try:
-        conn = connect_readonly(path, timeout)
-    except sqlite3.Error as exc:
-        if not os.path.exists(path):
-            return None
-        raise StateError(f"cannot open {path}: {exc}") from exc
-    try:
-        # One read transaction: the version check and the rows see the same snapshot.
-        conn.execute("BEGIN")
-        if not _check_version(conn, path):
-            return []  # created a moment ago, tables not yet committed
+    with reading(state_dir, timeout) as conn:
+        if conn is None:
+            # Gone since (None, as before it existed), or tables not yet committed ([]).
+            return None if not os.path.exists(history_path(state_dir)) else []
         return _query(conn, since_unix, operation, model, limit)
-    except sqlite3.Error as exc:
-        raise StateError(f"cannot read {path}: {exc}") from exc
-    finally:
-        conn.close()
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
@@ -527,5 +547,5 @@ def parse_duration(text: str) -> float:
 
 __all__ = [
     "COLUMNS", "EVENT_COLUMNS", "HISTORY_FILE", "SCHEMA_VERSION", "Column", "HistoryStore",
-    "connect_readonly", "flatten", "history_path", "parse_duration", "read_history",
+    "connect_readonly", "flatten", "history_path", "parse_duration", "read_history", "reading",
 ]

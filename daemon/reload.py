@@ -23,6 +23,7 @@ NEEDS_RESTART: dict[str, str] = {
     "http_enabled": "the HTTP endpoint is started (or not) at start",
     "http_host": "the HTTP endpoint's socket is bound at start",
     "http_port": "the HTTP endpoint's socket is bound at start",
+    "http_pages_beyond_loopback": "the HTTP endpoint's rules are set at start",
 }
 NEW_LANES_ONLY = ("max_queue_size", "on_full", "names_per_lane")
 

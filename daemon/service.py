@@ -32,6 +32,7 @@ from ai_analytics.core.state import read_state, remove_unfinished_writes
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
 from ai_analytics.daemon.http.metrics import MetricsEndpoint
+from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
@@ -178,7 +179,10 @@ class Daemon:
             # use"; before the loop's try: a bind failure must not run the final drain.
             self.http = StatusServer(cfg.http_host, cfg.http_port, lambda: self.last_document,
                                      self.health,
-                                     metrics=MetricsEndpoint(lambda: self.last_document))
+                                     metrics=MetricsEndpoint(lambda: self.last_document),
+                                     series=SeriesApi(cfg.state_dir,
+                                                      cfg.snapshot_interval_seconds),
+                                     pages_beyond_loopback=cfg.http_pages_beyond_loopback)
             try:
                 self.http.start()
             except BindError:

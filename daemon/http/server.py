@@ -1,8 +1,16 @@
 """The daemon's HTTP endpoint: ``GET /status`` (the latest snapshot as JSON), ``GET /healthz``,
-and ``GET /metrics`` (Prometheus text format) when a ``metrics`` callback is given.
+``GET /metrics`` (Prometheus text format) when a ``metrics`` callback is given, the live page
+(``GET /`` and ``GET /ui/<name>``, page_files.py) and ``GET /api/series`` when a ``series``
+callback is given (series_api.py). docs/http.md describes each.
 
 Loopback by default (``http_host: 127.0.0.1``); nothing listens beyond it unless configured,
-and a non-loopback address is logged as a warning at start.
+and a non-loopback address is logged as a warning at start. A connection that arrived on a
+local address other than loopback (a daemon bound to 0.0.0.0 or a pod's address so that
+Prometheus can scrape it) gets ``/metrics`` and ``/healthz`` only, unless
+``pages_beyond_loopback`` (the setting ``http_pages_beyond_loopback``) says otherwise: the
+page, the API and ``/status`` tell more about the node than its metrics do. Decided by the
+accepted socket's own address, not the client's, so ``kubectl port-forward`` (which arrives
+on the pod's loopback) still gets the page.
 
 Why not ``http.server.ThreadingHTTPServer`` as it comes: it starts one thread per connection
 without a cap; its ``shutdown()`` waits without a timeout; its ``server_close()`` joins every
@@ -38,13 +46,16 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import BindError, host_port
+from ai_analytics.daemon.http.page_files import INDEX, PAGE_DIR, PageFile, load_page
+from ai_analytics.daemon.http.series_api import ApiError
 
 log = logging.getLogger("ai_analytics.daemon.http")
 
@@ -63,10 +74,37 @@ JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 # Prometheus text exposition format 0.0.4: what prometheus_client's generate_latest writes.
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# On every answer: the page may load scripts, styles and data from this origin only, and
+# nothing inline (docs/http.md).
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; "
+     "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+     "form-action 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+# Data changes with every snapshot; the page's files with the daemon's version.
+NO_STORE, NO_CACHE = "no-store", "no-cache"
+UI_PREFIX = "/ui/"
+SERIES_PATH = "/api/series"
+# Served on every local address; everything else on loopback only, unless configured.
+EVERYWHERE = ("/metrics", "/healthz")
+PAGES_SETTING = "http_pages_beyond_loopback"
 
 Snapshot = Callable[[], SnapshotDocument | None]
 Health = Callable[[], tuple[bool, str]]
 Metrics = Callable[[], bytes]
+# (the URL's query string, the request's monotonic deadline) -> the answer's JSON document
+Series = Callable[[str, float], Mapping[str, object]]
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4 loopback address mapped into IPv6 (a dual-stack socket
+    bound to ::)."""
+    address = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def bind_error(host: str, port: int, exc: OSError) -> BindError:
@@ -153,13 +191,22 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ----------------------------------------------------------------------------
     def do_GET(self) -> None:
         self._discard_body()
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
+        if self._refused(path):
+            return
         if path == "/status":
             self._status()
         elif path == "/healthz":
             self._health()
         elif path == "/metrics" and self.server.metrics is not None:
             self._metrics()
+        elif path == "/":
+            self._page(path, INDEX)
+        elif path.startswith(UI_PREFIX):
+            self._page(path, path[len(UI_PREFIX):])
+        elif path == SERIES_PATH and self.server.series is not None:
+            self._series(url.query)
         else:
             self._not_found(path)
 
@@ -168,7 +215,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _not_allowed(self) -> None:
         self._discard_body()
         path = urlsplit(self.path).path
-        if path not in self.server.paths():
+        if self._refused(path):
+            return
+        if not self.server.serves(path):
             self._not_found(path)
             return
         self._respond(405, _error_body(405, f"method {self.command} not allowed on {path}; "
@@ -213,9 +262,45 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._respond(200, body, METRICS_TYPE)
 
-    def _not_found(self, path: str) -> None:
-        self._respond(404, _error_body(404, f"no such path: {path}; try "
-                                       f"{' or '.join(self.server.paths())}"), JSON_TYPE)
+    def _page(self, path: str, name: str) -> None:
+        page_file = self.server.page.get(name)
+        if page_file is None:  # not in the allow-list, whatever the name holds
+            self._not_found(path)
+            return
+        self._respond(200, page_file.body, page_file.content_type, cache=NO_CACHE)
+
+    def _series(self, query: str) -> None:
+        assert self.server.series is not None
+        try:
+            document = self.server.series(query, self.deadline)
+        except ApiError as exc:
+            self._respond(exc.status, _error_body(exc.status, str(exc)), JSON_TYPE)
+            return
+        except Exception as exc:
+            self.server.callback_failed("series")
+            self._respond(500, _error_body(500, f"series failed: {exc!r}"), JSON_TYPE)
+            return
+        self._respond(200, json.dumps(document, separators=(",", ":")).encode() + b"\n",
+                      JSON_TYPE)
+
+    def _refused(self, path: str) -> bool:
+        """The safety rule (module docstring): answer 404 for what this connection's local
+        address may not see; True when answered."""
+        local = self.connection.getsockname()[0]
+        if self.server.pages_beyond_loopback or path in EVERYWHERE or is_loopback(local):
+            return False
+        if not self.server.serves(path):
+            self._not_found(path, EVERYWHERE)
+            return True
+        self._respond(404, _error_body(
+            404, f"{path} is served on loopback only, and this connection arrived on {local}; "
+                 f"set {PAGES_SETTING}: true to serve the page, /api/ and /status there "
+                 f"(here: {' and '.join(EVERYWHERE)})"), JSON_TYPE)
+        return True
+
+    def _not_found(self, path: str, paths: Iterable[str] | None = None) -> None:
+        shown = " or ".join(paths or self.server.paths())
+        self._respond(404, _error_body(404, f"no such path: {path}; try {shown}"), JSON_TYPE)
 
     # -- answers ---------------------------------------------------------------------------
     def send_error(self, code: int, message: str | None = None, explain: str | None = None
@@ -229,14 +314,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(code, _error_body(code, text), JSON_TYPE, headers)
 
     def _respond(self, code: int, body: bytes, content_type: str,
-                 headers: Iterable[tuple[str, str]] = ()) -> None:
+                 headers: Iterable[tuple[str, str]] = (), cache: str = NO_STORE) -> None:
         self.connection.settimeout(max(self.deadline - time.monotonic(), MIN_WRITE_SECONDS))
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in headers:
+        self.send_header("Cache-Control", cache)
+        for name, value in (*SECURITY_HEADERS, *headers):
             self.send_header(name, value)
         self.send_header("Connection", "close")
         self.end_headers()
@@ -273,19 +357,24 @@ def _error_body(code: int, message: str) -> bytes:
 
 
 class StatusServer:
-    """Serve ``/status`` and ``/healthz`` (and ``/metrics`` when ``metrics`` is given) from a
-    daemon thread, with bounded threads, time and memory; see the module docstring.
+    """Serve ``/status``, ``/healthz`` and the page (and ``/metrics`` when ``metrics`` is
+    given, ``/api/series`` when ``series`` is) from a daemon thread, with bounded threads,
+    time and memory; see the module docstring.
 
     ``snapshot`` returns the latest snapshot document or None; ``health`` returns
     (healthy, reason); ``metrics`` returns the Prometheus text for ``/metrics`` (see
-    ``metrics.MetricsEndpoint``). All run on the server's threads and must return at once:
-    reading a reference the daemon's loop publishes is the intended use.
+    ``metrics.MetricsEndpoint``). These run on the server's threads and must return at once:
+    reading a reference the daemon's loop publishes is the intended use. ``series``
+    (``series_api.SeriesApi``) reads the history database on the server's thread, bounded
+    by the request's deadline. ``page_dir``: the page's files, read at ``start``.
+    ``pages_beyond_loopback``: serve everything on every local address (module docstring).
     """
 
     def __init__(self, host: str, port: int, snapshot: Snapshot, health: Health, *,
                  request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-                 max_connections: int = MAX_CONNECTIONS, metrics: Metrics | None = None
-                 ) -> None:
+                 max_connections: int = MAX_CONNECTIONS, metrics: Metrics | None = None,
+                 series: Series | None = None, pages_beyond_loopback: bool = False,
+                 page_dir: Path = PAGE_DIR) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
         self.host = host
@@ -293,6 +382,10 @@ class StatusServer:
         self.snapshot = snapshot
         self.health = health
         self.metrics = metrics
+        self.series = series
+        self.pages_beyond_loopback = pages_beyond_loopback
+        self.page_dir = page_dir
+        self.page: dict[str, PageFile] = {}
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -304,13 +397,18 @@ class StatusServer:
         self._address: tuple[str, int] = (host, port)
         # (document, its JSON): one tuple, replaced whole, so a reader sees a matching pair.
         self._serialized: tuple[object, bytes] | None = None
-        self._failures = {"snapshot": 0, "health": 0, "metrics": 0}
+        self._failures = {"snapshot": 0, "health": 0, "metrics": 0, "series": 0}
 
     def paths(self) -> tuple[str, ...]:
-        """The paths this server answers."""
-        if self.metrics is None:
-            return ("/status", "/healthz")
-        return ("/status", "/healthz", "/metrics")
+        """The paths this server answers (the page's files as one, ``/ui/…``)."""
+        return ("/", "/status", "/healthz", *(("/metrics",) if self.metrics else ()),
+                *((SERIES_PATH,) if self.series else ()), f"{UI_PREFIX}…")
+
+    def serves(self, path: str) -> bool:
+        """Whether ``path`` is one this server answers (on a loopback connection)."""
+        if path.startswith(UI_PREFIX):
+            return path[len(UI_PREFIX):] in self.page
+        return path == "/" or path in self.paths()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -322,6 +420,7 @@ class StatusServer:
         """Bind, listen and serve in a daemon thread; BindError if it cannot listen."""
         if self._thread is not None or self._stopping.is_set():
             raise RuntimeError("a StatusServer starts once; make a new one after stop()")
+        self.page = load_page(self.page_dir)
         sock = self._listen()
         self._socket = sock
         self._address = sock.getsockname()[:2]
@@ -329,11 +428,13 @@ class StatusServer:
                                         daemon=True)
         self._thread.start()
         where = host_port(*self._address)
-        if ipaddress.ip_address(self._address[0].split("%")[0]).is_loopback:
+        if is_loopback(self._address[0]):
             log.info("HTTP endpoint on http://%s (%s)", where, ", ".join(self.paths()))
         else:
             log.warning("HTTP endpoint on http://%s is reachable from other machines; "
-                        "set http_host: 127.0.0.1 to keep it local", where)
+                        "set http_host: 127.0.0.1 to keep it local (%s)", where,
+                        "everything is served there" if self.pages_beyond_loopback else
+                        f"beyond loopback only {' and '.join(EVERYWHERE)} are served")
 
     def _listen(self) -> socket.socket:
         try:

@@ -133,7 +133,7 @@ def test_healthz_503_when_the_callback_raises(serve):
 def test_unknown_path_404_json(serve):
     """Any other path: 404 with a JSON body naming the path and the ones that exist."""
     server = serve()
-    for path in ("/", "/metrics", "/status/", "/nope?x=1"):
+    for path in ("/index.html", "/metrics", "/status/", "/nope?x=1"):
         status, headers, body = fetch(server, path=path)
         assert status == 404, path
         assert headers["Content-Type"] == "application/json"
