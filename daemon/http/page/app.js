@@ -282,6 +282,17 @@
     return "outcome" in series ? String(series.outcome) : `${series.operation} · ${series.model}`;
   }
 
+  // A value without a neighbour (a series seen in one bucket only) would draw no line: such
+  // values are marked with a dot instead.
+  function isolated(plot, seriesIndex) {
+    const ys = plot.data[seriesIndex];
+    const found = [];
+    for (let i = 0; i < ys.length; i++) {
+      if (ys[i] !== null && (i === 0 || ys[i - 1] === null) && (i === ys.length - 1 || ys[i + 1] === null)) found.push(i);
+    }
+    return found.length ? found : null;
+  }
+
   function plotOptions(chart, labels) {
     const fg = cssVar("--muted");
     const grid = cssVar("--grid");
@@ -294,12 +305,15 @@
       scales: { x: { time: true, range: () => [chart.answer.from_unix, chart.answer.to_unix] } },
       axes: [axis, { ...axis, size: 56 }],
       cursor: { drag: { x: false, y: false } },
-      series: [{}, ...labels.map((text, i) => ({
-        label: text,
-        stroke: cssVar(`--s${i % PALETTE_SIZE}`),
-        width: 1.5,
-        points: { show: false },
-      }))],
+      series: [{}, ...labels.map((text, i) => {
+        const colour = cssVar(`--s${i % PALETTE_SIZE}`);
+        return {
+          label: text,
+          stroke: colour,
+          width: 1.5,
+          points: { show: false, filter: isolated, size: 5, fill: colour, stroke: colour },
+        };
+      })],
     };
   }
 
