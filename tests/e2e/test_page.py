@@ -1,6 +1,6 @@
 """The live page (daemon/http/page/) in a real browser: headless Chromium (Debian's
 ``chromium``) driven by Selenium through Debian's ``chromium-driver``, against a real daemon
-fed known events by a real worker process. At 1280×800 and at a phone's 390×844: every series
+fed known events by a real worker process. At 1280x800 and at a phone's 390x844: every series
 shows with its exact count, every chart draws its series, a hostile model name renders as its
 characters, nothing is requested outside the daemon's origin, the browser logs no error (a
 Content-Security-Policy violation would be one), sorting and the range buttons work, and the
@@ -26,6 +26,7 @@ from helpers import REPO, read_config, run_python, status_where
 
 try:
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support.ui import WebDriverWait
@@ -107,7 +108,7 @@ def expected(chat: int, embed: int, generate: int) -> dict[tuple[str, str], int]
 
 @contextlib.contextmanager
 def chromium(tmp_path: Path, width: int, height: int) -> Iterator[WebDriver]:
-    """Headless Chromium showing a viewport of exactly width × height (a phone's, with its
+    """Headless Chromium showing a viewport of exactly width x height (a phone's, with its
     viewport meta honoured, below 600), in light mode, with its network and console logged."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -140,9 +141,15 @@ def color_scheme(driver: WebDriver, scheme: str) -> None:
         "features": [{"name": "prefers-color-scheme", "value": scheme}]})
 
 
-def until(driver: WebDriver, condition: Callable[[], object], what: str) -> object:
-    """Wait for ``condition`` to be truthy (its value), polling the page."""
-    return WebDriverWait(driver, WAIT, poll_frequency=0.2).until(lambda _: condition(), what)
+def until(driver: WebDriver, condition: Callable[[], object], what: str,
+          seen: Callable[[], object] | None = None) -> object:
+    """Wait for ``condition`` to be truthy (its value), polling the page; on a timeout, say
+    what ``seen`` returns then."""
+    try:
+        return WebDriverWait(driver, WAIT, poll_frequency=0.2).until(lambda _: condition())
+    except TimeoutException:
+        raise AssertionError(f"timed out after {WAIT} s waiting for {what}"
+                             + (f"; seen: {seen()}" if seen else "")) from None
 
 
 def requested(driver: WebDriver) -> list[str]:
@@ -207,13 +214,14 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
 
         # Each series with its exact count; the hostile name as its characters.
         want = {key: str(n) for key, n in expected(*FIRST).items()}
-        until(driver, lambda: counts_shown(driver) == want, "every series with its count")
+        until(driver, lambda: counts_shown(driver) == want, "every series with its count",
+              lambda: counts_shown(driver))
         hostile = [row for row in driver.execute_script(ROWS_JS) if row[0] == "generate"]
         assert hostile == [["generate", HOSTILE, HOSTILE, "20", "20"]]
         assert driver.execute_script("return document.querySelectorAll('img').length;") == 0
 
         # Every chart draws its series (TTFT, quality and cache included: chat has them).
-        until(driver, lambda: charts_drawn(driver), f"every chart drawn: {coloured(driver)}")
+        until(driver, lambda: charts_drawn(driver), "every chart drawn", lambda: coloured(driver))
 
         # Sorting: by count, descending first; a second click turns it round.
         assert column(driver, "count") == ["40", "30", "20"]
@@ -222,7 +230,7 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
         until(driver, lambda: column(driver, "count") == ["20", "30", "40"], "ascending sort")
         assert heading.get_attribute("aria-sort") == "ascending"
         driver.find_element("css selector", "th[data-sort=p99_ms]").click()
-        until(driver, lambda: [row[0] for row in driver.execute_script(ROWS_JS)][0] == "generate",
+        until(driver, lambda: driver.execute_script(ROWS_JS)[0][0] == "generate",
               "the slowest series first")
 
         # The range buttons: one pressed at a time, and the charts redrawn from that range.
@@ -231,7 +239,8 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
                   "b => [b.dataset.range, b.getAttribute('aria-pressed')]);"
         assert dict(driver.execute_script(pressed)) == {
             "5m": "true", "1h": "false", "24h": "false", "7d": "false"}
-        until(driver, lambda: charts_drawn(driver), "every chart drawn over 5 minutes")
+        until(driver, lambda: charts_drawn(driver), "every chart drawn over 5 minutes",
+              lambda: coloured(driver))
         urls = requested(driver)
         assert any("range=5m" in url for url in urls), urls
 
@@ -248,7 +257,8 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
             until(driver, lambda: driver.execute_script(
                 "return getComputedStyle(document.body).backgroundColor;") == "rgb(18, 21, 27)",
                 "dark mode")
-            until(driver, lambda: charts_drawn(driver), "every chart redrawn in dark colours")
+            until(driver, lambda: charts_drawn(driver), "every chart redrawn in dark colours",
+                  lambda: coloured(driver))
             screenshot(driver, tmp_path, f"page-dark-{width}x{height}.png")
 
         # Nothing left the daemon's origin, and the console has no error.

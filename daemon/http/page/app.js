@@ -282,15 +282,20 @@
     return "outcome" in series ? String(series.outcome) : `${series.operation} · ${series.model}`;
   }
 
-  // A value without a neighbour (a series seen in one bucket only) would draw no line: such
-  // values are marked with a dot instead.
-  function isolated(plot, seriesIndex) {
+  // A run of one or two values between gaps (a series seen in a bucket or two only) draws no
+  // line or one too short to see: its values are marked with dots.
+  const SHORT_RUN = 2;
+
+  function shortRuns(plot, seriesIndex) {
     const ys = plot.data[seriesIndex];
-    const found = [];
-    for (let i = 0; i < ys.length; i++) {
-      if (ys[i] !== null && (i === 0 || ys[i - 1] === null) && (i === ys.length - 1 || ys[i + 1] === null)) found.push(i);
+    const marked = [];
+    let start = 0;
+    for (let i = 0; i <= ys.length; i++) {
+      if (i < ys.length && ys[i] !== null) continue;
+      if (i - start > 0 && i - start <= SHORT_RUN) for (let k = start; k < i; k++) marked.push(k);
+      start = i + 1;
     }
-    return found.length ? found : null;
+    return marked.length ? marked : null;
   }
 
   function plotOptions(chart, labels) {
@@ -311,7 +316,7 @@
           label: text,
           stroke: colour,
           width: 1.5,
-          points: { show: false, filter: isolated, size: 5, fill: colour, stroke: colour },
+          points: { show: false, filter: shortRuns, size: 5, fill: colour, stroke: colour },
         };
       })],
     };
