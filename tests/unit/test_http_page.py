@@ -383,7 +383,20 @@ def test_a_query_past_its_deadline_is_interrupted(api, known_history, monkeypatc
         api("metric=p99_ms&range=7d", time.monotonic() - 1.0)
     assert info.value.status == 503
     assert "did not finish" in str(info.value)
-    assert api("metric=p99_ms&range=7d", time.monotonic() + 10.0)["history"] == "ok"
+    answer = json.loads(api("metric=p99_ms&range=7d", time.monotonic() + 10.0))
+    assert answer["history"] == "ok"
+
+
+def test_long_ranges_reuse_an_answer_for_a_share_of_their_step(api, known_history):
+    """7d (2520-s buckets) answers again from its cache for 105 s; 5m is always read anew."""
+    def answer(range_: str) -> dict:
+        return json.loads(api(f"metric=rate&range={range_}&model=new", time.monotonic() + 10))
+
+    assert answer("7d")["series"] == answer("5m")["series"] == []
+    known_history.append(NOW - 1.0, 5.0, events(0), [row("op", "new", count=5, errors=0,
+                                                         p99=1.0)])
+    assert answer("7d")["series"] == []
+    assert [s["model"] for s in answer("5m")["series"]] == ["new"]
 
 
 def test_every_metric_answers_on_an_empty_history(serve, api, history):
