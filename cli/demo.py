@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -13,10 +14,10 @@ import time
 
 import click
 
-from ai_analytics.cli.status import render_text
+from ai_analytics.cli.status import page_line, render_text
 from ai_analytics.cli.tables import terminal_width
 from ai_analytics.client._segments import segment_dir_from_env
-from ai_analytics.core.config import config_from_mapping
+from ai_analytics.core.config import Config, config_from_mapping
 from ai_analytics.core.state import load_status
 
 START_TIMEOUT_SECONDS = 15.0
@@ -32,7 +33,7 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         settings = {"namespace": namespace, "state_dir": state_dir,
                     "segment_dir": segment_dir_from_env(),
                     "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0,
-                    "http_enabled": False}
+                    "http_host": "127.0.0.1", "http_port": _http_port()}
         config = config_from_mapping(settings)
         path = os.path.join(state_dir, "config.yaml")
         with open(path, "w", encoding="utf-8") as f:
@@ -56,6 +57,7 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
                        f"for {duration:g} s in namespace {namespace} (Ctrl-C stops)")
             click.echo(f"demo: in another terminal: ai-analytics status --config {path} "
                        "(or: lanes, history --since 5m, status --json)")
+            click.echo(f"demo: live {page_line(config)} (open it in a browser)")
             procs = [
                 subprocess.Popen(  # noqa: S603 (this interpreter, our module, numbers)
                     [sys.executable, "-m", "ai_analytics.cli.demo_worker", str(duration),
@@ -94,6 +96,17 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         click.echo(f"reconciliation: workers emitted {emitted}, the daemon accounts for "
                    f"{accounted} ({'exact' if accounted == emitted else 'MISMATCH'})")
         return 0 if accounted == emitted else 1
+
+
+def _http_port() -> int:
+    """The default port when it is free (the URL the docs show), else one the kernel picks
+    as free: a daemon already running here keeps its port, and the demo still starts."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", Config.http_port))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _tail(path: str, lines: int = 20) -> str:

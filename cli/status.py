@@ -24,7 +24,7 @@ from ai_analytics.cli.tables import DEFAULT_WIDTH, Column, table
 from ai_analytics.client._segments import parse_lane_name
 from ai_analytics.core.config import Config
 from ai_analytics.core.document import SnapshotDocument, lookup, mapping, sequence
-from ai_analytics.core.errors import StateError
+from ai_analytics.core.errors import StateError, host_port
 from ai_analytics.core.exits import CliExit
 from ai_analytics.core.namespace_lock import daemon_running
 from ai_analytics.core.outcomes import SETTLED
@@ -86,7 +86,8 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
         code = exit_code(True, document)
         if as_json:
             return StatusOutput(json.dumps(document, indent=json_indent), "", code)
-        return StatusOutput(render_text(document, window, width, now), "", code)
+        text = render_text(document, window, width, now)
+        return StatusOutput(f"{text}\n\n{page_line(config)}", "", code)
     if as_json:
         if document is None:
             return StatusOutput("", f"ai-analytics: {problem}" if problem
@@ -97,6 +98,22 @@ def status_output(config: Config, window: str | None = None, as_json: bool = Fal
         return StatusOutput("", no_state + " and is not running", CliExit.NOT_RUNNING)
     text = render_not_running(view, document, config.state_dir, problem, width, now)
     return StatusOutput(text, "", CliExit.NOT_RUNNING)
+
+
+def page_url(config: Config) -> str | None:
+    """The live page's URL on this node (None when http_enabled is false): a daemon bound to
+    every address (0.0.0.0, ::) is reached through loopback, the one address where it serves
+    the page whatever http_pages_beyond_loopback says."""
+    if not config.http_enabled:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.http_host, config.http_host)  # noqa: S104
+    return f"http://{host_port(host, config.http_port)}/"
+
+
+def page_line(config: Config) -> str:
+    """What status and the demo print about the live page."""
+    url = page_url(config)
+    return f"page: {url}" if url else "page: HTTP endpoint disabled (http_enabled: false)"
 
 
 # -- the document's values, tolerated --------------------------------------------------------

@@ -46,7 +46,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -94,8 +94,8 @@ PAGES_SETTING = "http_pages_beyond_loopback"
 Snapshot = Callable[[], SnapshotDocument | None]
 Health = Callable[[], tuple[bool, str]]
 Metrics = Callable[[], bytes]
-# (the URL's query string, the request's monotonic deadline) -> the answer's JSON document
-Series = Callable[[str, float], Mapping[str, object]]
+# (the URL's query string, the request's monotonic deadline) -> the answer as JSON
+Series = Callable[[str, float], bytes]
 
 
 def is_loopback(host: str) -> bool:
@@ -272,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _series(self, query: str) -> None:
         assert self.server.series is not None
         try:
-            document = self.server.series(query, self.deadline)
+            body = self.server.series(query, self.deadline)
         except ApiError as exc:
             self._respond(exc.status, _error_body(exc.status, str(exc)), JSON_TYPE)
             return
@@ -280,8 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.callback_failed("series")
             self._respond(500, _error_body(500, f"series failed: {exc!r}"), JSON_TYPE)
             return
-        self._respond(200, json.dumps(document, separators=(",", ":")).encode() + b"\n",
-                      JSON_TYPE)
+        self._respond(200, body, JSON_TYPE)
 
     def _refused(self, path: str) -> bool:
         """The safety rule (module docstring): answer 404 for what this connection's local

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import urllib.request
 
 from helpers import SHM_DIR, interruptible, script
 
@@ -17,6 +18,7 @@ def test_demo_runs_and_reconciles_exactly():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "received " in result.stdout
+    assert "demo: live page: http://127.0.0.1:" in result.stdout
     assert "(exact)" in result.stdout
     # What a newcomer must see: the four problems named as findings, each with advice.
     final = result.stdout.split("FINDINGS", 1)[1]
@@ -42,6 +44,14 @@ def test_demo_stops_cleanly_on_ctrl_c():
         try:
             line = proc.stdout.readline()
             assert line.startswith("demo: daemon pid"), line + proc.stderr.read()
+            # The live page's URL, and the daemon serves the page there.
+            while not line.startswith("demo: live page: "):
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read()
+            url = line.split("page: ", 1)[1].split()[0]
+            with urllib.request.urlopen(url, timeout=10) as page:
+                assert page.status == 200
+                assert page.headers["Content-Type"] == "text/html; charset=utf-8"
             # Interrupted once the workers run and events are counted: a live frame shows
             # them.
             while "received " not in line:

@@ -29,6 +29,7 @@ from helpers import (
     SHM_DIR,
     STATUS_TITLES,
     invoke,
+    read_config,
     row,
     section,
 )
@@ -349,6 +350,8 @@ def test_status_exit_codes_and_json_from_the_state_file(
         assert result.exit_code == 1, result.output
         assert result.stdout.startswith(f"ai-analyticsd running · namespace {namespace}")
         assert "FINDINGS (1 critical, 1 warning, 1 info)" in result.stdout
+        port = read_config(path)["http_port"]
+        assert result.stdout.rstrip().endswith(f"page: http://127.0.0.1:{port}/")
         as_json = invoke("status", "--config", str(path), "--json")
         assert as_json.exit_code == 1
         expected = copy.deepcopy(document)
@@ -359,12 +362,28 @@ def test_status_exit_codes_and_json_from_the_state_file(
         assert invoke("status", "--config", str(path)).exit_code == 0
     stopped = invoke("status", "--config", str(path))
     assert stopped.exit_code == 3
+    assert "page:" not in stopped.stdout  # no daemon, no page
     head = " ".join(stopped.stdout.split("\n\n")[0].split())
     assert head.startswith(f"ai-analyticsd is NOT running for namespace {namespace}: showing "
                            "shared memory directly; last snapshot from ")
     assert "LAST SNAPSHOT" in stopped.stdout
     assert json.loads(invoke("status", "--config", str(path), "--json").stdout)["daemon"][
         "running"] is False
+
+
+@pytest.mark.parametrize(("settings", "line"), [
+    ({}, "page: http://127.0.0.1:9466/"),
+    ({"http_host": "0.0.0.0", "http_port": 8080}, "page: http://127.0.0.1:8080/"),
+    ({"http_host": "::"}, "page: http://[::1]:9466/"),
+    ({"http_host": "10.1.2.3"}, "page: http://10.1.2.3:9466/"),
+    ({"http_enabled": False}, "page: HTTP endpoint disabled (http_enabled: false)"),
+])
+def test_page_line_names_the_url_status_prints(settings: dict[str, object], line: str) -> None:
+    """The page's URL from http_host and http_port; a daemon on every address is reached
+    through loopback (where it serves the page whatever the switch says)."""
+    from ai_analytics.core.config import config_from_mapping
+
+    assert status.page_line(config_from_mapping(settings)) == line
 
 
 # -- the command line --------------------------------------------------------------------------
