@@ -9,6 +9,8 @@
   const TABLE_WINDOW = "1m";
   const CHART_HEIGHT = 170;
   const PALETTE_SIZE = 8; // --s0 … --s7 in app.css
+  // The daemon runs two series queries at once and makes a third wait: the page asks no more.
+  const SERIES_AT_ONCE = 2;
 
   // One chart per metric. `has` says whether a series of /status has data for it; a chart
   // without `has` is always drawn.
@@ -126,6 +128,24 @@
     node.append(head, body);
     wrap.append(node);
     return wrap;
+  }
+
+  // Runs `task` on each item, at most `width` at a time; the results as Promise.allSettled's.
+  async function settledInTurn(items, width, task) {
+    const results = new Array(items.length);
+    let next = 0;
+    async function worker() {
+      while (next < items.length) {
+        const i = next++;
+        try {
+          results[i] = { status: "fulfilled", value: await task(items[i]) };
+        } catch (reason) {
+          results[i] = { status: "rejected", reason };
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+    return results;
   }
 
   async function getJSON(url) {
@@ -350,7 +370,7 @@
     if (!state.doc) return;
     const generation = ++state.generation;
     const specs = wantedCharts(state.doc);
-    const answers = await Promise.allSettled(specs.map((spec) => getJSON(seriesURL(spec.metric))));
+    const answers = await settledInTurn(specs, SERIES_AT_ONCE, (spec) => getJSON(seriesURL(spec.metric)));
     if (generation !== state.generation) return; // a newer range or selection was asked for
     const notes = new Set();
     specs.forEach((spec, i) => {
