@@ -202,7 +202,7 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
                                                daemon_factory, width, height):
     config = make_config(snapshot_interval_seconds=0.5)
     port = read_config(config)["http_port"]
-    daemon_factory(config)
+    daemon = daemon_factory(config)
     base = f"http://127.0.0.1:{port}/"
     emit(namespace, *FIRST)
     status_where(port, lambda doc: since_start_counts(doc) == expected(*FIRST),
@@ -242,7 +242,12 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
         until(driver, lambda: charts_drawn(driver), "every chart drawn over 5 minutes",
               lambda: coloured(driver))
         urls = requested(driver)
-        assert any("range=5m" in url for url in urls), urls
+
+        def asked(fragment: str) -> bool:
+            urls.extend(requested(driver))
+            return any(fragment in url for url in urls)
+
+        assert asked("range=5m"), urls
 
         # Live: more events appear without a reload.
         emit(namespace, MORE_CHAT, 0, 0)
@@ -261,11 +266,27 @@ def test_the_page_shows_the_known_events_live(tmp_path, namespace, make_config,
                   lambda: coloured(driver))
             screenshot(driver, tmp_path, f"page-dark-{width}x{height}.png")
 
+        # A row chosen: its series charted alone; chosen again: every series. (Clicked from
+        # the page: the table's rows are rebuilt at every poll.)
+        click_chat = ("Array.from(document.querySelectorAll('#series-table tbody tr'))"
+                      ".find(row => row.dataset.operation === 'chat').click();")
+        driver.execute_script(click_chat)
+        until(driver, lambda: asked("operation=chat&model=llama-3-8b"), "chat's series alone")
+        assert driver.find_element("id", "selection").text.startswith("Charting chat")
+        driver.execute_script(click_chat)
+        until(driver, lambda: driver.find_element("id", "selection").text == "All series.",
+              "every series charted again")
+
         # Nothing left the daemon's origin, and the console has no error.
-        urls += requested(driver)
+        asked(base)
         assert urls and all(url.startswith(base) for url in urls), \
             [url for url in urls if not url.startswith(base)]
         assert errors(driver) == []
+
+        # The daemon stopped: the status line says /status cannot be read.
+        assert daemon.stop() == 0
+        until(driver, lambda: "cannot read /status" in driver.find_element(
+            "id", "status-line").text, "the stopped daemon in the status line")
 
 
 def test_the_page_files_are_small_and_carry_no_inline_code():
