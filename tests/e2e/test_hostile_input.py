@@ -78,7 +78,8 @@ def test_real_daemon_answers_bad_requests_and_serves_on(daemon_factory):
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         status, headers, _ = fetch(port, method, "/metrics", body=b"x=1")
         assert (status, headers["Allow"]) == (405, "GET, HEAD"), method
-    for path in ("/", "/metrics/", "/../../etc/passwd", "/status%00", "/%2e%2e/state.json"):
+    for path in ("/index.html", "/metrics/", "/../../etc/passwd", "/status%00",
+                 "/%2e%2e/state.json", "/ui/../../etc/passwd", "/ui/%2e%2e/server.py"):
         assert fetch(port, path=path)[0] == 404, path
     assert fetch(port, path="/metrics", headers={"X-Big": "a" * 100_000})[0] == 431
     for garbage in (b"\x16\x03\x01\x00\xff TLS hello\r\n\r\n", b"GET\r\n\r\n"):
