@@ -33,6 +33,10 @@ DIGITS = 4  # decimals kept in the values
 # 20 series on a 2-core machine), and the page asks again at every snapshot.
 CACHE_SHARE_OF_STEP = 1 / 24
 CACHE_ENTRIES = 32  # answers kept (as JSON, at most MAX_SERIES x MAX_POINTS points each)
+# Tables of every metric kept, by (range, operation, model): the page asks for each metric of
+# one range and filter in turn, and one pass over the rows serves them all. Each is at most
+# MAX_SERIES x MAX_POINTS rows of the metrics' values (a few MB at the bounds).
+TABLE_ENTRIES = 4
 
 RANGES: dict[str, float] = {"5m": 300.0, "1h": 3600.0, "24h": 86400.0, "7d": 604800.0}
 PARAMETERS = ("metric", "range", "operation", "model")
@@ -63,6 +67,7 @@ METRICS: dict[str, Metric | None] = {
     "cache_hit_pct": Metric("cache_hit_rate", "%", "mean", "cache_lookups", 100.0),
     "events": None,  # from the totals of the snapshots table, one series per outcome
 }
+SERIES_METRICS: dict[str, Metric] = {name: m for name, m in METRICS.items() if m is not None}
 EVENTS_UNIT = "events/s"
 # The SQL below is built from these column names only (every value is a bound parameter).
 assert {m.column for m in METRICS.values() if m} | {m.weight for m in METRICS.values() if m and
@@ -204,31 +209,51 @@ def _aggregate(metric: Metric) -> str:
             f"SUM(CASE WHEN {column} IS NOT NULL THEN {weight} END)")
 
 
-def _series_points(conn: sqlite3.Connection, query: SeriesQuery, metric: Metric,
-                   buckets: Buckets, where: dict[str, object]) -> tuple[list[dict], bool]:
+class SeriesTable(NamedTuple):
+    """Every metric of the busiest series over one range's buckets, read in one pass: per
+    (operation, model), per metric, per bucket index, the combined value (a rate's is its
+    event count); ``seconds``: per bucket, the seconds its snapshots cover."""
+
+    values: dict[tuple[str, str], dict[str, dict[int, float | None]]]
+    seconds: dict[int, float]
+    truncated: bool
+
+
+def _series_table(conn: sqlite3.Connection, query: SeriesQuery, where: dict[str, object]
+                  ) -> SeriesTable:
     chosen = _busiest(conn, query, where)
     truncated = len(chosen) > MAX_SERIES
     chosen = chosen[:MAX_SERIES]
+    values: dict[tuple[str, str], dict[str, dict[int, float | None]]] = {
+        pair: {name: {} for name in SERIES_METRICS} for pair in chosen}
     if not chosen:
-        return [], False
+        return SeriesTable(values, {}, False)
     pairs = ", ".join(f"(:o{i}, :m{i})" for i in range(len(chosen)))
     names = {f"{key}{i}": value for i, pair in enumerate(chosen)
              for key, value in zip("om", pair, strict=True)}
-    sql = (f"SELECT r.operation, r.model, {_BUCKET}, {_aggregate(metric)} "  # noqa: S608
+    aggregates = ", ".join(_aggregate(metric) for metric in SERIES_METRICS.values())
+    sql = (f"SELECT r.operation, r.model, {_BUCKET}, {aggregates} "  # noqa: S608
            f"FROM snapshots s JOIN series r ON r.snapshot_id = s.id "
            f"WHERE {_IN_RANGE} AND (r.operation, r.model) IN (VALUES {pairs}) "
            f"GROUP BY r.operation, r.model, 3")
-    values: dict[tuple[str, str], dict[int, float | None]] = {pair: {} for pair in chosen}
-    for operation, model, bucket, value in conn.execute(sql, {**where, **names}):
-        values[(operation, model)][bucket] = value
-    seconds = _bucket_seconds(conn, where) if metric.combine == "rate" else {}
+    for operation, model, bucket, *combined in conn.execute(sql, {**where, **names}):
+        by_metric = values[(operation, model)]
+        for name, value in zip(SERIES_METRICS, combined, strict=True):
+            by_metric[name][bucket] = value
+    return SeriesTable(values, _bucket_seconds(conn, where), truncated)
+
+
+def _series_points(table: SeriesTable, name: str, metric: Metric, buckets: Buckets
+                   ) -> list[dict]:
     result = []
-    for (operation, model), by_bucket in values.items():
+    for (operation, model), by_metric in table.values.items():
+        by_bucket = by_metric[name]
         if metric.combine == "rate":  # no row in a bucket with snapshots: idle, 0 events/s
-            by_bucket = {b: (by_bucket.get(b) or 0) / s for b, s in seconds.items() if s > 0}
+            by_bucket = {b: (by_bucket.get(b) or 0) / s
+                         for b, s in table.seconds.items() if s > 0}
         result.append({"operation": operation, "model": model,
                        "points": _points(buckets, by_bucket, metric.scale)})
-    return result, truncated
+    return result
 
 
 def _event_points(conn: sqlite3.Connection, buckets: Buckets, where: dict[str, object]
@@ -278,6 +303,10 @@ class SeriesApi:
         self._lock = threading.Lock()  # guards _cache
         # query -> (monotonic time it expires, the answer as JSON)
         self._cache: OrderedDict[SeriesQuery, tuple[float, bytes]] = OrderedDict()
+        # (range, operation, model) -> (the newest snapshot id and the first bucket it was
+        # read with, the table): valid until a snapshot is added or the buckets move on.
+        self._tables: OrderedDict[tuple[str, str | None, str | None],
+                                  tuple[tuple[int, float], SeriesTable]] = OrderedDict()
 
     def __call__(self, query_string: str, deadline: float) -> bytes:
         """The answer to one request (the URL's query string) as JSON, by ``deadline``
@@ -309,6 +338,25 @@ class SeriesApi:
                 return None
             return entry[1]
 
+    def _table(self, conn: sqlite3.Connection, query: SeriesQuery, buckets: Buckets,
+               where: dict[str, object]) -> SeriesTable:
+        """The table of every metric for ``query``'s range and filters: the one kept, while
+        no snapshot was added since and its buckets are the same, else read anew."""
+        key = (query.range, query.operation, query.model)
+        newest = conn.execute("SELECT MAX(id) FROM snapshots").fetchone()[0]
+        stamp = (-1 if newest is None else int(newest), buckets.start)
+        with self._lock:
+            kept = self._tables.get(key)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        table = _series_table(conn, query, where)
+        with self._lock:
+            self._tables[key] = (stamp, table)
+            self._tables.move_to_end(key)
+            while len(self._tables) > TABLE_ENTRIES:
+                self._tables.popitem(last=False)
+        return table
+
     def answer(self, query: SeriesQuery, deadline: float = math.inf) -> dict[str, object]:
         """The answer's document (see docs/http.md)."""
         metric = METRICS[query.metric]
@@ -335,8 +383,9 @@ class SeriesApi:
                 if metric is None:
                     document["series"] = _event_points(conn, buckets, where)
                 else:
-                    document["series"], document["truncated"] = _series_points(
-                        conn, query, metric, buckets, where)
+                    table = self._table(conn, query, buckets, where)
+                    document["series"] = _series_points(table, query.metric, metric, buckets)
+                    document["truncated"] = table.truncated
         except StateError as exc:
             if time.monotonic() > deadline:  # the progress handler interrupted the query
                 raise ApiError(503, "the history query did not finish within the request's "
