@@ -399,6 +399,20 @@ def test_long_ranges_reuse_an_answer_for_a_share_of_their_step(api, known_histor
     assert [s["model"] for s in answer("5m")["series"]] == ["new"]
 
 
+def test_a_snapshot_added_reaches_every_metric_at_once(api, known_history):
+    """The metrics of a range are read together and kept until the next snapshot: one added
+    since shows in the next answer of any metric, not only of the one asked before it."""
+    def models(metric: str) -> list[str]:
+        answer = json.loads(api(f"metric={metric}&range=5m", time.monotonic() + 10))
+        return sorted(s["model"] for s in answer["series"])
+
+    before = models("p99_ms")
+    known_history.append(NOW - 1.0, 5.0, events(0), [row("op", "new", count=5, errors=0,
+                                                         p99=1.0)])
+    assert models("rate") == sorted([*before, "new"])
+    assert models("p99_ms") == sorted([*before, "new"])
+
+
 def test_every_metric_answers_on_an_empty_history(serve, api, history):
     server = serve(series=api)
     for metric in METRICS:
