@@ -45,3 +45,15 @@ def test_instrument_bench_short_form_measures_every_case(tmp_path: Path) -> None
     assert set(results["cases"]) >= {"noop", "emit", "timed_block", "timed_decorator"}
     assert all(case["fastest"] > 0 for case in results["cases"].values())
     assert len(results["first_calls"]) == 4 and "timed_block" in md.read_text()
+
+
+def test_series_bench_short_form_times_every_range(tmp_path: Path) -> None:
+    out, md = tmp_path / "series.json", tmp_path / "series.md"
+    result = subprocess.run(
+        [sys.executable, "bench/series_bench.py", "--series", "3", "--hours", "0.5",
+         "--polls", "1", "--out", str(out), "--md", str(md), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert set(results["ranges"]) == {"5m", "1h", "24h", "7d"}
+    assert all(r["poll_ms_median"] > 0 for r in results["ranges"].values())
