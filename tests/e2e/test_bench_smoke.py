@@ -21,39 +21,36 @@ def test_every_pytest_benchmark_case_runs_once() -> None:
     assert " passed" in result.stdout.splitlines()[-1]
 
 
-def test_aggregate_bench_short_form_writes_its_results(tmp_path: Path) -> None:
-    out, md = tmp_path / "aggregate.json", tmp_path / "aggregate.md"
+def short_form(script: str, tmp_path: Path, *options: str) -> tuple[dict, str]:
+    """Run ``bench/<script>`` with ``options`` writing into ``tmp_path``; its results (JSON)
+    and its markdown."""
+    out, md = tmp_path / "results.json", tmp_path / "results.md"
     result = subprocess.run(
-        [sys.executable, "bench/aggregate_bench.py", "--rounds", "1", "--batch", "4096",
-         "--batches", "1", "--drain-threads", "1", "--snapshot-rate", "200",
-         "--events-small", "20000", "--events-large", "40000", "--out", str(out),
-         "--md", str(md), "--quiet"],
+        [sys.executable, f"bench/{script}", *options, "--out", str(out), "--md", str(md),
+         "--quiet"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    results = json.loads(out.read_text())
-    assert results and md.read_text().strip()
+    return json.loads(out.read_text()), md.read_text()
+
+
+def test_aggregate_bench_short_form_writes_its_results(tmp_path: Path) -> None:
+    results, md = short_form(
+        "aggregate_bench.py", tmp_path, "--rounds", "1", "--batch", "4096", "--batches", "1",
+        "--drain-threads", "1", "--snapshot-rate", "200", "--events-small", "20000",
+        "--events-large", "40000")
+    assert results and md.strip()
 
 
 def test_instrument_bench_short_form_measures_every_case(tmp_path: Path) -> None:
-    out, md = tmp_path / "instrument.json", tmp_path / "instrument.md"
-    result = subprocess.run(
-        [sys.executable, "bench/instrument_bench.py", "--rounds", "1", "--calls", "2000",
-         "--threads", "2", "--out", str(out), "--md", str(md), "--quiet"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    results = json.loads(out.read_text())
+    results, md = short_form("instrument_bench.py", tmp_path, "--rounds", "1", "--calls",
+                             "2000", "--threads", "2")
     assert set(results["cases"]) >= {"noop", "emit", "timed_block", "timed_decorator"}
     assert all(case["fastest"] > 0 for case in results["cases"].values())
-    assert len(results["first_calls"]) == 4 and "timed_block" in md.read_text()
+    assert len(results["first_calls"]) == 4 and "timed_block" in md
 
 
 def test_series_bench_short_form_times_every_range(tmp_path: Path) -> None:
-    out, md = tmp_path / "series.json", tmp_path / "series.md"
-    result = subprocess.run(
-        [sys.executable, "bench/series_bench.py", "--series", "3", "--hours", "0.5",
-         "--polls", "1", "--out", str(out), "--md", str(md), "--quiet"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    results = json.loads(out.read_text())
+    results, _ = short_form("series_bench.py", tmp_path, "--series", "3", "--hours", "0.5",
+                            "--polls", "1")
     assert set(results["ranges"]) == {"5m", "1h", "24h", "7d"}
     assert all(r["poll_ms_median"] > 0 for r in results["ranges"].values())
