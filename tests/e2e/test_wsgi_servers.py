@@ -38,25 +38,41 @@ HOOK = "python:ai_analytics.integrations.gunicorn"
 CONCURRENCY = 6
 
 
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except FileNotFoundError:  # gone already
+        return set()
+
+
 class Gunicorn:
     """``gunicorn --workers 2`` on a free loopback port, with the test's namespace."""
 
-    def __init__(self, target: str, log: Path, *options: str, env: dict[str, str]) -> None:
+    def __init__(self, target: str, log: Path, *options: str, env: dict[str, str],
+                 prefix: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.log_path = log
+        self.prefix = prefix  # a command gunicorn runs under (unshare: a PID namespace)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
+            [*prefix, sys.executable, "-m", "gunicorn", "--workers", "2", "--bind",
              f"127.0.0.1:{self.port}", "--chdir", str(APPS), "--graceful-timeout", "30",
              "--no-control-socket",
              *options, target],
             env={**os.environ, **env}, stdout=self._log, stderr=self._log,
             preexec_fn=interruptible)
 
+    def master(self) -> int | None:
+        """The gunicorn master's pid (here; under a prefix, the prefix's one child)."""
+        if not self.prefix:
+            return self.proc.pid
+        return min(_children(self.proc.pid), default=None)
+
     def workers(self) -> set[int]:
-        """The worker processes' pids (the master's children)."""
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return {int(pid) for pid in path.read_text().split()}
+        """The worker processes' pids, as this test sees them (the master's children)."""
+        master = self.master()
+        return set() if master is None else _children(master)
 
     def request(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
         """One request on a connection of its own; a generous timeout for a busy machine
@@ -69,7 +85,8 @@ class Gunicorn:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            # The master, which a prefix (unshare --fork) waits for and ends with.
+            os.kill(self.master() or self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=60)
         finally:
@@ -86,9 +103,11 @@ class Gunicorn:
 def gunicorn(tmp_path: Path, namespace: str) -> Iterator[Callable[..., Gunicorn]]:
     started: list[Gunicorn] = []
 
-    def start(target: str, *options: str, env: dict[str, str] | None = None) -> Gunicorn:
+    def start(target: str, *options: str, env: dict[str, str] | None = None,
+              prefix: tuple[str, ...] = ()) -> Gunicorn:
         server = Gunicorn(target, tmp_path / f"gunicorn-{len(started)}.log", *options,
-                          env={"AI_ANALYTICS_NAMESPACE": namespace, **(env or {})})
+                          env={"AI_ANALYTICS_NAMESPACE": namespace, **(env or {})},
+                          prefix=prefix)
         started.append(server)
         wait_for(lambda: server.proc.poll() is not None or len(server.workers()) == 2,
                  timeout=60, what="two gunicorn workers")
@@ -205,3 +224,25 @@ def test_django_under_gunicorn(gunicorn, make_daemon, namespace):
     server.stop()
     reconcile(make_daemon, sent, "django-app",
               {"embed": "POST /v1/embed/<str:name>", "slow": "GET /v1/slow/<int:ms>"})
+
+
+PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
+
+
+def test_flask_in_a_pid_namespace_of_its_own(gunicorn, make_daemon, namespace):
+    """As in a container: the server's processes are pids 1, 2, 3 of their own PID
+    namespace, the daemon is in another; the hook's lanes, the middleware's events and
+    their exact count hold there."""
+    refused = subprocess.run([*PID_NAMESPACE, "true"], capture_output=True, text=True,
+                             check=False)
+    if refused.returncode != 0:
+        pytest.skip(f"cannot make PID namespaces here (needs root and unshare): "
+                    f"{refused.stderr.strip()}")
+    make_daemon()
+    server = gunicorn("flask_app:app", "-c", HOOK, prefix=PID_NAMESPACE)
+    sent, pids = workload(server, "/v1/chat/x/stream")
+    outside = server.workers()
+    assert pids.isdisjoint(outside)  # the app's own pids are its namespace's
+    server.stop()
+    assert lanes_by_pid(namespace) == dict.fromkeys(pids, 1)  # made by post_fork, one each
+    reconcile(make_daemon, sent, "flask-app", FLASK)
