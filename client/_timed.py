@@ -78,13 +78,47 @@ def _count(name: str, value: object) -> int | None:
     return value
 
 
-def _flag(name: str, value: object, may_be_none: bool) -> bool | None:
-    if value is None and may_be_none:
-        return None
+def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        kinds = "True, False or None" if may_be_none else "True or False"
-        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
     return value
+
+
+def _flag_or_none(name: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None, got {type(value).__name__}")
+    return value
+
+
+def _name_check(table: str) -> Callable[[str, object], object]:
+    """The check of a name: one this thread's lane holds in ``table`` (``ops`` or
+    ``models``) was checked when first used; another is checked as emit would."""
+    def check(name: str, value: object) -> object:
+        try:
+            getattr(_emit_module._local.lane, table)[value]
+        except (AttributeError, KeyError, TypeError):
+            _check_name(value, name)
+        return value
+
+    return check
+
+
+class _Field:
+    """A field of the event, checked as it is set, kept in the slot of its name with a
+    leading underscore (which ``finish`` reads directly)."""
+
+    def __init__(self, check: Callable[[str, Any], object]) -> None:
+        self.check = check
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.slot = owner.__dict__[f"_{name}"]  # the slot's own descriptor
+
+    def __get__(self, event: object, owner: type | None = None) -> Any:
+        return self if event is None else self.slot.__get__(event, owner)
+
+    def __set__(self, event: object, value: object) -> None:
+        self.slot.__set__(event, self.check(self.name, value))
 
 
 class Event:
@@ -120,10 +154,9 @@ class Event:
         # A float quality (the usual case) needs no further check.
         self._quality = quality if quality is None or type(quality) is float else _number(
             "quality", quality)
-        self._success = success if success is True else bool(
-            _flag("success", success, may_be_none=False))
-        self._cache_hit = cache_hit if cache_hit is None else _flag(
-            "cache_hit", cache_hit, may_be_none=True)
+        self._success = success if success is True else _flag("success", success)
+        self._cache_hit = cache_hit if cache_hit is None else _flag_or_none(
+            "cache_hit", cache_hit)
         self._tokens_in = tokens_in if tokens_in is None else _count("tokens_in", tokens_in)
         self._tokens_out = tokens_out if tokens_out is None else _count("tokens_out", tokens_out)
         self._queue_ms = queue_ms if queue_ms is None else _number("queue_ms", queue_ms)
@@ -131,79 +164,16 @@ class Event:
         self._started = 0
         self._finished = False
 
-    # -- the fields, checked as they are set (a wrong type raises here, as emit would) -----
-    @property
-    def operation(self) -> str | AIOperationType:
-        """The operation's name: a server's middleware names it once the route is known."""
-        return self._operation
-
-    @operation.setter
-    def operation(self, value: str | AIOperationType) -> None:
-        try:  # a name this thread's lane already holds was checked when first used
-            _emit_module._local.lane.ops[value]
-        except (AttributeError, KeyError, TypeError):
-            _check_name(value, "operation")
-        self._operation = value
-
-    @property
-    def model(self) -> str:
-        return self._model
-
-    @model.setter
-    def model(self, value: str) -> None:
-        try:
-            _emit_module._local.lane.models[value]
-        except (AttributeError, KeyError, TypeError):
-            _check_name(value, "model")
-        self._model = value
-
-    @property
-    def quality(self) -> float | None:
-        return self._quality
-
-    @quality.setter
-    def quality(self, value: float | None) -> None:
-        self._quality = _number("quality", value)
-
-    @property
-    def success(self) -> bool:
-        return self._success
-
-    @success.setter
-    def success(self, value: bool) -> None:
-        self._success = bool(_flag("success", value, may_be_none=False))
-
-    @property
-    def cache_hit(self) -> bool | None:
-        return self._cache_hit
-
-    @cache_hit.setter
-    def cache_hit(self, value: bool | None) -> None:
-        self._cache_hit = _flag("cache_hit", value, may_be_none=True)
-
-    @property
-    def tokens_in(self) -> int | None:
-        return self._tokens_in
-
-    @tokens_in.setter
-    def tokens_in(self, value: int | None) -> None:
-        self._tokens_in = _count("tokens_in", value)
-
-    @property
-    def tokens_out(self) -> int | None:
-        return self._tokens_out
-
-    @tokens_out.setter
-    def tokens_out(self, value: int | None) -> None:
-        self._tokens_out = _count("tokens_out", value)
-
-    @property
-    def queue_ms(self) -> float | None:
-        return self._queue_ms
-
-    @queue_ms.setter
-    def queue_ms(self, value: float | None) -> None:
-        self._queue_ms = _number("queue_ms", value)
+    # -- the fields, checked as they are set (a wrong type raises there, as emit would) ----
+    # ``operation``: a server's middleware names the event once the route is known.
+    operation = _Field(_name_check("ops"))
+    model = _Field(_name_check("models"))
+    quality = _Field(_number)
+    success = _Field(_flag)
+    cache_hit = _Field(_flag_or_none)
+    tokens_in = _Field(_count)
+    tokens_out = _Field(_count)
+    queue_ms = _Field(_number)
 
     @property
     def ttft_ms(self) -> float | None:
