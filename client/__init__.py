@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._emit import cache_state, dropped_without_lane, emit, prepare
+from ._emit import cache_state, dropped_without_lane, emit, emit_path, prepare
 from ._operations import AIOperationType
 
 __all__ = [
     "AIOperationType", "AnalyticsAIIntegration", "AnalyticsConfig", "cache_state",
-    "current_event", "dropped_without_lane", "emit", "prepare", "timed",
+    "current_event", "dropped_without_lane", "emit", "emit_path", "prepare", "timed",
 ]
 
 

@@ -18,7 +18,9 @@ import os
 import struct
 import threading
 import time
+from typing import TYPE_CHECKING
 
+from . import _compiled
 from . import _layout as L
 from ._lane import Lane, after_fork_in_child, read_geometry
 from ._operations import AIOperationType
@@ -486,3 +488,29 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# The compiled fast path, when built and not turned off (see _compiled): it reads this
+# module's ``_local`` on every call and the same Lane objects, and hands every call it does
+# not handle to the pure-Python functions above, so both paths write the same bytes and
+# raise the same errors.
+emit_python, cache_state_python = emit, cache_state
+_fast, _pure_reason = _compiled.chosen()
+if TYPE_CHECKING:
+    emit, cache_state = emit_python, cache_state_python
+elif _fast is not None:
+    _fast.configure(emit_python, cache_state_python, globals(), Lane, L.RECORD_SIZE,
+                    L.OFF_HEAD)
+    emit, cache_state = _fast.emit, _fast.cache_state
+
+
+def emit_path() -> str:
+    """``"compiled"`` when ``emit`` and ``cache_state`` run the C extension, ``"python"``
+    when they run the pure-Python path (extension not built, a free-threaded interpreter, or
+    $AI_ANALYTICS_PURE_PYTHON set; ``emit_path_reason()`` says which)."""
+    return "python" if _fast is None else "compiled"
+
+
+def emit_path_reason() -> str:
+    """Why the pure-Python path is used; empty when the compiled one is."""
+    return _pure_reason

@@ -1,0 +1,39 @@
+"""Which path ``emit`` and ``cache_state`` take: compiled (``_fastemit``) or pure Python.
+
+The compiled module is an optional C extension built with the package where a compiler is
+present. It is not used when it is absent (no compiler at install time), on a free-threaded
+interpreter (it is never built there: its correctness argument rests on the GIL), or when
+``$AI_ANALYTICS_PURE_PYTHON`` is set to anything but ``0`` or empty (for debugging, and for
+running the client's tests on the pure-Python path). docs/ring-format.md says what each path
+guarantees.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+PURE_PYTHON_ENV = "AI_ANALYTICS_PURE_PYTHON"
+
+
+def _extension() -> tuple[ModuleType | None, str]:
+    """The compiled module, or None and why not."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None, "free-threaded interpreter"
+    try:
+        from . import _fastemit
+    except ImportError as exc:
+        return None, f"not built ({exc})"
+    return _fastemit, ""
+
+
+extension, missing_reason = _extension()
+
+
+def chosen() -> tuple[ModuleType | None, str]:
+    """The module emit should use, or None and why the pure-Python path is used instead."""
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return None, f"${PURE_PYTHON_ENV} is set"
+    return extension, missing_reason
+

@@ -1,0 +1,594 @@
+/* The compiled fast path of client.emit and client.cache_state.
+ *
+ * It handles the common call only: this thread already has a lane with a ring, the names
+ * are exact str objects already interned in it, the ring has room, and every argument has
+ * an exact built-in type with a value the record can hold. Anything else (first call in a
+ * thread, a new name, an AIOperationType member, a full lane, a float subclass, a bad or
+ * out-of-range argument, an unknown keyword) is handed, untouched, to the pure-Python
+ * function the loader registered, which writes the same bytes and raises the same errors.
+ *
+ * The Python Lane object stays the owner of every piece of state (head, limit, the name
+ * dicts, the mapping): this file reads its slots and writes its head, so the Python slow
+ * paths see exactly what they would after a Python call.
+ *
+ * Nothing here calls back into Python code on the fast path: type checks are exact, dict
+ * lookups use exact str keys (whose hash and comparison are C), and no object is created
+ * or freed once the head int is reused (see store_head). So a Python signal handler, which
+ * CPython runs only between bytecodes, can never run in the middle of a call; there is no
+ * lock and no system call (clock_gettime(CLOCK_MONOTONIC) is answered by the vDSO on Linux).
+ * docs/ring-format.md has the whole argument, and the memory-ordering one.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef Py_GIL_DISABLED
+/* Its correctness argument rests on the GIL (one thread runs the lane's owner at a time,
+ * no object changes under us): refuse to load, and the pure-Python path is used. */
+#error "ai_analytics.client._fastemit does not support free-threaded builds"
+#endif
+
+#if PY_LITTLE_ENDIAN != 1
+#error "the ring format is little-endian"
+#endif
+
+/* Layout constants, checked against client/_layout.py by configure(). */
+#define RECORD_SIZE 64
+#define OFF_HEAD 64
+#define KIND_EXTENDED 1
+#define KIND_CACHE_STATE 2
+#define CACHE_ABSENT 2
+#define TOKENS_ABSENT 0xFFFFFFFFu
+
+/* What configure() registered: the Python implementations, the module globals that hold
+ * the thread-local, and the Lane type whose slot offsets we read. */
+static PyObject *py_emit = NULL;
+static PyObject *py_cache_state = NULL;
+static PyObject *emit_globals = NULL; /* _emit's module dict: "_local" is looked up per call */
+static PyTypeObject *lane_type = NULL;
+static PyObject *str_local = NULL, *str_lane = NULL;
+/* keyword names, compared by identity first (call sites pass interned constants) */
+static PyObject *kw_operation, *kw_latency_ms, *kw_model, *kw_quality, *kw_success,
+    *kw_cache_hit, *kw_ttft_ms, *kw_queue_ms, *kw_tokens_in, *kw_tokens_out, *kw_name,
+    *kw_size, *kw_evictions;
+
+/* Byte offsets of Lane's slots inside the instance. */
+static Py_ssize_t off_head = -1, off_limit = -1, off_capacity = -1, off_base = -1,
+                  off_ops = -1, off_models = -1, off_q = -1;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static const uint64_t NAN64_BITS = 0x7ff8000000000000ull; /* float("nan") */
+static const uint32_t NAN32_BITS = 0x7fc00000u;            /* (float)float("nan") */
+
+/* -- small helpers ---------------------------------------------------------------------- */
+
+/* A non-negative exact int that fits 63 bits, read without raising; -1 otherwise. */
+static inline int64_t
+small_index(PyObject *o)
+{
+    if (o == NULL || !PyLong_CheckExact(o))
+        return -1;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || v < 0) {
+        if (v == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        return -1;
+    }
+    return (int64_t)v;
+}
+
+/* latency_ms / size: an exact float, or an exact int that converts exactly as struct's 'd'
+ * does (PyFloat_AsDouble, correctly rounded); 0 when the value must go to Python. */
+static inline int
+as_double(PyObject *o, double *out)
+{
+    if (PyFloat_CheckExact(o)) {
+        *out = PyFloat_AS_DOUBLE(o);
+        return 1;
+    }
+    if (PyLong_CheckExact(o)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow)
+            return 0; /* huge ints: struct's own conversion decides, in Python */
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        /* |v| < 2**63: PyLong_AsDouble rounds to nearest, as this conversion does */
+        *out = (double)v;
+        return 1;
+    }
+    return 0;
+}
+
+/* quality / ttft_ms / queue_ms: None (NaN), or a number whose float32 cast does not
+ * overflow (struct's 'f' raises, or not, by Python version there: let Python decide). */
+static inline int
+as_float32(PyObject *o, uint32_t *bits)
+{
+    if (o == NULL || o == Py_None) {
+        *bits = NAN32_BITS;
+        return 1;
+    }
+    double d;
+    if (!as_double(o, &d))
+        return 0;
+    float f = (float)d;
+    if (isinf(f) && !isinf(d))
+        return 0;
+    memcpy(bits, &f, 4);
+    return 1;
+}
+
+/* tokens: None (absent) or an exact int in 0..0xFFFFFFFE */
+static inline int
+as_tokens(PyObject *o, uint32_t *out)
+{
+    if (o == NULL || o == Py_None) {
+        *out = TOKENS_ABSENT;
+        return 1;
+    }
+    int64_t v = small_index(o);
+    if (v < 0 || v >= (int64_t)TOKENS_ABSENT)
+        return 0;
+    *out = (uint32_t)v;
+    return 1;
+}
+
+static inline uint64_t
+now_ns(void)
+{
+    /* time.monotonic_ns() is clock_gettime(CLOCK_MONOTONIC) on Linux and the BSDs */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The name's id in one of the lane's dicts; -1 when it is not there (or not an exact str,
+ * whose hash could run Python code). */
+static inline long
+name_id(PyObject *ids, PyObject *name)
+{
+    if (!PyUnicode_CheckExact(name) || ids == NULL || !PyDict_CheckExact(ids))
+        return -1;
+    PyObject *v = PyDict_GetItemWithError(ids, name); /* borrowed */
+    if (v == NULL) {
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        return -1;
+    }
+    int64_t id = small_index(v);
+    return (id >= 0 && id <= 0xFFFF) ? (long)id : -1;
+}
+
+/* The calling thread's lane (a new reference), or NULL if it has none usable here. */
+static inline PyObject *
+thread_lane(void)
+{
+    PyObject *local = PyDict_GetItemWithError(emit_globals, str_local); /* borrowed */
+    if (local == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *lane = PyObject_GetAttr(local, str_lane);
+    if (lane == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (Py_TYPE(lane) != lane_type) { /* None, a stand-in or a lane without a ring */
+        Py_DECREF(lane);
+        return NULL;
+    }
+    return lane;
+}
+
+/* Where the ring's bytes are: lane.q is a memoryview over the whole mapping. */
+static inline char *
+lane_memory(PyObject *lane, Py_ssize_t *len)
+{
+    PyObject *q = SLOT(lane, off_q);
+    if (q == NULL || !PyMemoryView_Check(q))
+        return NULL;
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)q;
+    if (mv->flags & _Py_MEMORYVIEW_RELEASED)
+        return NULL;
+    *len = mv->view.len;
+    return (char *)mv->view.buf;
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* one digit, positive, not immortal */
+#define ONE_DIGIT(o) (((PyLongObject *)(o))->long_value.lv_tag == ((uintptr_t)1 << _PyLong_NON_SIZE_BITS))
+#define DIGIT0(o) (((PyLongObject *)(o))->long_value.ob_digit[0])
+#else
+#define ONE_DIGIT(o) (Py_SIZE(o) == 1)
+#define DIGIT0(o) (((PyLongObject *)(o))->ob_digit[0])
+#endif
+
+/* lane.head = value. When the int in the slot is referenced by the slot alone and one
+ * digit long, its value changes in place: nobody else can see that object, and the fast
+ * path allocates nothing. Otherwise (the first laps, a Python frame that holds it, a value
+ * past 2**30) a new int is made, exactly as `lane.head = h + 1` would. */
+static inline int
+store_head(PyObject *lane, uint64_t value)
+{
+    PyObject *old = SLOT(lane, off_head);
+    if (old != NULL && Py_REFCNT(old) == 1 && PyLong_CheckExact(old) && ONE_DIGIT(old)
+        && value > 256 && value < ((uint64_t)1 << PyLong_SHIFT)) {
+        DIGIT0(old) = (digit)value;
+        return 0;
+    }
+    PyObject *fresh = PyLong_FromUnsignedLongLong(value);
+    if (fresh == NULL)
+        return -1;
+    SLOT(lane, off_head) = fresh;
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* Claim the next slot of a lane with room: its address, and the index in *h. NULL when
+ * the Python path must run (no room, an odd state). */
+static inline char *
+claim_slot(PyObject *lane, uint64_t *h, char **base_out)
+{
+    int64_t head = small_index(SLOT(lane, off_head));
+    PyObject *limit_o = SLOT(lane, off_limit);
+    if (head < 0 || limit_o == NULL || !PyLong_CheckExact(limit_o))
+        return NULL;
+    unsigned long long limit = PyLong_AsUnsignedLongLong(limit_o);
+    if (limit == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if ((uint64_t)head >= limit)
+        return NULL; /* full: refresh the tail, drop or write, in Python */
+    int64_t capacity = small_index(SLOT(lane, off_capacity));
+    int64_t base = small_index(SLOT(lane, off_base));
+    if (capacity <= 0 || base < 0)
+        return NULL;
+    Py_ssize_t len = 0;
+    char *mem = lane_memory(lane, &len);
+    if (mem == NULL)
+        return NULL;
+    uint64_t offset = (uint64_t)base + ((uint64_t)head % (uint64_t)capacity) * RECORD_SIZE;
+    if (len < OFF_HEAD + 8 || offset + RECORD_SIZE > (uint64_t)len)
+        return NULL;
+    *h = (uint64_t)head;
+    *base_out = mem;
+    return mem + offset;
+}
+
+/* Publish: the record's stores become visible before the new head (a release store; on
+ * x86-64 a plain store, on ARM64 stlr). */
+static inline void
+publish_head(char *mem, uint64_t head)
+{
+    __atomic_store_n((uint64_t *)(mem + OFF_HEAD), head, __ATOMIC_RELEASE);
+}
+
+static inline void
+put_u64(char *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void
+put_u32(char *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void
+put_u16(char *p, uint16_t v) { memcpy(p, &v, 2); }
+
+/* -- emit --------------------------------------------------------------------------------- */
+
+static PyObject *
+fallback(PyObject *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return PyObject_Vectorcall(func, args, (size_t)nargs, kwnames);
+}
+
+/* The keyword's position among emit's parameters, -1 if unknown. */
+static inline int
+emit_keyword(PyObject *k)
+{
+    if (k == kw_quality) return 3;
+    if (k == kw_model) return 2;
+    if (k == kw_success) return 4;
+    if (k == kw_cache_hit) return 5;
+    if (k == kw_ttft_ms) return 6;
+    if (k == kw_queue_ms) return 7;
+    if (k == kw_tokens_in) return 8;
+    if (k == kw_tokens_out) return 9;
+    if (k == kw_latency_ms) return 1;
+    if (k == kw_operation) return 0;
+    return -1;
+}
+
+static PyObject *
+fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    /* operation, latency_ms, model, quality, success, cache_hit, ttft, queue, tin, tout */
+    PyObject *a[10] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (nargs > 6 || py_emit == NULL)
+        goto slow;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        a[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            int at = emit_keyword(PyTuple_GET_ITEM(kwnames, i));
+            if (at < 0 || a[at] != NULL)
+                goto slow; /* unknown, duplicated, or not interned: Python says */
+            a[at] = args[nargs + i];
+        }
+    }
+    if (a[0] == NULL || a[1] == NULL)
+        goto slow;
+
+    double latency;
+    uint32_t quality, ttft = NAN32_BITS, queue = NAN32_BITS, tin = TOKENS_ABSENT,
+                      tout = TOKENS_ABSENT;
+    uint8_t success = 1, cache_hit = CACHE_ABSENT;
+    if (!as_double(a[1], &latency) || !as_float32(a[3], &quality))
+        goto slow;
+    if (a[4] != NULL) {
+        if (a[4] == Py_True) success = 1;
+        else if (a[4] == Py_False) success = 0;
+        else goto slow;
+    }
+    if (a[5] != NULL && a[5] != Py_None) {
+        if (a[5] == Py_True) cache_hit = 1;
+        else if (a[5] == Py_False) cache_hit = 0;
+        else goto slow;
+    }
+    int extended = 0;
+    for (int i = 6; i < 10; i++)
+        if (a[i] != NULL && a[i] != Py_None)
+            extended = 1;
+    if (extended && (!as_float32(a[6], &ttft) || !as_float32(a[7], &queue)
+                     || !as_tokens(a[8], &tin) || !as_tokens(a[9], &tout)))
+        goto slow;
+
+    PyObject *lane = thread_lane();
+    if (lane == NULL)
+        goto slow;
+    long op_id = name_id(SLOT(lane, off_ops), a[0]);
+    long model_id = a[2] == NULL ? 0 : name_id(SLOT(lane, off_models), a[2]);
+    if (op_id < 0 || model_id < 0)
+        goto slow_lane;
+    uint64_t h;
+    char *mem;
+    char *slot = claim_slot(lane, &h, &mem);
+    if (slot == NULL)
+        goto slow_lane;
+    if (store_head(lane, h + 1) < 0) {
+        Py_DECREF(lane);
+        return NULL;
+    }
+
+    /* The same bytes as RECORD_BASIC ("QQdfHHBBx": 35 bytes, kind 0) or RECORD_EXTENDED
+     * ("QQdfHHBBBxffII": 52 bytes); the rest of the slot is left as it was. */
+    put_u64(slot + 0, h);
+    put_u64(slot + 8, now_ns());
+    memcpy(slot + 16, &latency, 8);
+    put_u32(slot + 24, quality);
+    put_u16(slot + 28, (uint16_t)op_id);
+    put_u16(slot + 30, (uint16_t)model_id);
+    slot[32] = (char)success;
+    slot[33] = (char)cache_hit;
+    if (!extended) {
+        slot[34] = 0;
+    }
+    else {
+        slot[34] = KIND_EXTENDED;
+        slot[35] = 0;
+        put_u32(slot + 36, ttft);
+        put_u32(slot + 40, queue);
+        put_u32(slot + 44, tin);
+        put_u32(slot + 48, tout);
+    }
+    publish_head(mem, h + 1);
+    Py_DECREF(lane);
+    Py_RETURN_TRUE;
+
+slow_lane:
+    Py_DECREF(lane);
+slow:
+    return fallback(py_emit, args, nargs, kwnames);
+}
+
+/* -- cache_state -------------------------------------------------------------------------- */
+
+static PyObject *
+fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[3] = {NULL, NULL, NULL}; /* name, size, evictions */
+    if (nargs > 3 || py_cache_state == NULL)
+        goto slow;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        a[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            int at = k == kw_name ? 0 : k == kw_size ? 1 : k == kw_evictions ? 2 : -1;
+            if (at < 0 || a[at] != NULL)
+                goto slow;
+            a[at] = args[nargs + i];
+        }
+    }
+    if (a[0] == NULL)
+        goto slow;
+    double size;
+    uint64_t size_bits = NAN64_BITS;
+    if (a[1] != NULL && a[1] != Py_None) {
+        if (!as_double(a[1], &size))
+            goto slow;
+        memcpy(&size_bits, &size, 8);
+    }
+    int64_t evictions = a[2] == NULL ? 0 : small_index(a[2]);
+    if (evictions < 0 || evictions >= (int64_t)TOKENS_ABSENT)
+        goto slow;
+
+    PyObject *lane = thread_lane();
+    if (lane == NULL)
+        goto slow;
+    long id = name_id(SLOT(lane, off_ops), a[0]);
+    if (id < 0)
+        goto slow_lane;
+    uint64_t h;
+    char *mem;
+    char *slot = claim_slot(lane, &h, &mem);
+    if (slot == NULL)
+        goto slow_lane;
+    if (store_head(lane, h + 1) < 0) {
+        Py_DECREF(lane);
+        return NULL;
+    }
+    /* RECORD_EXTENDED with kind KIND_CACHE_STATE, as _pack_cache_state writes it */
+    put_u64(slot + 0, h);
+    put_u64(slot + 8, now_ns());
+    put_u64(slot + 16, size_bits);
+    put_u32(slot + 24, NAN32_BITS);
+    put_u16(slot + 28, (uint16_t)id);
+    put_u16(slot + 30, 0);
+    slot[32] = 1;
+    slot[33] = CACHE_ABSENT;
+    slot[34] = KIND_CACHE_STATE;
+    slot[35] = 0;
+    put_u32(slot + 36, NAN32_BITS);
+    put_u32(slot + 40, NAN32_BITS);
+    put_u32(slot + 44, (uint32_t)evictions);
+    put_u32(slot + 48, 0);
+    publish_head(mem, h + 1);
+    Py_DECREF(lane);
+    Py_RETURN_TRUE;
+
+slow_lane:
+    Py_DECREF(lane);
+slow:
+    return fallback(py_cache_state, args, nargs, kwnames);
+}
+
+/* -- the daemon's acquire read -------------------------------------------------------------- */
+
+static PyObject *
+load_acquire_u64(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load_acquire_u64(buffer, byte_offset)");
+        return NULL;
+    }
+    Py_ssize_t offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (offset < 0 || offset % 8 != 0 || offset + 8 > view.len || ((uintptr_t)view.buf % 8)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_IndexError, "byte_offset must be an aligned offset inside it");
+        return NULL;
+    }
+    uint64_t v = __atomic_load_n((uint64_t *)((char *)view.buf + offset), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+/* -- configure ---------------------------------------------------------------------------- */
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
+    if (descr == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == T_OBJECT_EX || m->type == T_OBJECT)
+            off = m->offset;
+    }
+    Py_DECREF(descr);
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "Lane.%s is not a __slots__ member", name);
+    return off;
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    PyObject *emit_func, *cache_func, *globals, *type;
+    int record_size, off_head_check;
+    if (!PyArg_ParseTuple(args, "OOO!O!ii", &emit_func, &cache_func, &PyDict_Type, &globals,
+                          &PyType_Type, &type, &record_size, &off_head_check))
+        return NULL;
+    if (record_size != RECORD_SIZE || off_head_check != OFF_HEAD) {
+        PyErr_SetString(PyExc_ImportError, "_fastemit was built for another ring layout");
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)type;
+    Py_ssize_t o[7];
+    const char *names[7] = {"head", "limit", "capacity", "base", "ops", "models", "q"};
+    for (int i = 0; i < 7; i++)
+        if ((o[i] = slot_offset(t, names[i])) < 0)
+            return NULL;
+    off_head = o[0]; off_limit = o[1]; off_capacity = o[2]; off_base = o[3];
+    off_ops = o[4]; off_models = o[5]; off_q = o[6];
+    Py_INCREF(emit_func); Py_XSETREF(py_emit, emit_func);
+    Py_INCREF(cache_func); Py_XSETREF(py_cache_state, cache_func);
+    Py_INCREF(globals); Py_XSETREF(emit_globals, globals);
+    Py_INCREF(type); Py_XSETREF(lane_type, t);
+    Py_RETURN_NONE;
+}
+
+static int
+intern_all(void)
+{
+#define I(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
+    I(str_local, "_local"); I(str_lane, "lane");
+    I(kw_operation, "operation"); I(kw_latency_ms, "latency_ms"); I(kw_model, "model");
+    I(kw_quality, "quality"); I(kw_success, "success"); I(kw_cache_hit, "cache_hit");
+    I(kw_ttft_ms, "ttft_ms"); I(kw_queue_ms, "queue_ms"); I(kw_tokens_in, "tokens_in");
+    I(kw_tokens_out, "tokens_out"); I(kw_name, "name"); I(kw_size, "size");
+    I(kw_evictions, "evictions");
+#undef I
+    return 0;
+}
+
+PyDoc_STRVAR(emit_doc,
+"emit($module, operation, latency_ms, model='', quality=None, success=True, cache_hit=None, *, ttft_ms=None, queue_ms=None, tokens_in=None, tokens_out=None)\n--\n\n"
+"Record one inference event without blocking; return False if it was dropped.\n\n"
+"The compiled fast path of ai_analytics.client.emit: every call it does not handle goes\n"
+"to the pure-Python emit, which has the full description.");
+
+PyDoc_STRVAR(cache_state_doc,
+"cache_state($module, name, size=None, evictions=0)\n--\n\n"
+"Report a cache's state (the compiled fast path of ai_analytics.client.cache_state).");
+
+static PyMethodDef methods[] = {
+    {"emit", (PyCFunction)(void (*)(void))fast_emit, METH_FASTCALL | METH_KEYWORDS, emit_doc},
+    {"cache_state", (PyCFunction)(void (*)(void))fast_cache_state,
+     METH_FASTCALL | METH_KEYWORDS, cache_state_doc},
+    {"load_acquire_u64", (PyCFunction)(void (*)(void))load_acquire_u64, METH_FASTCALL,
+     "load_acquire_u64($module, buffer, byte_offset, /)\n--\n\n"
+     "Read the aligned little-endian u64 at byte_offset with acquire ordering."},
+    {"configure", configure, METH_VARARGS,
+     "configure(emit, cache_state, emit_globals, lane_type, record_size, off_head)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_fastemit",
+    "The compiled fast path of ai_analytics.client.emit and cache_state.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fastemit(void)
+{
+    if (intern_all() < 0)
+        return NULL;
+    return PyModule_Create(&module_def);
+}
