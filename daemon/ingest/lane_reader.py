@@ -15,12 +15,17 @@ import stat
 import numpy as np
 
 from ai_analytics.client import _layout as L
+from ai_analytics.client._compiled import extension
 from ai_analytics.client._segments import fd_lock_held
 from ai_analytics.core.lane_header import BadSegment, LaneHeader, NotReady, parse_header
 from ai_analytics.daemon.ingest.records import RECORD_DTYPE, name_slots
 
 _RAW_RECORD = np.dtype((np.void, L.RECORD_SIZE))
 _U64_MASK = (1 << 64) - 1
+# The head read with acquire ordering: the records read after it are at least as new as it
+# says, on ARM64 too. Without the compiled module, the plain load through the "Q" view, which
+# gives that order on x86-64 only (docs/ring-format.md, "Memory ordering").
+_load_acquire = extension.load_acquire_u64 if extension is not None else None
 
 __all__ = ["BadSegment", "Drained", "LaneReader", "NotReady"]
 
@@ -77,7 +82,11 @@ class LaneReader:
     # -- shared counters -------------------------------------------------------------------
     def head(self) -> int:
         """Records published; a no-ring lane publishes none, whatever its header says."""
-        return int(self.q[L.Q_HEAD]) if self.identity.has_ring else 0
+        if not self.identity.has_ring:
+            return 0
+        if _load_acquire is not None:
+            return _load_acquire(self.mm, L.OFF_HEAD)
+        return int(self.q[L.Q_HEAD])
 
     def dropped(self) -> int:
         return int(self.q[L.Q_DROPPED])
