@@ -32,7 +32,11 @@ collector is off while a loop is timed, as in ``timeit``):
     default geometry, drop when full). The script plays the daemon: before each timed
     chunk of at most half the capacity it stores the lane's head into the header's tail, so
     the lane never fills and emit still pays its real once-a-lap re-read of the tail.
-``emit_extended``
+``emit_python``
+    The same call through the pure-Python path (``_emit.emit_python``, what
+    ``AI_ANALYTICS_PURE_PYTHON=1`` selects); ``emit`` is the compiled path when it is built
+    (the report says which path ``client.emit`` took).
+``emit_extended``, ``emit_extended_python``
     The same plus ``ttft_ms=3.5, tokens_in=512, tokens_out=128`` (the 52-byte record).
 ``emit_drop``
     ``emit`` into a lane that is full and is never drained: the drop path (re-read the tail,
@@ -62,6 +66,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ai_analytics import client
+from ai_analytics.client import _emit
 from ai_analytics.client import _layout as L
 
 from benchlib.drain import DrainRig, one_mixed_lane
@@ -77,7 +83,8 @@ from benchlib.report import (
 from benchlib.timing import interleaved_rounds, loop_basic, loop_extended, noop, time_calls
 
 HERE = Path(__file__).resolve().parent
-CASES = ("noop", "bare", "emit", "emit_extended", "emit_drop", "drain")
+CASES = ("noop", "bare", "emit", "emit_python", "emit_extended", "emit_extended_python",
+         "emit_drop", "drain")
 
 TARGET_EMIT_NS = 1000.0
 TARGET_EMIT_OVER_BARE = 2.0
@@ -108,7 +115,10 @@ def measure_all(
             "noop": lambda: time_calls(loop_basic, noop, calls, chunk)[0],
             "bare": lambda: time_calls(loop_basic, bare, calls, chunk, lanes.drain_live)[0],
             "emit": lambda: lanes.time_emit(loop_basic, calls),
+            "emit_python": lambda: lanes.time_emit(loop_basic, calls, _emit.emit_python),
             "emit_extended": lambda: lanes.time_emit(loop_extended, calls),
+            "emit_extended_python": lambda: lanes.time_emit(
+                loop_extended, calls, _emit.emit_python),
             "emit_drop": lambda: lanes.time_drop(calls),
             "drain": run_drain,
         }
@@ -205,6 +215,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{m['implementation']} {m['python']}; load average before "
         f"{', '.join(f'{x:.2f}' for x in m['loadavg'])}\n"
         f"- command: `{report['command']}`\n"
+        f"- `client.emit` took the {report['emit_path']} path\n"
         f"- source: {source_line(report['source'])}\n"
         f"- {p['rounds']} interleaved rounds of {p['calls_made']} calls per case (timed in loops "
         f"of {p['chunk']}), drain: {p['drain_batches']} batches of {p['drain_capacity']} records "
@@ -288,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             "drain_batches": args.drain_batches,
         },
         "cases": summary,
+        "emit_path": client.emit_path(),
     }
     report["targets"] = check_targets(summary)
     print(table(summary))

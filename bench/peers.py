@@ -20,9 +20,16 @@ every case pays the same loop and call overhead and the peer's own work on top:
 ``noop``          a Python function with emit's signature that does nothing: the floor.
 ``emit``          ``client.emit`` into this thread's lane in a private namespace, which the
                   script keeps drained between timed chunks (shared tail := head), exactly as
-                  ``bench/emit_bench.py`` does (``benchlib.lanes.Lanes``).
+                  ``bench/emit_bench.py`` does (``benchlib.lanes.Lanes``). This is the
+                  compiled path (client/_fastemit.c) when it is built and not turned off; the
+                  report says which path ``client.emit`` took (``emit_path``).
+``emit_python``   the pure-Python path of the same call (``_emit.emit_python``, what
+                  ``AI_ANALYTICS_PURE_PYTHON=1`` selects), into the same lane.
+``prometheus_observe`` prometheus_client's ``Histogram.labels(op, model).observe(s)`` alone
+                  (own registry): the single call the issue's target compares emit with.
 ``prometheus``    prometheus_client, single-process: ``Histogram.labels(op, model).observe(s)``
-                  and ``Counter.labels(op, model, outcome).inc()`` (own registry).
+                  and ``Counter.labels(op, model, outcome).inc()`` (own registry): the pair
+                  that records what one emit records.
 ``prometheus_mp`` the same in multiprocess mode: measured in a subprocess started with
                   ``PROMETHEUS_MULTIPROC_DIR`` set to a fresh temporary directory (the variable
                   is read when prometheus_client is imported). The subprocess runs the same
@@ -75,6 +82,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ai_analytics import client
+from ai_analytics.client import _emit
+
 from benchlib.lanes import Lanes, remove_segments
 from benchlib.prometheus import MP_ENV, NotInstalled, Recorder, setup_prometheus
 from benchlib.report import RunStart, exit_on_sigterm, header_lines, progress, write_results
@@ -84,6 +94,8 @@ HERE = Path(__file__).resolve().parent
 ALL_ROWS = (
     "noop",
     "emit",
+    "emit_python",
+    "prometheus_observe",
     "prometheus",
     "prometheus_mp",
     "opentelemetry",
@@ -92,7 +104,9 @@ ALL_ROWS = (
 )
 DESCRIPTION = {
     "noop": "no-op Python call, same arguments (floor)",
-    "emit": "ai_analytics `client.emit` (shared-memory lane)",
+    "emit": "ai_analytics `client.emit` (shared-memory lane), compiled path",
+    "emit_python": "the same `client.emit`, pure-Python path (`AI_ANALYTICS_PURE_PYTHON=1`)",
+    "prometheus_observe": "prometheus_client `Histogram.labels(op, model).observe(s)` alone",
     "prometheus": "prometheus_client, single process (Histogram + Counter)",
     "prometheus_mp": "prometheus_client, multiprocess mode (own subprocess)",
     "opentelemetry": "opentelemetry-sdk metrics (histogram.record + counter.add)",
@@ -135,6 +149,31 @@ def setup_opentelemetry() -> Recorder:
         provider.shutdown()
 
     return record, close
+
+
+def setup_prometheus_observe() -> Recorder:
+    """``Histogram.labels(op, model).observe(s)`` alone, in a registry of its own."""
+    try:
+        from prometheus_client import CollectorRegistry, Histogram
+    except ImportError as e:
+        raise NotInstalled(str(e)) from e
+    hist = Histogram(
+        "inference_latency_seconds", "latency", ["operation", "model"],
+        registry=CollectorRegistry(),
+    )
+    h_labels = hist.labels
+
+    def record(
+        operation: str,
+        latency_ms: float,
+        model: str = "",
+        quality: float | None = None,
+        success: bool = True,
+        cache_hit: bool | None = None,
+    ) -> None:
+        h_labels(operation, model).observe(latency_ms / 1000.0)
+
+    return record, lambda: None
 
 
 class UdpSink:
@@ -297,9 +336,14 @@ def measure_main(
         runs: dict[str, Callable[[], float]] = {
             "noop": plain(noop),
             "emit": lambda: lanes.time_emit(loop_basic, calls),
+            "emit_python": lambda: lanes.time_emit(loop_basic, calls, _emit.emit_python),
         }
+        facts["emit_path"] = client.emit_path()
+        if client.emit_path() != "compiled":
+            facts["emit_path_reason"] = _emit.emit_path_reason()
         try:
             for name, setup in (
+                ("prometheus_observe", setup_prometheus_observe),
                 ("prometheus", setup_prometheus),
                 ("opentelemetry", setup_opentelemetry),
             ):
@@ -516,21 +560,47 @@ def measure_import(runs: int) -> dict[str, Any]:
 def table(report: dict[str, Any]) -> str:
     rows = [
         "| case | what | fastest ns/event | median ns/event "
-        "| ratio to emit (fastest) | ratio to emit (median) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| ratio to emit (fastest) | ratio to emit (median) | ratio to no-op (fastest) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     cases, missing = report["cases"], report["missing"]
+    floor = cases["noop"]["fastest"]
     for name in ALL_ROWS:
         if name in cases:
             c = cases[name]
+            # prometheus_mp ran in its own process: its no-op ratio is to that process's
+            to_noop = c.get("ratio_noop_fastest", c["fastest"] / floor)
             rows.append(
                 f"| {name} | {DESCRIPTION[name]} | {c['fastest']:.0f} | {c['median']:.0f} "
-                f"| {c['ratio_fastest']:.2f} | {c['ratio_median']:.2f} |"
+                f"| {c['ratio_fastest']:.2f} | {c['ratio_median']:.2f} | {to_noop:.2f} |"
             )
         else:
             why = missing.get(name, "not measured")
-            rows.append(f"| {name} | {DESCRIPTION[name]} | {why} | | | |")
+            rows.append(f"| {name} | {DESCRIPTION[name]} | {why} | | | | |")
     return "\n".join(rows)
+
+
+def target_summary(report: dict[str, Any]) -> list[str]:
+    """The issue's targets for the compiled emit, from the fastest rounds of this run."""
+    cases = report["cases"]
+    emit, noop_ = cases["emit"]["fastest"], cases["noop"]["fastest"]
+    lines = [
+        f"- `client.emit` took the {report['facts']['emit_path']} path",
+        f"- compiled emit / no-op: {emit / noop_:.2f} (target <= 4, aim 3): "
+        f"{'PASS' if emit / noop_ <= 4 else 'FAIL'}",
+    ]
+    if "emit_python" in cases:
+        py = cases["emit_python"]["fastest"]
+        lines.append(f"- pure-Python emit / no-op: {py / noop_:.2f}; "
+                     f"pure-Python / compiled: {py / emit:.2f}")
+    if "prometheus_observe" in cases:
+        obs = cases["prometheus_observe"]["fastest"]
+        lines.append(f"- prometheus_client labels().observe / compiled emit: {obs / emit:.1f} "
+                     f"(target >= 15): {'PASS' if obs / emit >= 15 else 'FAIL'}")
+    if "prometheus" in cases:
+        lines.append(f"- prometheus_client Histogram + Counter / compiled emit: "
+                     f"{cases['prometheus']['fastest'] / emit:.1f}")
+    return lines
 
 
 def import_table(imp: dict[str, Any]) -> str:
@@ -578,6 +648,7 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             table(report),
             "",
+            *target_summary(report),
             *notes,
             "",
             "## Import time of the client",
@@ -636,6 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     if mp.get("samples"):
         sub = summarize(mp["samples"])
         cases["prometheus_mp"] = sub["prometheus_mp"]
+        cases["prometheus_mp"]["ratio_noop_fastest"] = (
+            sub["prometheus_mp"]["fastest"] / sub["noop"]["fastest"]
+        )
         mp_info["own_emit"] = {k: sub["emit"][k] for k in ("fastest", "median")}
         mp_info["own_noop"] = {k: sub["noop"][k] for k in ("fastest", "median")}
         mp_info["ratio_to_main_emit_fastest"] = (
@@ -662,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
         "import": imp,
     }
     print(table(report))
+    print()
+    print("\n".join(target_summary(report)))
     print()
     print(import_table(imp))
     write_results(report, args.out, args.md, markdown(report))

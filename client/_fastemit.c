@@ -13,7 +13,7 @@
  *
  * Nothing here calls back into Python code on the fast path: type checks are exact, dict
  * lookups use exact str keys (whose hash and comparison are C), and no object is created
- * or freed once the head int is reused (see store_head). So a Python signal handler, which
+ * or freed once the head int is reused (see store_count). So a Python signal handler, which
  * CPython runs only between bytecodes, can never run in the middle of a call; there is no
  * lock and no system call (clock_gettime(CLOCK_MONOTONIC) is answered by the vDSO on Linux).
  * docs/ring-format.md has the whole argument, and the memory-ordering one.
@@ -58,7 +58,8 @@ static PyObject *kw_operation, *kw_latency_ms, *kw_model, *kw_quality, *kw_succe
 
 /* Byte offsets of Lane's slots inside the instance. */
 static Py_ssize_t off_head = -1, off_limit = -1, off_capacity = -1, off_base = -1,
-                  off_ops = -1, off_models = -1, off_q = -1;
+                  off_ops = -1, off_models = -1, off_q = -1, off_dropped = -1,
+                  off_no_ring = -1;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -212,14 +213,14 @@ lane_memory(PyObject *lane, Py_ssize_t *len)
 #define DIGIT0(o) (((PyLongObject *)(o))->ob_digit[0])
 #endif
 
-/* lane.head = value. When the int in the slot is referenced by the slot alone and one
- * digit long, its value changes in place: nobody else can see that object, and the fast
- * path allocates nothing. Otherwise (the first laps, a Python frame that holds it, a value
- * past 2**30) a new int is made, exactly as `lane.head = h + 1` would. */
+/* lane.<slot> = value (head, dropped). When the int in the slot is referenced by the slot
+ * alone and one digit long, its value changes in place: nobody else can see that object,
+ * and the fast path allocates nothing. Otherwise (the first laps, a Python frame that holds
+ * it, a value past 2**30) a new int is made, exactly as `lane.head = h + 1` would. */
 static inline int
-store_head(PyObject *lane, uint64_t value)
+store_count(PyObject *lane, Py_ssize_t off, uint64_t value)
 {
-    PyObject *old = SLOT(lane, off_head);
+    PyObject *old = SLOT(lane, off);
     if (old != NULL && Py_REFCNT(old) == 1 && PyLong_CheckExact(old) && ONE_DIGIT(old)
         && value > 256 && value < ((uint64_t)1 << PyLong_SHIFT)) {
         DIGIT0(old) = (digit)value;
@@ -228,13 +229,49 @@ store_head(PyObject *lane, uint64_t value)
     PyObject *fresh = PyLong_FromUnsignedLongLong(value);
     if (fresh == NULL)
         return -1;
-    SLOT(lane, off_head) = fresh;
+    SLOT(lane, off) = fresh;
     Py_XDECREF(old);
     return 0;
 }
 
+#define OFF_DROPPED 72
+#define OFF_TAIL 128
+#define FULL ((char *)1)
+
+/* The cached tail says the lane is full (drop mode): read the daemon's tail, as
+ * Lane.refresh_limit does. Still full: count the drop as _emit_full does (the arguments are
+ * already known good) and return 1. Room after all: return 0, and the Python path writes
+ * (leaving lane.limit for it to refresh, so that it takes its own once-a-lap path). */
+static inline int
+drop_if_still_full(PyObject *lane, char *mem, uint64_t head, uint64_t capacity)
+{
+    if (off_no_ring < 0 || SLOT(lane, off_no_ring) != Py_False)
+        return 0;
+    PyObject *dropped_o = SLOT(lane, off_dropped);
+    int64_t dropped = small_index(dropped_o);
+    if (dropped < 0)
+        return 0;
+    uint64_t tail = __atomic_load_n((uint64_t *)(mem + OFF_TAIL), __ATOMIC_ACQUIRE);
+    uint64_t limit = tail + capacity;
+    if (limit < tail || head < limit)
+        return 0;
+    PyObject *old = SLOT(lane, off_limit);
+    if (PyLong_AsUnsignedLongLong(old) != limit) {
+        PyObject *fresh = PyLong_FromUnsignedLongLong(limit);
+        if (fresh == NULL)
+            return -1;
+        SLOT(lane, off_limit) = fresh;
+        Py_DECREF(old);
+    }
+    if (store_count(lane, off_dropped, (uint64_t)dropped + 1) < 0)
+        return -1;
+    __atomic_store_n((uint64_t *)(mem + OFF_DROPPED), (uint64_t)dropped + 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
 /* Claim the next slot of a lane with room: its address, and the index in *h. NULL when
- * the Python path must run (no room, an odd state). */
+ * the Python path must run (an odd state, or room only after a fresh look at the tail);
+ * FULL when the event was dropped and counted; NULL with an error set on failure. */
 static inline char *
 claim_slot(PyObject *lane, uint64_t *h, char **base_out)
 {
@@ -247,8 +284,6 @@ claim_slot(PyObject *lane, uint64_t *h, char **base_out)
         PyErr_Clear();
         return NULL;
     }
-    if ((uint64_t)head >= limit)
-        return NULL; /* full: refresh the tail, drop or write, in Python */
     int64_t capacity = small_index(SLOT(lane, off_capacity));
     int64_t base = small_index(SLOT(lane, off_base));
     if (capacity <= 0 || base < 0)
@@ -258,8 +293,12 @@ claim_slot(PyObject *lane, uint64_t *h, char **base_out)
     if (mem == NULL)
         return NULL;
     uint64_t offset = (uint64_t)base + ((uint64_t)head % (uint64_t)capacity) * RECORD_SIZE;
-    if (len < OFF_HEAD + 8 || offset + RECORD_SIZE > (uint64_t)len)
+    if (len < OFF_TAIL + 8 || offset + RECORD_SIZE > (uint64_t)len)
         return NULL;
+    if ((uint64_t)head >= limit) {
+        int dropped = drop_if_still_full(lane, mem, (uint64_t)head, (uint64_t)capacity);
+        return dropped > 0 ? FULL : NULL;
+    }
     *h = (uint64_t)head;
     *base_out = mem;
     return mem + offset;
@@ -364,9 +403,18 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     uint64_t h;
     char *mem;
     char *slot = claim_slot(lane, &h, &mem);
-    if (slot == NULL)
+    if (slot == FULL) {
+        Py_DECREF(lane);
+        Py_RETURN_FALSE;
+    }
+    if (slot == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(lane);
+            return NULL;
+        }
         goto slow_lane;
-    if (store_head(lane, h + 1) < 0) {
+    }
+    if (store_count(lane, off_head, h + 1) < 0) {
         Py_DECREF(lane);
         return NULL;
     }
@@ -444,9 +492,18 @@ fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     uint64_t h;
     char *mem;
     char *slot = claim_slot(lane, &h, &mem);
-    if (slot == NULL)
+    if (slot == FULL) {
+        Py_DECREF(lane);
+        Py_RETURN_FALSE;
+    }
+    if (slot == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(lane);
+            return NULL;
+        }
         goto slow_lane;
-    if (store_head(lane, h + 1) < 0) {
+    }
+    if (store_count(lane, off_head, h + 1) < 0) {
         Py_DECREF(lane);
         return NULL;
     }
@@ -533,13 +590,14 @@ configure(PyObject *module, PyObject *args)
         return NULL;
     }
     PyTypeObject *t = (PyTypeObject *)type;
-    Py_ssize_t o[7];
-    const char *names[7] = {"head", "limit", "capacity", "base", "ops", "models", "q"};
-    for (int i = 0; i < 7; i++)
+    Py_ssize_t o[9];
+    const char *names[9] = {"head", "limit", "capacity", "base", "ops", "models", "q",
+                            "dropped", "no_ring"};
+    for (int i = 0; i < 9; i++)
         if ((o[i] = slot_offset(t, names[i])) < 0)
             return NULL;
     off_head = o[0]; off_limit = o[1]; off_capacity = o[2]; off_base = o[3];
-    off_ops = o[4]; off_models = o[5]; off_q = o[6];
+    off_ops = o[4]; off_models = o[5]; off_q = o[6]; off_dropped = o[7]; off_no_ring = o[8];
     Py_INCREF(emit_func); Py_XSETREF(py_emit, emit_func);
     Py_INCREF(cache_func); Py_XSETREF(py_cache_state, cache_func);
     Py_INCREF(globals); Py_XSETREF(emit_globals, globals);

@@ -305,6 +305,32 @@ def test_the_common_calls_stay_compiled(
     assert counted_fallbacks == ["emit"] * 3
 
 
+def test_drops_stay_compiled(
+    counted_fallbacks: list[str], on_thread: Callable[..., Any]
+) -> None:
+    """On a full lane, a fresh look at the tail and the drop are compiled too; the write once
+    the daemon has made room goes to Python (once a lap)."""
+    assert fast is not None
+
+    def fill() -> Lane:
+        fast.emit("op", 1.0)
+        lane: Lane = _emit._local.lane
+        for _ in range(lane.capacity - 1):
+            fast.emit("op", 1.0)
+        return lane
+
+    lane = on_thread(fill)
+    counted_fallbacks.clear()
+    assert on_thread(fast.emit, "op", 1.0) is False
+    assert on_thread(fast.cache_state, "op", 1.0) is False
+    assert counted_fallbacks == []
+    assert lane.dropped == lane.q[L.Q_DROPPED] == 2
+    lane.q[L.Q_TAIL] = 1  # the daemon consumed one record
+    assert on_thread(fast.emit, "op", 1.0) is True
+    assert counted_fallbacks == ["emit"]
+    assert lane.head == lane.q[L.Q_HEAD] == lane.capacity + 1
+
+
 def test_a_held_head_keeps_its_value(on_thread: Callable[..., Any]) -> None:
     """The compiled path reuses the head's int object only when nothing else holds it."""
     assert fast is not None
