@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 PURE_PYTHON_ENV = "AI_ANALYTICS_PURE_PYTHON"
@@ -39,3 +40,12 @@ def chosen() -> tuple[ModuleType | None, str]:
         return None, f"${PURE_PYTHON_ENV} is set"
     return extension, missing_reason
 
+
+
+# CPUs whose plain stores are not reordered with earlier stores (TSO): there a store through
+# a memoryview's "Q" view publishes everything written before it. Elsewhere (ARM64, ...) the
+# producer's Python code publishes through the compiled release store when it is built.
+STRONGLY_ORDERED = os.uname().machine.lower() in ("x86_64", "amd64", "i386", "i686")
+store_release_u64: Callable[[object, int, int], None] | None = (
+    None if STRONGLY_ORDERED or extension is None else extension.store_release_u64
+)

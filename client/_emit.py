@@ -56,6 +56,8 @@ _now = time.monotonic_ns
 _pack_basic = L.RECORD_BASIC.pack_into
 _pack_extended = L.RECORD_EXTENDED.pack_into
 _Q_HEAD = L.Q_HEAD
+_OFF_HEAD = L.OFF_HEAD
+_store_release = _compiled.store_release_u64  # None on x86-64, or without the compiled module
 _Q_DROPPED = L.Q_DROPPED
 _NAN = float("nan")
 _RETRY_SECONDS = 5.0
@@ -116,7 +118,10 @@ def emit(
         _raise_argument_error(
             exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
         )
-    lane.q[_Q_HEAD] = lane.head  # publish: one aligned 8-byte store, after the record
+    if _store_release is None:
+        lane.q[_Q_HEAD] = lane.head  # publish: one aligned 8-byte store, after the record
+    else:  # a CPU that may reorder stores: a release store
+        _store_release(lane.buf, _OFF_HEAD, lane.head)
     return True
 
 
@@ -146,7 +151,10 @@ def cache_state(name: str, size: float | None = None, evictions: int = 0) -> boo
         if lane.head == h + 1:
             lane.head = h
         raise
-    lane.q[_Q_HEAD] = lane.head
+    if _store_release is None:
+        lane.q[_Q_HEAD] = lane.head
+    else:
+        _store_release(lane.buf, _OFF_HEAD, lane.head)
     return True
 
 
@@ -249,7 +257,10 @@ def _write_after_refresh(
         _raise_argument_error(
             exc, latency_ms, quality, success, cache_hit, ttft_ms, queue_ms, tokens_in, tokens_out
         )
-    lane.q[_Q_HEAD] = lane.head
+    if _store_release is None:
+        lane.q[_Q_HEAD] = lane.head
+    else:
+        _store_release(lane.buf, _OFF_HEAD, lane.head)
     return True
 
 

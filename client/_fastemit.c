@@ -557,6 +557,34 @@ load_acquire_u64(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromUnsignedLongLong(v);
 }
 
+/* The producer's other publications (a slow-path head, names_count, the magic) on CPUs
+ * where a plain store does not order the stores before it. */
+static PyObject *
+store_release_u64(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "store_release_u64(buffer, byte_offset, value)");
+        return NULL;
+    }
+    Py_ssize_t offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    if (offset == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long value = PyLong_AsUnsignedLongLong(args[2]);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (offset < 0 || offset % 8 != 0 || offset + 8 > view.len || ((uintptr_t)view.buf % 8)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_IndexError, "byte_offset must be an aligned offset inside it");
+        return NULL;
+    }
+    __atomic_store_n((uint64_t *)((char *)view.buf + offset), (uint64_t)value, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 /* -- configure ---------------------------------------------------------------------------- */
 
 static Py_ssize_t
@@ -636,6 +664,9 @@ static PyMethodDef methods[] = {
     {"load_acquire_u64", (PyCFunction)(void (*)(void))load_acquire_u64, METH_FASTCALL,
      "load_acquire_u64($module, buffer, byte_offset, /)\n--\n\n"
      "Read the aligned little-endian u64 at byte_offset with acquire ordering."},
+    {"store_release_u64", (PyCFunction)(void (*)(void))store_release_u64, METH_FASTCALL,
+     "store_release_u64($module, buffer, byte_offset, value, /)\n--\n\n"
+     "Store value as the aligned little-endian u64 at byte_offset with release ordering."},
     {"configure", configure, METH_VARARGS,
      "configure(emit, cache_state, emit_globals, lane_type, record_size, off_head)"},
     {NULL, NULL, 0, NULL},

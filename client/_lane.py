@@ -19,6 +19,7 @@ import time
 import weakref
 
 from . import _layout as L
+from ._compiled import store_release_u64
 from ._proc import start_ticks
 from ._segments import (
     DAEMON_UID_ENV,
@@ -169,7 +170,7 @@ class Lane:
             self.q = memoryview(self.buf).cast("B").cast("Q")
             self.q[L.Q_PID_NAMESPACE] = pid_namespace()
             # Magic last: until it is there, the daemon treats the segment as "not ready yet".
-            self.q[L.Q_MAGIC] = L.LANE_MAGIC
+            publish(self.q, self.buf, L.OFF_MAGIC, L.LANE_MAGIC)
             if still_named(fd, os.path.join(directory, self.name)):
                 break
             self.q.release()  # removed as abandoned before our lock: make another
@@ -214,7 +215,8 @@ class Lane:
             self.buf[offset + 1 : offset + 1 + len(raw)] = raw
             self.buf[offset] = len(raw)
             self.names_count = index + 1
-            self.q[L.Q_NAMES_COUNT] = self.names_count  # publish after the entry is whole
+            # publish after the entry is whole
+            publish(self.q, self.buf, L.OFF_NAMES_COUNT, self.names_count)
             return index + 1
         finally:
             self.interning = False
@@ -237,6 +239,15 @@ class Lane:
         # of the worker's output; a lane that fails to retire is seen as dead by the daemon.
         except Exception:  # noqa: S110
             pass
+
+
+def publish(q: memoryview, buf: mmap.mmap | bytearray, offset: int, value: int) -> None:
+    """Store ``value`` at ``offset`` after every store before it is visible: a plain aligned
+    store on x86-64, the compiled release store elsewhere (docs/ring-format.md)."""
+    if store_release_u64 is None:
+        q[offset // 8] = value
+    else:
+        store_release_u64(buf, offset, value)
 
 
 def _create_locked(directory: str, namespace: str, size: int) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from ai_analytics import client
-from ai_analytics.client import AIOperationType, _compiled, _emit
+from ai_analytics.client import AIOperationType, _compiled, _emit, _lane
 from ai_analytics.client import _layout as L
 from ai_analytics.client._lane import Lane
 
@@ -368,6 +368,34 @@ def test_load_acquire_u64() -> None:
             fast.load_acquire_u64(buf, offset)
     with pytest.raises(TypeError):
         fast.load_acquire_u64("not a buffer", 0)
+
+
+def test_store_release_u64() -> None:
+    assert fast is not None
+    buf = bytearray(256)
+    fast.store_release_u64(buf, 64, 2**64 - 3)
+    assert struct.unpack_from("<Q", buf, 64)[0] == 2**64 - 3
+    with pytest.raises(IndexError):
+        fast.store_release_u64(buf, 252, 1)
+    with pytest.raises(TypeError):
+        fast.store_release_u64(b"read-only" * 30, 0, 1)
+    with pytest.raises(OverflowError):
+        fast.store_release_u64(buf, 0, -1)
+
+
+def test_release_publication_on_weakly_ordered_cpus(
+    paths: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where plain stores may be reordered (ARM64), the Python path publishes the head, the
+    name count and the magic through the compiled release store: the same lanes result."""
+    assert fast is not None
+    monkeypatch.setattr(_emit, "_store_release", fast.store_release_u64)
+    monkeypatch.setattr(_lane, "store_release_u64", fast.store_release_u64)
+    compiled, python = paths
+    for call in GOOD:
+        assert compiled.call(call) == python.call(call) == ("ok", True), call
+    compare_lanes(compiled.lane(), python.lane())
+    assert python.lane().q[L.Q_MAGIC] == L.LANE_MAGIC
 
 
 def path_in_child(env: dict[str, str]) -> str:
