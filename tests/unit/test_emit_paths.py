@@ -377,7 +377,7 @@ def test_store_release_u64() -> None:
     assert struct.unpack_from("<Q", buf, 64)[0] == 2**64 - 3
     with pytest.raises(IndexError):
         fast.store_release_u64(buf, 252, 1)
-    with pytest.raises(TypeError):
+    with pytest.raises(BufferError):
         fast.store_release_u64(b"read-only" * 30, 0, 1)
     with pytest.raises(OverflowError):
         fast.store_release_u64(buf, 0, -1)
