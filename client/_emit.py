@@ -39,7 +39,7 @@ def _os_thread_local() -> threading.local:
     gives the OS thread's own local type.
     """
     if threading.local.__module__ == "_thread":
-        return threading.local()
+        return _watched(threading.local)()
     import importlib.machinery  # only in a patched process: the client's import stays light
     import importlib.util
 
@@ -47,10 +47,38 @@ def _os_thread_local() -> threading.local:
     assert spec is not None and spec.loader is not None  # built into every CPython
     pristine = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pristine)
-    local: threading.local = pristine._local()
+    local: threading.local = _watched(pristine._local)()
     return local
 
 
+def _watched(base: type[threading.local]) -> type[threading.local]:
+    """``base``, or on the compiled path a subclass whose attribute stores tell the compiled
+    module: it caches each thread's lane, and must forget it before the lane is replaced
+    (see ``thread_lane`` in _fastemit.c). The lane is always set by attribute assignment.
+    (The subclass makes the pure-Python path's read of the lane some 15 ns slower, which is
+    why the pure path alone keeps the plain type.)"""
+    extension = _fast
+    if extension is None:
+        return base
+    if base in _watched_types:  # one type for good: the compiled module knows it by identity
+        return _watched_types[base]
+    local_setattr = extension.local_setattr
+
+    class WatchedLocal(base):  # type: ignore[valid-type,misc]
+        def __setattr__(self, name: str, value: object) -> None:
+            local_setattr(self, name, value)
+
+        def __delattr__(self, name: str) -> None:
+            local_setattr(self, name)
+
+    _watched_types[base] = WatchedLocal
+    return WatchedLocal
+
+
+_watched_types: dict[type[threading.local], type[threading.local]] = {}
+
+
+_fast, _pure_reason = _compiled.chosen()
 _local = _os_thread_local()
 _now = time.monotonic_ns
 _pack_basic = L.RECORD_BASIC.pack_into
@@ -506,9 +534,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # not handle to the pure-Python functions above, so both paths write the same bytes and
 # raise the same errors.
 emit_python, cache_state_python = emit, cache_state
-_fast, _pure_reason = _compiled.chosen()
 if _compiled.extension is not None:  # configured even when unused: tests compare both paths
     _compiled.extension.configure(emit_python, cache_state_python, globals(), Lane,
+                                  type(_local) if _fast is not None else None,
                                   L.RECORD_SIZE, L.OFF_HEAD)
 if TYPE_CHECKING:
     emit, cache_state = emit_python, cache_state_python

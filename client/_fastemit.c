@@ -50,6 +50,7 @@ static PyObject *py_emit = NULL;
 static PyObject *py_cache_state = NULL;
 static PyObject *emit_globals = NULL; /* _emit's module dict: "_local" is looked up per call */
 static PyTypeObject *lane_type = NULL;
+static PyTypeObject *watched_type = NULL; /* the thread-local type that reports its stores */
 static PyObject *str_local = NULL, *str_lane = NULL;
 /* keyword names, compared by identity first (call sites pass interned constants) */
 static PyObject *kw_operation, *kw_latency_ms, *kw_model, *kw_quality, *kw_success,
@@ -169,6 +170,26 @@ name_id(PyObject *ids, PyObject *name)
     return (id >= 0 && id <= 0xFFFF) ? (long)id : -1;
 }
 
+/* The thread's lane, cached. Reading it from the thread-local costs a third of a call, so
+ * each OS thread keeps a borrowed pointer to its lane, valid while three things hold:
+ *  - the same Python thread state (by its unique id: a thread state that is destroyed takes
+ *    its thread-local dicts, and so its lane reference, with it, and a later one on the same
+ *    OS thread has another id);
+ *  - the same `_emit._local` object, to which this module holds a strong reference (so it
+ *    cannot be freed, and its address reused, while it is cached);
+ *  - no attribute of that thread-local set or deleted since, in any thread: its type routes
+ *    __setattr__ and __delattr__ through local_setattr() below, which moves `epoch` before
+ *    the store (the store can free the previous lane and run its __del__, and so a signal
+ *    handler; by then the epoch has moved and the new lane is in place).
+ * Under the GIL these are read and written by one thread at a time. */
+static PyObject *cached_local = NULL;
+static uint64_t epoch = 1;
+static _Thread_local struct {
+    uint64_t epoch;
+    uint64_t thread_id;
+    PyObject *lane; /* borrowed: the thread-local's reference keeps it alive */
+} seen;
+
 /* The calling thread's lane (a new reference), or NULL if it has none usable here. */
 static inline PyObject *
 thread_lane(void)
@@ -177,6 +198,21 @@ thread_lane(void)
     if (local == NULL) {
         PyErr_Clear();
         return NULL;
+    }
+    if (local != cached_local) { /* replaced (the fork handler does): forget every cache */
+        epoch++;
+        PyObject *old = cached_local;
+        Py_INCREF(local);
+        cached_local = local;
+        Py_XDECREF(old);
+        return NULL; /* the old one's lanes may have run code: take the Python path once */
+    }
+    /* cached only where every store to the thread-local goes through local_setattr() */
+    int cacheable = watched_type != NULL && Py_TYPE(local) == watched_type;
+    uint64_t thread_id = PyThreadState_GetID(PyThreadState_Get());
+    if (cacheable && seen.epoch == epoch && seen.thread_id == thread_id && seen.lane != NULL) {
+        Py_INCREF(seen.lane);
+        return seen.lane;
     }
     PyObject *lane = PyObject_GetAttr(local, str_lane);
     if (lane == NULL) {
@@ -187,7 +223,32 @@ thread_lane(void)
         Py_DECREF(lane);
         return NULL;
     }
+    if (cacheable) {
+        seen.epoch = epoch;
+        seen.thread_id = thread_id;
+        seen.lane = lane;
+    }
     return lane;
+}
+
+/* __setattr__ / __delattr__ of the thread-local type (see _emit._os_thread_local): move the
+ * epoch, then store through the base type's own slot. */
+static PyObject *
+local_setattr(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "local_setattr(local, name[, value])");
+        return NULL;
+    }
+    PyTypeObject *base = Py_TYPE(args[0])->tp_base;
+    if (base == NULL || base->tp_setattro == NULL) {
+        PyErr_SetString(PyExc_TypeError, "local_setattr: not a subclass of a thread-local");
+        return NULL;
+    }
+    epoch++;
+    if (base->tp_setattro(args[0], args[1], nargs == 3 ? args[2] : NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 /* Where the ring's bytes are: lane.q is a memoryview over the whole mapping. */
@@ -608,11 +669,15 @@ slot_offset(PyTypeObject *type, const char *name)
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *emit_func, *cache_func, *globals, *type;
+    PyObject *emit_func, *cache_func, *globals, *type, *watched;
     int record_size, off_head_check;
-    if (!PyArg_ParseTuple(args, "OOO!O!ii", &emit_func, &cache_func, &PyDict_Type, &globals,
-                          &PyType_Type, &type, &record_size, &off_head_check))
+    if (!PyArg_ParseTuple(args, "OOO!O!Oii", &emit_func, &cache_func, &PyDict_Type, &globals,
+                          &PyType_Type, &type, &watched, &record_size, &off_head_check))
         return NULL;
+    if (watched != Py_None && !PyType_Check(watched)) {
+        PyErr_SetString(PyExc_TypeError, "watched must be a type or None");
+        return NULL;
+    }
     if (record_size != RECORD_SIZE || off_head_check != OFF_HEAD) {
         PyErr_SetString(PyExc_ImportError, "_fastemit was built for another ring layout");
         return NULL;
@@ -629,7 +694,10 @@ configure(PyObject *module, PyObject *args)
     Py_INCREF(emit_func); Py_XSETREF(py_emit, emit_func);
     Py_INCREF(cache_func); Py_XSETREF(py_cache_state, cache_func);
     Py_INCREF(globals); Py_XSETREF(emit_globals, globals);
+    epoch++;
     Py_INCREF(type); Py_XSETREF(lane_type, t);
+    Py_XINCREF(watched == Py_None ? NULL : watched);
+    Py_XSETREF(watched_type, watched == Py_None ? NULL : (PyTypeObject *)watched);
     Py_RETURN_NONE;
 }
 
@@ -667,8 +735,12 @@ static PyMethodDef methods[] = {
     {"store_release_u64", (PyCFunction)(void (*)(void))store_release_u64, METH_FASTCALL,
      "store_release_u64($module, buffer, byte_offset, value, /)\n--\n\n"
      "Store value as the aligned little-endian u64 at byte_offset with release ordering."},
+    {"local_setattr", (PyCFunction)(void (*)(void))local_setattr, METH_FASTCALL,
+     "local_setattr($module, local, name, value=<delete>, /)\n--\n\n"
+     "Set (or delete) an attribute of the client's thread-local, invalidating cached lanes."},
     {"configure", configure, METH_VARARGS,
-     "configure(emit, cache_state, emit_globals, lane_type, record_size, off_head)"},
+     "configure(emit, cache_state, emit_globals, lane_type, watched_local_type, record_size,"
+     " off_head)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -681,6 +753,11 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__fastemit(void)
 {
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        /* its state is per process, and thread ids are per interpreter */
+        PyErr_SetString(PyExc_ImportError, "_fastemit loads in the main interpreter only");
+        return NULL;
+    }
     if (intern_all() < 0)
         return NULL;
     return PyModule_Create(&module_def);

@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +26,7 @@ import pytest
 from ai_analytics import client
 from ai_analytics.client import AIOperationType, _compiled, _emit, _lane
 from ai_analytics.client import _layout as L
-from ai_analytics.client._lane import Lane
+from ai_analytics.client._lane import Lane, LaneGeometry
 
 from helpers import SHM_DIR
 
@@ -272,11 +273,13 @@ def counted_fallbacks() -> Iterator[list[str]]:
         handed.append("cache_state")
         return _emit.cache_state_python(*args, **kwargs)
 
-    fast.configure(counted_emit, counted_cache, vars(_emit), Lane, L.RECORD_SIZE, L.OFF_HEAD)
+    watched = type(_emit._local) if _emit._fast is not None else None
+    fast.configure(counted_emit, counted_cache, vars(_emit), Lane, watched, L.RECORD_SIZE,
+                   L.OFF_HEAD)
     try:
         yield handed
     finally:
-        fast.configure(_emit.emit_python, _emit.cache_state_python, vars(_emit), Lane,
+        fast.configure(_emit.emit_python, _emit.cache_state_python, vars(_emit), Lane, watched,
                        L.RECORD_SIZE, L.OFF_HEAD)
 
 
@@ -329,6 +332,54 @@ def test_drops_stay_compiled(
     assert on_thread(fast.emit, "op", 1.0) is True
     assert counted_fallbacks == ["emit"]
     assert lane.head == lane.q[L.Q_HEAD] == lane.capacity + 1
+
+
+def test_a_replaced_lane_is_never_written(on_thread: Callable[..., Any]) -> None:
+    """The compiled path caches each thread's lane; a lane put in place (or taken away) by
+    attribute assignment is the one written from the next call on, and a lane that was
+    replaced and freed is never touched again."""
+    assert fast is not None
+
+    def run() -> tuple[int, int, int, bool, int]:
+        fast.emit("op", 1.0)
+        fast.emit("op", 1.0)  # cached now
+        first: Lane = _emit._local.lane
+        gone = weakref.ref(first)
+        second = Lane(os.environ["AI_ANALYTICS_NAMESPACE"],
+                      LaneGeometry(L.MIN_CAPACITY, 4, False))
+        second.ops["op"] = second.intern("op")
+        _emit._local.lane = second
+        second.retire()  # still writable; the daemon would only reclaim it
+        fast.emit("op", 1.0)
+        first_head = first.head
+        del first
+        freed = gone() is None
+        _emit._local.lane = None  # a thread whose lane is being made: the stand-in...
+        del _emit._local.lane  # ...or none at all: the next call makes a new one
+        fast.emit("op", 1.0)
+        third: Lane = _emit._local.lane
+        return first_head, second.head, third.head, freed, second.q[L.Q_HEAD]
+
+    first_head, second_head, third_head, freed, published = on_thread(run)
+    assert (first_head, second_head, third_head, published) == (2, 1, 1, 1)
+    assert freed
+
+
+def test_a_new_thread_local_is_seen(
+    on_thread: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fork handler replaces the thread-local; the compiled path follows."""
+    assert fast is not None
+
+    def run() -> tuple[int, int]:
+        fast.emit("op", 1.0)
+        fast.emit("op", 1.0)
+        old: Lane = _emit._local.lane
+        monkeypatch.setattr(_emit, "_local", _emit._os_thread_local())
+        fast.emit("op", 1.0)
+        return old.head, _emit._local.lane.head
+
+    assert on_thread(run) == (2, 1)
 
 
 def test_a_held_head_keeps_its_value(on_thread: Callable[..., Any]) -> None:
