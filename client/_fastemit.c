@@ -32,6 +32,12 @@
 #error "ai_analytics.client._fastemit does not support free-threaded builds"
 #endif
 
+#ifndef __linux__
+/* The record's ts_ns must be time.monotonic_ns()'s clock, which is CLOCK_MONOTONIC on Linux
+ * (macOS's is mach_absolute_time); the lanes are a Linux design anyway. */
+#error "ai_analytics.client._fastemit is built for Linux only"
+#endif
+
 #if PY_LITTLE_ENDIAN != 1
 #error "the ring format is little-endian"
 #endif
@@ -147,7 +153,7 @@ as_tokens(PyObject *o, uint32_t *out)
 static inline uint64_t
 now_ns(void)
 {
-    /* time.monotonic_ns() is clock_gettime(CLOCK_MONOTONIC) on Linux and the BSDs */
+    /* time.monotonic_ns() is clock_gettime(CLOCK_MONOTONIC) on Linux */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
