@@ -25,7 +25,11 @@ _U64_MASK = (1 << 64) - 1
 # The head read with acquire ordering: the records read after it are at least as new as it
 # says, on ARM64 too. Without the compiled module, the plain load through the "Q" view, which
 # gives that order on x86-64 only (docs/ring-format.md, "Memory ordering").
+# Where the client's compiled module is built, the shared counters that order the protocol
+# are read with acquire and the tail stored with release ordering (docs/ring-format.md, "Memory
+# ordering"): what ARM64 needs; on x86-64 the plain accesses below are already enough.
 _load_acquire = extension.load_acquire_u64 if extension is not None else None
+_store_release = extension.store_release_u64 if extension is not None else None
 
 __all__ = ["BadSegment", "Drained", "LaneReader", "NotReady"]
 
@@ -106,7 +110,9 @@ class LaneReader:
     # -- names -----------------------------------------------------------------------------
     def new_names(self) -> list[tuple[int, str | None]]:
         """Read entries published since the last call: [(name id, text or None if unusable)]."""
-        count = min(int(self.q[L.Q_NAMES_COUNT]), self.identity.names_capacity)
+        published = (_load_acquire(self.mm, L.OFF_NAMES_COUNT) if _load_acquire is not None
+                     else int(self.q[L.Q_NAMES_COUNT]))
+        count = min(published, self.identity.names_capacity)
         found = []
         for index in range(len(self.names), count):
             offset = L.HEADER_SIZE + index * L.NAME_ENTRY_SIZE
@@ -166,7 +172,10 @@ class LaneReader:
     def commit(self, new_tail: int, overwritten: int, invalid: int) -> None:
         """Publish the new tail, then the daemon's counters (in that order: see docs)."""
         self.tail = new_tail
-        self.q[L.Q_TAIL] = new_tail
+        if _store_release is not None:  # the records' reads are done before the slot is freed
+            _store_release(self.mm, L.OFF_TAIL, new_tail)
+        else:
+            self.q[L.Q_TAIL] = new_tail
         # A writer that sets its counters near 2**64 can push these past 64 bits: store them
         # as the wrapping u64 counts they are rather than fail the drain loop.
         self.q[L.Q_OVERWRITTEN] = overwritten & _U64_MASK
