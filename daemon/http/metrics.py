@@ -78,23 +78,15 @@ def render(document: SnapshotDocument | None) -> bytes:
 
 
 class MetricsEndpoint:
-    """The ``/metrics`` callback for ``StatusServer``: ``render`` of ``snapshot()``, cached
-    per document (the daemon publishes a new document object at every snapshot, and never
-    changes one it has published)."""
+    """``render`` as ``StatusServer``'s ``metrics`` argument, for callers that name the
+    document's source: the server reads the document itself (``snapshot`` or ``publish``),
+    calls this with it, and keeps what it returns for as long as that document is served."""
 
-    def __init__(self, snapshot: Callable[[], SnapshotDocument | None]) -> None:
+    def __init__(self, snapshot: Callable[[], SnapshotDocument | None] | None = None) -> None:
         self.snapshot = snapshot
-        # (document, its text): one tuple, replaced whole, so a reader sees a matching pair.
-        self._rendered: tuple[object, bytes] | None = None
 
-    def __call__(self) -> bytes:
-        document = self.snapshot()
-        cached = self._rendered
-        if cached is not None and cached[0] is document:
-            return cached[1]
-        body = render(document)
-        self._rendered = (document, body)
-        return body
+    def __call__(self, document: SnapshotDocument | None) -> bytes:
+        return render(document)
 
 
 def _families(doc: SnapshotDocument) -> Iterator[Metric]:

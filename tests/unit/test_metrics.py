@@ -4,6 +4,7 @@ server; the Grafana dashboard's panels and queries."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -12,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon.http.metrics import MetricsEndpoint, render
+from ai_analytics.core.document import SnapshotDocument
+from ai_analytics.daemon.http.metrics import render
 from ai_analytics.daemon.http.server import METRICS_TYPE
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.edge_counts import (
@@ -224,36 +226,30 @@ def test_gpu_and_sink_sections_when_present(document):
     assert value(found, "ai_analytics_sink_skipped_writes_total", sink="state") == 3
 
 
-def test_endpoint_renders_each_document_once():
-    """MetricsEndpoint serves the same bytes for the same published document, and a new
-    rendering for a new one."""
-    first_document, second_document = documents.snapshot(), documents.snapshot()
-    first_document["events"]["received"] = 1
-    second_document["events"]["received"] = 2
-    holder = {"doc": first_document}
-    endpoint = MetricsEndpoint(lambda: holder["doc"])
-    first = endpoint()
-    assert endpoint() is first
-    holder["doc"] = second_document
-    assert value(samples(endpoint()), "ai_analytics_events_total", outcome="received") == 2
+def test_metrics_route_on_the_status_server(serve, document):
+    """GET and HEAD /metrics answer the real rendering of the served document with the
+    text format's content type, rendered once for both and for the gzip form; other methods
+    get 405; a rendering that raises a 500, and the server serves on; /status is unchanged;
+    no document yet: an empty body."""
+    holder: dict[str, object] = {"doc": None}
 
-
-def test_metrics_route_on_the_status_server(serve):
-    """GET and HEAD /metrics answer the text format with its content type; other methods
-    get 405; a raising callback a 500, and the server serves on; /status is unchanged."""
-    calls = {"n": 0}
-
-    def metrics() -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def metrics(served: SnapshotDocument | None) -> bytes:
+        if served is not None and "broken" in served:
             raise RuntimeError("boom")
-        return b"ai_analytics_up 1\n"
+        return render(served)
 
-    server = serve(metrics=metrics)
+    server = serve(snapshot=lambda: holder["doc"], metrics=metrics)
+    assert fetch(server, path="/metrics")[::2] == (200, b"")
+    holder["doc"] = document
     status, headers, body = fetch(server, path="/metrics")
-    assert (status, headers["Content-Type"], body) == (200, METRICS_TYPE, b"ai_analytics_up 1\n")
+    assert (status, headers["Content-Type"], body) == (200, METRICS_TYPE, render(document))
     assert fetch(server, "HEAD", "/metrics")[::2] == (200, b"")
+    status, headers, packed = fetch(server, path="/metrics", headers={"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(packed) == body
+    assert server.renders == {"metrics": 1, "metrics.gzip": 1}
+    holder["doc"] = {**document, "broken": True}
     assert fetch(server, path="/metrics")[0] == 500
+    holder["doc"] = document
     assert fetch(server, path="/metrics")[0] == 200
     assert fetch(server, "POST", "/metrics")[0] == 405
     assert fetch(server, path="/status")[0] == 200
