@@ -4,13 +4,18 @@ server; the Grafana dashboard's panels and queries."""
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from ai_analytics.client import _layout as L
 from ai_analytics.core.document import SnapshotDocument
@@ -178,6 +183,92 @@ def test_rendered_names_types_labels_and_numbers(document):
     assert value(found, "ai_analytics_daemon_resident_memory_bytes") > 1e6
     assert value(found, "ai_analytics_snapshot_timestamp_seconds") == document["written_unix"]
     assert value(found, "ai_analytics_series") == 2
+
+
+def reference_text(text: bytes) -> bytes:
+    """prometheus_client's own writer (``generate_latest``) over the families parsed from
+    ``text``: what the library would have written for the same samples."""
+    families = list(text_string_to_metric_families(text.decode()))
+
+    class Parsed(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return iter(families)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Parsed())
+    return generate_latest(registry)
+
+
+def odd_names(document: dict) -> dict:
+    """``document`` with its series renamed to label values that need escaping (quote,
+    backslash, newline, non-ASCII) and counts past a million (written with an exponent)."""
+    names = {"generate": 'gen "quoted" \\ back\nslash', "embed": "émbed ✓"}
+    document = copy.deepcopy(document)
+    for row in (*document["operations"], *document["histograms"]["request_duration_seconds"],
+                *document["histograms"]["time_to_first_token_seconds"]):
+        row["operation"] = names[row["operation"]]
+    document["operations"][0]["windows"]["since_start"]["successes"] = 12_345_678
+    document["histograms"]["request_duration_seconds"][0]["count"] = 2_500_000
+    return document
+
+
+def test_the_text_is_what_prometheus_client_writes(document):
+    """Byte for byte, the text equals prometheus_client's writer over the same samples:
+    HELP and TYPE lines, _total, sorted label names, escaped label values, Go's number
+    format, histogram lines; with label values that need escaping and large counts, and
+    with the GPU and sink sections."""
+    gpu = documents.gpu(devices=[documents.gpu_device(0, 87, memory_used_mb=1024.0)])
+    for doc in (document, odd_names(document),
+                {**document, "resources": {**document["resources"], "gpu": gpu},
+                 "sinks": documents.sinks()}):
+        text = render(doc)
+        assert text == reference_text(text)
+    found = samples(render(odd_names(document)))
+    odd = {"operation": 'gen "quoted" \\ back\nslash', "model": "llama"}
+    assert value(found, "ai_analytics_requests_total", **odd, outcome="success") == 12_345_678
+    assert value(found, "ai_analytics_request_duration_seconds_count", **odd) == 2_500_000
+    assert value(found, "ai_analytics_requests_total", operation="émbed ✓", model="bge",
+                 outcome="success") == 10
+
+
+def test_series_show_only_what_they_report(document):
+    """A series that passed no tokens, no cache lookup, no quality, no TTFT and no queue
+    time (embed) has requests and latency lines only; the LLM series (generate) has them
+    all; every family present has samples (no HELP without samples)."""
+    text = render(document)
+    found = samples(text)
+    emb = frozenset({"operation": "embed", "model": "bge"}.items())
+    for_embed = {name for name, labels in found
+                 if {("operation", "embed"), ("model", "bge")} <= labels}
+    assert {name.rsplit("_", 1)[0] if "duration" in name else name for name in for_embed} == {
+        "ai_analytics_requests_total", "ai_analytics_request_duration_seconds"}
+    assert ("ai_analytics_request_duration_seconds_count", emb) in found
+    gen = {("operation", "generate"), ("model", "llama")}
+    for_gen = {name for name, labels in found if gen <= labels}
+    for name in ("tokens_total", "cache_hits_total", "cache_misses_total",
+                 "quality_score_mean", "time_to_first_token_seconds_bucket"):
+        assert f"ai_analytics_{name}" in for_gen, name
+    described = {line.split()[2] for line in text.decode().splitlines()
+                 if line.startswith("# HELP ")}
+    sampled = {family.name for family in text_string_to_metric_families(text.decode())
+               if family.samples}
+    assert {name.removesuffix("_total") for name in described} == sampled
+
+
+def test_damaged_histogram_rows_give_no_samples(document):
+    """A histogram row with counts that are not ints, a wrong number of buckets, or no sum
+    is left out; the other rows are written."""
+    document = copy.deepcopy(document)
+    rows = document["histograms"]["request_duration_seconds"]
+    good = copy.deepcopy(rows[0])
+    rows[:] = [good, {**good, "operation": "a", "buckets": good["buckets"][:-1]},
+               {**good, "operation": "b", "sum": None},
+               {**good, "operation": "c", "buckets": ["1", *good["buckets"][1:]]},
+               {**good, "operation": "d", "count": 1.5}]
+    found = samples(render(document))
+    counts = {dict(labels)["operation"] for name, labels in found
+              if name == "ai_analytics_request_duration_seconds_count"}
+    assert counts == {good["operation"]}
 
 
 def test_missing_sections_give_no_samples(document):
