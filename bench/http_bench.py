@@ -3,25 +3,28 @@
 
 Usage, from the repository root::
 
-    .venv/bin/python bench/http_bench.py [--series 1024] [--llm-share 0.25] [--requests 20]
+    .venv/bin/python bench/http_bench.py [--series 1024] [--llm-shares 0.25,1] [--requests 20]
                                          [--snapshots 3] [--before PYTHON]
                                          [--out bench/http_results.json] [--md bench/HTTP.md]
 
 For each build (this checkout's Python, and ``--before``'s, a venv with another release of
-ai-analytics installed, measured in the same run for a ratio), it starts ``ai-analyticsd``
-(``python -m ai_analytics.daemon``) on a free loopback port, has one producer process emit 20
-events on each of ``--series`` (operation, model) series (32 operations x ``series/32``
-models; ``--llm-share`` of them pass time to first token, queue time, tokens, a quality
-score and a cache lookup, the others latency only), and waits until a snapshot holds them
-all. Then, with ``http.client`` (one connection per request, as the daemon speaks HTTP/1.0):
+ai-analytics installed, measured in the same run for a ratio) and each share of LLM series
+(``--llm-shares``), it starts ``ai-analyticsd`` (``python -m ai_analytics.daemon``) on a free
+loopback port, has one producer process emit 20 events on each of ``--series`` (operation,
+model) series (32 operations x ``series/32`` models; the LLM series pass time to first
+token, queue time, tokens, a quality score and a cache lookup, the others latency only), and
+waits until a snapshot holds them all. Then, with ``http.client`` (one connection per
+request, as the daemon speaks HTTP/1.0):
 
 - the first request after each new snapshot (``--snapshots`` of them), for ``/metrics`` with
   ``Accept-Encoding: gzip`` (Prometheus's request) and for ``/status`` with gzip, then
   ``--requests`` more of each form, identity and gzip, on the same document. Times are from
   sending the request to the last byte of the answer read (decoding gzip not included);
 - the answers' sizes, identity and gzip;
-- off the request path, in a process of the build's Python: ``render`` of the document (the
-  /metrics text), its JSON (the /status body), and zlib's gzip at levels 1 and 6.
+- off the request path, in a process of the build's Python, on the last document: ``render``
+  (the /metrics text), its JSON (the /status body), zlib's gzip at levels 1 and 6; and, where
+  the build has ``StatusServer.publish``, a server in that process: the time ``publish``
+  takes (both bodies, both gzip forms) and the first gzip request after it.
 
 A new snapshot is noticed from the state file's modification time (the daemon publishes its
 document before it writes that file), so no request renders on the bench's behalf; the
@@ -90,14 +93,43 @@ def timed(fn):
 def gz(data, level):
     c = zlib.compressobj(level, zlib.DEFLATED, 31)
     return c.compress(data) + c.flush()
+from ai_analytics.daemon.http import server
+status_json = getattr(server, "status_json", None) or (
+    lambda d: json.dumps(d, separators=(",", ":")).encode() + b"\\n")
 metrics_ms, text = timed(lambda: render(document))
-status_ms, body = timed(lambda: json.dumps(document, separators=(",", ":")).encode() + b"\\n")
+status_ms, body = timed(lambda: status_json(document))
 out = {"metrics_render_ms": metrics_ms, "status_json_ms": status_ms,
        "metrics_bytes": len(text), "status_bytes": len(body)}
 for level in (1, 6):
     for name, data in (("metrics", text), ("status", body)):
         ms, packed = timed(lambda: gz(data, level))
         out[f"{name}_gzip{level}_ms"], out[f"{name}_gzip{level}_bytes"] = ms, len(packed)
+if hasattr(server.StatusServer, "publish"):
+    import http.client
+    def get(port, path):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        t = time.perf_counter()
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+        response = conn.getresponse(); response.read(); conn.close()
+        assert response.getheader("Content-Encoding") == "gzip"
+        return (time.perf_counter() - t) * 1000
+    raw = open(path, "rb").read()
+    http_server = server.StatusServer("127.0.0.1", 0, lambda: None, lambda: (True, ""),
+                                      metrics=render)
+    http_server.start()
+    port = http_server.address[1]
+    http_server.publish(json.loads(raw))
+    get(port, "/metrics"), get(port, "/status")  # a scraper that asks for gzip
+    publish, first_metrics, first_status = [], [], []
+    for _ in range(rounds):
+        fresh = json.loads(raw)  # another document object: rendered anew
+        t = time.perf_counter(); http_server.publish(fresh)
+        publish.append((time.perf_counter() - t) * 1000)
+        first_metrics.append(get(port, "/metrics")); first_status.append(get(port, "/status"))
+    http_server.stop(5.0)
+    out.update(publish_ms=statistics.median(publish),
+               published_first_metrics_gzip_ms=statistics.median(first_metrics),
+               published_first_status_gzip_ms=statistics.median(first_status))
 print(json.dumps(out))
 """
 
@@ -151,9 +183,9 @@ def state_mtime(daemon: DaemonProcess) -> int:
         return 0
 
 
-def measure_build(name: str, python: str, args: argparse.Namespace,
+def measure_build(name: str, python: str, llm_share: float, args: argparse.Namespace,
                   log: Any) -> dict[str, Any]:
-    llm_every = round(1 / args.llm_share) if args.llm_share > 0 else 0
+    llm_every = round(1 / llm_share) if llm_share > 0 else 0
     with tempfile.TemporaryDirectory(prefix="aibench-http-") as tmp:
         namespace = f"aibh{uuid.uuid4().hex[:8]}"
         daemon = BuildDaemon(python, Path(tmp), namespace)
@@ -237,16 +269,24 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def markdown(report: dict[str, Any]) -> str:
     p = report["parameters"]
-    builds = report["builds"]
-    names = list(builds)
+    first = next(iter(report["mixes"].values()))
     lines = [*header_lines("/metrics and /status at the cardinality cap", report),
              f"- {p['series']} series ({OPERATIONS} operations x {p['series'] // OPERATIONS} "
-             f"models), {EVENTS_PER_SERIES} events each; {p['llm_share']:.0%} of them LLM series "
-             "(TTFT, queue time, tokens, quality, cache); a snapshot every "
-             f"{SNAPSHOT_SECONDS:g} s (the default)",
+             f"models), {EVENTS_PER_SERIES} events each; an LLM series passes TTFT, queue "
+             "time, tokens, quality and a cache lookup, the others latency only; a snapshot "
+             f"every {SNAPSHOT_SECONDS:g} s (the default)",
              "- client: http.client, one connection per request, on the same machine; ms from "
              "sending the request to the answer's last byte (gzip not decoded)",
-             *(f"- {name}: `{b['python']}`" for name, b in builds.items()), ""]
+             *(f"- {name}: `{b['python']}`" for name, b in first.items())]
+    for share, builds in report["mixes"].items():
+        lines += ["", f"## {float(share):.0%} of the series are LLM series", ""]
+        table(lines, builds)
+    lines += ["", f"Target: at most {TARGET_MS:.0f} ms per answer (issue 14, point 3)."]
+    return "\n".join(lines) + "\n"
+
+
+def table(lines: list[str], builds: dict[str, Any]) -> None:
+    names = list(builds)
     head = "| | " + " | ".join(names) + (" | after / before |" if len(names) == 2 else " |")
     lines += [head, "|---|" + "---:|" * (len(names) + (1 if len(names) == 2 else 0))]
 
@@ -273,7 +313,13 @@ def markdown(report: dict[str, Any]) -> str:
             row(f"{label} answer, {form}, kB",
                 [(b["sizes"].get(f"{kind}_{form}_bytes") or 0) / 1000 or None
                  for b in builds.values()], "{:.0f}")
-    for key, label in (("metrics_render_ms", "render of the /metrics text, ms"),
+    for key, label in (("publish_ms", "StatusServer.publish (both bodies and both gzip "
+                                      "forms), ms"),
+                       ("published_first_metrics_gzip_ms", "/metrics, gzip: first request "
+                                                           "after publish, ms"),
+                       ("published_first_status_gzip_ms", "/status, gzip: first request "
+                                                          "after publish, ms"),
+                       ("metrics_render_ms", "render of the /metrics text, ms"),
                        ("status_json_ms", "JSON of the /status body, ms"),
                        ("metrics_gzip1_ms", "gzip level 1 of the /metrics text, ms"),
                        ("metrics_gzip6_ms", "gzip level 6 of the /metrics text, ms"),
@@ -281,19 +327,20 @@ def markdown(report: dict[str, Any]) -> str:
                        ("metrics_gzip6_bytes", "/metrics text at gzip level 6, kB"),
                        ("status_gzip6_bytes", "/status body at gzip level 6, kB")):
         scale = 1000 if key.endswith("bytes") else 1
-        row(f"off the request path: {label}",
-            [b["render"][key] / scale for b in builds.values()])
+        prefix = "" if key.startswith("published_") else "off the request path: "
+        row(f"{prefix}{label}",
+            [b["render"][key] / scale if key in b["render"] else None
+             for b in builds.values()])
     row("daemon RSS, MB", [(b["daemon_rss_bytes"] or 0) / 1e6 or None for b in builds.values()],
         "{:.0f}")
-    lines += ["", f"Target: at most {TARGET_MS:.0f} ms per answer (issue 14, point 3)."]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=1024, help="series (default 1024)")
-    parser.add_argument("--llm-share", type=float, default=0.25,
-                        help="share of the series that are LLM series (default 0.25)")
+    parser.add_argument("--llm-shares", default="0.25,1",
+                        help="shares of the series that are LLM series, one run each "
+                             "(default 0.25,1)")
     parser.add_argument("--requests", type=int, default=20,
                         help="requests of each form per snapshot (default 20)")
     parser.add_argument("--snapshots", type=int, default=3,
@@ -310,21 +357,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.series < 1 or args.requests < 1 or args.snapshots < 1 or args.render_rounds < 1:
         parser.error("--series, --requests, --snapshots and --render-rounds must be at least 1")
-    if not 0 <= args.llm_share <= 1:
-        parser.error("--llm-share must be between 0 and 1")
+    try:
+        shares = [float(share) for share in args.llm_shares.split(",")]
+    except ValueError:
+        shares = []
+    if not shares or not all(0 <= share <= 1 for share in shares):
+        parser.error("--llm-shares: numbers between 0 and 1, separated by commas")
     exit_on_sigterm()
     start = RunStart()
     log = progress(args.quiet, time.monotonic())
     builds = {"this checkout": sys.executable}
     if args.before:
         builds["before"] = args.before
-    results = {name: measure_build(name, python, args, log) for name, python in builds.items()}
+    mixes = {str(share): {name: measure_build(name, python, share, args, log)
+                          for name, python in builds.items()} for share in shares}
     report = {**start.header(),
-              "parameters": {"series": args.series, "llm_share": args.llm_share,
+              "parameters": {"series": args.series, "llm_shares": shares,
                              "requests": args.requests, "snapshots": args.snapshots,
                              "events_per_series": EVENTS_PER_SERIES,
                              "snapshot_interval_seconds": SNAPSHOT_SECONDS},
-              "builds": results}
+              "mixes": mixes}
     text = markdown(report)
     print(text)
     write_results(report, args.out, args.md, text)
