@@ -248,9 +248,45 @@ class Statistics:
             self.all_time[sid] += int(row["count"])  # type: ignore[call-overload]
 
     # -- output ----------------------------------------------------------------------------
+    def capture(self) -> StatsCapture:
+        """Close the current interval (every received event is in exactly one interval's
+        rows) and freeze what the windows need as of now. Call it on the thread that calls
+        ``add``; the capture's methods may then run on any thread while ``add`` goes on."""
+        return self._freeze(close=True)
+
+    def view(self) -> StatsCapture:
+        """A capture that leaves the interval open: its ``interval()`` is empty."""
+        return self._freeze(close=False)
+
+    def _freeze(self, close: bool) -> StatsCapture:
+        now = self.clock()
+        operations = self._operations(now)
+        histograms = {metric: self._since_rows(metric) for metric in (H.LATENCY, H.TTFT, H.QUEUE)}
+        interval = self._close_interval(now) if close else (0.0, [])
+        registry = self.registry
+        return StatsCapture(
+            now=now, operations=operations, interval=interval,
+            cardinality=self.cardinality(), overflow=dict(registry.overflow),
+            labels=[registry.label(sid) for sid in range(len(registry))],
+            names=dict(registry.names), histograms=histograms)
+
+    def _since_rows(self, metric: int) -> tuple[np.ndarray, np.ndarray]:
+        """Since-start bucket counts of one distribution ([series, width]) and its sums."""
+        series = len(self.registry)
+        columns = slice(H.OFFSETS[metric], H.OFFSETS[metric] + H.WIDTHS[metric])
+        prefix = _PREFIX[metric]
+        rows = self.since_start.buckets[:series, columns] + self.interval.buckets[:series, columns]
+        sums = (self.since_start.arrays[f"{prefix}_sum"][:series]
+                + self.interval.arrays[f"{prefix}_sum"][:series])
+        return rows, sums
+
     def operations(self) -> list[dict[str, object]]:
-        """Every series with its all-time count and its statistics per window."""
-        now = int(self.clock())
+        """Every series with its all-time count and its statistics per window, as of now
+        (the interval stays open)."""
+        return self.view().operations()
+
+    def _operations(self, clock_now: float) -> list[dict[str, object]]:
+        now = int(clock_now)
         uptime = max(1, now - self.started + 1)
         windows = {}
         for name, seconds in WINDOWS:
@@ -260,7 +296,7 @@ class Statistics:
         since.add_accumulator(self.since_start)
         since.add_accumulator(self.interval)
         windows["since_start"] = _describe(since.arrays, since.buckets,
-                                           max(self.clock() - self.started, 1.0),
+                                           max(clock_now - self.started, 1.0),
                                            len(self.registry))
         rows: list[dict[str, object]] = []
         # Most events first; a stable sort keeps series of equal counts in series-id order.
@@ -278,7 +314,9 @@ class Statistics:
         Returns (interval length in seconds, [{operation, model, stats}]) for series with
         events in the interval.
         """
-        now = self.clock()
+        return self.capture().interval()
+
+    def _close_interval(self, now: float) -> tuple[float, list[dict[str, object]]]:
         span = max(now - self.interval_started, 1e-3)
         described = _describe(self.interval.arrays, self.interval.buckets, span,
                               len(self.registry))
@@ -299,6 +337,51 @@ class Statistics:
             "max_models": registry.max_models, "max_series": registry.max_series,
             "overflow_events": dict(registry.overflow),
         }
+
+
+_PREFIX = {H.LATENCY: "lat", H.TTFT: "ttft", H.QUEUE: "queue", H.QUALITY: "q"}
+
+
+class StatsCapture:
+    """The statistics as of one ``Statistics.capture()``: immutable, so its methods may run on
+    any thread while the engine goes on adding batches."""
+
+    def __init__(self, now: float, operations: list[dict[str, object]],
+                 interval: tuple[float, list[dict[str, object]]],
+                 cardinality: dict[str, object], overflow: dict[str, int],
+                 labels: list[tuple[str, str]], names: dict[str, int],
+                 histograms: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.now = now  # the engine's clock at the capture
+        self._operations = operations
+        self._interval = interval
+        self._cardinality = cardinality
+        self.overflow = overflow  # events redirected at each cap, as of the capture
+        self.labels = labels  # series id → (operation, model)
+        self.names = names  # name → daemon-wide name id (model_summary's lookup)
+        self._histograms = histograms
+
+    def operations(self) -> list[dict[str, object]]:
+        """Every series with its all-time count and statistics per window (10 s, 1 min,
+        5 min, since start), most events first."""
+        return self._operations
+
+    def interval(self) -> tuple[float, list[dict[str, object]]]:
+        """(length in seconds, [{operation, model, stats}]) of the interval this capture
+        closed, for the series with events in it."""
+        return self._interval
+
+    def cardinality(self) -> dict[str, object]:
+        return self._cardinality
+
+    def since_start_at_edges(self, metric: int, taken: np.ndarray
+                             ) -> tuple[list[list[int]], list[int], list[float]]:
+        """Per series (series-id order), since start, for one distribution: the cumulative
+        count of its first ``taken[i]`` log buckets for each i, its count, and the sum of
+        its values (ms)."""
+        rows, sums = self._histograms[metric]
+        cumulative = np.zeros((len(rows), rows.shape[1] + 1), np.int64)
+        np.cumsum(rows, axis=1, out=cumulative[:, 1:])
+        return cumulative[:, taken].tolist(), cumulative[:, -1].tolist(), sums.tolist()
 
 
 def _seconds_index(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -167,6 +167,76 @@ def test_interval_rows_partition_the_events(stats, clock):
     assert window(stats, "since_start")["count"] == 15
 
 
+def test_a_capture_stays_as_of_its_moment(stats, clock):
+    """A capture closes the interval and keeps its figures while batches go on arriving."""
+    add_records(stats, make_records(10, 1000, np.linspace(1.0, 50.0, 10)))
+    first = stats.capture()
+    add_records(stats, make_records(5, 1000, 500.0), "op2")
+    clock.now = 1003
+    span, rows = first.interval()
+    assert span == pytest.approx(1e-3) and [r["stats"]["count"] for r in rows] == [10]
+    (row,) = first.operations()
+    assert row["count"] == 10 and row["windows"]["10s"]["latency_ms"]["max"] == 50.0
+    assert first.cardinality()["series"] == 1 and first.overflow["series"] == 0
+    second = stats.capture()
+    assert [(r["operation"], r["stats"]["count"]) for r in second.interval()[1]] == [("op2", 5)]
+    assert [r["count"] for r in second.operations()] == [10, 5]
+    assert [r["count"] for r in first.operations()] == [10]
+
+
+def test_histogram_section_of_a_capture_matches_the_live_engine(stats):
+    """The since-start histogram counts read from a capture are those of the engine then."""
+    from ai_analytics.daemon.stats.edge_counts import histogram_section
+
+    rng = np.random.default_rng(1)
+    add_records(stats, make_records(500, 1000, rng.lognormal(np.log(30), 1.0, 500),
+                                    kind=L.KIND_EXTENDED, ttft_ms=5.0, queue_ms=np.nan))
+    stats.close_interval()
+    add_records(stats, make_records(50, 1000, 7.0), "other-op")
+    live = histogram_section(stats)
+    capture = stats.capture()
+    add_records(stats, make_records(50, 1000, 9.0), "other-op")
+    assert histogram_section(capture) == live
+    assert [r["count"] for r in live["request_duration_seconds"]] == [500, 50]
+    assert [r["count"] for r in live["time_to_first_token_seconds"]] == [500]
+    assert live["queue_duration_seconds"] == []
+
+
+def test_captures_read_on_another_thread_while_batches_arrive(stats, clock):
+    """Captures read on a second thread while the first goes on adding: every event is in
+    exactly one capture's interval rows, and each capture's since-start count is the sum of
+    the intervals up to it (nothing torn by a concurrent add)."""
+    import queue
+
+    captures: queue.Queue = queue.Queue()
+    seen: list[tuple[int, int]] = []
+
+    def reader() -> None:
+        while (capture := captures.get()) is not None:
+            interval = sum(r["stats"]["count"] for r in capture.interval()[1])
+            since = sum(r["windows"]["since_start"]["count"] for r in capture.operations())
+            seen.append((interval, since))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    rng = np.random.default_rng(2)
+    total = 0
+    for batch in range(60):
+        clock.now = 1000 + batch // 4
+        n = int(rng.integers(1, 400))
+        add_records(stats, make_records(n, clock.now, rng.lognormal(3, 1, n)),
+                    [f"op{i % 7}" for i in range(n)], "m")
+        total += n
+        if batch % 3 == 2:
+            captures.put(stats.capture())
+    captures.put(stats.capture())
+    captures.put(None)
+    thread.join()
+    assert sum(interval for interval, _ in seen) == total
+    running = np.cumsum([interval for interval, _ in seen]).tolist()
+    assert [since for _, since in seen] == running
+
+
 # -- the performance snapshot of a Daemon in this process -----------------------------------
 def test_get_performance_snapshot_in_process_and_from_file(make_config, make_daemon):
     """The in-process API returns the same structure as the snapshot file: a Daemon built
