@@ -380,6 +380,8 @@ class Daemon:
                 log.warning("the snapshot under way has not finished; the final snapshot is "
                             "taken meanwhile")
             self._take_snapshot_result()
+            # A reload the snapshot thread had not taken yet: before the final writes' limit.
+            self._apply_snapshot_config(self.config)
             self.lanes.scan()
             while time.monotonic() < deadline and self.drain(deadline) > 0:
                 pass

@@ -1,15 +1,19 @@
 """What other threads may do to a running Daemon (its class docstring lists it): stop it with
 a narrower deadline, ask for a reload, and read its health and latest snapshot, while the loop
-runs on a thread of its own in this process."""
+runs on a thread of its own in this process; and the snapshot thread, which never holds up the
+loop."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from ai_analytics import client
+from ai_analytics.cli.shm_view import read_namespace
 from ai_analytics.core.config import load_config
+from ai_analytics.core.history import HistoryStore, history_path
 from ai_analytics.core.state import read_state
 from ai_analytics.daemon import Daemon
 
@@ -64,3 +68,71 @@ def test_a_running_daemon_is_driven_from_other_threads(
     final = read_state(str(state_dir))
     assert final is not None and final["daemon"]["running"] is False
     assert final["events"]["received"] == 500
+
+
+def test_a_slow_snapshot_does_not_hold_up_draining(make_config: Callable[..., Path],
+                                                   state_dir: Path, namespace: str) -> None:
+    """The snapshot thread stuck in a history write (the database locked by another
+    connection, the daemon's history store waiting up to ten minutes for it) holds up no
+    drain: lanes written meanwhile are drained, their threads' lanes reclaimed but not
+    unlinked (no state file counts them yet), and the snapshots due meanwhile are delayed and
+    counted; once the lock goes, the stuck snapshot ends, the next ones count everything and
+    the reclaimed lanes are unlinked."""
+    config = load_config(make_config(stop_timeout_seconds=30.0, snapshot_interval_seconds=0.05,
+                                     max_processing_time_seconds=600.0))
+    daemon = Daemon(config)
+    # The same store the daemon makes, with a busy timeout long enough to outlast the test:
+    # its write waits on the lock until the test lets go.
+    daemon.sinks.history.close()
+    daemon.sinks.history = HistoryStore(str(state_dir), config.history_max_age_seconds,
+                                        config.history_max_megabytes, timeout=600.0)
+    loop = threading.Thread(target=daemon.run, daemon=True)
+    loop.start()
+    history = daemon.sinks.guarded["history"].bounded
+    blocker = sqlite3.connect(history_path(str(state_dir)), isolation_level=None)
+    try:
+        wait_for(lambda: daemon.last_document is not None, what="the first snapshot")
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, until the rollback below
+        wait_for(lambda: history.running_seconds() is not None,
+                 what="a history write waiting on the lock")
+        stuck = daemon.last_document
+        sent = 0
+        for _ in range(3):  # each thread its own lane, reclaimed when the thread ends
+            writer = threading.Thread(target=lambda: [client.emit("slow", 1.0, model="m")
+                                                      for _ in range(3000)])
+            writer.start()
+            writer.join()
+            sent += 3000
+
+            def drained(expected: int = sent) -> bool:
+                totals = read_namespace(namespace).totals()
+                return totals["published"] >= expected and totals["pending"] == 0
+
+            wait_for(drained, timeout=60.0, what="the loop to drain the new lane")
+        wait_for(lambda: daemon.lanes.folded_count == 3, timeout=60.0,
+                 what="the three retired lanes reclaimed")
+        wait_for(lambda: daemon.snapshots_delayed >= 1, timeout=60.0,
+                 what="a snapshot due while the stuck one is built")
+        # All of that while the one snapshot still waited on the lock.
+        assert history.running_seconds() is not None
+        assert daemon.last_document is stuck
+        assert len(read_namespace(namespace).lanes) >= 3  # counted in no state file yet
+    finally:
+        blocker.rollback() if blocker.in_transaction else None
+        blocker.close()
+
+    def counted() -> bool:
+        document = daemon.last_document
+        return (document is not stuck and document is not None
+                and document["events"]["received"] == sent
+                and document["drain"]["snapshots_delayed"] >= 1)
+
+    wait_for(counted, timeout=60.0, what="a snapshot that counts every event")
+    wait_for(lambda: not read_namespace(namespace).lanes, timeout=60.0,
+             what="the reclaimed lanes unlinked once a state file counts them")
+    daemon.request_stop()
+    loop.join(timeout=60.0)
+    assert not loop.is_alive()
+    final = read_state(str(state_dir))
+    assert final is not None and final["events"]["received"] == sent
+    assert final["lanes_summary"]["reclaimed"] == 3
