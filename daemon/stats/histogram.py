@@ -110,3 +110,60 @@ def count_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # Below this key range, counting by bincount over the range beats sorting the keys.
 _DENSE_RANGE = 1 << 22
+
+
+# -- sparse counts ------------------------------------------------------------------------
+# Bucket counts of many series as sorted unique keys ``series * HIST_WIDTH + OFFSETS[metric]
+# + bucket`` with a count each: only the buckets that were hit cost memory.
+KEY_DTYPE = np.int32  # max_series (65536) * HIST_WIDTH stays below 2**31
+Counts = tuple[np.ndarray, np.ndarray]  # (sorted unique keys, counts)
+EMPTY: Counts = (np.empty(0, KEY_DTYPE), np.empty(0, np.int64))
+
+
+def merge_counts(parts: list[Counts] | tuple[Counts, ...], dtype: type = np.int64) -> Counts:
+    """The sum of sparse counts: sorted unique keys, counts of ``dtype``. Each part is sorted,
+    so the stable sort only merges runs."""
+    parts = [part for part in parts if len(part[0])]
+    if not parts:
+        return np.empty(0, KEY_DTYPE), np.empty(0, dtype)
+    if len(parts) == 1:
+        keys, counts = parts[0]
+        return keys, counts.astype(dtype, copy=False)
+    keys = np.concatenate([k for k, _ in parts])
+    counts = np.concatenate([c for _, c in parts]).astype(dtype, copy=False)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[starts], np.add.reduceat(counts[order], starts).astype(dtype, copy=False)
+
+
+def metric_entries(counts: Counts, metric: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of one distribution: (series, bucket, count) arrays, sorted by series then
+    bucket."""
+    keys, values = counts
+    local = keys % HIST_WIDTH
+    chosen = (local >= OFFSETS[metric]) & (local < OFFSETS[metric] + WIDTHS[metric])
+    keys = keys[chosen]
+    return keys // HIST_WIDTH, local[chosen] - OFFSETS[metric], values[chosen]
+
+
+def sparse_quantiles(counts: Counts, series: int, metric: int, quantiles: tuple[float, ...]
+                     ) -> np.ndarray:
+    """``row_quantiles`` over sparse counts: ``[series, len(quantiles)]``, NaN for a series
+    without a count of that distribution. Same definition (rank ``ceil(q * total)``)."""
+    values = np.full((series, len(quantiles)), np.nan)
+    sids, buckets, hits = metric_entries(counts, metric)
+    if len(sids) == 0:
+        return values
+    cumulative = np.cumsum(hits, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], sids[1:] != sids[:-1])))
+    ends = np.concatenate((starts[1:], [len(sids)]))
+    before = np.concatenate(([0], cumulative))[starts]
+    totals = cumulative[ends - 1] - before
+    to_value = quality_bucket_values if metric == QUALITY else log_bucket_values
+    present = sids[starts]
+    for column, q in enumerate(quantiles):
+        rank = np.maximum(1, np.ceil(q * totals - 1e-9)).astype(np.int64)
+        at = np.searchsorted(cumulative, before + rank, side="left")
+        values[present, column] = to_value(buckets[at])
+    return values
