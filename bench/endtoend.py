@@ -289,14 +289,18 @@ def measured(producers: list[Child], cpu_warm: list[float], seconds: float) -> d
 
 
 # -- the runs ------------------------------------------------------------------------------
+DAEMON_SETTINGS: dict[str, object] = {}  # --daemon-setting: over the defaults
+
+
 @contextmanager
 def daemon_session() -> Iterator[DaemonProcess]:
-    """A real daemon with the default config in its own namespace and temporary state_dir
-    (HTTP on a free port); stopped, its segments and directory removed, whatever happens."""
+    """A real daemon with the default config (but --daemon-setting) in its own namespace and
+    temporary state_dir (HTTP on a free port); stopped, its segments and directory removed,
+    whatever happens."""
     namespace = f"aibench-e2e-{os.getpid()}-{next(_serial)}"
     tmp = Path(tempfile.mkdtemp(prefix="aibench-e2e-"))
     try:
-        with DaemonProcess(tmp, namespace) as daemon:
+        with DaemonProcess(tmp, namespace, **DAEMON_SETTINGS) as daemon:
             yield daemon
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -682,6 +686,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", type=lambda s: s.split(","), default=list(CASES),
                         help="cases to run, comma-separated (floor,emit,prometheus_mp)")
     parser.add_argument("--no-search", action="store_true", help="skip the zero-drop search")
+    parser.add_argument("--daemon-setting", action="append", default=[], metavar="KEY=JSON",
+                        help="a config setting of the daemon over its default (repeatable), "
+                             "e.g. snapshot_interval_seconds=1")
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="measured seconds per run, after the warm-up (5)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats; medians shown (3)")
@@ -730,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
                               args.tick_ms / 1000, args.child_seed, args.threads, args.series)
     if args.child_scraper:
         return child_scraper()
+    for setting in args.daemon_setting:
+        key, _, value = setting.partition("=")
+        DAEMON_SETTINGS[key] = json.loads(value)
     exit_on_sigterm()
     note_interrupts()
     start = RunStart()
