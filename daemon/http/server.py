@@ -42,6 +42,7 @@ import io
 import ipaddress
 import json
 import logging
+import math
 import selectors
 import socket
 import threading
@@ -54,6 +55,7 @@ from urllib.parse import urlsplit
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import BindError, host_port
+from ai_analytics.daemon.http.answers import METRICS, STATUS, Answers, accepts_gzip
 from ai_analytics.daemon.http.page_files import INDEX, PAGE_DIR, PageFile, load_page
 from ai_analytics.daemon.http.series_api import ApiError
 
@@ -85,6 +87,13 @@ SECURITY_HEADERS = (
 )
 # Data changes with every snapshot; the page's files with the daemon's version.
 NO_STORE, NO_CACHE = "no-store", "no-cache"
+# /status and /metrics come in two forms, by the request's Accept-Encoding (answers.py).
+VARY = ("Vary", "Accept-Encoding")
+GZIPPED = ("Content-Encoding", "gzip")
+# How long after a request last asked for a body's gzip form ``publish`` makes that form
+# ahead: longer than any sane scrape interval, so that a Prometheus scraping every 15 s or
+# every minute finds it made whichever snapshot it lands on.
+GZIP_AHEAD_SECONDS = 600.0
 UI_PREFIX = "/ui/"
 SERIES_PATH = "/api/series"
 # Served on every local address; everything else on loopback only, unless configured.
@@ -93,7 +102,8 @@ PAGES_SETTING = "http_pages_beyond_loopback"
 
 Snapshot = Callable[[], SnapshotDocument | None]
 Health = Callable[[], tuple[bool, str]]
-Metrics = Callable[[], bytes]
+# A document -> its /metrics text (metrics.render).
+Metrics = Callable[[SnapshotDocument], bytes]
 # (the URL's query string, the request's monotonic deadline) -> the answer as JSON
 Series = Callable[[str, float], bytes]
 
@@ -229,8 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     def _status(self) -> None:
+        gzip = self._gzip_accepted()
         try:
-            body = self.server.status_body()
+            body = self.server.body(STATUS, gzip)
         except Exception as exc:
             self.server.callback_failed("snapshot")
             self._respond(500, _error_body(500, f"snapshot failed: {exc!r}"), JSON_TYPE)
@@ -239,7 +250,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(503, _error_body(503, "no snapshot yet: the daemon has not finished "
                                            "its first loop; try again in a moment"), JSON_TYPE)
         else:
-            self._respond(200, body, JSON_TYPE)
+            self._respond(200, body, JSON_TYPE, [VARY, GZIPPED] if gzip else [VARY])
 
     def _health(self) -> None:
         try:
@@ -253,14 +264,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(503, f"{reason or 'unhealthy'}\n".encode(), TEXT_TYPE)
 
     def _metrics(self) -> None:
-        assert self.server.metrics is not None
+        gzip = self._gzip_accepted()
         try:
-            body = self.server.metrics()
+            body = self.server.body(METRICS, gzip)
         except Exception as exc:
             self.server.callback_failed("metrics")
             self._respond(500, f"metrics failed: {exc!r}\n".encode(), TEXT_TYPE)
             return
-        self._respond(200, body, METRICS_TYPE)
+        if body is None:  # no snapshot yet: no samples
+            gzip, body = False, b""
+        self._respond(200, body, METRICS_TYPE, [VARY, GZIPPED] if gzip else [VARY])
+
+    def _gzip_accepted(self) -> bool:
+        return accepts_gzip(self.headers.get_all("Accept-Encoding") or ())
 
     def _page(self, path: str, name: str) -> None:
         page_file = self.server.page.get(name)
@@ -361,9 +377,17 @@ class StatusServer:
     time and memory; see the module docstring.
 
     ``snapshot`` returns the latest snapshot document or None; ``health`` returns
-    (healthy, reason); ``metrics`` returns the Prometheus text for ``/metrics`` (see
-    ``metrics.MetricsEndpoint``). These run on the server's threads and must return at once:
-    reading a reference the daemon's loop publishes is the intended use. ``series``
+    (healthy, reason). These run on the server's threads and must return at once: reading a
+    reference the daemon publishes is the intended use. ``metrics`` turns a document into
+    its Prometheus text (``metrics.render``); without it there is no ``/metrics``.
+
+    ``/status`` and ``/metrics`` are rendered once per document and served as cached bytes
+    (``answers.Answers``), identity or gzip by the request's Accept-Encoding. Whoever makes
+    the documents calls ``publish(document)`` with each: it renders both answers on the
+    caller's thread, and from the first call on the server serves the published document
+    and never renders on a request. Until then, the first request for a document
+    ``snapshot()`` returns (compared by identity) renders what it asks for, and later
+    requests for that document are served the cached bytes. ``series``
     (``series_api.SeriesApi``) reads the history database on the server's thread, bounded
     by the request's deadline. ``page_dir``: the page's files, read at ``start``.
     ``pages_beyond_loopback``: serve everything on every local address (module docstring).
@@ -394,8 +418,15 @@ class StatusServer:
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] = (host, port)
-        # (document, its JSON): one tuple, replaced whole, so a reader sees a matching pair.
-        self._serialized: tuple[object, bytes] | None = None
+        # Each replaced whole (a reader sees one document's answers or the next one's):
+        # _published by publish(), _pulled by a request when nothing was published.
+        self._published: Answers | None = None
+        self._pulled: Answers | None = None
+        self._tally_lock = threading.Lock()
+        self.renders: dict[str, int] = {}  # bodies made, by name: "status", "metrics.gzip", ...
+        # Body name -> monotonic time a request last asked for its gzip form (both keys
+        # there from the start: publish() reads it while requests write it).
+        self._gzip_asked = {STATUS: -math.inf, METRICS: -math.inf}
         self._failures = {"snapshot": 0, "health": 0, "metrics": 0, "series": 0}
 
     def paths(self) -> tuple[str, ...]:
@@ -546,30 +577,67 @@ class StatusServer:
             self._slots.release()
 
     # -- what the handlers call ------------------------------------------------------------
-    def status_body(self) -> bytes | None:
-        """The latest snapshot as JSON bytes, or None when there is none yet.
+    def publish(self, document: SnapshotDocument) -> None:
+        """Serve ``document`` from now on: render its ``/status`` JSON and ``/metrics`` text
+        here, on the caller's thread, with their gzip forms where a request asked for that
+        form in the last ``GZIP_AHEAD_SECONDS``; then swap them in. Requests never render
+        after the first call (``snapshot`` is no longer read for these two paths).
 
-        Serialized here, on a server thread, at most once per document. That is safe only
-        because the daemon replaces ``last_document`` with a new dict and never mutates a
-        dict it has published (nor anything inside it); a document mutated in place would
-        make json.dumps race with the writer, and would make this cache serve stale bytes.
-        """
-        document = self.snapshot()
-        if document is None:
-            return None
-        cached = self._serialized
-        if cached is not None and cached[0] is document:
-            return cached[1]
-        body = json.dumps(document, separators=(",", ":")).encode() + b"\n"
-        self._serialized = (document, body)
-        return body
+        ``document`` must not be changed afterwards (nor anything inside it). A rendering
+        that raises is logged (rate-limited) and answered 500 until the next document; the
+        exception does not reach the caller."""
+        answers = self._answers_for(document)
+        now = time.monotonic()
+        ahead = [name for name, asked in list(self._gzip_asked.items())
+                 if now - asked <= GZIP_AHEAD_SECONDS]
+        for name, exc in answers.prepare(ahead):
+            self.callback_failed("snapshot" if name == STATUS else "metrics", exc)
+        self._published = answers
 
-    def callback_failed(self, name: str) -> None:
-        """Log a raising callback (rate-limited: ``worth_logging``), with traceback."""
+    def body(self, name: str, gzip: bool) -> bytes | None:
+        """The ``/status`` (``STATUS``) or ``/metrics`` (``METRICS``) body of the document
+        served now, gzipped or not; None when there is no document yet. Raises what the
+        rendering raised."""
+        answers = self._published
+        if answers is None:
+            document = self.snapshot()
+            if document is None:
+                return None
+            answers = self._pulled
+            if answers is None or answers.document is not document:
+                answers = self._answers_for(document)
+                self._pulled = answers
+        if gzip:
+            self._gzip_asked[name] = time.monotonic()
+        return answers.bodies[name].get(gzip)
+
+    def _answers_for(self, document: SnapshotDocument) -> Answers:
+        metrics = self.metrics
+        return Answers(document, lambda: status_json(document),
+                       (lambda: metrics(document)) if metrics is not None else lambda: b"",
+                       self._made)
+
+    def _made(self, name: str) -> None:
+        with self._tally_lock:
+            self.renders[name] = self.renders.get(name, 0) + 1
+
+    def callback_failed(self, name: str, exc: BaseException | None = None) -> None:
+        """Log a raising callback (rate-limited: ``worth_logging``), with traceback: the one
+        being handled, or ``exc``."""
         self._failures[name] += 1
         failures = self._failures[name]
         if worth_logging(failures):
-            log.exception("HTTP endpoint: the %s callback failed (failure %d)", name, failures)
+            log.error("HTTP endpoint: the %s callback failed (failure %d)", name, failures,
+                      exc_info=exc or True)
+
+
+# A document is a tree the daemon builds (no cycles to look for): 20-25 % faster without.
+_STATUS_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
+def status_json(document: SnapshotDocument) -> bytes:
+    """The ``/status`` body of ``document``: compact JSON and a newline."""
+    return _STATUS_ENCODER.encode(document).encode() + b"\n"
 
 
 def _linger(conn: socket.socket) -> None:
@@ -590,4 +658,4 @@ def _linger(conn: socket.socket) -> None:
         left -= len(data)
 
 
-__all__ = ["StatusServer", "bind_error"]
+__all__ = ["StatusServer", "bind_error", "status_json"]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import urllib.error
 import urllib.request
 
-from helpers import fetch, read_config, run_daemon, run_python, taken_port, wait_for
+from helpers import (
+    fetch,
+    http_status,
+    read_config,
+    run_daemon,
+    run_python,
+    taken_port,
+    wait_for,
+)
 
 
 def test_status_and_healthz_from_a_running_daemon(daemon_factory, namespace, make_config):
@@ -53,3 +62,30 @@ def test_port_in_use_is_a_clear_error(make_config):
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr and "already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gzip_from_a_running_daemon(daemon_factory, namespace, make_config):
+    """A real daemon answers /metrics and /status in gzip to a client that accepts it (as
+    Prometheus does), and the gzip body decodes to the identity body of the same document."""
+    config = make_config()
+    port = read_config(config)["http_port"]
+    daemon_factory(config)
+    run_python('from ai_analytics import client\nfor _ in range(40): client.emit("web", 2.0)',
+               namespace)
+    wait_for(lambda: (doc := http_status(port)) is not None
+             and doc["events"]["received"] == 40, what="/status with the events")
+
+    def same_document(path: str) -> tuple[bytes, bytes] | None:
+        _, _, plain = fetch(port, path=path)
+        status, headers, packed = fetch(port, path=path, headers={"Accept-Encoding": "gzip"})
+        assert status == 200
+        assert headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
+        assert int(headers["Content-Length"]) == len(packed)
+        again = fetch(port, path=path)[2]
+        return (plain, packed) if plain == again else None  # a snapshot came between
+
+    for path in ("/metrics", "/status"):
+        plain, packed = wait_for(lambda path=path: same_document(path),
+                                 what=f"two answers of {path} from one document")
+        assert gzip.decompress(packed) == plain
+        assert len(packed) < len(plain)

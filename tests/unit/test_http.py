@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import json
 import logging
 import select
@@ -17,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from ai_analytics.core.errors import AnalyticsError, BindError
+from ai_analytics.daemon.http.answers import accepts_gzip
 from ai_analytics.daemon.http.server import (
     MAX_HEAD_BYTES,
     StatusServer,
     bind_error,
+    status_json,
 )
 
 from helpers import SERVED_DOCUMENT, always_healthy, fetch, raw_exchange, taken_port, wait_for
@@ -421,3 +424,162 @@ def test_start_and_stop_edges():
     finally:
         assert server.stop(2.0)
         assert server.stop(0.1)
+
+
+# -- rendered once per document, served as cached bytes, gzip by Accept-Encoding ---------------
+GZIP = {"Accept-Encoding": "gzip"}
+
+
+def big_document(received: int = 3) -> dict:
+    """A document with enough text to compress: a few hundred series rows."""
+    return {**SERVED_DOCUMENT, "events": {"received": received, "dropped": 0},
+            "operations": [{"operation": f"op{i}", "model": "m", "count": i}
+                           for i in range(300)]}
+
+
+def text_of(document: dict | None) -> bytes:
+    """A stand-in for metrics.render with the same signature: one line per series."""
+    if document is None:
+        return b""
+    rows = document.get("operations", [])
+    return b"".join(f'rows{{operation="{r["operation"]}"}} {r["count"]}\n'.encode()
+                    for r in rows) + f"received {document['events']['received']}\n".encode()
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics"])
+def test_gzip_when_accepted_decodes_to_the_identity_body(serve, path):
+    """Accept-Encoding: gzip (what Prometheus sends) gets Content-Encoding: gzip with the
+    gzip form's own Content-Length, and it decodes to exactly the identity body; without
+    the header the body is the identity form, unchanged. Both carry Vary: Accept-Encoding."""
+    document = big_document()
+    server = serve(snapshot=lambda: document, metrics=text_of)
+    status, headers, plain = fetch(server, path=path)
+    assert status == 200
+    assert "Content-Encoding" not in headers
+    assert headers["Vary"] == "Accept-Encoding"
+    assert plain == (status_json(document) if path == "/status" else text_of(document))
+    status, headers, packed = fetch(server, path=path, headers=GZIP)
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Vary"] == "Accept-Encoding"
+    assert int(headers["Content-Length"]) == len(packed) < len(plain) / 4
+    assert gzip.decompress(packed) == plain
+    assert headers["Content-Type"] == fetch(server, path=path)[1]["Content-Type"]
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics"])
+def test_head_gives_the_get_headers_of_the_same_form(serve, path):
+    """HEAD: the headers GET would send for the same Accept-Encoding (its Content-Length,
+    its Content-Encoding), and no body."""
+    server = serve(snapshot=big_document, metrics=text_of)
+    for headers in ({}, GZIP):
+        _, got, body = fetch(server, path=path, headers=headers)
+        status, head, nothing = fetch(server, "HEAD", path, headers=headers)
+        assert (status, nothing) == (200, b"")
+        assert head["Content-Length"] == got["Content-Length"] == str(len(body))
+        assert head.get("Content-Encoding") == got.get("Content-Encoding")
+
+
+def test_each_document_is_rendered_once_and_a_new_one_again(serve):
+    """The same document (by identity) is rendered once however many requests ask, in
+    either form; a new document object is rendered anew even when its content is equal."""
+    holder = {"doc": big_document()}
+    server = serve(snapshot=lambda: holder["doc"], metrics=text_of)
+    for _ in range(3):
+        for path in ("/status", "/metrics"):
+            fetch(server, path=path)
+            fetch(server, path=path, headers=GZIP)
+    assert server.renders == {"status": 1, "metrics": 1, "status.gzip": 1, "metrics.gzip": 1}
+    first = fetch(server, path="/metrics")[2]
+    holder["doc"] = big_document()  # equal content, another object
+    assert fetch(server, path="/metrics")[2] == first
+    assert server.renders["metrics"] == 2
+    holder["doc"] = big_document(received=4)
+    assert fetch(server, path="/metrics")[2].endswith(b"received 4\n")
+    assert json.loads(gzip.decompress(fetch(server, headers=GZIP)[2]))["events"]["received"] == 4
+    assert server.renders == {"status": 2, "metrics": 3, "status.gzip": 2, "metrics.gzip": 1}
+
+
+def test_concurrent_requests_for_a_new_document_render_it_once(serve):
+    """Requests that arrive together for a document nobody rendered yet wait for one
+    rendering rather than making their own."""
+    document = big_document()
+    server = serve(snapshot=lambda: document, metrics=text_of)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: fetch(server, path="/metrics", headers=GZIP)[2],
+                                range(16)))
+    assert len(set(answers)) == 1
+    assert server.renders == {"metrics": 1, "metrics.gzip": 1}
+
+
+def test_publish_renders_on_the_callers_thread_and_requests_only_read(serve):
+    """publish(document) renders /status and /metrics at once; requests then get those bytes
+    without rendering, and no longer read the snapshot callback. The gzip forms are made
+    ahead at the next publish once a request has asked for them."""
+    server = serve(snapshot=lambda: {"never": "served"}, metrics=text_of)
+    first = big_document(received=1)
+    server.publish(first)
+    assert server.renders == {"status": 1, "metrics": 1}
+    assert fetch(server)[2] == status_json(first)
+    assert fetch(server, path="/metrics")[2] == text_of(first)
+    assert gzip.decompress(fetch(server, path="/metrics", headers=GZIP)[2]) == text_of(first)
+    assert server.renders == {"status": 1, "metrics": 1, "metrics.gzip": 1}
+    second = big_document(received=2)
+    server.publish(second)
+    assert server.renders == {"status": 2, "metrics": 2, "metrics.gzip": 2}
+    assert gzip.decompress(fetch(server, path="/metrics", headers=GZIP)[2]) == text_of(second)
+    assert json.loads(fetch(server)[2])["events"]["received"] == 2
+    assert server.renders == {"status": 2, "metrics": 2, "metrics.gzip": 2}
+
+
+def test_a_failing_rendering_is_a_500_until_the_next_document(serve, caplog):
+    """A metrics rendering that raises during publish does not reach the publisher: it is
+    logged, /metrics answers 500 (tried again per request), /status is unaffected, and the
+    next document is served normally."""
+
+    def fragile(document: dict | None) -> bytes:
+        if document and document.get("broken"):
+            raise ValueError("cannot render this one")
+        return text_of(document)
+
+    server = serve(metrics=fragile)
+    with caplog.at_level(logging.ERROR, logger="ai_analytics.daemon.http"):
+        server.publish({**big_document(), "broken": True})
+    assert "the metrics callback failed" in caplog.text
+    status, _, body = fetch(server, path="/metrics", headers=GZIP)
+    assert status == 500 and b"cannot render this one" in body
+    assert fetch(server)[0] == 200
+    server.publish(big_document(received=5))
+    assert fetch(server, path="/metrics")[2].endswith(b"received 5\n")
+
+
+@pytest.mark.parametrize(("values", "gzipped"), [
+    (["gzip"], True), (["GZip"], True), (["x-gzip"], True), (["gzip, deflate, br"], True),
+    (["br;q=1.0, gzip;q=0.5"], True), (["gzip;q=0.001"], True), (["gzip ; Q=1"], True),
+    (["*"], True), (["br", "gzip"], True), (["identity;q=0, gzip"], True),
+    (["gzip;q=0"], False), (["gzip;q=0.000"], False), (["*;q=0"], False),
+    (["gzip;q=0, *"], False), (["*, gzip;q=0"], False), (["deflate, br"], False), ([""], False),
+    (["identity"], False), (["gzip;q=abc"], False), (["gzip;q=1.5"], False),
+    (["gzip;q=0.0001"], False), (["gzip;q=-1"], False), ([",,;;,"], False), ([], False),
+    (["gzip;q="], False), (["gzip;q=1.01"], False), (["gzipx"], False),
+])
+def test_accept_encoding_values(values, gzipped):
+    """Accept-Encoding as RFC 9110 reads it: codings case-insensitive, weights 0 to 1 with at
+    most three decimals, q=0 refuses, a named gzip overrides *, several headers combine;
+    anything malformed counts for nothing (identity is always acceptable)."""
+    assert accepts_gzip(values) is gzipped
+
+
+@pytest.mark.parametrize("header", [
+    b"Accept-Encoding: gzip;q=\xff\xfe", b"Accept-Encoding: " + b"gzip;q=0," * 500,
+    b"Accept-Encoding:", b"Accept-Encoding: \xc3\xa9, gzip;q=nope",
+])
+def test_odd_accept_encoding_headers_get_the_identity_form(serve, header):
+    """Bytes that are not ASCII, a long list, an empty value: a 200 with the identity body,
+    never an error."""
+    server = serve(snapshot=big_document, metrics=text_of)
+    answer = raw_exchange(server, b"GET /metrics HTTP/1.0\r\n" + header + b"\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 ")
+    assert b"Content-Encoding" not in head
+    assert body == text_of(big_document())

@@ -4,15 +4,22 @@ server; the Grafana dashboard's panels and queries."""
 
 from __future__ import annotations
 
+import copy
+import gzip
 import json
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from ai_analytics.client import _layout as L
-from ai_analytics.daemon.http.metrics import MetricsEndpoint, render
+from ai_analytics.core.document import SnapshotDocument
+from ai_analytics.daemon.http.metrics import render
 from ai_analytics.daemon.http.server import METRICS_TYPE
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.edge_counts import (
@@ -178,6 +185,92 @@ def test_rendered_names_types_labels_and_numbers(document):
     assert value(found, "ai_analytics_series") == 2
 
 
+def reference_text(text: bytes) -> bytes:
+    """prometheus_client's own writer (``generate_latest``) over the families parsed from
+    ``text``: what the library would have written for the same samples."""
+    families = list(text_string_to_metric_families(text.decode()))
+
+    class Parsed(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return iter(families)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Parsed())
+    return generate_latest(registry)
+
+
+def odd_names(document: dict) -> dict:
+    """``document`` with its series renamed to label values that need escaping (quote,
+    backslash, newline, non-ASCII) and counts past a million (written with an exponent)."""
+    names = {"generate": 'gen "quoted" \\ back\nslash', "embed": "émbed ✓"}
+    document = copy.deepcopy(document)
+    for row in (*document["operations"], *document["histograms"]["request_duration_seconds"],
+                *document["histograms"]["time_to_first_token_seconds"]):
+        row["operation"] = names[row["operation"]]
+    document["operations"][0]["windows"]["since_start"]["successes"] = 12_345_678
+    document["histograms"]["request_duration_seconds"][0]["count"] = 2_500_000
+    return document
+
+
+def test_the_text_is_what_prometheus_client_writes(document):
+    """Byte for byte, the text equals prometheus_client's writer over the same samples:
+    HELP and TYPE lines, _total, sorted label names, escaped label values, Go's number
+    format, histogram lines; with label values that need escaping and large counts, and
+    with the GPU and sink sections."""
+    gpu = documents.gpu(devices=[documents.gpu_device(0, 87, memory_used_mb=1024.0)])
+    for doc in (document, odd_names(document),
+                {**document, "resources": {**document["resources"], "gpu": gpu},
+                 "sinks": documents.sinks()}):
+        text = render(doc)
+        assert text == reference_text(text)
+    found = samples(render(odd_names(document)))
+    odd = {"operation": 'gen "quoted" \\ back\nslash', "model": "llama"}
+    assert value(found, "ai_analytics_requests_total", **odd, outcome="success") == 12_345_678
+    assert value(found, "ai_analytics_request_duration_seconds_count", **odd) == 2_500_000
+    assert value(found, "ai_analytics_requests_total", operation="émbed ✓", model="bge",
+                 outcome="success") == 10
+
+
+def test_series_show_only_what_they_report(document):
+    """A series that passed no tokens, no cache lookup, no quality, no TTFT and no queue
+    time (embed) has requests and latency lines only; the LLM series (generate) has them
+    all; every family present has samples (no HELP without samples)."""
+    text = render(document)
+    found = samples(text)
+    emb = frozenset({"operation": "embed", "model": "bge"}.items())
+    for_embed = {name for name, labels in found
+                 if {("operation", "embed"), ("model", "bge")} <= labels}
+    assert {name.rsplit("_", 1)[0] if "duration" in name else name for name in for_embed} == {
+        "ai_analytics_requests_total", "ai_analytics_request_duration_seconds"}
+    assert ("ai_analytics_request_duration_seconds_count", emb) in found
+    gen = {("operation", "generate"), ("model", "llama")}
+    for_gen = {name for name, labels in found if gen <= labels}
+    for name in ("tokens_total", "cache_hits_total", "cache_misses_total",
+                 "quality_score_mean", "time_to_first_token_seconds_bucket"):
+        assert f"ai_analytics_{name}" in for_gen, name
+    described = {line.split()[2] for line in text.decode().splitlines()
+                 if line.startswith("# HELP ")}
+    sampled = {family.name for family in text_string_to_metric_families(text.decode())
+               if family.samples}
+    assert {name.removesuffix("_total") for name in described} == sampled
+
+
+def test_damaged_histogram_rows_give_no_samples(document):
+    """A histogram row with counts that are not ints, a wrong number of buckets, or no sum
+    is left out; the other rows are written."""
+    document = copy.deepcopy(document)
+    rows = document["histograms"]["request_duration_seconds"]
+    good = copy.deepcopy(rows[0])
+    rows[:] = [good, {**good, "operation": "a", "buckets": good["buckets"][:-1]},
+               {**good, "operation": "b", "sum": None},
+               {**good, "operation": "c", "buckets": ["1", *good["buckets"][1:]]},
+               {**good, "operation": "d", "count": 1.5}]
+    found = samples(render(document))
+    counts = {dict(labels)["operation"] for name, labels in found
+              if name == "ai_analytics_request_duration_seconds_count"}
+    assert counts == {good["operation"]}
+
+
 def test_missing_sections_give_no_samples(document):
     """No GPU (as NVML reports it without a driver), no sinks section (an older document):
     no gpu_* and no sink_circuit_state samples. An empty document, or none at all, renders
@@ -224,36 +317,30 @@ def test_gpu_and_sink_sections_when_present(document):
     assert value(found, "ai_analytics_sink_skipped_writes_total", sink="state") == 3
 
 
-def test_endpoint_renders_each_document_once():
-    """MetricsEndpoint serves the same bytes for the same published document, and a new
-    rendering for a new one."""
-    first_document, second_document = documents.snapshot(), documents.snapshot()
-    first_document["events"]["received"] = 1
-    second_document["events"]["received"] = 2
-    holder = {"doc": first_document}
-    endpoint = MetricsEndpoint(lambda: holder["doc"])
-    first = endpoint()
-    assert endpoint() is first
-    holder["doc"] = second_document
-    assert value(samples(endpoint()), "ai_analytics_events_total", outcome="received") == 2
+def test_metrics_route_on_the_status_server(serve, document):
+    """GET and HEAD /metrics answer the real rendering of the served document with the
+    text format's content type, rendered once for both and for the gzip form; other methods
+    get 405; a rendering that raises a 500, and the server serves on; /status is unchanged;
+    no document yet: an empty body."""
+    holder: dict[str, object] = {"doc": None}
 
-
-def test_metrics_route_on_the_status_server(serve):
-    """GET and HEAD /metrics answer the text format with its content type; other methods
-    get 405; a raising callback a 500, and the server serves on; /status is unchanged."""
-    calls = {"n": 0}
-
-    def metrics() -> bytes:
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def metrics(served: SnapshotDocument | None) -> bytes:
+        if served is not None and "broken" in served:
             raise RuntimeError("boom")
-        return b"ai_analytics_up 1\n"
+        return render(served)
 
-    server = serve(metrics=metrics)
+    server = serve(snapshot=lambda: holder["doc"], metrics=metrics)
+    assert fetch(server, path="/metrics")[::2] == (200, b"")
+    holder["doc"] = document
     status, headers, body = fetch(server, path="/metrics")
-    assert (status, headers["Content-Type"], body) == (200, METRICS_TYPE, b"ai_analytics_up 1\n")
+    assert (status, headers["Content-Type"], body) == (200, METRICS_TYPE, render(document))
     assert fetch(server, "HEAD", "/metrics")[::2] == (200, b"")
+    status, headers, packed = fetch(server, path="/metrics", headers={"Accept-Encoding": "gzip"})
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(packed) == body
+    assert server.renders == {"metrics": 1, "metrics.gzip": 1}
+    holder["doc"] = {**document, "broken": True}
     assert fetch(server, path="/metrics")[0] == 500
+    holder["doc"] = document
     assert fetch(server, path="/metrics")[0] == 200
     assert fetch(server, "POST", "/metrics")[0] == 405
     assert fetch(server, path="/status")[0] == 200
