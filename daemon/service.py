@@ -34,7 +34,7 @@ from ai_analytics.core.outcomes import RATED
 from ai_analytics.core.state import read_state, remove_unfinished_writes
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
-from ai_analytics.daemon.http.metrics import MetricsEndpoint
+from ai_analytics.daemon.http.metrics import render as render_metrics
 from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
@@ -191,7 +191,7 @@ class Daemon:
             # use"; before the loop's try: a bind failure must not run the final drain.
             self.http = StatusServer(cfg.http_host, cfg.http_port, lambda: self.last_document,
                                      self.health,
-                                     metrics=MetricsEndpoint(lambda: self.last_document),
+                                     metrics=render_metrics,
                                      series=SeriesApi(cfg.state_dir,
                                                       cfg.snapshot_interval_seconds),
                                      pages_beyond_loopback=cfg.http_pages_beyond_loopback)
@@ -481,6 +481,8 @@ class Daemon:
         self._apply_snapshot_config(capture.config)
         document = build_document(capture, self.resources, self.sinks)
         document.update(self.insights.evaluate(document, capture.written_unix))
+        if self.http is not None:  # /status and /metrics rendered here, once per document
+            self.http.publish(document)
         self.last_document = document  # read by other threads (embedded mode, HTTP)
         span, rows = capture.stats.interval()
         interval = (capture.written_unix, span, document["events"], rows)

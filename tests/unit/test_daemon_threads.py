@@ -45,6 +45,9 @@ def test_a_running_daemon_is_driven_from_other_threads(
         wait_for(counted, what="a snapshot that counts the 500 events")
         published = daemon.last_document
         assert published is not None
+        # /status and /metrics were rendered by the snapshot thread, with no request made.
+        assert daemon.http is not None
+        assert daemon.http.renders["status"] >= 1 and daemon.http.renders["metrics"] >= 1
         first = dict(published)
         wait_for(lambda: daemon.last_document is not published, what="the next snapshot")
         assert dict(published) == first  # a published document is never changed afterwards
