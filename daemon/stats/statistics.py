@@ -77,7 +77,7 @@ LLM_FIELDS: tuple[str, ...] = LLM_DTYPE.names or ()
 BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this many seconds
 # A slot's parts are merged into one when this many have arrived: bounds the parts a window
 # reads, and the memory of many small parts.
-COMPACT_PARTS = 16
+COMPACT_PARTS = 10
 # Parts of since-start counts beyond which the engine merges them itself (normally a capture
 # merges them on its own thread and the engine adopts the result).
 SINCE_PARTS_LIMIT = 64
@@ -257,7 +257,7 @@ class SparseSlot:
 
 class SparseRing:
     """Bucket counts of every series in ``slots`` time slots of ``resolution`` seconds, each
-    slot a list of immutable sparse parts (one per batch, merged every COMPACT_PARTS)."""
+    slot a list of immutable sparse parts (one per second, merged every COMPACT_PARTS)."""
 
     def __init__(self, resolution: int, slots: int) -> None:
         self.resolution = resolution
@@ -277,13 +277,33 @@ class SparseRing:
         return tuple((slot.period, tuple(slot.parts)) for slot in self.slots)
 
 
+class OpenSecond:
+    """The bucket counts of a second still receiving events: one part per batch, merged
+    into one when the second is closed. ``split``: the parts before it belong to an interval
+    that a capture already closed."""
+
+    __slots__ = ("parts", "split")
+
+    def __init__(self) -> None:
+        self.parts: list[H.Counts] = []
+        self.split = 0
+
+
 def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]], ...],
-                   now: int, seconds: int) -> H.Counts:
-    """Counts summed over the slots whose period overlaps (now - seconds, now]."""
+                   open_seconds: tuple[tuple[int, tuple[H.Counts, ...]], ...], now: int,
+                   seconds: int) -> H.Counts:
+    """Counts summed over the slots whose period overlaps (now - seconds, now], and over the
+    seconds not yet closed into the slots. A slot that an open second's newer period will
+    reuse counts as reused already."""
     last = now // resolution
     first = (now - seconds + 1) // resolution
-    return H.merge_counts([part for period, parts in slots if first <= period <= last
-                           for part in parts])
+    opened = {second // resolution for second, _ in open_seconds}
+    newest = {period % len(slots): period for period in sorted(opened)}
+    parts = [part for period, parts in slots if first <= period <= last
+             and newest.get(period % len(slots), period) <= period for part in parts]
+    parts += [part for second, parts in open_seconds if first <= second // resolution <= last
+              for part in parts]
+    return H.merge_counts(parts)
 
 
 class Statistics:
@@ -297,6 +317,7 @@ class Statistics:
         self.totals = TotalsRing(self.capacity)
         self.buckets = {name: SparseRing(resolution, slots)
                         for name, (resolution, slots) in BUCKET_RINGS.items()}
+        self._open: dict[int, OpenSecond] = {}  # seconds whose parts are not merged yet
         self.interval = _blank((self.capacity,))
         self._interval_parts: list[H.Counts] = []
         self.since_start = _blank((self.capacity,))  # replaced, never changed: captures share it
@@ -324,6 +345,7 @@ class Statistics:
         if extended:
             llm_sids = self._llm_series(arrays)
             llm_rows = self.llm_row[llm_sids]
+        self._close_seconds(now)
         span = width * H.HIST_WIDTH
         bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span).tolist()
         total = _blank((width,))
@@ -335,13 +357,35 @@ class Statistics:
             _combine(total, part)
             if second > now - RING_SECONDS:
                 self.totals.add(second, part, llm_sids, llm_rows)
-                for ring in self.buckets.values():
-                    ring.add(second, chunk)
-            self._interval_parts.append(chunk)
-        if len(self._interval_parts) >= COMPACT_PARTS:
-            self._interval_parts = [H.merge_counts(self._interval_parts)]
+            if second >= now - 1:  # still open: merged once it is over
+                self._open.setdefault(second, OpenSecond()).parts.append(chunk)
+            elif second in self._open:
+                self._open[second].parts.append(chunk)
+            else:  # late for a second already closed: straight to the slots and interval
+                if second > now - RING_SECONDS:
+                    for ring in self.buckets.values():
+                        ring.add(second, chunk)
+                self._add_interval_part(chunk)
         _combine(self.interval, total)
         self.all_time += total["count"].astype(np.int64)
+
+    def _close_seconds(self, now: int) -> None:
+        """Merge the parts of each second over by now (drain delay keeps the last one open)
+        and hand the result to the rings and to the interval."""
+        for second in [s for s in self._open if s < now - 1]:
+            opened = self._open.pop(second)
+            merged = H.merge_counts(opened.parts, np.uint32)
+            if second > now - RING_SECONDS:
+                for ring in self.buckets.values():
+                    ring.add(second, merged)
+            self._add_interval_part(
+                merged if opened.split == 0 else H.merge_counts(opened.parts[opened.split:],
+                                                                np.uint32))
+
+    def _add_interval_part(self, part: H.Counts) -> None:
+        self._interval_parts.append(part)
+        if len(self._interval_parts) >= COMPACT_PARTS:
+            self._interval_parts = [H.merge_counts(self._interval_parts)]
 
     def _llm_series(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """The series of this batch with LLM fields, given LLM rows if new."""
@@ -396,11 +440,15 @@ class Statistics:
         now = self.clock()
         self._adopt_since()
         interval: tuple[float, dict[str, np.ndarray], tuple[H.Counts, ...]] | None = None
+        opened = tuple((second, tuple(o.parts)) for second, o in self._open.items())
+        fresh = tuple(part for o in self._open.values() for part in o.parts[o.split:])
         if close:
+            for o in self._open.values():
+                o.split = len(o.parts)
             interval = (max(now - self.interval_started, 1e-3), self.interval,
-                        tuple(self._interval_parts))
+                        (*self._interval_parts, *fresh))
             self.since_start = _combined(self.since_start, self.interval)
-            self._since_parts.extend(self._interval_parts)
+            self._since_parts.extend(interval[2])
             self.interval = _blank((self.capacity,))
             self._interval_parts = []
             self.interval_started = now
@@ -409,7 +457,7 @@ class Statistics:
             since, since_parts = self.since_start, tuple(self._since_parts)
         else:
             since = _combined(self.since_start, self.interval)
-            since_parts = (*self._since_parts, *self._interval_parts)
+            since_parts = (*self._since_parts, *self._interval_parts, *fresh)
         series = len(self.registry)
         llm_sids = np.flatnonzero(self.llm_row[:series] >= 0)
         capture = StatsCapture(
@@ -417,6 +465,7 @@ class Statistics:
             all_time=self.all_time[:series].copy(), blocks=self.totals.freeze(),
             llm_sids=llm_sids, llm_rows=self.llm_row[llm_sids],
             rings={name: (ring.resolution, ring.freeze()) for name, ring in self.buckets.items()},
+            open_seconds=opened,
             since=since, since_parts=since_parts, interval=interval)
         self._last_capture = capture
         return capture
@@ -469,6 +518,7 @@ class StatsCapture:
                  all_time: np.ndarray, blocks: tuple[TotalsBlock, ...], llm_sids: np.ndarray,
                  llm_rows: np.ndarray,
                  rings: dict[str, tuple[int, tuple[tuple[int, tuple[H.Counts, ...]], ...]]],
+                 open_seconds: tuple[tuple[int, tuple[H.Counts, ...]], ...],
                  since: dict[str, np.ndarray], since_parts: tuple[H.Counts, ...],
                  interval: tuple[float, dict[str, np.ndarray], tuple[H.Counts, ...]] | None
                  ) -> None:
@@ -483,7 +533,7 @@ class StatsCapture:
         self._cardinality = _cardinality(registry)
         self._all_time = all_time
         self._blocks, self._llm_sids, self._llm_rows = blocks, llm_sids, llm_rows
-        self._rings = rings
+        self._rings, self._open_seconds = rings, open_seconds
         self._since = since
         self.since_parts = since_parts
         self.since_merged: H.Counts | None = None  # set once merged; the engine adopts it
@@ -526,7 +576,7 @@ class StatsCapture:
             totals = _window_totals(self._blocks, self._llm_sids, self._llm_rows, now,
                                     seconds, series)
             resolution, slots = self._rings[name]
-            counts = _window_counts(resolution, slots, now, seconds)
+            counts = _window_counts(resolution, slots, self._open_seconds, now, seconds)
             windows[name] = _describe(totals, counts, min(seconds, uptime), everyone)
         windows["since_start"] = _describe(self._since, self.since_counts(),
                                            max(self.now - self._started, 1.0), everyone)
