@@ -270,7 +270,7 @@ def daemon_case(case: str, series: int, rate: int, seconds: int, log: Any) -> di
                 while producer.poll() is None:
                     peak_during = max(peak_during, proc_status(daemon.pid)["VmRSS"] / KB)
                     time.sleep(0.5)
-                out, err = producer.communicate()
+                _, err = producer.communicate()
                 if producer.returncode != 0:
                     raise RuntimeError(f"producer failed: {err.decode()[-2000:]}")
             after = time.time()

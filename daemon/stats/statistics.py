@@ -708,10 +708,17 @@ def _widen(values: np.ndarray) -> np.ndarray:
 
 def _optional(values: np.ndarray, present: np.ndarray) -> list[float | None]:
     """Values rounded to 6 decimals, None where not ``present``."""
-    out = np.round(values, 6).astype(object)
-    out[~present] = None
-    result: list[float | None] = out.tolist()
-    return result
+    absent = np.flatnonzero(~present).tolist()
+    if len(absent) * 2 > len(values):
+        out: list[float | None] = [None] * len(values)
+        for index, value in zip(np.flatnonzero(present).tolist(),
+                                np.round(values[present], 6).tolist(), strict=True):
+            out[index] = value
+        return out
+    out = np.round(values, 6).tolist()
+    for index in absent:
+        out[index] = None
+    return out
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -750,8 +757,10 @@ def _describe(totals: dict[str, np.ndarray], counts: H.Counts, span: float, sids
     series = int(sids.max()) + 1
     c = {f: a[sids] for f, a in totals.items()}
 
+    every = H.sparse_quantiles(counts, series, (*_QS, _QUALITY_P10))[:, sids]
+
     def found(metric: int, quantiles: tuple[float, ...]) -> np.ndarray:
-        return H.sparse_quantiles(counts, series, metric, quantiles)[sids]
+        return every[metric, :, :len(_QS)] if quantiles == _QS else every[metric, :, len(_QS):]
 
     count, successes = c["count"], c["successes"]
     has = count > 0
