@@ -424,6 +424,22 @@ class Statistics:
             self._ensure_capacity(len(self.registry))
             self.all_time[sid] += int(row["count"])  # type: ignore[call-overload]
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held by the per-second totals and by the bucket counts (each part once,
+        however many slots share it), and the series capacity."""
+        parts = {id(part): part for ring in self.buckets.values() for slot in ring.slots
+                 for part in slot.parts}
+        for part in (*self._interval_parts, *self._since_parts,
+                     *(p for o in self._open.values() for p in o.parts)):
+            parts[id(part)] = part
+        return {
+            "totals_bytes": sum(b.core.nbytes + b.llm.nbytes + b.second.nbytes
+                                for b in self.totals.blocks),
+            "bucket_bytes": sum(k.nbytes + c.nbytes for k, c in parts.values()),
+            "bucket_entries": sum(len(k) for k, _ in parts.values()),
+            "capacity": self.capacity, "llm_capacity": self.totals.llm_capacity,
+        }
+
     # -- output ----------------------------------------------------------------------------
     def capture(self) -> StatsCapture:
         """Close the current interval (every received event is in exactly one interval's
