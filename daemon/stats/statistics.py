@@ -271,7 +271,7 @@ class SparseRing:
         elif slot.period == period:  # an older period is past the ring: since-start keeps it
             slot.parts.append(part)
             if len(slot.parts) >= COMPACT_PARTS:
-                slot.parts = [H.merge_counts(slot.parts, np.uint32)]
+                slot.parts = [H.merge_counts(slot.parts, None)]
 
     def freeze(self) -> tuple[tuple[int, tuple[H.Counts, ...]], ...]:
         return tuple((slot.period, tuple(slot.parts)) for slot in self.slots)
@@ -291,8 +291,8 @@ class OpenSecond:
 
 def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]], ...],
                    open_seconds: tuple[tuple[int, tuple[H.Counts, ...]], ...], now: int,
-                   seconds: int) -> H.Counts:
-    """Counts summed over the slots whose period overlaps (now - seconds, now], and over the
+                   seconds: int) -> list[H.Counts]:
+    """The parts to sum for the slots whose period overlaps (now - seconds, now], and over the
     seconds not yet closed into the slots. A slot that an open second's newer period will
     reuse counts as reused already."""
     last = now // resolution
@@ -303,7 +303,7 @@ def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]
              and newest.get(period % len(slots), period) <= period for part in parts]
     parts += [part for second, parts in open_seconds if first <= second // resolution <= last
               for part in parts]
-    return H.merge_counts(parts)
+    return parts
 
 
 class Statistics:
@@ -327,7 +327,7 @@ class Statistics:
         self.llm_series = 0
         self.started = int(clock())
         self.interval_started = clock()
-        self._last_capture: StatsCapture | None = None
+        self._pending: list[StatsCapture] = []  # recent captures, newest last
 
     # -- input -----------------------------------------------------------------------------
     def add(self, records: np.ndarray, op_names: np.ndarray, model_names: np.ndarray) -> None:
@@ -353,7 +353,7 @@ class Statistics:
             part = {f: a[position] for f, a in arrays.items()}
             low, high = bounds[position], bounds[position + 1]
             chunk = ((keys[low:high] - position * span).astype(H.KEY_DTYPE),
-                     counts[low:high].astype(np.uint32))
+                     H.narrow(counts[low:high]))
             _combine(total, part)
             if second > now - RING_SECONDS:
                 self.totals.add(second, part, llm_sids, llm_rows)
@@ -374,13 +374,13 @@ class Statistics:
         and hand the result to the rings and to the interval."""
         for second in [s for s in self._open if s < now - 1]:
             opened = self._open.pop(second)
-            merged = H.merge_counts(opened.parts, np.uint32)
+            merged = H.merge_counts(opened.parts, None)
             if second > now - RING_SECONDS:
                 for ring in self.buckets.values():
                     ring.add(second, merged)
             self._add_interval_part(
                 merged if opened.split == 0 else H.merge_counts(opened.parts[opened.split:],
-                                                                np.uint32))
+                                                                None))
 
     def _add_interval_part(self, part: H.Counts) -> None:
         self._interval_parts.append(part)
@@ -483,21 +483,19 @@ class Statistics:
             rings={name: (ring.resolution, ring.freeze()) for name, ring in self.buckets.items()},
             open_seconds=opened,
             since=since, since_parts=since_parts, interval=interval)
-        self._last_capture = capture
+        self._pending = [*self._pending[-3:], capture]
         return capture
 
     def _adopt_since(self) -> None:
-        """Take the since-start counts the last capture merged (on its own thread) in place
-        of the parts they sum, if the engine has not merged those parts itself meanwhile."""
-        capture = self._last_capture
-        merged = capture.since_merged if capture is not None else None
-        if capture is None or merged is None:
-            return
-        covered = capture.since_parts
-        if len(covered) <= len(self._since_parts) and all(
-                a is b for a, b in zip(covered, self._since_parts, strict=False)):
-            self._since_parts[: len(covered)] = [merged]
-        self._last_capture = None
+        """Take the since-start counts that a recent capture merged (on its own thread) in
+        place of the parts they sum, if the engine has not merged those parts itself since."""
+        for capture in reversed(self._pending):
+            merged, covered = capture.since_merged, capture.since_parts
+            if merged is not None and len(covered) <= len(self._since_parts) and all(
+                    a is b for a, b in zip(covered, self._since_parts, strict=False)):
+                self._since_parts[: len(covered)] = [merged]
+                self._pending.clear()
+                return
 
     def operations(self) -> list[dict[str, object]]:
         """Every series with its all-time count and its statistics per window, as of now
@@ -592,9 +590,10 @@ class StatsCapture:
             totals = _window_totals(self._blocks, self._llm_sids, self._llm_rows, now,
                                     seconds, series)
             resolution, slots = self._rings[name]
-            counts = _window_counts(resolution, slots, self._open_seconds, now, seconds)
-            windows[name] = _describe(totals, counts, min(seconds, uptime), everyone)
-        windows["since_start"] = _describe(self._since, self.since_counts(),
+            parts = _window_counts(resolution, slots, self._open_seconds, now, seconds)
+            windows[name] = _describe(totals, H.merged_blocks(parts, series),
+                                      min(seconds, uptime), everyone)
+        windows["since_start"] = _describe(self._since, [self.since_counts()],
                                            max(self.now - self._started, 1.0), everyone)
         labels = self.labels
         all_time = self._all_time.tolist()
@@ -617,7 +616,7 @@ class StatsCapture:
             else:
                 span, totals, parts = self._interval_input
                 sids = np.flatnonzero(totals["count"][: self.series])
-                described = _describe(totals, H.merge_counts(parts), span, sids)
+                described = _describe(totals, H.merged_blocks(parts, self.series), span, sids)
                 labels = self.labels
                 self._interval = (span, [
                     {"operation": labels[sid][0], "model": labels[sid][1], "stats": stats}
@@ -763,17 +762,20 @@ def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: 
             for a, b, d, e, f, g, h, i in zip(*columns, strict=True)]
 
 
-def _describe(totals: dict[str, np.ndarray], counts: H.Counts, span: float, sids: np.ndarray
-              ) -> list[dict[str, object]]:
+def _describe(totals: dict[str, np.ndarray], blocks: list[H.Counts], span: float,
+              sids: np.ndarray) -> list[dict[str, object]]:
     """One stats dict per series of ``sids`` (in that order) from totals (indexed by series
-    id), sparse bucket counts and a span in seconds. Built column by column: numpy computes
-    every figure, Python only assembles the dicts."""
+    id), sparse bucket counts (in pieces by series) and a span in seconds. Built column by
+    column: numpy computes every figure, Python only assembles the dicts."""
     if len(sids) == 0:
         return []
     series = int(sids.max()) + 1
     c = {f: a[sids] for f, a in totals.items()}
 
-    every = H.sparse_quantiles(counts, series, (*_QS, _QUALITY_P10))[:, sids]
+    every = np.full((len(H.WIDTHS), series, len(_QS) + 1), np.nan)
+    for block in blocks:
+        H.sparse_quantiles(block, series, (*_QS, _QUALITY_P10), out=every)
+    every = every[:, sids]
 
     def found(metric: int, quantiles: tuple[float, ...]) -> np.ndarray:
         return every[metric, :, :len(_QS)] if quantiles == _QS else every[metric, :, len(_QS):]
