@@ -747,11 +747,21 @@ def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: 
     """Mean, min, max and percentiles per series; percentiles clamped into the exact
     [min, max] (exact at the ends, never outside the data); None without values."""
     has = n > 0
+    if not has.all():  # the series without values (no LLM fields, say) share one shape
+        out: list[dict[str, object]] = [
+            {"count": 0, **_NO_VALUES} if count else dict(_NO_VALUES) for _ in range(len(n))]
+        chosen = np.flatnonzero(has)
+        if len(chosen):
+            for index, value in zip(chosen.tolist(), _distributions(
+                    {f: a[chosen] for f, a in c.items() if f.startswith(prefix)},
+                    found[chosen], prefix, n[chosen], count), strict=True):
+                out[index] = value
+        return out
     low, high = c[f"{prefix}_min"], c[f"{prefix}_max"]
     clamped = np.minimum(np.maximum(found, low[:, None]), high[:, None])
-    present = has[:, None] & ~np.isnan(found)
-    columns = [_optional(_ratio(c[f"{prefix}_sum"], n), has), _optional(low, has),
-               _optional(high, has),
+    present = ~np.isnan(found)
+    columns = [np.round(c[f"{prefix}_sum"] / n, 6).tolist(), np.round(low, 6).tolist(),
+               np.round(high, 6).tolist(),
                *(_optional(clamped[:, k], present[:, k]) for k in range(len(PERCENTILES)))]
     if count:
         return [{"count": k, "mean": a, "min": b, "max": d, "p50": e, "p90": f, "p95": g,
@@ -762,6 +772,22 @@ def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: 
             for a, b, d, e, f, g, h, i in zip(*columns, strict=True)]
 
 
+_NO_VALUES: dict[str, object] = {"mean": None, "min": None, "max": None,
+                                 **{name: None for name, _ in PERCENTILES}}
+
+
+def _no_events(span: float) -> dict[str, object]:
+    """The stats of a series without events in the span."""
+    return {
+        "count": 0, "successes": 0, "errors": 0, "error_rate": None, "throughput_per_s": 0.0,
+        "latency_ms": dict(_NO_VALUES),
+        "quality": {"count": 0, "mean": None, "min": None, "p10": None},
+        "cache": {"lookups": 0, "hits": 0, "hit_rate": None},
+        "ttft_ms": {"count": 0, **_NO_VALUES}, "queue_ms": {"count": 0, **_NO_VALUES},
+        "tokens": {"in_total": 0, "out_total": 0, "in_per_s": 0.0, "out_per_s": 0.0},
+    }
+
+
 def _describe(totals: dict[str, np.ndarray], blocks: list[H.Counts], span: float,
               sids: np.ndarray) -> list[dict[str, object]]:
     """One stats dict per series of ``sids`` (in that order) from totals (indexed by series
@@ -769,6 +795,10 @@ def _describe(totals: dict[str, np.ndarray], blocks: list[H.Counts], span: float
     column: numpy computes every figure, Python only assembles the dicts."""
     if len(sids) == 0:
         return []
+    active = totals["count"][sids] > 0
+    if not active.all():
+        described = iter(_describe(totals, blocks, span, sids[active]))
+        return [next(described) if busy else _no_events(span) for busy in active.tolist()]
     series = int(sids.max()) + 1
     c = {f: a[sids] for f, a in totals.items()}
 
