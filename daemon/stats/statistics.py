@@ -23,11 +23,11 @@ references and a few per-series arrays, and its answers are those of its moment.
 
 Memory per series, not per event rate: the per-second totals take 60 bytes per series and
 second (18 KiB for 300 s), plus 56 bytes for a series that reports time to first token, queue
-time or tokens (the LLM columns exist only for those); bucket counts take 8 bytes per bucket
-hit in each time slot (a series whose latency spans a factor of 100 touches at most ~230 log
-buckets per slot), nothing for buckets never hit. The totals are allocated and touched when a
-series appears, so RSS does not creep up under steady load. The number of series is capped
-(see ``series``).
+time or tokens (the LLM columns exist only for those); bucket counts take 6 bytes per bucket
+hit in each time slot (8 where a slot's count passes 65535; a series whose latency spans a
+factor of 100 touches at most ~230 log buckets per slot), nothing for buckets never hit.
+The totals are allocated and touched when a series appears, so RSS does not creep up under
+steady load. The number of series is capped (see ``series``).
 """
 
 from __future__ import annotations
