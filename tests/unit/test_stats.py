@@ -153,6 +153,27 @@ def test_memory_stays_flat_whatever_names_arrive(clock):
     assert sum(r["count"] for r in stats.operations()) == 10_000
 
 
+def test_memory_per_series_stays_small(stats, clock):
+    """At the series cap, a series costs its per-second totals and the buckets it hit: well
+    under 64 KiB with a spread of latencies every second for five minutes, and the LLM
+    columns only exist for the series that report those fields."""
+    rng = np.random.default_rng(3)
+    names = [f"op{i}" for i in range(1024)]
+    # A batch in every slot of every ring: each 30 s, then each 10 s, then each second.
+    seconds = sorted({*range(1000, 1300, 30), *range(1240, 1300, 10), *range(1290, 1300)})
+    for second in seconds:
+        clock.now = second
+        latency = rng.lognormal(np.log(40), 0.8, 20 * 1024)
+        add_records(stats, make_records(len(latency), second, latency), names * 20, "m")
+        stats.capture()
+    assert sum(r["windows"]["5m"]["count"] for r in stats.operations()) == 20 * 1024 * len(seconds)
+    held = stats.memory()
+    assert held["llm_capacity"] == 0
+    assert (held["totals_bytes"] + held["bucket_bytes"]) / 1024 < 40 * 1024
+    add_records(stats, make_records(3, 1309, kind=L.KIND_EXTENDED, ttft_ms=5.0), "op0", "m")
+    assert 0 < stats.memory()["llm_capacity"] <= 16
+
+
 def test_interval_rows_partition_the_events(stats, clock):
     """Each received event is in exactly one history interval; since-start is their sum."""
     add_records(stats, make_records(10, 1000))
