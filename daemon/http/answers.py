@@ -129,18 +129,16 @@ class Answers:
         self.bodies = {STATUS: Body(STATUS, render_status, made),
                        METRICS: Body(METRICS, render_metrics, made)}
 
-    def prepare(self, gzip_too: Iterable[str] = ()) -> list[tuple[str, BaseException]]:
-        """Make every body now, and the gzip form of those named in ``gzip_too``; return the
-        (name, error) of each that failed (they are tried again at the next ask)."""
-        gzip_names = set(gzip_too)
+    def prepare(self, forms: Iterable[tuple[str, bool]]) -> list[tuple[str, BaseException]]:
+        """Make these forms now: (body name, gzip or not) pairs; return the (name, error) of
+        each body that failed (it is tried again at the next ask)."""
         failed: list[tuple[str, BaseException]] = []
-        for name, body in self.bodies.items():
+        for name, gzip in forms:
             try:
-                body.identity()
-                if name in gzip_names:
-                    body.gzipped()
+                self.bodies[name].get(gzip)
             except Exception as exc:
-                failed.append((name, exc))
+                if not any(name == done for done, _ in failed):
+                    failed.append((name, exc))
         return failed
 
 

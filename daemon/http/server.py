@@ -90,10 +90,12 @@ NO_STORE, NO_CACHE = "no-store", "no-cache"
 # /status and /metrics come in two forms, by the request's Accept-Encoding (answers.py).
 VARY = ("Vary", "Accept-Encoding")
 GZIPPED = ("Content-Encoding", "gzip")
-# How long after a request last asked for a body's gzip form ``publish`` makes that form
-# ahead: longer than any sane scrape interval, so that a Prometheus scraping every 15 s or
-# every minute finds it made whichever snapshot it lands on.
-GZIP_AHEAD_SECONDS = 600.0
+# How long after a request last asked for a form of a body (/status or /metrics, identity or
+# gzip) ``publish`` makes that form ahead: longer than any sane scrape or poll interval, so
+# that a Prometheus scraping every 15 s or every minute finds it made whichever snapshot it
+# lands on, while a body nobody asks for costs nothing.
+AHEAD_SECONDS = 600.0
+FORMS = ((STATUS, False), (STATUS, True), (METRICS, False), (METRICS, True))
 UI_PREFIX = "/ui/"
 SERIES_PATH = "/api/series"
 # Served on every local address; everything else on loopback only, unless configured.
@@ -383,11 +385,11 @@ class StatusServer:
 
     ``/status`` and ``/metrics`` are rendered once per document and served as cached bytes
     (``answers.Answers``), identity or gzip by the request's Accept-Encoding. Whoever makes
-    the documents calls ``publish(document)`` with each: it renders both answers on the
-    caller's thread, and from the first call on the server serves the published document
-    and never renders on a request. Until then, the first request for a document
-    ``snapshot()`` returns (compared by identity) renders what it asks for, and later
-    requests for that document are served the cached bytes. ``series``
+    the documents calls ``publish(document)`` with each: it renders, on the caller's thread,
+    the forms requests asked for lately, and from the first call on the server serves the
+    published document. Until then, the first request for a document ``snapshot()``
+    returns (compared by identity) renders what it asks for, and later requests for that
+    document are served the cached bytes. ``series``
     (``series_api.SeriesApi``) reads the history database on the server's thread, bounded
     by the request's deadline. ``page_dir``: the page's files, read at ``start``.
     ``pages_beyond_loopback``: serve everything on every local address (module docstring).
@@ -424,9 +426,9 @@ class StatusServer:
         self._pulled: Answers | None = None
         self._tally_lock = threading.Lock()
         self.renders: dict[str, int] = {}  # bodies made, by name: "status", "metrics.gzip", ...
-        # Body name -> monotonic time a request last asked for its gzip form (both keys
+        # (body name, gzip) -> monotonic time a request last asked for that form (every key
         # there from the start: publish() reads it while requests write it).
-        self._gzip_asked = {STATUS: -math.inf, METRICS: -math.inf}
+        self._asked = dict.fromkeys(FORMS, -math.inf)
         self._failures = {"snapshot": 0, "health": 0, "metrics": 0, "series": 0}
 
     def paths(self) -> tuple[str, ...]:
@@ -578,18 +580,19 @@ class StatusServer:
 
     # -- what the handlers call ------------------------------------------------------------
     def publish(self, document: SnapshotDocument) -> None:
-        """Serve ``document`` from now on: render its ``/status`` JSON and ``/metrics`` text
-        here, on the caller's thread, with their gzip forms where a request asked for that
-        form in the last ``GZIP_AHEAD_SECONDS``; then swap them in. Requests never render
-        after the first call (``snapshot`` is no longer read for these two paths).
+        """Serve ``document`` from now on (``snapshot`` is no longer read for ``/status`` and
+        ``/metrics``). Each form (its ``/status`` JSON or ``/metrics`` text, identity or gzip)
+        that a request asked for in the last ``AHEAD_SECONDS`` is made here, on the caller's
+        thread, before the swap, so that regular scrapers and pollers never wait for a
+        rendering; a form nobody asked for lately is made at the first request for it.
 
         ``document`` must not be changed afterwards (nor anything inside it). A rendering
         that raises is logged (rate-limited) and answered 500 until the next document; the
         exception does not reach the caller."""
         answers = self._answers_for(document)
         now = time.monotonic()
-        ahead = [name for name, asked in list(self._gzip_asked.items())
-                 if now - asked <= GZIP_AHEAD_SECONDS]
+        ahead = [form for form, asked in list(self._asked.items())
+                 if now - asked <= AHEAD_SECONDS]
         for name, exc in answers.prepare(ahead):
             self.callback_failed("snapshot" if name == STATUS else "metrics", exc)
         self._published = answers
@@ -607,8 +610,7 @@ class StatusServer:
             if answers is None or answers.document is not document:
                 answers = self._answers_for(document)
                 self._pulled = answers
-        if gzip:
-            self._gzip_asked[name] = time.monotonic()
+        self._asked[name, gzip] = time.monotonic()
         return answers.bodies[name].get(gzip)
 
     def _answers_for(self, document: SnapshotDocument) -> Answers:

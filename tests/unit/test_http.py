@@ -512,24 +512,34 @@ def test_concurrent_requests_for_a_new_document_render_it_once(serve):
     assert server.renders == {"metrics": 1, "metrics.gzip": 1}
 
 
-def test_publish_renders_on_the_callers_thread_and_requests_only_read(serve):
-    """publish(document) renders /status and /metrics at once; requests then get those bytes
-    without rendering, and no longer read the snapshot callback. The gzip forms are made
-    ahead at the next publish once a request has asked for them."""
+def test_publish_makes_ahead_what_requests_ask_for(serve):
+    """After publish(document) the server serves that document and no longer reads the
+    snapshot callback. Each form (/status or /metrics, identity or gzip) that requests asked
+    for is made by the next publish, on the publisher's thread, so those requests only read
+    bytes; a form nobody asked for is not made until a request asks."""
     server = serve(snapshot=lambda: {"never": "served"}, metrics=text_of)
     first = big_document(received=1)
     server.publish(first)
-    assert server.renders == {"status": 1, "metrics": 1}
+    assert server.renders == {}  # nobody asked for anything yet
     assert fetch(server)[2] == status_json(first)
-    assert fetch(server, path="/metrics")[2] == text_of(first)
     assert gzip.decompress(fetch(server, path="/metrics", headers=GZIP)[2]) == text_of(first)
     assert server.renders == {"status": 1, "metrics": 1, "metrics.gzip": 1}
     second = big_document(received=2)
     server.publish(second)
-    assert server.renders == {"status": 2, "metrics": 2, "metrics.gzip": 2}
-    assert gzip.decompress(fetch(server, path="/metrics", headers=GZIP)[2]) == text_of(second)
-    assert json.loads(fetch(server)[2])["events"]["received"] == 2
-    assert server.renders == {"status": 2, "metrics": 2, "metrics.gzip": 2}
+    made_ahead = {"status": 2, "metrics": 2, "metrics.gzip": 2}
+    assert server.renders == made_ahead
+    for _ in range(2):
+        assert json.loads(fetch(server)[2])["events"]["received"] == 2
+        assert gzip.decompress(fetch(server, path="/metrics", headers=GZIP)[2]) == \
+            text_of(second)
+    assert server.renders == made_ahead  # served, not rendered
+    assert fetch(server, path="/metrics")[2] == text_of(second)  # made when asked
+    assert server.renders == made_ahead  # the identity form was made for the gzip one
+    assert json.loads(gzip.decompress(fetch(server, headers=GZIP)[2]))["events"] == \
+        second["events"]
+    assert server.renders == {**made_ahead, "status.gzip": 1}
+    server.publish(big_document(received=3))
+    assert server.renders == {"status": 3, "metrics": 3, "metrics.gzip": 3, "status.gzip": 2}
 
 
 def test_a_failing_rendering_is_a_500_until_the_next_document(serve, caplog):
@@ -543,6 +553,8 @@ def test_a_failing_rendering_is_a_500_until_the_next_document(serve, caplog):
         return text_of(document)
 
     server = serve(metrics=fragile)
+    server.publish(big_document())
+    assert fetch(server, path="/metrics")[0] == 200  # asked for: made ahead from now on
     with caplog.at_level(logging.ERROR, logger="ai_analytics.daemon.http"):
         server.publish({**big_document(), "broken": True})
     assert "the metrics callback failed" in caplog.text
