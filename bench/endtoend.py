@@ -122,6 +122,7 @@ SCRAPE_INTERVAL_S = 1.0
 OFFERED_FRACTION = 0.95  # a probe below this share of its offered rate was not offered
 CHILD_TIMEOUT_S = 60.0  # for a child's line beyond the run's own length
 LAG_SAMPLE_S = 0.01  # how often the parent samples the drain lag from shared memory
+LAG_NOTED_S = 0.03  # samples above this are kept, with their time, in the JSON
 QUICK = {
     "rates": [20000],
     "producers": 2,
@@ -332,6 +333,7 @@ class LagProbe:
         self.maps: list[mmap.mmap] = []
         self.highest = 0.0
         self.samples = 0
+        self.late: list[tuple[float, float]] = []  # (monotonic time, lag) past LAG_NOTED_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -378,8 +380,11 @@ class LagProbe:
 
     def _run(self) -> None:
         while not self._stop.wait(LAG_SAMPLE_S):
-            self.highest = max(self.highest, self.sample())
+            lag = self.sample()
+            self.highest = max(self.highest, lag)
             self.samples += 1
+            if lag > LAG_NOTED_S:
+                self.late.append((round(time.monotonic(), 3), round(lag, 4)))
 
 
 def all_drained(namespace: str, published: int) -> bool:
@@ -401,6 +406,7 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
     """A warm-up and ``seconds`` (``--seconds`` by default) of emit with a fresh daemon."""
     seconds = seconds or args.seconds
     with daemon_session() as daemon:
+        started = time.monotonic()  # about when its loop began: its snapshots follow from here
         env = {**base_env(), NAMESPACE_ENV: daemon.namespace}
         pid = daemon.pid
         roles = producer_roles("emit", rate, args, seconds)
@@ -430,7 +436,8 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
         "side_cpu_percent": 100 * cpu_producing / wall,
         "dropped_total": events["dropped"],
         "records_per_batch": final["event_path"]["records_per_batch"],
-        "drain_lag_max_s": lag.highest, "lag_samples": lag.samples,
+        "drain_lag_max_s": lag.highest, "lag_samples": lag.samples, "lag_late": lag.late,
+        "daemon_started": started,
         "series": args.series, "threads": args.threads,
         "events": events,
         "counted": events_total(final),
