@@ -17,6 +17,7 @@ from ai_analytics.core.config import load_config
 from ai_analytics.core.history import HistoryStore, history_path
 from ai_analytics.core.state import read_state
 from ai_analytics.daemon import Daemon
+from ai_analytics.daemon.snapshot.worker import SnapshotThread
 
 from helpers import wait_for
 
@@ -146,3 +147,39 @@ def test_a_slow_snapshot_does_not_hold_up_draining(make_config: Callable[..., Pa
     final = read_state(str(state_dir))
     assert final is not None and final["events"]["received"] == sent
     assert final["lanes_summary"]["reclaimed"] == 3
+
+
+def test_the_snapshot_thread_takes_one_job_at_a_time_and_outlives_a_failed_one() -> None:
+    """``submit`` refuses while a job runs (the loop delays that snapshot); a result is handed
+    back once, and not while the next job runs; a job that raises is logged and counted, and
+    the thread takes the next one."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def job(capture: int) -> str:
+        if capture == 2:
+            raise ValueError("a bug in one snapshot")
+        started.set()
+        release.wait(60.0)
+        return f"saved {capture}"
+
+    worker: SnapshotThread[int, str] = SnapshotThread(job)
+    try:
+        assert worker.submit(1)
+        started.wait(60.0)
+        assert not worker.submit(99)  # still building the first
+        assert worker.take_result() is None  # nothing while it runs
+        release.set()
+        wait_for(lambda: not worker.busy, what="the first job's end")
+        assert worker.take_result() == (1, "saved 1")
+        assert worker.take_result() is None  # handed back once
+        assert worker.submit(2)
+        wait_for(lambda: not worker.busy, what="the failing job's end")
+        assert worker.failures == 1 and worker.take_result() is None
+        started.clear()
+        assert worker.submit(3)
+        wait_for(lambda: not worker.busy, what="the job after the failure")
+        assert worker.take_result() == (3, "saved 3")
+    finally:
+        release.set()
+        assert worker.close(60.0)
