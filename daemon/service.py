@@ -59,10 +59,6 @@ MIN_WAIT_SECONDS = 0.001
 # A snapshot that fell due while the previous one was still being built is taken as soon as
 # the loop sees the snapshot thread idle: it looks this often meanwhile.
 SNAPSHOT_RETRY_SECONDS = 0.05
-# The loop wakes early by the delays it has seen in waking (see Daemon._note_lateness), at
-# most by this much, forgetting them by half in this time.
-MAX_LATENESS_SECONDS = 0.05
-LATENESS_HALF_LIFE_SECONDS = 10.0
 # A segment seen before its creator finished it is looked at again this soon (it takes the
 # creator well under a millisecond), for as long as it is younger than lanes.SETTLE_SECONDS.
 SETTLE_RESCAN_SECONDS = 0.002
@@ -115,8 +111,6 @@ class Daemon:
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
         self._snapshots: SnapshotThread[Capture, bool] | None = None  # while run() runs
         self.snapshots_delayed = 0  # due while the previous one was being built
-        self.lateness = 0.0  # seconds; see _note_lateness (the loop's thread only)
-        self._lateness_at = time.monotonic()
         self._parts_config = config  # the config that the snapshot thread's parts have
         self._closed = False
         self._stop_budget = math.inf  # request_stop may narrow stop_timeout_seconds
@@ -252,12 +246,9 @@ class Daemon:
                 if now >= next_beat:  # sent by the loop itself: a hung loop stops the beat
                     self._notify("WATCHDOG=1")
                     next_beat = now + beat
-                wait = min(self._next_wait() - self.lateness, next_scan - now, next_save - now,
-                           next_beat - now)
-                self.last_iteration = asleep = time.monotonic()
-                wait = max(wait, MIN_WAIT_SECONDS)
-                self.stop_requested.wait(wait, also=shm.fileno())
-                self._note_lateness(asleep, wait)
+                wait = min(self._next_wait(), next_scan - now, next_save - now, next_beat - now)
+                self.last_iteration = time.monotonic()
+                self.stop_requested.wait(max(wait, MIN_WAIT_SECONDS), also=shm.fileno())
         finally:
             shm.close()
             self._shutdown()
@@ -430,18 +421,6 @@ class Daemon:
 
     def _next_wait(self) -> float:
         return self.lanes.time_to_drain(self.config.batch_timeout_seconds, MIN_WAIT_SECONDS)
-
-    def _note_lateness(self, asleep: float, wait: float) -> None:
-        """How late the loop woke after asking to sleep ``wait`` seconds from ``asleep``: on
-        a busy node the scheduler runs it some milliseconds after its timeout, and a lane at
-        250 k events/s fills its default 8192 slots in 33 ms. The loop then wakes that much
-        earlier (``lateness``: the latest delays seen, decaying by half every
-        LATENESS_HALF_LIFE_SECONDS); on an idle node it stays near zero and costs nothing."""
-        now = time.monotonic()
-        late = now - asleep - wait  # below zero: woken early (a stop, a new lane)
-        decayed = self.lateness * 0.5 ** ((now - self._lateness_at) / LATENESS_HALF_LIFE_SECONDS)
-        self.lateness = min(max(late, decayed), MAX_LATENESS_SECONDS)
-        self._lateness_at = now
 
     def drain(self, deadline: float | None = None) -> int:
         """Drain every lane until all are empty or time is up (batch_timeout by default)."""
