@@ -416,8 +416,17 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
             with LagProbe(daemon.namespace) as lag:
                 load = measured(producers, cpu_warm, seconds)
             cpu_producing, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
-            daemon.wait_for(lambda: all_drained(daemon.namespace, load["accepted_total"]),
-                            60.0, "the daemon to drain every published record")
+            try:
+                daemon.wait_for(lambda: all_drained(daemon.namespace, load["accepted_total"]),
+                                60.0, "the daemon to drain every published record")
+            except TimeoutError as exc:
+                from ai_analytics.cli.shm_view import read_namespace
+
+                raise RuntimeError(
+                    f"{exc}: shared memory shows {read_namespace(daemon.namespace).totals()}, "
+                    f"the producers had {load['accepted_total']} accepted; the daemon "
+                    f"{'runs' if daemon.running() else 'has exited'}; its log ends with:\n"
+                    f"{daemon.log()[-3000:]}") from None
             cpu_drained = cpu_seconds(pid) - cpu0
         code = daemon.stop()
         if code != 0:
