@@ -304,6 +304,20 @@ def daemon_case(case: str, series: int, rate: int, seconds: int, log: Any) -> di
 
 
 # -- the report ----------------------------------------------------------------------------
+def measured_code() -> str:
+    """Where the measured ai_analytics comes from (this interpreter's install) and its commit:
+    a run of this script with another checkout's interpreter measures that checkout."""
+    import ai_analytics.daemon
+
+    where = Path(ai_analytics.daemon.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"{where} at {commit}"
+
+
 def per_series(daemon: list[dict[str, Any]]) -> None:
     idle = next((d["rss_mb"] for d in daemon if d["series"] == 0 and "rss_mb" in d), None)
     for d in daemon:
@@ -435,9 +449,12 @@ def main(argv: list[str] | None = None) -> int:
         per_series(report["daemon"])
     before = json.loads(args.before.read_text()) if args.before else None
     report.update(start.header())
+    report["measured_code"] = measured_code()
     report["targets"] = check_targets(report)
     text = "\n".join([
         *header_lines("Memory and time at the cardinality cap", report),
+        f"- measured code: {report['measured_code']}"
+        + (f"; before: {before.get('measured_code', '?')}" if before else ""),
         "", f"Busy workload: {args.busy_rate} events per series per second for "
             f"{args.busy_seconds} s (every window full).", "",
         table(report, before), "", target_lines(report["targets"]), ""])

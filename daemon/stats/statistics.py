@@ -570,7 +570,9 @@ class StatsCapture:
 
     def since_counts(self) -> H.Counts:
         if self.since_merged is None:
-            self.since_merged = H.merge_counts(self.since_parts)
+            blocks = H.merged_blocks(self.since_parts, self.series)
+            self.since_merged = blocks[0] if len(blocks) == 1 else (
+                np.concatenate([k for k, _ in blocks]), np.concatenate([c for _, c in blocks]))
         return self.since_merged
 
     def operations(self) -> list[dict[str, object]]:
