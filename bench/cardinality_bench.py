@@ -5,7 +5,8 @@ Usage, from the repository root::
 
     .venv/bin/python bench/cardinality_bench.py [--series 0,10,100,1024] [--busy-series 1024]
                                                 [--busy-seconds 320] [--busy-rate 20]
-                                                [--rounds 15] [--no-daemon] [--quick]
+                                                [--rounds 15] [--engine-series 1024]
+                                                [--no-engine] [--no-daemon] [--quick] [--quiet]
                                                 [--before bench/cardinality_before.json]
                                                 [--out bench/cardinality_results.json]
                                                 [--md bench/CARDINALITY.md]
@@ -25,7 +26,9 @@ The engine part (in this process, the daemon's malloc settings applied first): a
 ``Statistics`` with the daemon's default caps and 1,024 series (32 operations x 32 models),
 an injected clock. For ``issue``, one batch of the 20 events per series; for ``busy``, one
 batch per second of the clock over ``--busy-seconds``, and a capture every second (a daemon
-with ``snapshot_interval_seconds: 1``). Timed: ``Statistics.add`` per record over the busy
+with ``snapshot_interval_seconds: 1``) whose ``operations()`` are computed every fifth second
+(a snapshot thread that falls behind; before ``capture()`` existed, ``close_interval()``
+every second). Timed: ``Statistics.add`` per record over the busy
 fill; then ``--rounds`` times (each on a fresh capture): ``capture()`` (on the drain thread),
 ``operations()``, ``interval()`` and ``histogram_section`` of that capture (on the snapshot
 thread). Median and fastest in ms. On code without ``capture()`` (before it existed) the
@@ -196,10 +199,12 @@ def engine_case(case: str, series: int, rate: int, seconds: int, rounds: int
         if busy:  # one snapshot a second, as the daemon with snapshot_interval_seconds: 1
             t0 = time.perf_counter()
             if has_capture:
-                stats.capture()
+                capture = stats.capture()
             else:
                 stats.close_interval()
             capture_ms.append((time.perf_counter() - t0) * 1e3)
+            if has_capture and second % 5 == 0:  # a snapshot thread that takes every fifth
+                capture.operations()
     grown = rss_mb() - before
     timings: dict[str, list[float]] = {"capture": [], "operations": [], "interval": [],
                                        "histograms": []}
@@ -406,6 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-daemon", action="store_true")
     parser.add_argument("--no-engine", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--quick", action="store_true",
                         help="a short smoke run: 40 s busy, 3 rounds, 0 and 10 series")
     parser.add_argument("--before", type=Path, help="a results file of the earlier code")
@@ -427,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
 
     def log(text: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f} s] {text}", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"[{time.monotonic() - t0:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     report: dict[str, Any] = {"engine": [], "daemon": []}
     if not args.no_engine:
