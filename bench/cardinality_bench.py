@@ -5,7 +5,8 @@ Usage, from the repository root::
 
     .venv/bin/python bench/cardinality_bench.py [--series 0,10,100,1024] [--busy-series 1024]
                                                 [--busy-seconds 320] [--busy-rate 20]
-                                                [--rounds 15] [--no-daemon] [--quick]
+                                                [--rounds 15] [--engine-series 1024]
+                                                [--no-engine] [--no-daemon] [--quick] [--quiet]
                                                 [--before bench/cardinality_before.json]
                                                 [--out bench/cardinality_results.json]
                                                 [--md bench/CARDINALITY.md]
@@ -25,7 +26,9 @@ The engine part (in this process, the daemon's malloc settings applied first): a
 ``Statistics`` with the daemon's default caps and 1,024 series (32 operations x 32 models),
 an injected clock. For ``issue``, one batch of the 20 events per series; for ``busy``, one
 batch per second of the clock over ``--busy-seconds``, and a capture every second (a daemon
-with ``snapshot_interval_seconds: 1``). Timed: ``Statistics.add`` per record over the busy
+with ``snapshot_interval_seconds: 1``) whose ``operations()`` are computed every fifth second
+(a snapshot thread that falls behind; before ``capture()`` existed, ``close_interval()``
+every second). Timed: ``Statistics.add`` per record over the busy
 fill; then ``--rounds`` times (each on a fresh capture): ``capture()`` (on the drain thread),
 ``operations()``, ``interval()`` and ``histogram_section`` of that capture (on the snapshot
 thread). Median and fastest in ms. On code without ``capture()`` (before it existed) the
@@ -196,10 +199,12 @@ def engine_case(case: str, series: int, rate: int, seconds: int, rounds: int
         if busy:  # one snapshot a second, as the daemon with snapshot_interval_seconds: 1
             t0 = time.perf_counter()
             if has_capture:
-                stats.capture()
+                capture = stats.capture()
             else:
                 stats.close_interval()
             capture_ms.append((time.perf_counter() - t0) * 1e3)
+            if has_capture and second % 5 == 0:  # a snapshot thread that takes every fifth
+                capture.operations()
     grown = rss_mb() - before
     timings: dict[str, list[float]] = {"capture": [], "operations": [], "interval": [],
                                        "histograms": []}
@@ -304,6 +309,20 @@ def daemon_case(case: str, series: int, rate: int, seconds: int, log: Any) -> di
 
 
 # -- the report ----------------------------------------------------------------------------
+def measured_code() -> str:
+    """Where the measured ai_analytics comes from (this interpreter's install) and its commit:
+    a run of this script with another checkout's interpreter measures that checkout."""
+    import ai_analytics.daemon
+
+    where = Path(ai_analytics.daemon.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"{where} at {commit}"
+
+
 def per_series(daemon: list[dict[str, Any]]) -> None:
     idle = next((d["rss_mb"] for d in daemon if d["series"] == 0 and "rss_mb" in d), None)
     for d in daemon:
@@ -392,6 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-daemon", action="store_true")
     parser.add_argument("--no-engine", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument("--quick", action="store_true",
                         help="a short smoke run: 40 s busy, 3 rounds, 0 and 10 series")
     parser.add_argument("--before", type=Path, help="a results file of the earlier code")
@@ -413,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
 
     def log(text: str) -> None:
-        print(f"[{time.monotonic() - t0:6.1f} s] {text}", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"[{time.monotonic() - t0:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     report: dict[str, Any] = {"engine": [], "daemon": []}
     if not args.no_engine:
@@ -435,9 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         per_series(report["daemon"])
     before = json.loads(args.before.read_text()) if args.before else None
     report.update(start.header())
+    report["measured_code"] = measured_code()
     report["targets"] = check_targets(report)
     text = "\n".join([
         *header_lines("Memory and time at the cardinality cap", report),
+        f"- measured code: {report['measured_code']}"
+        + (f"; before: {before.get('measured_code', '?')}" if before else ""),
         "", f"Busy workload: {args.busy_rate} events per series per second for "
             f"{args.busy_seconds} s (every window full).", "",
         table(report, before), "", target_lines(report["targets"]), ""])

@@ -78,8 +78,8 @@ BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this ma
 # A slot's parts are merged into one when this many have arrived: bounds the parts a window
 # reads, and the memory of many small parts.
 COMPACT_PARTS = 10
-# Parts of since-start counts beyond which the engine merges them itself (normally a capture
-# merges them on its own thread and the engine adopts the result).
+# Parts of since-start counts beyond which the engine merges the newest half itself (normally
+# a capture merges them all on its own thread and the engine adopts the result).
 SINCE_PARTS_LIMIT = 64
 
 
@@ -469,7 +469,9 @@ class Statistics:
             self._interval_parts = []
             self.interval_started = now
             if len(self._since_parts) > SINCE_PARTS_LIMIT:  # no capture merged them lately
-                self._since_parts = [H.merge_counts(self._since_parts)]
+                # The newest half only: those are small, the oldest may be large.
+                half = SINCE_PARTS_LIMIT // 2
+                self._since_parts[-half:] = [H.merge_counts(self._since_parts[-half:])]
             since, since_parts = self.since_start, tuple(self._since_parts)
         else:
             since = _combined(self.since_start, self.interval)
@@ -570,7 +572,9 @@ class StatsCapture:
 
     def since_counts(self) -> H.Counts:
         if self.since_merged is None:
-            self.since_merged = H.merge_counts(self.since_parts)
+            blocks = H.merged_blocks(self.since_parts, self.series)
+            self.since_merged = blocks[0] if len(blocks) == 1 else (
+                np.concatenate([k for k, _ in blocks]), np.concatenate([c for _, c in blocks]))
         return self.since_merged
 
     def operations(self) -> list[dict[str, object]]:

@@ -205,6 +205,24 @@ def test_a_capture_stays_as_of_its_moment(stats, clock):
     assert [r["count"] for r in first.operations()] == [10]
 
 
+def test_since_start_stays_exact_when_captures_go_unread(stats, clock):
+    """Captures that nobody reads leave the engine to merge the since-start counts itself:
+    its parts stay bounded and the percentiles exact as ever."""
+    rng = np.random.default_rng(4)
+    everything = []
+    for step in range(150):
+        clock.now = 1000 + step
+        latency = rng.lognormal(3, 1, 50)
+        everything.append(latency)
+        add_records(stats, make_records(50, clock.now, latency))
+        stats.capture()
+    assert len(stats._since_parts) <= 64
+    since = window(stats, "since_start")
+    assert since["count"] == 150 * 50
+    truth = np.percentile(np.concatenate(everything), 99, method="inverted_cdf")
+    assert abs(since["latency_ms"]["p99"] - truth) / truth <= H.RELATIVE_ERROR * (1 + 1e-9)
+
+
 def test_histogram_section_of_a_capture_matches_the_live_engine(stats):
     """The since-start histogram counts read from a capture are those of the engine then."""
     from ai_analytics.daemon.stats.edge_counts import histogram_section
