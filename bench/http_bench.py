@@ -7,24 +7,28 @@ Usage, from the repository root::
                                          [--snapshots 3] [--before PYTHON]
                                          [--out bench/http_results.json] [--md bench/HTTP.md]
 
-For each build (this checkout's Python, and ``--before``'s, a venv with another release of
-ai-analytics installed, measured in the same run for a ratio) and each share of LLM series
-(``--llm-shares``), it starts ``ai-analyticsd`` (``python -m ai_analytics.daemon``) on a free
-loopback port, has one producer process emit 20 events on each of ``--series`` (operation,
-model) series (32 operations x ``series/32`` models; the LLM series pass time to first
-token, queue time, tokens, a quality score and a cache lookup, the others latency only), and
-waits until a snapshot holds them all. Then, with ``http.client`` (one connection per
-request, as the daemon speaks HTTP/1.0):
+For each share of LLM series (``--llm-shares``), it starts one ``ai-analyticsd`` (``python -m
+ai_analytics.daemon``) per build, at once, each on a free loopback port: this checkout's
+Python, and ``--before``'s (a venv with another release of ai-analytics installed), for a
+ratio taken in one run. One producer process per daemon emits 20 events on each of
+``--series`` (operation, model) series (32 operations x ``series/32`` models; the LLM series
+pass time to first token, queue time, tokens, a quality score and a cache lookup, the others
+latency only), and the bench waits until a snapshot holds them all. Then, with
+``http.client`` (one connection per request, as the daemon speaks HTTP/1.0), one daemon
+after the other for each of ``--snapshots`` snapshots, so that the machine's load weighs on
+the builds alike:
 
-- the first request after each new snapshot (``--snapshots`` of them), for ``/metrics`` with
-  ``Accept-Encoding: gzip`` (Prometheus's request) and for ``/status`` with gzip, then
-  ``--requests`` more of each form, identity and gzip, on the same document. Times are from
-  sending the request to the last byte of the answer read (decoding gzip not included);
-- the answers' sizes, identity and gzip;
-- off the request path, in a process of the build's Python, on the last document: ``render``
-  (the /metrics text), its JSON (the /status body), zlib's gzip at levels 1 and 6; and, where
-  the build has ``StatusServer.publish``, a server in that process: the time ``publish``
-  takes (both bodies, both gzip forms) and the first gzip request after it.
+- the first request after a new snapshot, for ``/metrics`` with ``Accept-Encoding: gzip``
+  (Prometheus's request) and for ``/status`` with gzip, then up to ``--requests`` more of
+  each form, identity and gzip, on the same document. Times are from sending the request
+  to the last byte of the answer read (decoding gzip not included);
+- the answers' sizes, identity and gzip.
+
+Then, off the request path, with the daemons stopped, in processes of each build's Python in
+turn on the same document (this checkout's last /status): ``render`` (the /metrics text),
+the /status JSON, zlib's gzip at levels 1 and 6; and, where the build has
+``StatusServer.publish``, a server in that process: the time ``publish`` takes (both bodies,
+both gzip forms) and the first gzip request after it.
 
 A new snapshot is noticed from the state file's modification time (the daemon publishes its
 document before it writes that file), so no request renders on the bench's behalf; the
@@ -34,6 +38,7 @@ requests on "the same document" stop when the next state file appears.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import http.client
 import json
@@ -183,74 +188,115 @@ def state_mtime(daemon: DaemonProcess) -> int:
         return 0
 
 
-def measure_build(name: str, python: str, llm_share: float, args: argparse.Namespace,
-                  log: Any) -> dict[str, Any]:
-    llm_every = round(1 / llm_share) if llm_share > 0 else 0
-    with tempfile.TemporaryDirectory(prefix="aibench-http-") as tmp:
-        namespace = f"aibh{uuid.uuid4().hex[:8]}"
-        daemon = BuildDaemon(python, Path(tmp), namespace)
-        with daemon:
-            log(f"{name}: daemon up (pid {daemon.pid}); {args.series} series ...")
-            subprocess.run([python, "-c", PRODUCER, str(args.series), str(llm_every)],
-                           env={**os.environ, NAMESPACE_ENV: namespace},
-                           check=True, timeout=300)
-            total = args.series * EVENTS_PER_SERIES
+class Run:
+    """One build's daemon over one mix, and what was measured of it."""
 
-            def complete() -> dict[str, Any] | None:
-                state = daemon.state()
-                if state is None or state["cardinality"]["series"] != args.series:
-                    return None
-                events = state["events"]
-                return events if events["received"] + events["dropped"] == total else None
+    def __init__(self, name: str, python: str, directory: Path) -> None:
+        self.name = name
+        self.python = python
+        self.daemon = BuildDaemon(python, directory, f"aibh{uuid.uuid4().hex[:8]}")
+        self.last = 0
+        self.events: dict[str, int] = {}
+        self.rss: int | None = None
+        self.firsts: dict[str, list[float]] = {"metrics_gzip": [], "status_gzip": []}
+        self.warm: dict[str, list[float]] = {k: [] for k in (
+            "metrics_gzip", "metrics_identity", "status_gzip", "status_identity")}
+        self.sizes: dict[str, int] = {}
+        self.document = b""
+        self.renders: list[dict[str, float]] = []
 
-            events = daemon.wait_for(complete, 120.0, "a snapshot with every series")
-            last = state_mtime(daemon)
-            rss = psutil_rss(daemon.pid)
-            firsts: dict[str, list[float]] = {"metrics_gzip": [], "status_gzip": []}
-            warm: dict[str, list[float]] = {k: [] for k in (
-                "metrics_gzip", "metrics_identity", "status_gzip", "status_identity")}
-            sizes: dict[str, int] = {}
-            document: bytes = b""
-            for round_ in range(args.snapshots):
-                last = daemon.wait_for(lambda seen=last: (m := state_mtime(daemon)) != seen
-                                       and m, 60.0, "a new snapshot")
-                for path, key in (("/metrics", "metrics"), ("/status", "status")):
-                    status, headers, body, ms = get(daemon.port, path, gzip_ok=True)
-                    assert status == 200, (path, status, body[:200])
-                    firsts[f"{key}_gzip"].append(ms)
-                for _ in range(args.requests):
-                    if state_mtime(daemon) != last:
-                        break  # a new document: what follows would be a first request
-                    for path, key in (("/metrics", "metrics"), ("/status", "status")):
-                        for gzip_ok in (True, False):
-                            status, headers, body, ms = get(daemon.port, path, gzip_ok)
-                            form = "gzip" if headers.get("Content-Encoding") == "gzip" \
-                                else "identity"
-                            warm[f"{key}_{'gzip' if gzip_ok else 'identity'}"].append(ms)
-                            sizes[f"{key}_{form}_bytes"] = len(body)
-                            if key == "status" and form == "identity":
-                                document = body
-                            elif key == "status" and form == "gzip":
-                                document = gzip.decompress(body)
-                log(f"{name}: snapshot {round_ + 1}/{args.snapshots} measured")
-            sizes["gzip_served"] = int("metrics_gzip_bytes" in sizes)
-        doc_path = Path(tmp) / "document.json"
-        doc_path.write_bytes(document)
-        if args.keep_document and python == sys.executable:
-            args.keep_document.write_bytes(document)
-        log(f"{name}: rendering off the request path ...")
-        done = subprocess.run([python, "-c", RENDER, str(doc_path), str(args.render_rounds)],
+    def load(self, series: int, llm_every: int) -> None:
+        """Emit the workload; return once a snapshot holds every series."""
+        daemon = self.daemon
+        subprocess.run([self.python, "-c", PRODUCER, str(series), str(llm_every)],
+                       env={**os.environ, NAMESPACE_ENV: daemon.namespace},
+                       check=True, timeout=300)
+        total = series * EVENTS_PER_SERIES
+
+        def complete() -> dict[str, Any] | None:
+            state = daemon.state()
+            if state is None or state["cardinality"]["series"] != series:
+                return None
+            events = state["events"]
+            return events if events["received"] + events["dropped"] == total else None
+
+        self.events = daemon.wait_for(complete, 120.0, "a snapshot with every series")
+        self.last = state_mtime(daemon)
+        self.rss = psutil_rss(daemon.pid)
+
+    def measure_snapshot(self, requests: int) -> None:
+        """Wait for a new snapshot; its first requests, then the same document's."""
+        daemon = self.daemon
+        self.last = daemon.wait_for(lambda seen=self.last: (m := state_mtime(daemon)) != seen
+                                    and m, 60.0, "a new snapshot")
+        for path, key in (("/metrics", "metrics"), ("/status", "status")):
+            status, headers, body, ms = get(daemon.port, path, gzip_ok=True)
+            assert status == 200, (path, status, body[:200])
+            self.firsts[f"{key}_gzip"].append(ms)
+        for _ in range(requests):
+            if state_mtime(daemon) != self.last:
+                break  # a new document: what follows would be a first request
+            for path, key in (("/metrics", "metrics"), ("/status", "status")):
+                for gzip_ok in (True, False):
+                    status, headers, body, ms = get(daemon.port, path, gzip_ok)
+                    form = "gzip" if headers.get("Content-Encoding") == "gzip" else "identity"
+                    self.warm[f"{key}_{'gzip' if gzip_ok else 'identity'}"].append(ms)
+                    self.sizes[f"{key}_{form}_bytes"] = len(body)
+                    if key == "status":
+                        self.document = gzip.decompress(body) if form == "gzip" else body
+
+    def measure_render(self, document: Path) -> None:
+        """One process of the build's Python timing the rendering off the request path."""
+        done = subprocess.run([self.python, "-c", RENDER, str(document), "3"],
                               capture_output=True, text=True, check=True, timeout=600)
-        render = json.loads(done.stdout)
-    return {
-        "python": python,
-        "daemon_rss_bytes": rss,
-        "events": events,
-        "first_after_snapshot_ms": {k: summary(v) for k, v in firsts.items()},
-        "same_document_ms": {k: summary(v) for k, v in warm.items()},
-        "sizes": sizes,
-        "render": render,
-    }
+        self.renders.append(json.loads(done.stdout))
+
+    def result(self) -> dict[str, Any]:
+        render = {key: statistics.median(r[key] for r in self.renders)
+                  for key in self.renders[0]}
+        return {
+            "python": self.python,
+            "daemon_rss_bytes": self.rss,
+            "events": self.events,
+            "first_after_snapshot_ms": {k: summary(v) for k, v in self.firsts.items()},
+            "same_document_ms": {k: summary(v) for k, v in self.warm.items()},
+            "sizes": self.sizes,
+            "render": render,
+        }
+
+
+def measure_mix(builds: dict[str, str], llm_share: float, args: argparse.Namespace,
+                log: Any) -> dict[str, Any]:
+    """Every build's daemon up at once with the same workload, measured in alternation (a
+    snapshot of one, then of the next, ...; then the renderings, one process of each build
+    in turn), so that the machine's load weighs on each alike."""
+    llm_every = round(1 / llm_share) if llm_share > 0 else 0
+    with tempfile.TemporaryDirectory(prefix="aibench-http-") as tmp, \
+            contextlib.ExitStack() as stack:
+        runs = []
+        for index, (name, python) in enumerate(builds.items()):
+            directory = Path(tmp) / str(index)
+            directory.mkdir()
+            run = Run(name, python, directory)
+            stack.enter_context(run.daemon)
+            runs.append(run)
+        for run in runs:
+            log(f"{llm_share:.0%} LLM, {run.name}: {args.series} series ...")
+            run.load(args.series, llm_every)
+        for round_ in range(args.snapshots):
+            for run in runs:
+                run.measure_snapshot(args.requests)
+            log(f"{llm_share:.0%} LLM: snapshot {round_ + 1}/{args.snapshots} measured")
+        stack.close()  # the daemons stop: the renderings run on a quiet machine
+        document = Path(tmp) / "document.json"
+        document.write_bytes(runs[0].document)  # this checkout's: the same for every build
+        if args.keep_document:
+            args.keep_document.write_bytes(runs[0].document)
+        log(f"{llm_share:.0%} LLM: rendering off the request path ...")
+        for _ in range(args.render_rounds):
+            for run in runs:
+                run.measure_render(document)
+    return {run.name: run.result() for run in runs}
 
 
 def psutil_rss(pid: int) -> int | None:
@@ -347,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshots", type=int, default=3,
                         help="snapshots measured (default 3)")
     parser.add_argument("--render-rounds", type=int, default=5,
-                        help="renderings timed off the request path (default 5)")
+                        help="processes per build timing the renderings off the request "
+                             "path, each the median of 3 (default 5)")
     parser.add_argument("--before", metavar="PYTHON",
                         help="a Python with another build installed, measured the same way")
     parser.add_argument("--keep-document", type=Path, metavar="PATH",
@@ -370,8 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     builds = {"this checkout": sys.executable}
     if args.before:
         builds["before"] = args.before
-    mixes = {str(share): {name: measure_build(name, python, share, args, log)
-                          for name, python in builds.items()} for share in shares}
+    mixes = {str(share): measure_mix(builds, share, args, log) for share in shares}
     report = {**start.header(),
               "parameters": {"series": args.series, "llm_shares": shares,
                              "requests": args.requests, "snapshots": args.snapshots,

@@ -64,9 +64,20 @@ def test_port_in_use_is_a_clear_error(make_config):
     assert "Traceback" not in result.stderr
 
 
+# What Prometheus 2.42 (Debian's) sends with every scrape.
+PROMETHEUS_HEADERS = {
+    "User-Agent": "Prometheus/2.42.0+ds",
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+              "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+    "X-Prometheus-Scrape-Timeout-Seconds": "10",
+}
+
+
 def test_gzip_from_a_running_daemon(daemon_factory, namespace, make_config):
-    """A real daemon answers /metrics and /status in gzip to a client that accepts it (as
-    Prometheus does), and the gzip body decodes to the identity body of the same document."""
+    """A real daemon answers /metrics and /status in gzip to a request with the headers of
+    a Prometheus scrape, and the gzip body decodes to the identity body of the same
+    document."""
     config = make_config()
     port = read_config(config)["http_port"]
     daemon_factory(config)
@@ -77,7 +88,7 @@ def test_gzip_from_a_running_daemon(daemon_factory, namespace, make_config):
 
     def same_document(path: str) -> tuple[bytes, bytes] | None:
         _, _, plain = fetch(port, path=path)
-        status, headers, packed = fetch(port, path=path, headers={"Accept-Encoding": "gzip"})
+        status, headers, packed = fetch(port, path=path, headers=PROMETHEUS_HEADERS)
         assert status == 200
         assert headers["Content-Encoding"] == "gzip" and headers["Vary"] == "Accept-Encoding"
         assert int(headers["Content-Length"]) == len(packed)

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ai_analytics.core.errors import AnalyticsError, BindError
 from ai_analytics.daemon.http.answers import accepts_gzip
@@ -595,3 +597,26 @@ def test_odd_accept_encoding_headers_get_the_identity_form(serve, header):
     assert head.startswith(b"HTTP/1.0 200 ")
     assert b"Content-Encoding" not in head
     assert body == text_of(big_document())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=12)
+    | st.dictionaries(st.text() | st.integers() | st.booleans() | st.none(), inner,
+                      max_size=12),
+    max_leaves=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_status_json_writes_what_json_dumps_writes(value):
+    """The /status body, written in pieces to let other threads run, is byte for byte what
+    json.dumps writes in one call: any nesting, keys that are not strings, NaN and
+    infinities, non-ASCII text."""
+    assert status_json(value) == json.dumps(value, separators=(",", ":")).encode() + b"\n"
+
+
+def test_status_json_of_a_real_document(document):
+    """The same for a real daemon's document."""
+    assert status_json(document) == \
+        json.dumps(document, separators=(",", ":")).encode() + b"\n"
