@@ -295,6 +295,15 @@ class SnapshotBench:
     def ring_memory(self) -> dict[str, Any]:
         """What the ring (per-second totals, bucket-count rings) and the since-start store
         hold (their numpy arrays)."""
+        if hasattr(self.stats, "memory"):  # sparse bucket counts: the engine sums them
+            from ai_analytics.daemon.stats.statistics import BUCKET_RINGS
+
+            held = self.stats.memory()
+            return {"events_per_second": self.rate,
+                    "ring_bucket_slots": sum(slots for _, slots in BUCKET_RINGS.values()),
+                    "ring_bucket_mb": held["bucket_bytes"] / MB,
+                    "ring_array_mb": held["totals_bytes"] / MB,
+                    "capacity": self.stats.capacity}
         ring = self.stats.ring
         bucket_bytes = sum(r.counts.nbytes for r in ring.buckets.values())
         array_bytes = sum(a.nbytes for a in ring.arrays.values())

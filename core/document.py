@@ -232,6 +232,7 @@ class DrainSection(TypedDict):
     series_overflow_events: int
     state_writes_failed: int
     history_writes_failed: int
+    snapshots_delayed: int
 
 
 class SinkState(TypedDict):

@@ -29,6 +29,31 @@ def state_path(state_dir: str) -> str:
     return os.path.join(state_dir, STATE_FILE)
 
 
+# A document is a tree the daemon builds (no cycles to look for).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+# Containers this deep or deeper, or with this few items, are encoded in one call.
+_CHUNK_DEPTH, _CHUNK_ITEMS = 3, 8
+
+
+def encode_document(document: SnapshotDocument) -> str:
+    """``document`` as compact JSON, byte for byte what ``json.dumps(document,
+    separators=(",", ":"))`` gives, but encoded a row at a time: the C encoder holds the GIL
+    for the whole of each call, and one call over a document of a thousand series would hold
+    it for tens of milliseconds, stalling the daemon's drain loop on the other thread;
+    Python's own streaming encoder (``json.dump``) lets go often but is three times slower."""
+    return _chunked(document, 0)
+
+
+def _chunked(value: object, depth: int) -> str:
+    if depth < _CHUNK_DEPTH and isinstance(value, dict) and (depth == 0
+                                                           or len(value) > _CHUNK_ITEMS):
+        return "{" + ",".join(_ENCODE(key) + ":" + _chunked(item, depth + 1)
+                              for key, item in value.items()) + "}"
+    if depth < _CHUNK_DEPTH and isinstance(value, list) and len(value) > _CHUNK_ITEMS:
+        return "[" + ",".join(_chunked(item, depth + 1) for item in value) + "]"
+    return _ENCODE(value)
+
+
 def write_state(state_dir: str, document: SnapshotDocument) -> None:
     """Write ``document`` so that a reader sees the old file or the new one, never a mix."""
     try:
@@ -38,7 +63,7 @@ def write_state(state_dir: str, document: SnapshotDocument) -> None:
         raise StateError(f"cannot write state in {state_dir}: {exc}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, separators=(",", ":"))
+            f.write(encode_document(document))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)

@@ -1,11 +1,14 @@
 """The daemon: discover lanes, drain them in batches, count, save state, stop on time.
 
-One thread does all of it, in ``run``. It sleeps in ``select`` on the stop request's pipe
-(``core/wakeup.py``: a signal handler only sets a flag and writes a byte, no lock) and on the
-segment directory's inotify descriptor, so a stop, a reload or a new lane wakes it at once;
-the loop has no other exit than a stop request. The wait adapts: up to
-``batch_timeout_seconds`` when lanes are quiet, shorter when a lane fills fast enough to reach
-half its capacity before then.
+The drain loop, in ``run``, scans, drains and counts; at each snapshot interval it takes a
+``Capture`` (cheap: the statistics' ``capture()`` and the lanes' counters) and hands it to the
+snapshot thread, which builds the document, runs the insights, publishes it and writes the
+sinks (docs/architecture.md, "Threads in the daemon"). The loop never waits for that thread.
+It sleeps in ``select`` on the stop request's pipe (``core/wakeup.py``: a signal handler only
+sets a flag and writes a byte, no lock) and on the segment directory's inotify descriptor, so
+a stop, a reload or a new lane wakes it at once; the loop has no other exit than a stop
+request. The wait adapts: up to ``batch_timeout_seconds`` when lanes are quiet, shorter when
+a lane fills fast enough to reach half its capacity before then.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ai_analytics.core.outcomes import RATED
 from ai_analytics.core.state import read_state, remove_unfinished_writes
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
-from ai_analytics.daemon.http.metrics import MetricsEndpoint
+from ai_analytics.daemon.http.metrics import render as render_metrics
 from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
@@ -44,6 +47,8 @@ from ai_analytics.daemon.reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan
 from ai_analytics.daemon.resources import ResourceSampler
 from ai_analytics.daemon.sinks.writer import Sinks
 from ai_analytics.daemon.snapshot.builder import build_document
+from ai_analytics.daemon.snapshot.capture import Capture, take
+from ai_analytics.daemon.snapshot.worker import SnapshotThread
 from ai_analytics.daemon.stats.caches import CacheStates
 from ai_analytics.daemon.stats.rates import CounterRates
 from ai_analytics.daemon.stats.statistics import Statistics
@@ -51,6 +56,9 @@ from ai_analytics.daemon.stats.statistics import Statistics
 log = logging.getLogger("ai_analytics.daemon")
 
 MIN_WAIT_SECONDS = 0.001
+# A snapshot that fell due while the previous one was still being built is taken as soon as
+# the loop sees the snapshot thread idle: it looks this often meanwhile.
+SNAPSHOT_RETRY_SECONDS = 0.05
 # A segment seen before its creator finished it is looked at again this soon (it takes the
 # creator well under a millisecond), for as long as it is younger than lanes.SETTLE_SECONDS.
 SETTLE_RESCAN_SECONDS = 0.002
@@ -70,14 +78,15 @@ class Daemon:
     ``close`` (or leaving a ``with`` block) releases what is open, and ``run`` does it itself
     as it ends.
 
-    Threads: the loop is single-threaded by design, and everything not listed here belongs
-    to the thread that calls ``run``. Safe from any thread and from a signal handler:
-    ``request_stop``, ``request_reload`` (each an attribute store and a wake-up, no lock).
-    Safe to read from any thread: ``health()`` and ``last_document``, the latest finished
-    snapshot, published by one reference store and never changed afterwards (the HTTP
-    endpoint and embedded mode read it). ``get_performance_snapshot`` and ``document`` build
-    a document from the live statistics: the loop's thread only, or a daemon that does not
-    run.
+    Threads: the lanes, statistics, caches, rates and drainer belong to the thread that
+    calls ``run`` (the loop); the insights and the sinks to the snapshot thread while it
+    runs (``run`` starts it, and the loop hands it captures: ``_snapshot``). Safe from any
+    thread and from a signal handler: ``request_stop``, ``request_reload`` (each an attribute
+    store and a wake-up, no lock). Safe to read from any thread: ``health()`` and
+    ``last_document``, the latest finished snapshot, published by one reference store and
+    never changed afterwards (the HTTP endpoint and embedded mode read it).
+    ``get_performance_snapshot``, ``document`` and ``save`` build a document from the live
+    parts: the loop's thread only, or a daemon that does not run.
     """
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
@@ -100,6 +109,9 @@ class Daemon:
         self.insights = Insights(config)
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
+        self._snapshots: SnapshotThread[Capture, bool] | None = None  # while run() runs
+        self.snapshots_delayed = 0  # due while the previous one was being built
+        self._parts_config = config  # the config that the snapshot thread's parts have
         self._closed = False
         self._stop_budget = math.inf  # request_stop may narrow stop_timeout_seconds
 
@@ -179,7 +191,7 @@ class Daemon:
             # use"; before the loop's try: a bind failure must not run the final drain.
             self.http = StatusServer(cfg.http_host, cfg.http_port, lambda: self.last_document,
                                      self.health,
-                                     metrics=MetricsEndpoint(lambda: self.last_document),
+                                     metrics=render_metrics,
                                      series=SeriesApi(cfg.state_dir,
                                                       cfg.snapshot_interval_seconds),
                                      pages_beyond_loopback=cfg.http_pages_beyond_loopback)
@@ -193,9 +205,11 @@ class Daemon:
                                     cfg.names_per_lane):
             log.warning("%s", warning)
         self.resources.start()
+        self._snapshots = SnapshotThread(self._snapshot)
         log.info("ai-analyticsd %s draining namespace %r (state in %s)", package_version(),
                  cfg.namespace, cfg.state_dir)
         next_scan = next_save = 0.0
+        overdue = False  # the due snapshot waits for the previous one (counted once)
         beat = watchdog_seconds / 2 if watchdog_seconds else math.inf
         next_beat = 0.0 if watchdog_seconds else math.inf
         # Watching before the first scan: a lane made during that scan is seen.
@@ -218,10 +232,17 @@ class Daemon:
                 self.drain()
                 self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
                 self._finish_drained()
+                self._take_snapshot_result()
                 if now >= next_save:
-                    self.save(running=True)
-                    next_save = now + cfg.snapshot_interval_seconds
-                    self._notify(self._status_line())
+                    if self._submit_snapshot():
+                        overdue = False
+                        next_save = now + cfg.snapshot_interval_seconds
+                        self._notify(self._status_line())
+                    else:
+                        if not overdue:
+                            overdue = True
+                            self.snapshots_delayed += 1
+                        next_save = now + SNAPSHOT_RETRY_SECONDS
                 if now >= next_beat:  # sent by the loop itself: a hung loop stops the beat
                     self._notify("WATCHDOG=1")
                     next_beat = now + beat
@@ -233,8 +254,9 @@ class Daemon:
             self._shutdown()
 
     def health(self) -> tuple[bool, str]:
-        """For /healthz: is the drain loop going round? (One round includes a state write
-        with fsync, hence the floor of 2 s.)"""
+        """For /healthz: is the drain loop going round? (One round drains for at most
+        batch_timeout_seconds and takes a snapshot's capture; the floor of 2 s leaves room
+        for a loaded machine.)"""
         if self.stop_requested.is_set():
             return False, "stopping"
         last = self.last_iteration
@@ -273,9 +295,12 @@ class Daemon:
         changed = set(plan.changed)
         # Every part that keeps settings of its own takes them the same way; their state
         # (open findings, breaker counters, attached lanes) stays. Everything else reads
-        # self.config when it needs it.
+        # self.config when it needs it. The snapshot thread's parts take it now if that
+        # thread is idle, else from the next capture, which carries the config.
         for part in self._configured_parts():
             part.apply_config(cfg)
+        if self._snapshots is None or not self._snapshots.busy:
+            self._apply_snapshot_config(cfg)
         if "log_level" in changed:
             logging.getLogger().setLevel(log_level_number(cfg))
         if changed & set(NEW_LANES_ONLY) and self._lock_fd >= 0:  # run() published it
@@ -287,7 +312,17 @@ class Daemon:
         return plan
 
     def _configured_parts(self) -> tuple[Reconfigurable, ...]:
-        return (self.drainer, self.insights, self.resources, self.sinks, self.lanes)
+        """The loop's parts that keep settings of their own (the snapshot thread's:
+        ``_apply_snapshot_config``)."""
+        return (self.drainer, self.resources, self.lanes)
+
+    def _apply_snapshot_config(self, config: Config) -> None:
+        """On the thread that owns the insights and the sinks: the snapshot thread, or the
+        loop while that thread is idle."""
+        if config is not self._parts_config:
+            self._parts_config = config
+            for part in (self.insights, self.sinks):
+                part.apply_config(config)
 
     def _reload(self, load: Callable[[], Config] | None) -> None:
         """The loop's side of ``request_reload``: read and validate the config, then apply it
@@ -338,6 +373,15 @@ class Daemon:
             self.http.stop(min(1.0, budget / 4))
         self.resources.stop(min(1.0, budget / 4))
         try:
+            # The snapshot under way finishes first (its sink writes are bounded by
+            # max_processing_time_seconds): the final one owns the sinks and the insights.
+            if self._snapshots is not None and not self._snapshots.close(
+                    max(0.1, (deadline - time.monotonic()) / 2)):
+                log.warning("the snapshot under way has not finished; the final snapshot is "
+                            "taken meanwhile")
+            self._take_snapshot_result()
+            # A reload the snapshot thread had not taken yet: before the final writes' limit.
+            self._apply_snapshot_config(self.config)
             self.lanes.scan()
             while time.monotonic() < deadline and self.drain(deadline) > 0:
                 pass
@@ -384,8 +428,10 @@ class Daemon:
 
     # -- state -----------------------------------------------------------------------------
     def document(self, running: bool) -> SnapshotDocument:
-        """Everything the daemon knows, as written to the state file and shown by status."""
-        return build_document(self, running)
+        """Everything the daemon knows, as written to the state file and shown by status
+        (without the findings); it leaves the history interval open."""
+        return build_document(take(self, running, self.snapshots_delayed, close=False),
+                              self.resources, self.sinks)
 
     def get_performance_snapshot(self) -> SnapshotDocument:
         """The snapshot document, computed now (the structure docs/snapshot.md describes),
@@ -397,27 +443,47 @@ class Daemon:
         return document
 
     def save(self, running: bool) -> bool:
-        """Make the snapshot, publish it, and hand it to the sinks; unlink reclaimed lanes
-        only once a state file that counts them is safely written. The final snapshot (not
-        ``running``) is attempted even while a breaker is open."""
-        document = self.document(running)
-        document.update(self.insights.evaluate(document, float(document["written_unix"])))
-        self.last_document = document  # read by other threads (embedded mode, HTTP)
-        # Closed before any draining below, so that the rows hold exactly what `document`
-        # counts.
-        span, rows = self.stats.close_interval()
-        # Lanes fill while the sinks write (tens of ms, more on a slow disk): drain them
-        # meanwhile. Not for the final snapshot, which must count everything drained.
-        meanwhile = self._drain_while_writing if running else None
-        interval = (float(document["written_unix"]), span, document["events"], rows)
-        saved = self.sinks.write(document, interval, final=not running, meanwhile=meanwhile)
+        """Make a snapshot here and now, as the snapshot thread would, and unlink the
+        reclaimed lanes it counts once its state file is safely written. The final snapshot
+        (not ``running``) is attempted even while a breaker is open. For the loop's thread
+        once the snapshot thread is gone (the final snapshot), or a daemon that does not run."""
+        saved = self._snapshot(take(self, running, self.snapshots_delayed))
         if saved:
-            # Only after a write that finished in time: one that overran and finishes later
-            # wrote a document without the lanes folded since, so it unlinks nothing.
             self.lanes.unlink_finished()
         return saved
 
-    def _drain_while_writing(self) -> float:
-        """Drain while a sink write runs; how long until the lanes need it again."""
-        self.drain()
-        return self._next_wait()
+    def _submit_snapshot(self) -> bool:
+        """The loop's part of a snapshot: a capture, handed to the snapshot thread; False
+        (nothing taken) while that thread still builds the previous one."""
+        assert self._snapshots is not None
+        if self._snapshots.busy:
+            return False
+        # Only the loop submits, so an idle thread stays idle until this capture: it is
+        # taken (and the statistics' interval closed) only when it will be built.
+        return self._snapshots.submit(take(self, True, self.snapshots_delayed))
+
+    def _take_snapshot_result(self) -> None:
+        """The loop's side of a finished snapshot: unlink the reclaimed lanes its state file
+        counts, once that file is written in time. A write that overran and finishes later
+        wrote a document without the lanes folded since, and unlinks nothing; the lanes stay
+        in the next captures until one is saved."""
+        if self._snapshots is None or (done := self._snapshots.take_result()) is None:
+            return
+        capture, saved = done
+        if saved:
+            self.lanes.unlink_finished(capture.finished)
+
+    def _snapshot(self, capture: Capture) -> bool:
+        """A snapshot from its capture: build the document, run the insights, publish it,
+        hand it and the interval's history rows to the sinks; True when the state file was
+        written in time. On the snapshot thread (or by ``save``): it reads the capture, the
+        resource samples, and the insights and sinks, which are that thread's."""
+        self._apply_snapshot_config(capture.config)
+        document = build_document(capture, self.resources, self.sinks)
+        document.update(self.insights.evaluate(document, capture.written_unix))
+        if self.http is not None:  # /status and /metrics rendered here, once per document
+            self.http.publish(document)
+        self.last_document = document  # read by other threads (embedded mode, HTTP)
+        span, rows = capture.stats.interval()
+        interval = (capture.written_unix, span, document["events"], rows)
+        return self.sinks.write(document, interval, final=not capture.running, meanwhile=None)

@@ -223,10 +223,12 @@ def event_path(max_fill: float = 0.0, drain_lag_seconds: float = 0.0,
 
 
 def drain(batches: int = 1200, records: int = 60000, last_batch: int = 50,
-          state_writes_failed: int = 0, history_writes_failed: int = 0) -> DrainSection:
+          state_writes_failed: int = 0, history_writes_failed: int = 0,
+          snapshots_delayed: int = 0) -> DrainSection:
     return {"batches": batches, "records": records, "last_batch": last_batch,
             "series_overflow_events": 0, "state_writes_failed": state_writes_failed,
-            "history_writes_failed": history_writes_failed}
+            "history_writes_failed": history_writes_failed,
+            "snapshots_delayed": snapshots_delayed}
 
 
 def sinks() -> SinksSection:

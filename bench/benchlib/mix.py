@@ -68,17 +68,37 @@ Plan = list[tuple[tuple[object, ...], dict[str, object]]]
 PLAN_SIZE = 1 << 16  # a power of two: entries are picked with ``k & (PLAN_SIZE - 1)``
 
 
-def make_plan(seed: int) -> Plan:
-    """The same mix as emit arguments, without numpy: (positional args, keyword args)."""
+def series_names(series: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Operation and model names whose every pair is one of ``series`` series: the 10 x 10
+    of the mix for 100; otherwise up to 20 models (each name suffixed past the tenth), and
+    as many operations as it takes."""
+    if series == len(OPERATIONS) * len(MODELS):
+        return OPERATIONS, MODELS
+    models = min(series, 20)
+    operations = -(-series // models)
+
+    def named(base: tuple[str, ...], n: int) -> tuple[str, ...]:
+        return tuple(base[i % len(base)] + (f"-{i // len(base)}" if i >= len(base) else "")
+                     for i in range(n))
+
+    return named(OPERATIONS, operations), named(MODELS, models)
+
+
+def make_plan(seed: int, series: int = len(OPERATIONS) * len(MODELS)) -> Plan:
+    """The same mix as emit arguments, without numpy: (positional args, keyword args), over
+    ``series`` (operation, model) series chosen uniformly (100 by default: the 10 x 10)."""
     rnd = random.Random(seed)
     plan: Plan = []
+    operations, models = series_names(series)
     for k in range(PLAN_SIZE):
-        s = rnd.randrange(len(OPERATIONS) * len(MODELS))
-        op, model = s // len(MODELS), s % len(MODELS)
-        latency = rnd.lognormvariate(math.log(LATENCY_MEDIAN_MS[op]), LATENCY_SIGMA)
+        s = rnd.randrange(series)
+        op, model = s // len(models), s % len(models)
+        latency = rnd.lognormvariate(math.log(LATENCY_MEDIAN_MS[op % len(OPERATIONS)]),
+                                     LATENCY_SIGMA)
         quality = min(1.0, max(0.0, rnd.gauss(0.8, 0.12))) if rnd.random() < 0.5 else None
         cache_hit = rnd.random() < 0.4 if rnd.random() < 1 / 3 else None
-        args = (OPERATIONS[op], latency, MODELS[model], quality, rnd.random() >= 0.02, cache_hit)
+        args = (operations[op], latency, models[model], quality, rnd.random() >= 0.02,
+                cache_hit)
         extra: dict[str, object] = {}
         if k % EXTENDED_EVERY == EXTENDED_EVERY - 1:
             extra = {

@@ -21,7 +21,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ai_analytics.client._lane import still_named
@@ -345,11 +345,14 @@ class LaneSet:
                          f", no_lane {outcome.no_lane}" if outcome.no_lane else "")
         return folded
 
-    def unlink_finished(self) -> None:
-        """Called once a state file that includes the folded counts is on disk."""
-        for lane in self.finished:
+    def unlink_finished(self, lanes: Iterable[TrackedLane] | None = None) -> None:
+        """Called once a state file that includes the folded counts is on disk: unlink
+        ``lanes`` (those that state file counts; every folded lane by default)."""
+        done = list(self.finished if lanes is None else lanes)
+        for lane in done:
             self._unlink_or_retain(lane.reader, (lane.ident.name, lane.ident.created_ns))
-        self.finished.clear()
+        gone = {id(lane) for lane in done}
+        self.finished = [lane for lane in self.finished if id(lane) not in gone]
 
     def _unlink_or_retain(self, reader: LaneReader, key: tuple[str, int]) -> None:
         """Remove a counted lane; if that fails, remember it so it is never counted again."""

@@ -7,7 +7,7 @@ is not attributed, rather than shown as zero."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ai_analytics.core.document import (
     ModelEntry,
@@ -16,15 +16,15 @@ from ai_analytics.core.document import (
     OperationEntry,
     Window,
 )
-from ai_analytics.daemon.ingest.lanes import TrackedLane
-from ai_analytics.daemon.stats.series import SeriesRegistry
+from ai_analytics.daemon.snapshot.capture import LaneModels
 
 
 def model_summary(
-    operations: list[OperationEntry], lanes: Iterable[TrackedLane], registry: SeriesRegistry,
+    operations: list[OperationEntry], lanes: Iterable[LaneModels], names: Mapping[str, int],
     rss_by_pid: dict[int, int], gpu_mb_by_pid: dict[int, float],
 ) -> list[ModelEntry]:
-    """One entry per model: per-window totals, and the processes whose lanes emitted for it."""
+    """One entry per model: per-window totals, and the processes whose lanes emitted for it.
+    ``names``: each name's daemon-wide id, the ids ``LaneModels.models`` holds."""
     totals: dict[str, dict[Window, dict[str, float]]] = {}
     for row in operations:
         model = str(row["model"])
@@ -40,15 +40,14 @@ def model_summary(
     pids_by_name: dict[int, set[int]] = {}
     hidden_by_name: dict[int, set[tuple[int, int]]] = {}
     for lane in lanes:
-        for name in lane.models_seen:
+        for name in lane.models:
             if lane.visible_pid is not None:
                 pids_by_name.setdefault(name, set()).add(lane.visible_pid)
             else:
-                hidden_by_name.setdefault(name, set()).add(
-                    (lane.ident.pid_namespace, lane.ident.pid))
+                hidden_by_name.setdefault(name, set()).add(lane.producer)
     summary: list[ModelEntry] = []
     for model, per_window in totals.items():
-        name_id = registry.names.get(model)
+        name_id = names.get(model)
         pids = sorted(pids_by_name.get(name_id, ())) if name_id is not None else []
         processes: list[ModelProcess] = [
             {"pid": pid, "rss_bytes": rss_by_pid.get(pid), "gpu_memory_mb": gpu_mb_by_pid.get(pid)}

@@ -1,9 +1,11 @@
-"""What ``build_document`` reads: the parts of the running daemon it takes its numbers from.
+"""What a snapshot's ``Capture`` reads: the parts of the running daemon it takes its numbers
+from.
 
-``Daemon`` provides all of them, and passes itself; the builder sees only this read-only view,
-so the snapshot package depends on the parts (ingest, stats, resources, sinks, config), never
-on the service that owns them. Everything is read on the daemon's loop thread, the one thread
-that changes the parts.
+``Daemon`` provides all of them, and passes itself; the snapshot package sees only this
+read-only view, so it depends on the parts (ingest, stats, resources, sinks, config), never
+on the service that owns them. A capture reads them on the daemon's loop thread, the one
+thread that changes the lanes, statistics, caches, rates and drainer; the document is then
+built from the capture, on the snapshot thread.
 """
 
 from __future__ import annotations

@@ -7,9 +7,8 @@ fixed edges (``BUCKETS_SECONDS``). A log bucket counts toward an edge when its *
 at or below it, so a ``le`` count never includes a value above its edge, and misses at most
 the values in the one log bucket straddling the edge: values in ``(edge / 1.02, edge]`` (a
 value exactly on an edge lands in the next ``le`` up). The counts are therefore exact to
-within that 2 % band below each edge. ``histogram_section`` computes them on the daemon's
-loop thread (the only thread that touches ``Statistics``) when the document is built;
-readers of the document only read them from there.
+within that 2 % band below each edge. They are computed from a ``StatsCapture``, on any
+thread; given the live ``Statistics``, they are computed as of now, on its thread.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import numpy as np
 
 from ai_analytics.core.document import HistogramRow, HistogramsSection
 from ai_analytics.daemon.stats import histogram as H
-from ai_analytics.daemon.stats.statistics import Statistics
+from ai_analytics.daemon.stats.statistics import Statistics, StatsCapture
 
 # Upper bounds (seconds) of the exported histogram buckets; +Inf is added. Wide enough for
 # a sub-millisecond cache hit and an hour-long batch job.
@@ -39,14 +38,14 @@ HISTOGRAMS: dict[str, tuple[int, str]] = {
 BucketCounts = tuple[str, str, list[int], int, float]
 
 
-def latency_bucket_counts(stats: Statistics, edges_seconds: Sequence[float],
+def latency_bucket_counts(stats: Statistics | StatsCapture, edges_seconds: Sequence[float],
                           metric: int = H.LATENCY) -> list[BucketCounts]:
     """Per series since this daemon started: (operation, model, cumulative count at each edge
     of ``edges_seconds``, count, sum in seconds), in series-id order.
 
     ``metric`` is ``histogram.LATENCY``, ``TTFT`` or ``QUEUE``. A log bucket counts toward an
     edge when its upper edge is at or below the edge (see the module docstring for the
-    error). Call it on the thread that feeds ``stats``: it reads the live arrays.
+    error). Given the live ``Statistics``, call it on the thread that feeds it.
     """
     edges = np.asarray(edges_seconds, dtype=np.float64)
     if (edges.ndim != 1 or edges.size == 0 or not np.all(np.isfinite(edges))
@@ -55,41 +54,31 @@ def latency_bucket_counts(stats: Statistics, edges_seconds: Sequence[float],
     prefix = next((p for m, p in HISTOGRAMS.values() if m == metric), None)
     if prefix is None:
         raise ValueError(f"no Prometheus histogram for distribution {metric}")
-    series = len(stats.registry)
-    columns = slice(H.OFFSETS[metric], H.OFFSETS[metric] + H.WIDTHS[metric])
-    # since_start plus the interval not folded into it yet: what the since_start window shows.
-    rows = stats.since_start.buckets[:series, columns] + stats.interval.buckets[:series, columns]
-    cumulative = np.zeros((series, H.WIDTHS[metric] + 1), np.int64)
-    np.cumsum(rows, axis=1, out=cumulative[:, 1:])
+    capture = stats if isinstance(stats, StatsCapture) else stats.view()
     # Upper edge of log bucket i: LOG_MIN_MS * GAMMA**i (bucket 0 ends at LOG_MIN_MS); the
     # overflow bucket has none.
     upper_ms = H.LOG_MIN_MS * np.power(H.GAMMA, np.arange(H.WIDTHS[metric], dtype=np.float64))
     upper_ms[-1] = np.inf
     taken = np.searchsorted(upper_ms, edges * 1000.0, side="right")  # buckets under each edge
-    at_edges = cumulative[:, taken].tolist()
-    totals = cumulative[:, -1].tolist()
-    sums = ((stats.since_start.arrays[f"{prefix}_sum"][:series]
-             + stats.interval.arrays[f"{prefix}_sum"][:series]) / 1000.0).tolist()
-    out = []
-    for sid in range(series):
-        operation, model = stats.registry.label(sid)
-        out.append((operation, model, at_edges[sid], totals[sid], sums[sid]))
-    return out
+    at_edges, totals, sums = capture.since_start_at_edges(metric, taken)
+    return [(operation, model, at_edges[sid], totals[sid], sums[sid] / 1000.0)
+            for sid, (operation, model) in enumerate(capture.labels)]
 
 
-def histogram_section(stats: Statistics,
+def histogram_section(stats: Statistics | StatsCapture,
                       edges_seconds: Sequence[float] = BUCKETS_SECONDS) -> HistogramsSection:
     """The snapshot document's ``"histograms"`` section (JSON-ready): the edges, and per
     histogram the series with data, each with its cumulative counts at the edges, its count
     (the +Inf bucket) and its sum in seconds. Latency lists every series (a series with no
     event since this start shows zeros); TTFT and queue time only series that reported them.
     """
+    capture = stats if isinstance(stats, StatsCapture) else stats.view()
     rows: dict[str, list[HistogramRow]] = {
         name: [
             {"operation": operation, "model": model, "buckets": buckets, "count": count,
              "sum": round(total, 9)}
             for operation, model, buckets, count, total
-            in latency_bucket_counts(stats, edges_seconds, metric)
+            in latency_bucket_counts(capture, edges_seconds, metric)
             if count or metric == H.LATENCY
         ]
         for name, (metric, _) in HISTOGRAMS.items()

@@ -101,12 +101,110 @@ def count_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(keys) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     low, high = int(keys.min()), int(keys.max())
-    if high - low < max(_DENSE_RANGE, 4 * len(keys)):  # tally over the range: no sort
+    if high - low < _DENSE_FACTOR * len(keys):  # tally over the range: no sort
         tally = np.bincount(keys - low, minlength=high - low + 1)
         present = np.flatnonzero(tally)
         return present + low, tally[present]
     return np.unique(keys, return_counts=True)
 
 
-# Below this key range, counting by bincount over the range beats sorting the keys.
-_DENSE_RANGE = 1 << 22
+# Below this many times as many keys as their range, counting by bincount over the range beats
+# sorting them (a tally costs per slot of the range, a sort per key).
+_DENSE_FACTOR = 8
+
+
+# -- sparse counts ------------------------------------------------------------------------
+# Bucket counts of many series as sorted unique keys ``series * HIST_WIDTH + OFFSETS[metric]
+# + bucket`` with a count each: only the buckets that were hit cost memory.
+KEY_DTYPE = np.int32  # max_series (65536) * HIST_WIDTH stays below 2**31
+Counts = tuple[np.ndarray, np.ndarray]  # (sorted unique keys, counts)
+EMPTY: Counts = (np.empty(0, KEY_DTYPE), np.empty(0, np.int64))
+
+
+def narrow(counts: np.ndarray) -> np.ndarray:
+    """Counts of a time slot (below 2**32) in the narrowest unsigned type that holds them:
+    most slots' counts fit 16 bits, which saves a quarter of a part's bytes."""
+    if len(counts) == 0 or int(counts.max()) < 1 << 16:
+        return counts.astype(np.uint16)
+    return counts.astype(np.uint32, copy=False)
+
+
+def merge_counts(parts: list[Counts] | tuple[Counts, ...], dtype: type | None = np.int64
+                 ) -> Counts:
+    """The sum of sparse counts: sorted unique keys, counts of ``dtype`` (None: ``narrow``)."""
+    parts = [part for part in parts if len(part[0])]
+    cast = narrow if dtype is None else (lambda c: c.astype(dtype, copy=False))
+    if not parts:
+        return np.empty(0, KEY_DTYPE), cast(np.empty(0, np.int64))
+    if len(parts) == 1:
+        keys, counts = parts[0]
+        return keys, cast(counts)
+    keys = np.concatenate([k for k, _ in parts])
+    counts = np.concatenate([c for _, c in parts])
+    if counts.dtype.itemsize <= 4 or int(counts.max()) < 1 << 31:
+        # Key and count packed in one int64 and sorted as one: a plain sort, not an argsort
+        # and a gather.
+        packed = keys.astype(np.int64) << 32
+        packed |= counts
+        packed.sort()
+        keys = (packed >> 32).astype(KEY_DTYPE)
+        counts = packed & 0xFFFFFFFF
+    else:
+        order = np.argsort(keys, kind="stable")
+        keys, counts = keys[order], counts[order].astype(np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    return keys[starts], cast(np.add.reduceat(counts, starts))
+
+
+def merged_blocks(parts: list[Counts] | tuple[Counts, ...], series: int,
+                  block_series: int = 128) -> list[Counts]:
+    """``merge_counts(parts)`` in pieces of ``block_series`` series each (in key order): the
+    same entries, with a fraction of the temporary memory of one merge of everything."""
+    parts = [part for part in parts if len(part[0])]
+    if sum(len(k) for k, _ in parts) <= 1 << 18:
+        return [merge_counts(parts)]
+    edges = np.arange(0, series + block_series, block_series) * HIST_WIDTH
+    bounds = [np.searchsorted(keys, edges).tolist() for keys, _ in parts]
+    return [merge_counts([(keys[b[i]:b[i + 1]], counts[b[i]:b[i + 1]])
+                          for (keys, counts), b in zip(parts, bounds, strict=True)])
+            for i in range(len(edges) - 1)]
+
+
+def metric_entries(counts: Counts, metric: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of one distribution: (series, bucket, count) arrays, sorted by series then
+    bucket."""
+    keys, values = counts
+    local = keys % HIST_WIDTH
+    chosen = (local >= OFFSETS[metric]) & (local < OFFSETS[metric] + WIDTHS[metric])
+    keys = keys[chosen]
+    return keys // HIST_WIDTH, local[chosen] - OFFSETS[metric], values[chosen]
+
+
+def sparse_quantiles(counts: Counts, series: int, quantiles: tuple[float, ...],
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """``row_quantiles`` over sparse counts, for every distribution at once:
+    ``[4 distributions, series, len(quantiles)]``, NaN for a series without a count of that
+    distribution. Same definition (the bucket of rank ``ceil(q * total)``). With ``out``,
+    only the series present in ``counts`` are written there."""
+    values = np.full((len(WIDTHS), series, len(quantiles)), np.nan) if out is None else out
+    keys, hits = counts
+    if len(keys) == 0:
+        return values
+    sids = keys // HIST_WIDTH
+    local = keys - sids * HIST_WIDTH
+    metric = np.searchsorted(np.asarray(OFFSETS), local, side="right") - 1
+    group = sids.astype(np.int64) * len(WIDTHS) + metric  # sorted, as the keys are
+    cumulative = np.cumsum(hits, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
+    ends = np.concatenate((starts[1:], [len(group)]))
+    before = np.concatenate(([0], cumulative))[starts]
+    totals = cumulative[ends - 1] - before
+    group_metric, group_sid = metric[starts], sids[starts]
+    is_quality = group_metric == QUALITY
+    offsets = np.asarray(OFFSETS)[group_metric]
+    for column, q in enumerate(quantiles):
+        rank = np.maximum(1, np.ceil(q * totals - 1e-9)).astype(np.int64)
+        bucket = local[np.searchsorted(cumulative, before + rank, side="left")] - offsets
+        values[group_metric, group_sid, column] = np.where(
+            is_quality, quality_bucket_values(bucket), log_bucket_values(bucket))
+    return values

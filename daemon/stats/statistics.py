@@ -1,5 +1,5 @@
 """Statistics per (operation, model) series over windows of 10 s, 1 min, 5 min and since
-start, from per-second buckets in a bounded ring. Everything is vectorized numpy.
+start, from per-second totals and sparse bucket counts in bounded rings. Vectorized numpy.
 
 Exact: counts, successes, errors, sums (so means and rates), minimum and maximum, from
 per-second totals kept for 300 seconds. Bucketed, with the bound stated in ``histogram``:
@@ -10,19 +10,28 @@ start on a 10 s or 30 s boundary: they cover 50-60 s and 270-300 s).
 
 Events are placed by their own timestamp (the producer's monotonic clock, which is
 system-wide on Linux), so drain delay does not smear them across seconds. Each batch goes to
-the ring (for the windows) and to an "interval" accumulator that the daemon closes at every
-snapshot (one history row per series per snapshot: every received event is in exactly one
-row) and folds into the since-start totals.
+the rings (for the windows) and to an "interval" that each ``capture()`` closes (one history
+row per series per snapshot: every received event is in exactly one row) and folds into the
+since-start totals.
 
-Memory depends on the number of series, not on the event rate: per series, 21 totals for
-each of 300 seconds (50 KiB) and 26 rows of bucket counts (26 x 13.8 KiB), all allocated and
-touched when the series appears, so a daemon's RSS does not creep up under steady load. The
-number of series is capped (see ``series``).
+Threads: ``add`` and ``capture`` run on one thread (the daemon's drain loop); a
+``StatsCapture`` answers on any other thread while ``add`` goes on. Everything a capture
+holds is immutable once captured: bucket counts are immutable sparse parts that the engine
+only ever replaces, never changes; the per-second totals are blocks of 10 seconds that the
+engine copies before its first write after a capture (copy on write). So a capture costs
+references and a few per-series arrays, and its answers are those of its moment.
+
+Memory per series, not per event rate: the per-second totals take 60 bytes per series and
+second (18 KiB for 300 s), plus 56 bytes for a series that reports time to first token, queue
+time or tokens (the LLM columns exist only for those); bucket counts take 6 bytes per bucket
+hit in each time slot (8 where a slot's count passes 65535; a series whose latency spans a
+factor of 100 touches at most ~230 log buckets per slot), nothing for buckets never hit.
+The totals are allocated and touched when a series appears, so RSS does not creep up under
+steady load. The number of series is capped (see ``series``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -50,16 +59,54 @@ MIN_FIELDS = ("lat_min", "q_min", "ttft_min", "queue_min")
 MAX_FIELDS = ("lat_max", "q_max", "ttft_max", "queue_max")
 FIELDS = SUM_FIELDS + MIN_FIELDS + MAX_FIELDS
 
+# One second of one series, compact: a second's counts fit 32 bits, and each minimum and
+# maximum keeps its record field's own precision (latency float64, the others float32), so
+# they stay exact. The LLM fields live apart, only for the series that report them.
+CORE_DTYPE = np.dtype([
+    ("lat_sum", "f8"), ("q_sum", "f8"), ("lat_min", "f8"), ("lat_max", "f8"),
+    ("count", "u4"), ("successes", "u4"), ("q_count", "u4"), ("cache_lookups", "u4"),
+    ("cache_hits", "u4"), ("q_min", "f4"), ("q_max", "f4"),
+])
+LLM_DTYPE = np.dtype([
+    ("ttft_sum", "f8"), ("queue_sum", "f8"), ("tokens_in", "f8"), ("tokens_out", "f8"),
+    ("ttft_count", "u4"), ("queue_count", "u4"), ("ttft_min", "f4"), ("ttft_max", "f4"),
+    ("queue_min", "f4"), ("queue_max", "f4"),
+])
+CORE_FIELDS: tuple[str, ...] = CORE_DTYPE.names or ()
+LLM_FIELDS: tuple[str, ...] = LLM_DTYPE.names or ()
+BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this many seconds
+# A slot's parts are merged into one when this many have arrived: bounds the parts a window
+# reads, and the memory of many small parts.
+COMPACT_PARTS = 10
+# Parts of since-start counts beyond which the engine merges the newest half itself (normally
+# a capture merges them all on its own thread and the engine adopts the result).
+SINCE_PARTS_LIMIT = 64
+
+
+def _blank_record(dtype: np.dtype) -> np.ndarray:
+    record = np.zeros((), dtype)
+    for name in dtype.names or ():
+        if name in MIN_FIELDS:
+            record[name] = np.inf
+        elif name in MAX_FIELDS:
+            record[name] = -np.inf
+    return record
+
+
+_BLANK_CORE = _blank_record(CORE_DTYPE)
+_BLANK_LLM = _blank_record(LLM_DTYPE)
+
 
 def _blank(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    arrays = {f: np.full(shape, 0.0) for f in SUM_FIELDS}  # written, so resident (see _touched)
+    arrays = {f: np.full(shape, 0.0) for f in SUM_FIELDS}
     arrays.update({f: np.full(shape, np.inf) for f in MIN_FIELDS})
     arrays.update({f: np.full(shape, -np.inf) for f in MAX_FIELDS})
     return arrays
 
 
 def _grow(arrays: dict[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
-    """The same arrays with their last axis widened to ``capacity`` series."""
+    """New arrays with the last axis widened to ``capacity`` series (the old ones unchanged:
+    a capture may hold them)."""
     old = next(iter(arrays.values())).shape
     grown = _blank((*old[:-1], capacity))
     for name, array in arrays.items():
@@ -77,111 +124,186 @@ def _combine(into: dict[str, np.ndarray], part: dict[str, np.ndarray]) -> None:
         np.maximum(into[f][..., :width], part[f], out=into[f][..., :width])
 
 
-def _touched(shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """Zeros that are resident now: np.zeros alone maps pages lazily, so RSS would creep up
-    as slots are first written, and look like a leak."""
-    array: np.ndarray = np.empty(shape, dtype)
-    array.fill(0)
+def _combined(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A new ``a + b`` (``a`` at least as wide as ``b``)."""
+    out = {f: array.copy() for f, array in a.items()}
+    _combine(out, b)
+    return out
+
+
+def _touched(shape: tuple[int, ...], fill: np.ndarray) -> np.ndarray:
+    """An array filled now, so resident now: np.zeros alone maps pages lazily, so RSS would
+    creep up as slots are first written, and look like a leak."""
+    array: np.ndarray = np.empty(shape, fill.dtype)
+    array[...] = fill
     return array
 
 
-def _grow_rows(array: np.ndarray, capacity: int, axis: int) -> np.ndarray:
-    shape = list(array.shape)
-    shape[axis] = capacity
-    grown = _touched(tuple(shape), array.dtype.type)
-    grown[tuple(slice(0, n) for n in array.shape)] = array
-    return grown
+class TotalsBlock:
+    """BLOCK_SECONDS slots of the per-second ring: which second each holds, and its totals
+    per series (core) and per LLM series (llm)."""
+
+    __slots__ = ("core", "generation", "llm", "second")
+
+    def __init__(self, second: np.ndarray, core: np.ndarray, llm: np.ndarray,
+                 generation: int) -> None:
+        self.second, self.core, self.llm, self.generation = second, core, llm, generation
+
+    @classmethod
+    def blank(cls, capacity: int, llm_capacity: int, generation: int) -> TotalsBlock:
+        return cls(np.full(BLOCK_SECONDS, -1, np.int64),
+                   _touched((BLOCK_SECONDS, capacity), _BLANK_CORE),
+                   _touched((BLOCK_SECONDS, llm_capacity), _BLANK_LLM), generation)
+
+    def copy(self, capacity: int, llm_capacity: int, generation: int) -> TotalsBlock:
+        block = TotalsBlock.blank(capacity, llm_capacity, generation)
+        block.second[:] = self.second
+        block.core[:, : self.core.shape[1]] = self.core
+        block.llm[:, : self.llm.shape[1]] = self.llm
+        return block
 
 
-class Accumulator:
-    """Totals and bucket counts per series: the interval, and since start."""
+class TotalsRing:
+    """Per-second totals for the last RING_SECONDS seconds, in blocks copied on write: the
+    engine writes only blocks of its current generation; ``freeze`` hands the blocks out
+    and starts a new generation, so a frozen block never changes."""
 
     def __init__(self, capacity: int) -> None:
-        self.arrays = _blank((capacity,))
-        self.buckets = _touched((capacity, H.HIST_WIDTH), np.int64)
+        self.capacity, self.llm_capacity, self.generation = capacity, 0, 0
+        self.blocks = [TotalsBlock.blank(capacity, 0, 0)
+                       for _ in range(RING_SECONDS // BLOCK_SECONDS)]
 
-    def grow(self, capacity: int) -> None:
-        self.arrays = _grow(self.arrays, capacity)
-        self.buckets = _grow_rows(self.buckets, capacity, 0)
+    def grow(self, capacity: int, llm_capacity: int) -> None:
+        self.capacity, self.llm_capacity = capacity, llm_capacity
+        self.blocks = [block.copy(capacity, llm_capacity, self.generation)
+                       for block in self.blocks]
 
-    def add_buckets(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        self.buckets.reshape(-1)[keys] += counts  # keys are unique: a plain scatter-add
+    def freeze(self) -> tuple[TotalsBlock, ...]:
+        self.generation += 1
+        return tuple(self.blocks)
 
-    def add_accumulator(self, other: Accumulator) -> None:
-        _combine(self.arrays, other.arrays)
-        self.buckets += other.buckets
+    def add(self, second: int, part: dict[str, np.ndarray], llm_sids: np.ndarray,
+            llm_rows: np.ndarray) -> None:
+        """Add one second's totals ([capacity] per field); the LLM fields of the series
+        ``llm_sids`` go to their LLM rows ``llm_rows``."""
+        index, row = divmod(second % RING_SECONDS, BLOCK_SECONDS)
+        block = self.blocks[index]
+        if block.generation != self.generation:
+            block = block.copy(self.capacity, self.llm_capacity, self.generation)
+            self.blocks[index] = block
+        if block.second[row] != second:
+            block.second[row] = second
+            block.core[row] = _BLANK_CORE
+            block.llm[row] = _BLANK_LLM
+        core = block.core[row]
+        for f in CORE_FIELDS:
+            into = core[f]
+            if f in MIN_FIELDS:
+                np.minimum(into, part[f], out=into, casting="unsafe")
+            elif f in MAX_FIELDS:
+                np.maximum(into, part[f], out=into, casting="unsafe")
+            else:
+                np.add(into, part[f], out=into, casting="unsafe")
+        if len(llm_sids):
+            llm = block.llm[row]
+            for f in LLM_FIELDS:
+                into = llm[f]
+                if f in MIN_FIELDS:
+                    into[llm_rows] = np.minimum(into[llm_rows], part[f][llm_sids])
+                elif f in MAX_FIELDS:
+                    into[llm_rows] = np.maximum(into[llm_rows], part[f][llm_sids])
+                else:
+                    into[llm_rows] = into[llm_rows] + part[f][llm_sids]
 
-    def reset(self) -> None:
-        self.arrays = _blank((len(self.buckets),))
-        self.buckets.fill(0)
+
+def _window_totals(blocks: tuple[TotalsBlock, ...], llm_sids: np.ndarray,
+                   llm_rows: np.ndarray, now: int, seconds: int, series: int
+                   ) -> dict[str, np.ndarray]:
+    """Totals per series over the seconds (now - seconds, now]."""
+    out = _blank((series,))
+    for block in blocks:
+        chosen = (block.second > now - seconds) & (block.second <= now)
+        if not chosen.any():
+            continue
+        core = block.core[chosen, :series]
+        for f in CORE_FIELDS:
+            _fold(out[f], f, core[f])
+        if len(llm_sids):
+            llm = block.llm[chosen][:, llm_rows]
+            for f in LLM_FIELDS:
+                target = out[f][llm_sids]
+                _fold(target, f, llm[f])
+                out[f][llm_sids] = target
+    return out
 
 
-class BucketRing:
-    """Bucket counts per series in ``slots`` time slots of ``resolution`` seconds."""
+def _fold(into: np.ndarray, field: str, rows: np.ndarray) -> None:
+    """Reduce ``rows`` ([seconds, series]) along the seconds into ``into`` (in place)."""
+    if field in MIN_FIELDS:
+        np.minimum(into, rows.min(axis=0), out=into)
+    elif field in MAX_FIELDS:
+        np.maximum(into, rows.max(axis=0), out=into)
+    else:
+        into += rows.sum(axis=0, dtype=np.float64)
 
-    def __init__(self, resolution: int, slots: int, capacity: int) -> None:
+
+class SparseSlot:
+    __slots__ = ("parts", "period")
+
+    def __init__(self) -> None:
+        self.period = -1
+        self.parts: list[H.Counts] = []
+
+
+class SparseRing:
+    """Bucket counts of every series in ``slots`` time slots of ``resolution`` seconds, each
+    slot a list of immutable sparse parts (one per second, merged every COMPACT_PARTS)."""
+
+    def __init__(self, resolution: int, slots: int) -> None:
         self.resolution = resolution
-        self.period = np.full(slots, -1, np.int64)  # which period (second // resolution)
-        self.counts = _touched((slots, capacity, H.HIST_WIDTH), np.uint32)
+        self.slots = [SparseSlot() for _ in range(slots)]
 
-    def grow(self, capacity: int) -> None:
-        self.counts = _grow_rows(self.counts, capacity, 1)
-
-    def add(self, second: int, keys: np.ndarray, counts: np.ndarray) -> None:
+    def add(self, second: int, part: H.Counts) -> None:
         period = second // self.resolution
-        index = period % len(self.period)
-        if self.period[index] < period:
-            self.period[index] = period
-            self.counts[index] = 0
-        elif self.period[index] > period:
-            return  # older than the ring: only since-start keeps it
-        self.counts[index].reshape(-1)[keys] += counts.astype(np.uint32)
+        slot = self.slots[period % len(self.slots)]
+        if slot.period < period:
+            slot.period, slot.parts = period, [part]
+        elif slot.period == period:  # an older period is past the ring: since-start keeps it
+            slot.parts.append(part)
+            if len(slot.parts) >= COMPACT_PARTS:
+                slot.parts = [H.merge_counts(slot.parts, None)]
 
-    def window(self, now: int, seconds: int) -> np.ndarray:
-        """Counts summed over the slots whose period overlaps (now - seconds, now]."""
-        last = now // self.resolution
-        first = (now - seconds + 1) // self.resolution
-        chosen = (self.period >= first) & (self.period <= last)
-        return self.counts[chosen].sum(axis=0, dtype=np.int64)
+    def freeze(self) -> tuple[tuple[int, tuple[H.Counts, ...]], ...]:
+        return tuple((slot.period, tuple(slot.parts)) for slot in self.slots)
 
 
-class SecondRing:
-    """Per-second totals for the last RING_SECONDS seconds, and a bucket ring per window."""
+class OpenSecond:
+    """The bucket counts of a second still receiving events: one part per batch, merged
+    into one when the second is closed. ``split``: the parts before it belong to an interval
+    that a capture already closed."""
 
-    def __init__(self, capacity: int) -> None:
-        self.second = np.full(RING_SECONDS, -1, np.int64)  # which second each slot holds
-        self.arrays = _blank((RING_SECONDS, capacity))
-        self.buckets = {name: BucketRing(resolution, slots, capacity)
-                        for name, (resolution, slots) in BUCKET_RINGS.items()}
+    __slots__ = ("parts", "split")
 
-    def grow(self, capacity: int) -> None:
-        self.arrays = _grow(self.arrays, capacity)
-        for ring in self.buckets.values():
-            ring.grow(capacity)
+    def __init__(self) -> None:
+        self.parts: list[H.Counts] = []
+        self.split = 0
 
-    def add(self, second: int, arrays: dict[str, np.ndarray], keys: np.ndarray,
-            counts: np.ndarray) -> None:
-        index = second % RING_SECONDS
-        if self.second[index] != second:
-            self.second[index] = second
-            for name, array in self.arrays.items():
-                array[index] = 0.0 if name in SUM_FIELDS else (
-                    np.inf if name in MIN_FIELDS else -np.inf)
-        _combine({f: a[index] for f, a in self.arrays.items()}, arrays)
-        for ring in self.buckets.values():
-            ring.add(second, keys, counts)
 
-    def window(self, name: str, now: int, seconds: int
-               ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Totals over the seconds (now - seconds, now]; bucket counts over the slots of the
-        window's own bucket ring that overlap them."""
-        chosen = (self.second > now - seconds) & (self.second <= now)
-        totals = {f: a[chosen].sum(axis=0) for f, a in self.arrays.items() if f in SUM_FIELDS}
-        totals.update({f: self.arrays[f][chosen].min(axis=0, initial=np.inf)
-                       for f in MIN_FIELDS})
-        totals.update({f: self.arrays[f][chosen].max(axis=0, initial=-np.inf)
-                       for f in MAX_FIELDS})
-        return totals, self.buckets[name].window(now, seconds)
+def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]], ...],
+                   open_seconds: tuple[tuple[int, tuple[H.Counts, ...]], ...], now: int,
+                   seconds: int) -> list[H.Counts]:
+    """The parts to sum for the slots whose period overlaps (now - seconds, now], and over the
+    seconds not yet closed into the slots. A slot that an open second's newer period will
+    reuse counts as reused already."""
+    last = now // resolution
+    first = (now - seconds + 1) // resolution
+    opened = {second // resolution for second, _ in open_seconds}
+    newest = {period % len(slots): period for period in sorted(opened)}
+    parts = [part for period, parts in slots if first <= period <= last
+             and newest.get(period % len(slots), period) <= period for part in parts]
+    parts += [part for second, parts in open_seconds if first <= second // resolution <= last
+              for part in parts]
+    return parts
 
 
 class Statistics:
@@ -192,12 +314,20 @@ class Statistics:
         self.clock = clock
         self.registry = SeriesRegistry(max_operations, max_models, max_series)
         self.capacity = 16
-        self.ring = SecondRing(self.capacity)
-        self.interval = Accumulator(self.capacity)
-        self.since_start = Accumulator(self.capacity)
+        self.totals = TotalsRing(self.capacity)
+        self.buckets = {name: SparseRing(resolution, slots)
+                        for name, (resolution, slots) in BUCKET_RINGS.items()}
+        self._open: dict[int, OpenSecond] = {}  # seconds whose parts are not merged yet
+        self.interval = _blank((self.capacity,))
+        self._interval_parts: list[H.Counts] = []
+        self.since_start = _blank((self.capacity,))  # replaced, never changed: captures share it
+        self._since_parts: list[H.Counts] = []
         self.all_time = np.zeros(self.capacity, np.int64)  # survives restarts (state file)
+        self.llm_row = np.full(self.capacity, -1, np.int64)  # series id → its LLM row
+        self.llm_series = 0
         self.started = int(clock())
         self.interval_started = clock()
+        self._pending: list[StatsCapture] = []  # recent captures, newest last
 
     # -- input -----------------------------------------------------------------------------
     def add(self, records: np.ndarray, op_names: np.ndarray, model_names: np.ndarray) -> None:
@@ -210,29 +340,76 @@ class Statistics:
         now = int(self.clock())
         seconds = np.minimum(records["ts_ns"] // 1_000_000_000, now).astype(np.int64)
         distinct, local = _seconds_index(seconds)
-        arrays, keys, counts = _reduce(records, sids, local, len(distinct), width)
+        arrays, keys, counts, extended = _reduce(records, sids, local, len(distinct), width)
+        llm_sids = llm_rows = np.empty(0, np.int64)
+        if extended:
+            llm_sids = self._llm_series(arrays)
+            llm_rows = self.llm_row[llm_sids]
+        self._close_seconds(now)
         span = width * H.HIST_WIDTH
-        bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span)
+        bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span).tolist()
         total = _blank((width,))
         for position, second in enumerate(distinct.tolist()):
             part = {f: a[position] for f, a in arrays.items()}
-            part_keys = keys[bounds[position] : bounds[position + 1]] - position * span
-            part_counts = counts[bounds[position] : bounds[position + 1]]
+            low, high = bounds[position], bounds[position + 1]
+            chunk = ((keys[low:high] - position * span).astype(H.KEY_DTYPE),
+                     H.narrow(counts[low:high]))
             _combine(total, part)
             if second > now - RING_SECONDS:
-                self.ring.add(second, part, part_keys, part_counts)
-            self.interval.add_buckets(part_keys, part_counts)
-        _combine(self.interval.arrays, total)
+                self.totals.add(second, part, llm_sids, llm_rows)
+            if second >= now - 1:  # still open: merged once it is over
+                self._open.setdefault(second, OpenSecond()).parts.append(chunk)
+            elif second in self._open:
+                self._open[second].parts.append(chunk)
+            else:  # late for a second already closed: straight to the slots and interval
+                if second > now - RING_SECONDS:
+                    for ring in self.buckets.values():
+                        ring.add(second, chunk)
+                self._add_interval_part(chunk)
+        _combine(self.interval, total)
         self.all_time += total["count"].astype(np.int64)
+
+    def _close_seconds(self, now: int) -> None:
+        """Merge the parts of each second over by now (drain delay keeps the last one open)
+        and hand the result to the rings and to the interval."""
+        for second in [s for s in self._open if s < now - 1]:
+            opened = self._open.pop(second)
+            merged = H.merge_counts(opened.parts, None)
+            if second > now - RING_SECONDS:
+                for ring in self.buckets.values():
+                    ring.add(second, merged)
+            self._add_interval_part(
+                merged if opened.split == 0 else H.merge_counts(opened.parts[opened.split:],
+                                                                None))
+
+    def _add_interval_part(self, part: H.Counts) -> None:
+        self._interval_parts.append(part)
+        if len(self._interval_parts) >= COMPACT_PARTS:
+            self._interval_parts = [H.merge_counts(self._interval_parts)]
+
+    def _llm_series(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """The series of this batch with LLM fields, given LLM rows if new."""
+        used = np.flatnonzero((arrays["ttft_count"] + arrays["queue_count"] + arrays["tokens_in"]
+                               + arrays["tokens_out"]).sum(axis=0))
+        new = used[self.llm_row[used] < 0]
+        if len(new):
+            self.llm_row[new] = np.arange(self.llm_series, self.llm_series + len(new))
+            self.llm_series += len(new)
+            if self.llm_series > self.totals.llm_capacity:
+                self.totals.grow(self.capacity, max(self.llm_series, 2 * self.totals.llm_capacity,
+                                                    16))
+        return used
 
     def _ensure_capacity(self, needed: int) -> None:
         if needed <= self.capacity:
             return
         capacity = max(needed, 2 * self.capacity)
-        for store in (self.ring, self.interval, self.since_start):
-            store.grow(capacity)
+        self.totals.grow(capacity, self.totals.llm_capacity)
+        self.interval = _grow(self.interval, capacity)
+        self.since_start = _grow(self.since_start, capacity)
         self.all_time = np.concatenate([self.all_time, np.zeros(capacity - self.capacity,
                                                                  np.int64)])
+        self.llm_row = np.concatenate([self.llm_row, np.full(capacity - self.capacity, -1)])
         self.capacity = capacity
 
     def restore(self, rows: Iterable[Mapping[str, object]], overflow: Mapping[str, object]
@@ -247,30 +424,85 @@ class Statistics:
             self._ensure_capacity(len(self.registry))
             self.all_time[sid] += int(row["count"])  # type: ignore[call-overload]
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held by the per-second totals and by the bucket counts (each part once,
+        however many slots share it), and the series capacity."""
+        parts = {id(part): part for ring in self.buckets.values() for slot in ring.slots
+                 for part in slot.parts}
+        for part in (*self._interval_parts, *self._since_parts,
+                     *(p for o in self._open.values() for p in o.parts)):
+            parts[id(part)] = part
+        return {
+            "totals_bytes": sum(b.core.nbytes + b.llm.nbytes + b.second.nbytes
+                                for b in self.totals.blocks),
+            "bucket_bytes": sum(k.nbytes + c.nbytes for k, c in parts.values()),
+            "bucket_entries": sum(len(k) for k, _ in parts.values()),
+            "capacity": self.capacity, "llm_capacity": self.totals.llm_capacity,
+        }
+
     # -- output ----------------------------------------------------------------------------
+    def capture(self) -> StatsCapture:
+        """Close the current interval (every received event is in exactly one interval's
+        rows) and freeze what the windows need as of now. Call it on the thread that calls
+        ``add``; the capture's methods may then run on any thread while ``add`` goes on.
+        Costs references and a few arrays of one value per series."""
+        return self._freeze(close=True)
+
+    def view(self) -> StatsCapture:
+        """A capture that leaves the interval open: its ``interval()`` is empty."""
+        return self._freeze(close=False)
+
+    def _freeze(self, close: bool) -> StatsCapture:
+        now = self.clock()
+        self._adopt_since()
+        interval: tuple[float, dict[str, np.ndarray], tuple[H.Counts, ...]] | None = None
+        opened = tuple((second, tuple(o.parts)) for second, o in self._open.items())
+        fresh = tuple(part for o in self._open.values() for part in o.parts[o.split:])
+        if close:
+            for o in self._open.values():
+                o.split = len(o.parts)
+            interval = (max(now - self.interval_started, 1e-3), self.interval,
+                        (*self._interval_parts, *fresh))
+            self.since_start = _combined(self.since_start, self.interval)
+            self._since_parts.extend(interval[2])
+            self.interval = _blank((self.capacity,))
+            self._interval_parts = []
+            self.interval_started = now
+            if len(self._since_parts) > SINCE_PARTS_LIMIT:  # no capture merged them lately
+                # The newest half only: those are small, the oldest may be large.
+                half = SINCE_PARTS_LIMIT // 2
+                self._since_parts[-half:] = [H.merge_counts(self._since_parts[-half:])]
+            since, since_parts = self.since_start, tuple(self._since_parts)
+        else:
+            since = _combined(self.since_start, self.interval)
+            since_parts = (*self._since_parts, *self._interval_parts, *fresh)
+        series = len(self.registry)
+        llm_sids = np.flatnonzero(self.llm_row[:series] >= 0)
+        capture = StatsCapture(
+            now=now, started=self.started, registry=self.registry,
+            all_time=self.all_time[:series].copy(), blocks=self.totals.freeze(),
+            llm_sids=llm_sids, llm_rows=self.llm_row[llm_sids],
+            rings={name: (ring.resolution, ring.freeze()) for name, ring in self.buckets.items()},
+            open_seconds=opened,
+            since=since, since_parts=since_parts, interval=interval)
+        self._pending = [*self._pending[-3:], capture]
+        return capture
+
+    def _adopt_since(self) -> None:
+        """Take the since-start counts that a recent capture merged (on its own thread) in
+        place of the parts they sum, if the engine has not merged those parts itself since."""
+        for capture in reversed(self._pending):
+            merged, covered = capture.since_merged, capture.since_parts
+            if merged is not None and len(covered) <= len(self._since_parts) and all(
+                    a is b for a, b in zip(covered, self._since_parts, strict=False)):
+                self._since_parts[: len(covered)] = [merged]
+                self._pending.clear()
+                return
+
     def operations(self) -> list[dict[str, object]]:
-        """Every series with its all-time count and its statistics per window."""
-        now = int(self.clock())
-        uptime = max(1, now - self.started + 1)
-        windows = {}
-        for name, seconds in WINDOWS:
-            arrays, buckets = self.ring.window(name, now, seconds)
-            windows[name] = _describe(arrays, buckets, min(seconds, uptime), len(self.registry))
-        since = Accumulator(self.capacity)
-        since.add_accumulator(self.since_start)
-        since.add_accumulator(self.interval)
-        windows["since_start"] = _describe(since.arrays, since.buckets,
-                                           max(self.clock() - self.started, 1.0),
-                                           len(self.registry))
-        rows: list[dict[str, object]] = []
-        # Most events first; a stable sort keeps series of equal counts in series-id order.
-        for sid in sorted(range(len(self.registry)), key=lambda sid: -int(self.all_time[sid])):
-            operation, model = self.registry.label(sid)
-            rows.append({
-                "operation": operation, "model": model, "count": int(self.all_time[sid]),
-                "windows": {name: stats[sid] for name, stats in windows.items()},
-            })
-        return rows
+        """Every series with its all-time count and its statistics per window, as of now
+        (the interval stays open)."""
+        return self.view().operations()
 
     def close_interval(self) -> tuple[float, list[dict[str, object]]]:
         """Statistics of every series since the last call, then fold them into since-start.
@@ -278,27 +510,140 @@ class Statistics:
         Returns (interval length in seconds, [{operation, model, stats}]) for series with
         events in the interval.
         """
-        now = self.clock()
-        span = max(now - self.interval_started, 1e-3)
-        described = _describe(self.interval.arrays, self.interval.buckets, span,
-                              len(self.registry))
-        rows: list[dict[str, object]] = []
-        for sid in np.flatnonzero(self.interval.arrays["count"][: len(self.registry)]):
-            operation, model = self.registry.label(int(sid))
-            rows.append({"operation": operation, "model": model, "stats": described[int(sid)]})
-        self.since_start.add_accumulator(self.interval)
-        self.interval.reset()
-        self.interval_started = now
-        return span, rows
+        return self.capture().interval()
 
     def cardinality(self) -> dict[str, object]:
-        registry = self.registry
-        return {
-            "operations": len(registry.operations) - 1, "models": len(registry.models) - 2,
-            "series": len(registry), "max_operations": registry.max_operations,
-            "max_models": registry.max_models, "max_series": registry.max_series,
-            "overflow_events": dict(registry.overflow),
-        }
+        return _cardinality(self.registry)
+
+
+def _cardinality(registry: SeriesRegistry) -> dict[str, object]:
+    return {
+        "operations": len(registry.operations) - 1, "models": len(registry.models) - 2,
+        "series": len(registry), "max_operations": registry.max_operations,
+        "max_models": registry.max_models, "max_series": registry.max_series,
+        "overflow_events": dict(registry.overflow),
+    }
+
+
+class StatsCapture:
+    """The statistics as of one ``Statistics.capture()``. Immutable: its methods may run on
+    any thread while the engine goes on adding batches; each result is computed once, on
+    first use, and kept."""
+
+    def __init__(self, *, now: float, started: int, registry: SeriesRegistry,
+                 all_time: np.ndarray, blocks: tuple[TotalsBlock, ...], llm_sids: np.ndarray,
+                 llm_rows: np.ndarray,
+                 rings: dict[str, tuple[int, tuple[tuple[int, tuple[H.Counts, ...]], ...]]],
+                 open_seconds: tuple[tuple[int, tuple[H.Counts, ...]], ...],
+                 since: dict[str, np.ndarray], since_parts: tuple[H.Counts, ...],
+                 interval: tuple[float, dict[str, np.ndarray], tuple[H.Counts, ...]] | None
+                 ) -> None:
+        self.now = now  # the engine's clock at the capture
+        self.series = len(all_time)
+        self._started = started
+        # The registry's tables only ever grow: the first ``series`` entries are as of now.
+        self._series_table, self._operations_table = registry.series, registry.operations
+        self._models_table = registry.models
+        self.names = dict(registry.names)  # name → daemon-wide id (what model_summary reads)
+        self.overflow = dict(registry.overflow)  # events redirected at each cap
+        self._cardinality = _cardinality(registry)
+        self._all_time = all_time
+        self._blocks, self._llm_sids, self._llm_rows = blocks, llm_sids, llm_rows
+        self._rings, self._open_seconds = rings, open_seconds
+        self._since = since
+        self.since_parts = since_parts
+        self.since_merged: H.Counts | None = None  # set once merged; the engine adopts it
+        self._interval_input = interval
+        self._operations: list[dict[str, object]] | None = None
+        self._interval: tuple[float, list[dict[str, object]]] | None = None
+        self._labels: list[tuple[str, str]] | None = None
+
+    @property
+    def labels(self) -> list[tuple[str, str]]:
+        """(operation, model) of each series, by series id."""
+        if self._labels is None:
+            ops, models = self._operations_table, self._models_table
+            self._labels = [(ops[op], models[model])
+                            for op, model in self._series_table[: self.series]]
+        return self._labels
+
+    def cardinality(self) -> dict[str, object]:
+        return self._cardinality
+
+    def since_counts(self) -> H.Counts:
+        if self.since_merged is None:
+            blocks = H.merged_blocks(self.since_parts, self.series)
+            self.since_merged = blocks[0] if len(blocks) == 1 else (
+                np.concatenate([k for k, _ in blocks]), np.concatenate([c for _, c in blocks]))
+        return self.since_merged
+
+    def operations(self) -> list[dict[str, object]]:
+        """Every series with its all-time count and statistics per window (10 s, 1 min,
+        5 min, since start), most events first (ties in series-id order)."""
+        if self._operations is None:
+            self._operations = self._compute_operations()
+        return self._operations
+
+    def _compute_operations(self) -> list[dict[str, object]]:
+        series = self.series
+        everyone = np.arange(series)
+        now = int(self.now)
+        uptime = max(1, now - self._started + 1)
+        windows: dict[str, list[dict[str, object]]] = {}
+        for name, seconds in WINDOWS:
+            totals = _window_totals(self._blocks, self._llm_sids, self._llm_rows, now,
+                                    seconds, series)
+            resolution, slots = self._rings[name]
+            parts = _window_counts(resolution, slots, self._open_seconds, now, seconds)
+            windows[name] = _describe(totals, H.merged_blocks(parts, series),
+                                      min(seconds, uptime), everyone)
+        windows["since_start"] = _describe(self._since, [self.since_counts()],
+                                           max(self.now - self._started, 1.0), everyone)
+        labels = self.labels
+        all_time = self._all_time.tolist()
+        # Most events first; a stable sort keeps series of equal counts in series-id order.
+        order = np.argsort(-self._all_time, kind="stable").tolist()
+        ten, minute, five, since = (windows[name] for name in ("10s", "1m", "5m", "since_start"))
+        return [
+            {"operation": labels[sid][0], "model": labels[sid][1], "count": all_time[sid],
+             "windows": {"10s": ten[sid], "1m": minute[sid], "5m": five[sid],
+                         "since_start": since[sid]}}
+            for sid in order
+        ]
+
+    def interval(self) -> tuple[float, list[dict[str, object]]]:
+        """(length in seconds, [{operation, model, stats}]) of the interval this capture
+        closed, for the series with events in it; (0.0, []) for a ``view()``."""
+        if self._interval is None:
+            if self._interval_input is None:
+                self._interval = (0.0, [])
+            else:
+                span, totals, parts = self._interval_input
+                sids = np.flatnonzero(totals["count"][: self.series])
+                described = _describe(totals, H.merged_blocks(parts, self.series), span, sids)
+                labels = self.labels
+                self._interval = (span, [
+                    {"operation": labels[sid][0], "model": labels[sid][1], "stats": stats}
+                    for sid, stats in zip(sids.tolist(), described, strict=True)])
+        return self._interval
+
+    def since_start_at_edges(self, metric: int, taken: np.ndarray
+                             ) -> tuple[list[list[int]], list[int], list[float]]:
+        """Per series (series-id order), since start, for one distribution: the cumulative
+        count of its first ``taken[i]`` log buckets for each i, its count, and the sum of
+        its values (ms)."""
+        series, edges = self.series, len(taken)
+        sids, buckets, hits = H.metric_entries(self.since_counts(), metric)
+        slot = np.searchsorted(taken, buckets, side="right")  # the first edge it counts for
+        per = np.bincount(sids.astype(np.int64) * (edges + 1) + slot, weights=hits,
+                          minlength=series * (edges + 1)).reshape(series, edges + 1)
+        cumulative = np.cumsum(per, axis=1).astype(np.int64)
+        prefix = _PREFIX[metric]
+        return (cumulative[:, :edges].tolist(), cumulative[:, edges].tolist(),
+                self._since[f"{prefix}_sum"][:series].tolist())
+
+
+_PREFIX = {H.LATENCY: "lat", H.TTFT: "ttft", H.QUEUE: "queue", H.QUALITY: "q"}
 
 
 def _seconds_index(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,9 +662,10 @@ def _seconds_index(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: int,
-            width: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Per (second, series) totals as [seconds, width] arrays, and the bucket counts with
-    keys offset by second (second * width * METRICS * BLOCK + key)."""
+            width: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, bool]:
+    """Per (second, series) totals as [seconds, width] arrays, the bucket counts with keys
+    offset by second (second * width * HIST_WIDTH + key), and whether any record carried the
+    LLM fields."""
     index = local * width + sids
     size = seconds * width
     arrays = _blank((size,))
@@ -367,7 +713,7 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
             total(field, sub_index[present], values[present].astype(np.float64))
     unique, counts = H.count_keys(np.concatenate(keys))
     shaped = {f: a.reshape(seconds, width) for f, a in arrays.items()}
-    return shaped, unique, counts
+    return shaped, unique, counts, bool(len(extended))
 
 
 def _widen(values: np.ndarray) -> np.ndarray:
@@ -377,61 +723,124 @@ def _widen(values: np.ndarray) -> np.ndarray:
         return values.astype(np.float64)
 
 
-def _describe(arrays: dict[str, np.ndarray], buckets: np.ndarray, span: float, series: int
-              ) -> list[dict[str, object]]:
-    """One stats dict per series (index = series id) from totals, bucket counts and a span."""
-    rows = buckets[:series]
-    quantiles = {metric: H.row_quantiles(rows, metric, _QS).tolist()
-                 for metric in (H.LATENCY, H.TTFT, H.QUEUE)}
-    quantiles[H.QUALITY] = H.row_quantiles(rows, H.QUALITY, (_QUALITY_P10,)).tolist()
-    columns = {f: a[:series].tolist() for f, a in arrays.items()}
-    return [_series_stats(columns, sid, quantiles, span) for sid in range(series)]
 
 
-def _series_stats(c: dict[str, list[float]], sid: int, quantiles: dict[int, list[list[float]]],
-                  span: float) -> dict[str, object]:
-    count = int(c["count"][sid])
-    successes = int(c["successes"][sid])
-
-    def clamp(value: float, low: float, high: float) -> float | None:
-        # Into the exact [min, max]: exact at the ends, never outside the data.
-        return None if math.isnan(value) else _round(min(max(value, low), high))
-
-    def distribution(metric: int, prefix: str, n: float) -> dict[str, object]:
-        low, high = c[f"{prefix}_min"][sid], c[f"{prefix}_max"][sid]
-        out: dict[str, object] = {
-            "mean": _round(c[f"{prefix}_sum"][sid] / n) if n else None,
-            "min": _round(low) if n else None, "max": _round(high) if n else None,
-        }
-        found = quantiles[metric][sid]
-        for column, (name, _) in enumerate(PERCENTILES):
-            out[name] = clamp(found[column], low, high) if n else None
+def _optional(values: np.ndarray, present: np.ndarray) -> list[float | None]:
+    """Values rounded to 6 decimals, None where not ``present``."""
+    absent = np.flatnonzero(~present).tolist()
+    if len(absent) * 2 > len(values):
+        out: list[float | None] = [None] * len(values)
+        for index, value in zip(np.flatnonzero(present).tolist(),
+                                np.round(values[present], 6).tolist(), strict=True):
+            out[index] = value
         return out
+    out = np.round(values, 6).tolist()
+    for index in absent:
+        out[index] = None
+    return out
 
-    quality_n = c["q_count"][sid]
-    lookups = int(c["cache_lookups"][sid])
-    ttft_n, queue_n = c["ttft_count"][sid], c["queue_count"][sid]
-    tokens_in, tokens_out = int(c["tokens_in"][sid]), int(c["tokens_out"][sid])
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio: np.ndarray = a / b
+    return ratio
+
+
+def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: np.ndarray,
+                   count: bool) -> list[dict[str, object]]:
+    """Mean, min, max and percentiles per series; percentiles clamped into the exact
+    [min, max] (exact at the ends, never outside the data); None without values."""
+    has = n > 0
+    if not has.all():  # the series without values (no LLM fields, say) share one shape
+        out: list[dict[str, object]] = [
+            {"count": 0, **_NO_VALUES} if count else dict(_NO_VALUES) for _ in range(len(n))]
+        chosen = np.flatnonzero(has)
+        if len(chosen):
+            for index, value in zip(chosen.tolist(), _distributions(
+                    {f: a[chosen] for f, a in c.items() if f.startswith(prefix)},
+                    found[chosen], prefix, n[chosen], count), strict=True):
+                out[index] = value
+        return out
+    low, high = c[f"{prefix}_min"], c[f"{prefix}_max"]
+    clamped = np.minimum(np.maximum(found, low[:, None]), high[:, None])
+    present = ~np.isnan(found)
+    columns = [np.round(c[f"{prefix}_sum"] / n, 6).tolist(), np.round(low, 6).tolist(),
+               np.round(high, 6).tolist(),
+               *(_optional(clamped[:, k], present[:, k]) for k in range(len(PERCENTILES)))]
+    if count:
+        return [{"count": k, "mean": a, "min": b, "max": d, "p50": e, "p90": f, "p95": g,
+                 "p99": h, "p999": i}
+                for k, a, b, d, e, f, g, h, i in zip(n.astype(np.int64).tolist(), *columns,
+                                                     strict=True)]
+    return [{"mean": a, "min": b, "max": d, "p50": e, "p90": f, "p95": g, "p99": h, "p999": i}
+            for a, b, d, e, f, g, h, i in zip(*columns, strict=True)]
+
+
+_NO_VALUES: dict[str, object] = {"mean": None, "min": None, "max": None,
+                                 **{name: None for name, _ in PERCENTILES}}
+
+
+def _no_events(span: float) -> dict[str, object]:
+    """The stats of a series without events in the span."""
     return {
-        "count": count, "successes": successes, "errors": count - successes,
-        "error_rate": _round(1 - successes / count) if count else None,
-        "throughput_per_s": _round(count / span),
-        "latency_ms": distribution(H.LATENCY, "lat", count),
-        "quality": {
-            "count": int(quality_n),
-            "mean": _round(c["q_sum"][sid] / quality_n) if quality_n else None,
-            "min": _round(c["q_min"][sid]) if quality_n else None,
-            "p10": clamp(quantiles[H.QUALITY][sid][0], c["q_min"][sid], c["q_max"][sid])
-            if quality_n else None,
-        },
-        "cache": {"lookups": lookups, "hits": int(c["cache_hits"][sid]),
-                  "hit_rate": _round(c["cache_hits"][sid] / lookups) if lookups else None},
-        "ttft_ms": {"count": int(ttft_n), **distribution(H.TTFT, "ttft", ttft_n)},
-        "queue_ms": {"count": int(queue_n), **distribution(H.QUEUE, "queue", queue_n)},
-        "tokens": {"in_total": tokens_in, "out_total": tokens_out,
-                   "in_per_s": _round(tokens_in / span), "out_per_s": _round(tokens_out / span)},
+        "count": 0, "successes": 0, "errors": 0, "error_rate": None, "throughput_per_s": 0.0,
+        "latency_ms": dict(_NO_VALUES),
+        "quality": {"count": 0, "mean": None, "min": None, "p10": None},
+        "cache": {"lookups": 0, "hits": 0, "hit_rate": None},
+        "ttft_ms": {"count": 0, **_NO_VALUES}, "queue_ms": {"count": 0, **_NO_VALUES},
+        "tokens": {"in_total": 0, "out_total": 0, "in_per_s": 0.0, "out_per_s": 0.0},
     }
 
 
-def _round(value: float) -> float:
-    return round(float(value), 6)
+def _describe(totals: dict[str, np.ndarray], blocks: list[H.Counts], span: float,
+              sids: np.ndarray) -> list[dict[str, object]]:
+    """One stats dict per series of ``sids`` (in that order) from totals (indexed by series
+    id), sparse bucket counts (in pieces by series) and a span in seconds. Built column by
+    column: numpy computes every figure, Python only assembles the dicts."""
+    if len(sids) == 0:
+        return []
+    active = totals["count"][sids] > 0
+    if not active.all():
+        described = iter(_describe(totals, blocks, span, sids[active]))
+        return [next(described) if busy else _no_events(span) for busy in active.tolist()]
+    series = int(sids.max()) + 1
+    c = {f: a[sids] for f, a in totals.items()}
+
+    every = np.full((len(H.WIDTHS), series, len(_QS) + 1), np.nan)
+    for block in blocks:
+        H.sparse_quantiles(block, series, (*_QS, _QUALITY_P10), out=every)
+    every = every[:, sids]
+
+    def found(metric: int, quantiles: tuple[float, ...]) -> np.ndarray:
+        return every[metric, :, :len(_QS)] if quantiles == _QS else every[metric, :, len(_QS):]
+
+    count, successes = c["count"], c["successes"]
+    has = count > 0
+    latency = _distributions(c, found(H.LATENCY, _QS), "lat", count, count=False)
+    ttft = _distributions(c, found(H.TTFT, _QS), "ttft", c["ttft_count"], count=True)
+    queue = _distributions(c, found(H.QUEUE, _QS), "queue", c["queue_count"], count=True)
+    quality_n = c["q_count"]
+    has_quality = quality_n > 0
+    p10 = found(H.QUALITY, (_QUALITY_P10,))[:, 0]
+    p10 = np.minimum(np.maximum(p10, c["q_min"]), c["q_max"])
+    lookups = c["cache_lookups"]
+    quality = [{"count": k, "mean": a, "min": b, "p10": d} for k, a, b, d in zip(
+        quality_n.astype(np.int64).tolist(), _optional(_ratio(c["q_sum"], quality_n), has_quality),
+        _optional(c["q_min"], has_quality), _optional(p10, has_quality & ~np.isnan(p10)),
+        strict=True)]
+    cache = [{"lookups": k, "hits": h, "hit_rate": r} for k, h, r in zip(
+        lookups.astype(np.int64).tolist(), c["cache_hits"].astype(np.int64).tolist(),
+        _optional(_ratio(c["cache_hits"], lookups), lookups > 0), strict=True)]
+    tokens = [{"in_total": a, "out_total": b, "in_per_s": d, "out_per_s": e} for a, b, d, e in zip(
+        c["tokens_in"].astype(np.int64).tolist(), c["tokens_out"].astype(np.int64).tolist(),
+        np.round(c["tokens_in"] / span, 6).tolist(), np.round(c["tokens_out"] / span, 6).tolist(),
+        strict=True)]
+    return [
+        {"count": n, "successes": s, "errors": n - s, "error_rate": rate, "throughput_per_s": per_s,
+         "latency_ms": lat, "quality": q, "cache": cached, "ttft_ms": first, "queue_ms": queued,
+         "tokens": tok}
+        for n, s, rate, per_s, lat, q, cached, first, queued, tok in zip(
+            count.astype(np.int64).tolist(), successes.astype(np.int64).tolist(),
+            _optional(1 - _ratio(successes, count), has), np.round(count / span, 6).tolist(),
+            latency, quality, cache, ttft, queue, tokens, strict=True)
+    ]

@@ -54,3 +54,13 @@ def test_series_bench_short_form_times_every_range(tmp_path: Path) -> None:
                             "--polls", "1")
     assert set(results["ranges"]) == {"5m", "1h", "24h", "7d"}
     assert all(r["poll_ms_median"] > 0 for r in results["ranges"].values())
+
+
+def test_cardinality_bench_short_form_measures_engine_and_daemon(tmp_path: Path) -> None:
+    results, md = short_form("cardinality_bench.py", tmp_path, "--engine-series", "32",
+                             "--busy-seconds", "12", "--rounds", "1", "--series", "0,3",
+                             "--busy-series", "")
+    assert [e["case"] for e in results["engine"]] == ["issue", "busy"]
+    assert all(e["operations_ms"]["median"] > 0 for e in results["engine"])
+    assert [d["series"] for d in results["daemon"]] == [0, 3]
+    assert results["daemon"][1]["received"] == 3 * 20 and "KB per series" in md

@@ -91,3 +91,41 @@ def test_count_keys_counts_exactly_with_and_without_sorting():
     assert [a.tolist() for a in H.count_keys(keys)] == [[1, 3, 7], [2, 3, 1]]
     spread = np.array([5, 10**12, 5], np.int64)  # too wide for a tally: sorted instead
     assert [a.tolist() for a in H.count_keys(spread)] == [[5, 10**12], [2, 1]]
+
+
+def sparse_of(rows: np.ndarray) -> H.Counts:
+    keys = np.flatnonzero(rows)
+    return keys.astype(H.KEY_DTYPE), rows.reshape(-1)[keys]
+
+
+def test_sparse_quantiles_equal_the_dense_ones():
+    """Quantiles read from sparse counts (only the buckets hit) are those of the dense rows,
+    for every distribution, with NaN for a series without values."""
+    rng = np.random.default_rng(11)
+    latency = [rng.lognormal(np.log(5.0 * (s + 1)), 0.9, 3000) for s in range(4)]
+    rows = rows_of(*latency, np.zeros(0))
+    rows += rows_of(*[rng.beta(5, 2, 500) for _ in range(5)], metric=H.QUALITY)
+    rows[2] += rows_of(rng.lognormal(3, 0.5, 700), metric=H.TTFT)[0]
+    qs = (0.1, 0.5, 0.9, 0.99, 0.999)
+    sparse = H.sparse_quantiles(sparse_of(rows), len(rows), qs)
+    for metric in (H.LATENCY, H.QUALITY, H.TTFT, H.QUEUE):
+        np.testing.assert_array_equal(sparse[metric], H.row_quantiles(rows, metric, qs))
+
+
+def test_merge_counts_sums_parts_exactly():
+    """Merged sparse parts hold every key once, with the exact sum of its counts, whether
+    the counts are packed with the keys for the sort or not."""
+    rng = np.random.default_rng(12)
+    dense = np.zeros(50_000, np.int64)
+    parts = []
+    for _ in range(7):
+        keys = np.unique(rng.integers(0, 50_000, 3000))
+        counts = rng.integers(1, 1000, len(keys))
+        dense[keys] += counts
+        parts.append((keys.astype(H.KEY_DTYPE), counts.astype(np.uint32)))
+    keys, counts = H.merge_counts(parts)
+    assert keys.tolist() == np.flatnonzero(dense).tolist()
+    assert counts.tolist() == dense[keys].tolist()
+    big = [(np.array([3, 9], H.KEY_DTYPE), np.array([1 << 40, 1], np.int64)),
+           (np.array([3], H.KEY_DTYPE), np.array([5], np.int64))]
+    assert [a.tolist() for a in H.merge_counts(big)] == [[3, 9], [(1 << 40) + 5, 1]]

@@ -153,6 +153,27 @@ def test_memory_stays_flat_whatever_names_arrive(clock):
     assert sum(r["count"] for r in stats.operations()) == 10_000
 
 
+def test_memory_per_series_stays_small(stats, clock):
+    """At the series cap, a series costs its per-second totals and the buckets it hit: well
+    under 64 KiB with a spread of latencies every second for five minutes, and the LLM
+    columns only exist for the series that report those fields."""
+    rng = np.random.default_rng(3)
+    names = [f"op{i}" for i in range(1024)]
+    # A batch in every slot of every ring: each 30 s, then each 10 s, then each second.
+    seconds = sorted({*range(1000, 1300, 30), *range(1240, 1300, 10), *range(1290, 1300)})
+    for second in seconds:
+        clock.now = second
+        latency = rng.lognormal(np.log(40), 0.8, 20 * 1024)
+        add_records(stats, make_records(len(latency), second, latency), names * 20, "m")
+        stats.capture()
+    assert sum(r["windows"]["5m"]["count"] for r in stats.operations()) == 20 * 1024 * len(seconds)
+    held = stats.memory()
+    assert held["llm_capacity"] == 0
+    assert (held["totals_bytes"] + held["bucket_bytes"]) / 1024 < 40 * 1024
+    add_records(stats, make_records(3, 1309, kind=L.KIND_EXTENDED, ttft_ms=5.0), "op0", "m")
+    assert 0 < stats.memory()["llm_capacity"] <= 16
+
+
 def test_interval_rows_partition_the_events(stats, clock):
     """Each received event is in exactly one history interval; since-start is their sum."""
     add_records(stats, make_records(10, 1000))
@@ -165,6 +186,94 @@ def test_interval_rows_partition_the_events(stats, clock):
     assert [r["stats"]["count"] for r in rows] == [5]
     assert stats.close_interval()[1] == []
     assert window(stats, "since_start")["count"] == 15
+
+
+def test_a_capture_stays_as_of_its_moment(stats, clock):
+    """A capture closes the interval and keeps its figures while batches go on arriving."""
+    add_records(stats, make_records(10, 1000, np.linspace(1.0, 50.0, 10)))
+    first = stats.capture()
+    add_records(stats, make_records(5, 1000, 500.0), "op2")
+    clock.now = 1003
+    span, rows = first.interval()
+    assert span == pytest.approx(1e-3) and [r["stats"]["count"] for r in rows] == [10]
+    (row,) = first.operations()
+    assert row["count"] == 10 and row["windows"]["10s"]["latency_ms"]["max"] == 50.0
+    assert first.cardinality()["series"] == 1 and first.overflow["series"] == 0
+    second = stats.capture()
+    assert [(r["operation"], r["stats"]["count"]) for r in second.interval()[1]] == [("op2", 5)]
+    assert [r["count"] for r in second.operations()] == [10, 5]
+    assert [r["count"] for r in first.operations()] == [10]
+
+
+def test_since_start_stays_exact_when_captures_go_unread(stats, clock):
+    """Captures that nobody reads leave the engine to merge the since-start counts itself:
+    its parts stay bounded and the percentiles exact as ever."""
+    rng = np.random.default_rng(4)
+    everything = []
+    for step in range(150):
+        clock.now = 1000 + step
+        latency = rng.lognormal(3, 1, 50)
+        everything.append(latency)
+        add_records(stats, make_records(50, clock.now, latency))
+        stats.capture()
+    assert len(stats._since_parts) <= 64
+    since = window(stats, "since_start")
+    assert since["count"] == 150 * 50
+    truth = np.percentile(np.concatenate(everything), 99, method="inverted_cdf")
+    assert abs(since["latency_ms"]["p99"] - truth) / truth <= H.RELATIVE_ERROR * (1 + 1e-9)
+
+
+def test_histogram_section_of_a_capture_matches_the_live_engine(stats):
+    """The since-start histogram counts read from a capture are those of the engine then."""
+    from ai_analytics.daemon.stats.edge_counts import histogram_section
+
+    rng = np.random.default_rng(1)
+    add_records(stats, make_records(500, 1000, rng.lognormal(np.log(30), 1.0, 500),
+                                    kind=L.KIND_EXTENDED, ttft_ms=5.0, queue_ms=np.nan))
+    stats.close_interval()
+    add_records(stats, make_records(50, 1000, 7.0), "other-op")
+    live = histogram_section(stats)
+    capture = stats.capture()
+    add_records(stats, make_records(50, 1000, 9.0), "other-op")
+    assert histogram_section(capture) == live
+    assert [r["count"] for r in live["request_duration_seconds"]] == [500, 50]
+    assert [r["count"] for r in live["time_to_first_token_seconds"]] == [500]
+    assert live["queue_duration_seconds"] == []
+
+
+def test_captures_read_on_another_thread_while_batches_arrive(stats, clock):
+    """Captures read on a second thread while the first goes on adding: every event is in
+    exactly one capture's interval rows, and each capture's since-start count is the sum of
+    the intervals up to it (nothing torn by a concurrent add)."""
+    import queue
+
+    captures: queue.Queue = queue.Queue()
+    seen: list[tuple[int, int]] = []
+
+    def reader() -> None:
+        while (capture := captures.get()) is not None:
+            interval = sum(r["stats"]["count"] for r in capture.interval()[1])
+            since = sum(r["windows"]["since_start"]["count"] for r in capture.operations())
+            seen.append((interval, since))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    rng = np.random.default_rng(2)
+    total = 0
+    for batch in range(60):
+        clock.now = 1000 + batch // 4
+        n = int(rng.integers(1, 400))
+        add_records(stats, make_records(n, clock.now, rng.lognormal(3, 1, n)),
+                    [f"op{i % 7}" for i in range(n)], "m")
+        total += n
+        if batch % 3 == 2:
+            captures.put(stats.capture())
+    captures.put(stats.capture())
+    captures.put(None)
+    thread.join()
+    assert sum(interval for interval, _ in seen) == total
+    running = np.cumsum([interval for interval, _ in seen]).tolist()
+    assert [since for _, since in seen] == running
 
 
 # -- the performance snapshot of a Daemon in this process -----------------------------------
