@@ -33,7 +33,7 @@ or odd value gives no sample rather than an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from ai_analytics.core.document import SnapshotDocument, mapping, mappings, number
 from ai_analytics.core.outcomes import SETTLED
@@ -131,18 +131,6 @@ def render(document: SnapshotDocument | None) -> bytes:
     if document is None:
         return b""
     return "".join(family.text() for family in _families(document)).encode()
-
-
-class MetricsEndpoint:
-    """``render`` as ``StatusServer``'s ``metrics`` argument, for callers that name the
-    document's source: the server reads the document itself (``snapshot`` or ``publish``),
-    calls this with it, and keeps what it returns for as long as that document is served."""
-
-    def __init__(self, snapshot: Callable[[], SnapshotDocument | None] | None = None) -> None:
-        self.snapshot = snapshot
-
-    def __call__(self, document: SnapshotDocument | None) -> bytes:
-        return render(document)
 
 
 def _families(doc: SnapshotDocument) -> Iterator[Family]:
@@ -403,4 +391,4 @@ def _ratio(percent: object) -> float | None:
     return None if fraction is None else fraction / 100.0
 
 
-__all__ = ["Family", "MetricsEndpoint", "escape", "go_float", "render"]
+__all__ = ["Family", "escape", "go_float", "render"]

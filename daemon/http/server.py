@@ -55,6 +55,7 @@ from urllib.parse import urlsplit
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import BindError, host_port
+from ai_analytics.core.state import encode_document
 from ai_analytics.daemon.http.answers import METRICS, STATUS, Answers, accepts_gzip
 from ai_analytics.daemon.http.page_files import INDEX, PAGE_DIR, PageFile, load_page
 from ai_analytics.daemon.http.series_api import ApiError
@@ -633,33 +634,10 @@ class StatusServer:
                       exc_info=exc or True)
 
 
-# A document is a tree the daemon builds (no cycles to look for): 20-25 % faster without.
-_encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-# Containers this deep or deeper are encoded in one C call each (an operation's windows, a
-# histogram row: a few kB, well under a millisecond).
-SPLIT_DEPTH = 3
-
-
 def status_json(document: SnapshotDocument) -> bytes:
-    """The ``/status`` body of ``document``: compact JSON and a newline, the bytes
-    ``json.dumps(document, separators=(",", ":"))`` writes.
-
-    Written in pieces, because json's C encoder holds the GIL for the whole of one call:
-    for a document of 1,024 series (~3 MB) that is 50-100 ms in which the drain loop cannot
-    run, and a lane at 250 k events/s fills in 33 ms. The top levels are joined here, each
-    piece below ``SPLIT_DEPTH`` encoded by one C call, and the interpreter can switch threads
-    between them."""
-    return _pieces(document, 0).encode() + b"\n"
-
-
-def _pieces(value: object, depth: int) -> str:
-    if depth < SPLIT_DEPTH:
-        if type(value) is dict and all(type(key) is str for key in value):
-            return "{" + ",".join(f"{_encode(key)}:{_pieces(item, depth + 1)}"
-                                  for key, item in value.items()) + "}"
-        if type(value) is list:
-            return "[" + ",".join(_pieces(item, depth + 1) for item in value) + "]"
-    return _encode(value)
+    """The ``/status`` body of ``document``: the state file's compact JSON (written in pieces,
+    so that rendering beside the drain loop does not stall it) and a newline."""
+    return encode_document(document).encode() + b"\n"
 
 
 def _linger(conn: socket.socket) -> None:
