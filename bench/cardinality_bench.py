@@ -477,8 +477,9 @@ were written; at 1,024 series it varies between runs by up to ~30 MB (89.6, 90.6
 in three runs of the issue workload on this machine, the same engine code): the snapshot
 path's temporaries (the document, its JSON) stay resident under the daemon's malloc settings,
 which trim nothing below 256 MB free. The engine's own arrays are ``Statistics.memory()``:
-18 KiB per series of per-second totals, plus 6 bytes per bucket hit per time slot. "before" ran this same script
-with the interpreter of a checkout of the earlier code (its command is in its results file)."""
+18 KiB per series of per-second totals, plus 6 bytes per bucket hit per time slot. "before"
+ran this same script with the interpreter of a checkout of the earlier code (its command is in
+its results file)."""
 
 
 def markdown(report: dict[str, Any]) -> str:
