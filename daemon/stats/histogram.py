@@ -141,6 +141,14 @@ def merge_counts(parts: list[Counts] | tuple[Counts, ...], dtype: type | None = 
         return keys, cast(counts)
     keys = np.concatenate([k for k, _ in parts])
     counts = np.concatenate([c for _, c in parts])
+    low, high = int(keys.min()), int(keys.max())
+    if high - low < _DENSE_FACTOR * len(keys) and counts.dtype.itemsize <= 4:
+        # Many parts over a narrow key range (a window's seconds of a block of series): a
+        # tally over the range, no sort. Weights are summed as float64, exact for sums below
+        # 2**53; parts hold no zero counts, so the keys present are those with a sum.
+        tally = np.bincount(keys - low, weights=counts, minlength=high - low + 1)
+        present = np.flatnonzero(tally)
+        return (present + low).astype(KEY_DTYPE), cast(tally[present].astype(np.int64))
     if counts.dtype.itemsize <= 4 or int(counts.max()) < 1 << 31:
         # Key and count packed in one int64 and sorted as one: a plain sort, not an argsort
         # and a gather.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -112,20 +114,23 @@ def test_sparse_quantiles_equal_the_dense_ones():
         np.testing.assert_array_equal(sparse[metric], H.row_quantiles(rows, metric, qs))
 
 
-def test_merge_counts_sums_parts_exactly():
+@pytest.mark.parametrize("key_range", [50_000, 1 << 30], ids=["tallied", "sorted"])
+def test_merge_counts_sums_parts_exactly(key_range):
     """Merged sparse parts hold every key once, with the exact sum of its counts, whether
-    the counts are packed with the keys for the sort or not."""
+    they are tallied over a narrow key range or sorted (counts packed with the keys or
+    not)."""
     rng = np.random.default_rng(12)
-    dense = np.zeros(50_000, np.int64)
+    expected: collections.Counter[int] = collections.Counter()
     parts = []
     for _ in range(7):
-        keys = np.unique(rng.integers(0, 50_000, 3000))
+        keys = np.unique(rng.integers(0, key_range, 3000))
         counts = rng.integers(1, 1000, len(keys))
-        dense[keys] += counts
+        expected.update(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
         parts.append((keys.astype(H.KEY_DTYPE), counts.astype(np.uint32)))
     keys, counts = H.merge_counts(parts)
-    assert keys.tolist() == np.flatnonzero(dense).tolist()
-    assert counts.tolist() == dense[keys].tolist()
+    assert keys.dtype == H.KEY_DTYPE
+    assert keys.tolist() == sorted(expected)
+    assert counts.tolist() == [expected[key] for key in keys.tolist()]
     big = [(np.array([3, 9], H.KEY_DTYPE), np.array([1 << 40, 1], np.int64)),
            (np.array([3], H.KEY_DTYPE), np.array([5], np.int64))]
     assert [a.tolist() for a in H.merge_counts(big)] == [[3, 9], [(1 << 40) + 5, 1]]
