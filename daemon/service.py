@@ -43,6 +43,7 @@ from ai_analytics.daemon.ingest.lanes import LaneSet
 from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
 from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 from ai_analytics.daemon.insights import Insights
+from ai_analytics.daemon.malloc_tuning import give_back_free_heap
 from ai_analytics.daemon.reload import NEEDS_RESTART, NEW_LANES_ONLY, ReloadPlan, plan_reload
 from ai_analytics.daemon.resources import ResourceSampler
 from ai_analytics.daemon.sinks.writer import Sinks
@@ -486,4 +487,7 @@ class Daemon:
         self.last_document = document  # read by other threads (embedded mode, HTTP)
         span, rows = capture.stats.interval()
         interval = (capture.written_unix, span, document["events"], rows)
-        return self.sinks.write(document, interval, final=not capture.running, meanwhile=None)
+        written = self.sinks.write(document, interval, final=not capture.running, meanwhile=None)
+        del rows, interval  # dropped before the trim (the document lives on: last_document)
+        give_back_free_heap()
+        return written
