@@ -1,5 +1,5 @@
-"""The benchmarks still run: each pytest-benchmark case once, untimed, and aggregate_bench's
-short form. What they measure is for bench/; here only that they work against the code as it
+"""The benchmarks still run: each pytest-benchmark case once, untimed, and the short form of
+each script. What they measure is for bench/; here only that they work against the code as it
 is (a changed signature in the daemon must fail here, not in someone's benchmark run)."""
 
 from __future__ import annotations
@@ -64,3 +64,13 @@ def test_cardinality_bench_short_form_measures_engine_and_daemon(tmp_path: Path)
     assert all(e["operations_ms"]["median"] > 0 for e in results["engine"])
     assert [d["series"] for d in results["daemon"]] == [0, 3]
     assert results["daemon"][1]["received"] == 3 * 20 and "KB per series" in md
+
+
+def test_http_bench_short_form_times_both_paths_and_forms(tmp_path: Path) -> None:
+    results, md = short_form("http_bench.py", tmp_path, "--series", "32", "--llm-shares", "0.5",
+                             "--requests", "1", "--snapshots", "1", "--render-rounds", "1")
+    mix = results["mixes"]["0.5"]["this checkout"]
+    assert mix["events"]["received"] == 32 * results["parameters"]["events_per_series"]
+    assert set(mix["first_after_snapshot_ms"]) == {"metrics_gzip", "status_gzip"}
+    assert mix["sizes"]["metrics_gzip_bytes"] < mix["sizes"]["metrics_identity_bytes"]
+    assert mix["render"]["publish_ms"] > 0 and "/metrics" in md
