@@ -98,9 +98,10 @@ def timed(fn):
 def gz(data, level):
     c = zlib.compressobj(level, zlib.DEFLATED, 31)
     return c.compress(data) + c.flush()
-from ai_analytics.daemon.http import server
-status_json = getattr(server, "status_json", None) or (
-    lambda d: json.dumps(d, separators=(",", ":")).encode() + b"\\n")
+try:  # the daemon's own encoder, where the build has it
+    from ai_analytics.core.state import document_json as status_json
+except ImportError:
+    status_json = lambda d: json.dumps(d, separators=(",", ":")).encode() + b"\\n"
 metrics_ms, text = timed(lambda: render(document))
 status_ms, body = timed(lambda: status_json(document))
 out = {"metrics_render_ms": metrics_ms, "status_json_ms": status_ms,

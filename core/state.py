@@ -58,16 +58,24 @@ def _pieces(value: object, depth: int) -> str:
     return _encode(value)
 
 
-def write_state(state_dir: str, document: SnapshotDocument) -> None:
-    """Write ``document`` so that a reader sees the old file or the new one, never a mix."""
+def document_json(document: SnapshotDocument) -> bytes:
+    """The bytes of the state file, which are also the ``/status`` body: ``encode_document``
+    and a newline. The daemon encodes each document once, for both."""
+    return encode_document(document).encode() + b"\n"
+
+
+def write_state(state_dir: str, document: SnapshotDocument, encoded: bytes | None = None
+                ) -> None:
+    """Write ``document`` (``encoded``: its ``document_json``, when the caller has it) so that
+    a reader sees the old file or the new one, never a mix."""
     try:
         os.makedirs(state_dir, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=state_dir)
     except OSError as exc:
         raise StateError(f"cannot write state in {state_dir}: {exc}") from exc
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(encode_document(document))
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded if encoded is not None else document_json(document))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)

@@ -31,7 +31,7 @@ from ai_analytics.core.errors import (
     StateError,
 )
 from ai_analytics.core.outcomes import RATED
-from ai_analytics.core.state import read_state, remove_unfinished_writes
+from ai_analytics.core.state import document_json, read_state, remove_unfinished_writes
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
 from ai_analytics.daemon.http.metrics import render as render_metrics
@@ -482,12 +482,15 @@ class Daemon:
         self._apply_snapshot_config(capture.config)
         document = build_document(capture, self.resources, self.sinks)
         document.update(self.insights.evaluate(document, capture.written_unix))
+        # One encoding for the state file and the /status body.
+        encoded = document_json(document)
         if self.http is not None:  # /status and /metrics rendered here, once per document
-            self.http.publish(document)
+            self.http.publish(document, status_body=encoded)
         self.last_document = document  # read by other threads (embedded mode, HTTP)
         span, rows = capture.stats.interval()
         interval = (capture.written_unix, span, document["events"], rows)
-        written = self.sinks.write(document, interval, final=not capture.running, meanwhile=None)
-        del rows, interval  # dropped before the trim (the document lives on: last_document)
+        written = self.sinks.write(document, interval, final=not capture.running,
+                                   meanwhile=None, encoded=encoded)
+        del rows, interval, encoded  # dropped before the trim (the document lives on)
         give_back_free_heap()
         return written

@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import BindError, host_port
-from ai_analytics.core.state import encode_document
+from ai_analytics.core.state import document_json
 from ai_analytics.daemon.http.answers import METRICS, STATUS, Answers, accepts_gzip
 from ai_analytics.daemon.http.page_files import INDEX, PAGE_DIR, PageFile, load_page
 from ai_analytics.daemon.http.series_api import ApiError
@@ -580,17 +580,20 @@ class StatusServer:
             self._slots.release()
 
     # -- what the handlers call ------------------------------------------------------------
-    def publish(self, document: SnapshotDocument) -> None:
+    def publish(self, document: SnapshotDocument, status_body: bytes | None = None) -> None:
         """Serve ``document`` from now on (``snapshot`` is no longer read for ``/status`` and
         ``/metrics``). Each form (its ``/status`` JSON or ``/metrics`` text, identity or gzip)
         that a request asked for in the last ``AHEAD_SECONDS`` is made here, on the caller's
         thread, before the swap, so that regular scrapers and pollers never wait for a
         rendering; a form nobody asked for lately is made at the first request for it.
 
+        ``status_body``: the document's ``document_json``, when the caller has encoded it
+        already (the daemon does, for its state file).
+
         ``document`` must not be changed afterwards (nor anything inside it). A rendering
         that raises is logged (rate-limited) and answered 500 until the next document; the
         exception does not reach the caller."""
-        answers = self._answers_for(document)
+        answers = self._answers_for(document, status_body)
         now = time.monotonic()
         ahead = [form for form, asked in list(self._asked.items())
                  if now - asked <= AHEAD_SECONDS]
@@ -614,9 +617,11 @@ class StatusServer:
         self._asked[name, gzip] = time.monotonic()
         return answers.bodies[name].get(gzip)
 
-    def _answers_for(self, document: SnapshotDocument) -> Answers:
+    def _answers_for(self, document: SnapshotDocument, status_body: bytes | None = None
+                     ) -> Answers:
         metrics = self.metrics
-        return Answers(document, lambda: status_json(document),
+        return Answers(document, (lambda: status_body) if status_body is not None
+                       else lambda: document_json(document),
                        (lambda: metrics(document)) if metrics is not None else lambda: b"",
                        self._made)
 
@@ -632,12 +637,6 @@ class StatusServer:
         if worth_logging(failures):
             log.error("HTTP endpoint: the %s callback failed (failure %d)", name, failures,
                       exc_info=exc or True)
-
-
-def status_json(document: SnapshotDocument) -> bytes:
-    """The ``/status`` body of ``document``: the state file's compact JSON (written in pieces,
-    so that rendering beside the drain loop does not stall it) and a newline."""
-    return encode_document(document).encode() + b"\n"
 
 
 def _linger(conn: socket.socket) -> None:
@@ -658,4 +657,4 @@ def _linger(conn: socket.socket) -> None:
         left -= len(data)
 
 
-__all__ = ["StatusServer", "bind_error", "status_json"]
+__all__ = ["StatusServer", "bind_error"]

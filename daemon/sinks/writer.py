@@ -60,14 +60,15 @@ class Sinks:
             self._next_retention = 0.0
 
     def write(self, document: SnapshotDocument, interval: Interval, final: bool,
-              meanwhile: Callable[[], float] | None) -> bool:
-        """Store the snapshot ``document`` and queue then store the history ``interval``;
-        True when the state file was written in time. ``final``: attempted even while a
-        breaker is open. ``meanwhile``: see ``BoundedCall`` (drains while a write runs).
-        The writes run in worker threads that only read ``document``."""
+              meanwhile: Callable[[], float] | None, encoded: bytes | None = None) -> bool:
+        """Store the snapshot ``document`` (``encoded``: its bytes, if made already) and queue
+        then store the history ``interval``; True when the state file was written in time.
+        ``final``: attempted even while a breaker is open. ``meanwhile``: see
+        ``BoundedCall`` (drains while a write runs). The writes run in worker threads that
+        only read ``document``."""
         self.backlog.add(interval, len(interval[3]))
         state_dir = self.state_dir
-        saved = self.guarded["state"].write(lambda: write_state(state_dir, document),
+        saved = self.guarded["state"].write(lambda: write_state(state_dir, document, encoded),
                                             final, meanwhile) is Outcome.OK
         if not saved:
             self.failures["state"] += 1

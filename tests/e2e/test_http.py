@@ -7,6 +7,7 @@ import json
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from helpers import (
     fetch,
@@ -37,6 +38,10 @@ def test_status_and_healthz_from_a_running_daemon(daemon_factory, namespace, mak
 
     document = wait_for(served, what="/status with the events")
     assert document["namespace"] == namespace
+    # The daemon encodes each document once: the /status body is the state file's bytes.
+    state_file = Path(read_config(config)["state_dir"]) / "state.json"
+    wait_for(lambda: fetch(port)[2] == state_file.read_bytes(),
+             what="/status and the state file from one snapshot, byte for byte")
     assert "findings" in document and "recommendations" in document
     assert fetch(port, path="/healthz")[::2] == (200, b"ok\n")
     assert fetch(port, path="/nope")[0] == 404

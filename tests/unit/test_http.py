@@ -20,12 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ai_analytics.core.errors import AnalyticsError, BindError
+from ai_analytics.core.state import document_json as status_json
 from ai_analytics.daemon.http.answers import accepts_gzip
 from ai_analytics.daemon.http.server import (
     MAX_HEAD_BYTES,
     StatusServer,
     bind_error,
-    status_json,
 )
 
 from helpers import SERVED_DOCUMENT, always_healthy, fetch, raw_exchange, taken_port, wait_for
