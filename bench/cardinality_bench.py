@@ -473,13 +473,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 NOTES = """Notes. Daemon RSS is VmRSS once the state file counts every event and two more snapshots
-were written; at 1,024 series it varies between runs by up to ~30 MB (89.6, 90.6 and 121.6 MB
-in three runs of the issue workload on this machine, the same engine code): the snapshot
-path's temporaries (the document, its JSON) stay resident under the daemon's malloc settings,
-which trim nothing below 256 MB free. The engine's own arrays are ``Statistics.memory()``:
-18 KiB per series of per-second totals, plus 6 bytes per bucket hit per time slot. "before"
-ran this same script with the interpreter of a checkout of the earlier code (its command is in
-its results file)."""
+were written. The daemon gives its free heap back after each snapshot (``malloc_trim``), so the
+figure does not carry the snapshot's temporaries (without that it varied from run to run by up
+to ~30 MB at 1,024 series: 89.6 to 121.6 MB with the same engine). The engine's own arrays are
+``Statistics.memory()``: 18 KiB per series of per-second totals, plus 6 bytes per bucket hit
+per time slot. "before" ran this same script with the interpreter of a checkout of the earlier
+code (its command is in its results file)."""
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ def timed(fn):
 def gz(data, level):
     c = zlib.compressobj(level, zlib.DEFLATED, 31)
     return c.compress(data) + c.flush()
+from ai_analytics.daemon.http import server
 try:  # the daemon's own encoder, where the build has it
     from ai_analytics.core.state import document_json as status_json
 except ImportError:
