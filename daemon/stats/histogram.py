@@ -178,25 +178,47 @@ _INSERT_FACTOR = 4
 
 def add_counts(base: Counts, delta: Counts) -> Counts:
     """``base`` plus ``delta`` (sorted unique keys each; ``delta``'s counts may be negative
-    where ``base`` holds at least as much): int64 counts, keys whose sum is zero left out.
-    Costs a binary search per entry of ``delta`` and one copy of ``base``."""
+    where ``base`` holds at least as much), keys whose sum is zero left out. The counts keep
+    ``base``'s type where the sums fit it (int64 otherwise). Costs a binary search per entry
+    of ``delta`` and one copy of ``base``."""
     keys, counts = base
     added_keys, added = delta
-    summed = counts.astype(np.int64)
     if len(added_keys) == 0:
-        return keys, summed
+        return keys, counts.copy()
     at = np.searchsorted(keys, added_keys)
     found = at < len(keys)
     found[found] = keys[at[found]] == added_keys[found]
-    summed[at[found]] += added[found]
+    at_found = at[found]
+    sums = counts[at_found].astype(np.int64) + added[found]
     new = ~found
-    if new.any():
-        keys = np.insert(keys, at[new], added_keys[new])
-        summed = np.insert(summed, at[new], added[new])
-    kept = summed != 0
-    if not kept.all():
-        keys, summed = keys[kept], summed[kept]
-    return keys, summed
+    fresh_at, fresh_keys, fresh = at[new], added_keys[new], added[new]
+    top = max(int(sums.max(initial=0)), int(fresh.max(initial=0)))
+    kind = counts.dtype if top <= np.iinfo(counts.dtype).max else np.dtype(np.int64)
+    if len(fresh_at):
+        keys, counts, at_found = _inserted(keys, counts.astype(kind, copy=False), fresh_at,
+                                           fresh_keys, fresh, at_found)
+    else:
+        counts = counts.astype(kind)  # a copy: ``base`` is not changed
+    counts[at_found] = sums
+    if (sums == 0).any():
+        kept = counts != 0
+        keys, counts = keys[kept], counts[kept]
+    return keys, counts
+
+
+def _inserted(keys: np.ndarray, counts: np.ndarray, at: np.ndarray, new_keys: np.ndarray,
+              new_counts: np.ndarray, positions: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``keys`` and ``counts`` with entries inserted before the places ``at`` (sorted), in new
+    arrays, and where the old places ``positions`` moved to."""
+    size = len(keys) + len(at)
+    placed = at + np.arange(len(at))
+    old = np.ones(size, bool)
+    old[placed] = False
+    wider_keys, wider_counts = np.empty(size, keys.dtype), np.empty(size, counts.dtype)
+    wider_keys[old], wider_counts[old] = keys, counts
+    wider_keys[placed], wider_counts[placed] = new_keys, new_counts
+    return wider_keys, wider_counts, positions + np.searchsorted(at, positions, side="right")
 
 
 def merged_blocks(parts: list[Counts] | tuple[Counts, ...], series: int,

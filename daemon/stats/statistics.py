@@ -395,9 +395,9 @@ def _merged_window(cache: OperationsCache | None, name: str, parts: list[H.Count
     merged = _merged_from(entry, parts) if entry is not None else None
     if merged is None:
         blocks = H.merged_blocks(parts, series)
-        merged = blocks[0] if len(blocks) == 1 else (
+        keys, counts = blocks[0] if len(blocks) == 1 else (
             np.concatenate([k for k, _ in blocks]), np.concatenate([c for _, c in blocks]))
-    merged = (merged[0], _compact(merged[1]))
+        merged = keys, _compact(counts)
     if cache is not None:
         cache.counts[name] = (tuple(parts), merged)
     return merged
@@ -423,7 +423,8 @@ def _merged_from(entry: tuple[tuple[H.Counts, ...], H.Counts], parts: list[H.Cou
 
 
 def _compact(counts: np.ndarray) -> np.ndarray:
-    """Counts in the narrowest unsigned type that holds them (a cached sum's memory)."""
+    """Counts in the narrowest unsigned type that holds them: a cached sum's memory (updates
+    keep its type while their sums fit it)."""
     top = int(counts.max()) if len(counts) else 0
     if top < 1 << 16:
         return counts.astype(np.uint16)
