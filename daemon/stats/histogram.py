@@ -139,6 +139,13 @@ def merge_counts(parts: list[Counts] | tuple[Counts, ...], dtype: type | None = 
     if len(parts) == 1:
         keys, counts = parts[0]
         return keys, cast(counts)
+    largest = max(range(len(parts)), key=lambda i: len(parts[i][0]))
+    rest = [part for i, part in enumerate(parts) if i != largest]
+    if len(parts[largest][0]) > _INSERT_FACTOR * sum(len(k) for k, _ in rest):
+        # One big part and a few small ones (a window's settled counts and its newest
+        # seconds): the small ones go into the big one's places, no pass over a key range.
+        keys, counts = add_counts(parts[largest], merge_counts(rest))
+        return keys, cast(counts)
     keys = np.concatenate([k for k, _ in parts])
     counts = np.concatenate([c for _, c in parts])
     low, high = int(keys.min()), int(keys.max())
@@ -162,6 +169,56 @@ def merge_counts(parts: list[Counts] | tuple[Counts, ...], dtype: type | None = 
         keys, counts = keys[order], counts[order].astype(np.int64)
     starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
     return keys[starts], cast(np.add.reduceat(counts, starts))
+
+
+# Above this many times as many entries in the biggest part as in the others together, merging
+# the others into the biggest one's places beats a tally or a sort of all of them.
+_INSERT_FACTOR = 4
+
+
+def add_counts(base: Counts, delta: Counts) -> Counts:
+    """``base`` plus ``delta`` (sorted unique keys each; ``delta``'s counts may be negative
+    where ``base`` holds at least as much), keys whose sum is zero left out. The counts keep
+    ``base``'s type where the sums fit it (int64 otherwise). Costs a binary search per entry
+    of ``delta`` and one copy of ``base``."""
+    keys, counts = base
+    added_keys, added = delta
+    if len(added_keys) == 0:
+        return keys, counts.copy()
+    at = np.searchsorted(keys, added_keys)
+    found = at < len(keys)
+    found[found] = keys[at[found]] == added_keys[found]
+    at_found = at[found]
+    sums = counts[at_found].astype(np.int64) + added[found]
+    new = ~found
+    fresh_at, fresh_keys, fresh = at[new], added_keys[new], added[new]
+    top = max(int(sums.max(initial=0)), int(fresh.max(initial=0)))
+    kind = counts.dtype if top <= np.iinfo(counts.dtype).max else np.dtype(np.int64)
+    if len(fresh_at):
+        keys, counts, at_found = _inserted(keys, counts.astype(kind, copy=False), fresh_at,
+                                           fresh_keys, fresh, at_found)
+    else:
+        counts = counts.astype(kind)  # a copy: ``base`` is not changed
+    counts[at_found] = sums
+    if (sums == 0).any():
+        kept = counts != 0
+        keys, counts = keys[kept], counts[kept]
+    return keys, counts
+
+
+def _inserted(keys: np.ndarray, counts: np.ndarray, at: np.ndarray, new_keys: np.ndarray,
+              new_counts: np.ndarray, positions: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``keys`` and ``counts`` with entries inserted before the places ``at`` (sorted), in new
+    arrays, and where the old places ``positions`` moved to."""
+    size = len(keys) + len(at)
+    placed = at + np.arange(len(at))
+    old = np.ones(size, bool)
+    old[placed] = False
+    wider_keys, wider_counts = np.empty(size, keys.dtype), np.empty(size, counts.dtype)
+    wider_keys[old], wider_counts[old] = keys, counts
+    wider_keys[placed], wider_counts[placed] = new_keys, new_counts
+    return wider_keys, wider_counts, positions + np.searchsorted(at, positions, side="right")
 
 
 def merged_blocks(parts: list[Counts] | tuple[Counts, ...], series: int,
@@ -193,26 +250,25 @@ def sparse_quantiles(counts: Counts, series: int, quantiles: tuple[float, ...],
     """``row_quantiles`` over sparse counts, for every distribution at once:
     ``[4 distributions, series, len(quantiles)]``, NaN for a series without a count of that
     distribution. Same definition (the bucket of rank ``ceil(q * total)``). With ``out``,
-    only the series present in ``counts`` are written there."""
+    only the series present in ``counts`` are written there. The keys need to be sorted, not
+    unique. Entries of series at or beyond ``series`` are left out."""
     values = np.full((len(WIDTHS), series, len(quantiles)), np.nan) if out is None else out
     keys, hits = counts
     if len(keys) == 0:
         return values
-    sids = keys // HIST_WIDTH
-    local = keys - sids * HIST_WIDTH
-    metric = np.searchsorted(np.asarray(OFFSETS), local, side="right") - 1
-    group = sids.astype(np.int64) * len(WIDTHS) + metric  # sorted, as the keys are
+    # Each (series, distribution) group starts at a known key, so a binary search per group
+    # finds the groups: no arithmetic per entry beyond one cumulative sum.
+    starts = (np.arange(series)[:, None] * HIST_WIDTH + np.asarray(OFFSETS)).ravel()
+    bounds = np.searchsorted(keys, np.append(starts, series * HIST_WIDTH))
     cumulative = np.cumsum(hits, dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
-    ends = np.concatenate((starts[1:], [len(group)]))
-    before = np.concatenate(([0], cumulative))[starts]
-    totals = cumulative[ends - 1] - before
-    group_metric, group_sid = metric[starts], sids[starts]
-    is_quality = group_metric == QUALITY
-    offsets = np.asarray(OFFSETS)[group_metric]
-    for column, q in enumerate(quantiles):
-        rank = np.maximum(1, np.ceil(q * totals - 1e-9)).astype(np.int64)
-        bucket = local[np.searchsorted(cumulative, before + rank, side="left")] - offsets
-        values[group_metric, group_sid, column] = np.where(
-            is_quality, quality_bucket_values(bucket), log_bucket_values(bucket))
+    before = np.concatenate(([0], cumulative))[bounds]
+    group = np.flatnonzero(before[1:] != before[:-1])
+    totals, before, base = before[group + 1] - before[group], before[group], starts[group]
+    rank = np.maximum(1, np.ceil(np.multiply.outer(totals, quantiles) - 1e-9)).astype(np.int64)
+    at = np.searchsorted(cumulative, before[:, None] + rank, side="left")
+    bucket = keys[at] - base[:, None]
+    group_sid, group_metric = np.divmod(group, len(WIDTHS))
+    found = np.where((group_metric == QUALITY)[:, None], quality_bucket_values(bucket),
+                     log_bucket_values(bucket))
+    values[group_metric, group_sid] = found
     return values

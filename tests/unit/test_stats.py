@@ -276,6 +276,69 @@ def test_captures_read_on_another_thread_while_batches_arrive(stats, clock):
     assert [since for _, since in seen] == running
 
 
+def _drive(stats: Statistics, clock: FakeClock, seconds: int, seed: int):
+    """Batches over ``seconds`` seconds of a clock that mostly steps by one second (sometimes
+    by several): series appear over time, some of them with the LLM fields, and some records
+    arrive late, for seconds long closed or past every window. Yields after each capture."""
+    rng = np.random.default_rng(seed)
+    now = 1000.0
+    while now < 1000 + seconds:
+        now += 1 if rng.random() < 0.9 else int(rng.integers(2, 15))
+        clock.now = now + rng.uniform(0, 0.5)
+        for _ in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(1, 300))
+            stamps = np.full(n, float(int(clock.now)))
+            late = rng.random(n) < (0.3 if rng.random() < 0.3 else 0.0)
+            stamps[late] -= rng.integers(1, 330, late.sum())
+            series = rng.integers(0, min(48, 3 + int(now - 1000) // 4), n)
+            llm = series % 5 == 0
+            records = make_records(n, 1000.0, rng.lognormal(3, 1.2, n),
+                                   quality=np.where(rng.random(n) < 0.5, rng.random(n), np.nan),
+                                   kind=np.where(llm, L.KIND_EXTENDED, 0),
+                                   ttft_ms=np.where(llm, rng.lognormal(2, 1, n), np.nan),
+                                   queue_ms=np.where(llm, rng.lognormal(0, 1, n), np.nan),
+                                   tokens_in=np.where(llm, 100, L.TOKENS_ABSENT))
+            records["ts_ns"] = (stamps * 1e9).astype(np.int64)
+            add_records(stats, records, [f"op{i % 7}" for i in series.tolist()],
+                        [f"m{i // 7}" for i in series.tolist()])
+        yield stats.capture() if rng.random() < 0.8 else stats.view()
+
+
+def test_operations_reuse_across_captures_changes_nothing(stats, clock):
+    """operations() reuses sums from the captures before it (whole blocks of per-second
+    totals, each window's bucket counts): at every point, through late records that rewrite
+    closed seconds, clock jumps and windows emptying, its rows are those computed afresh."""
+    rng = np.random.default_rng(11)
+    reads = 0
+    for capture in _drive(stats, clock, 340, seed=5):
+        if rng.random() < 0.6:
+            assert capture.operations() == capture.compute_operations(None), clock.now
+            reads += 1
+    assert reads > 100
+    assert stats.operations_cache.folds and set(stats.operations_cache.counts) == {
+        "10s", "1m", "5m"}
+
+
+def test_operations_cache_shared_by_threads_in_any_order(stats, clock):
+    """Two threads reading captures of different moments through one cache, in opposite
+    orders, get the rows computed afresh (the cache is validated, never changed in place)."""
+    captures = list(_drive(stats, clock, 120, seed=6))[-40:]
+    expected = [capture.compute_operations(None) for capture in captures]
+    cache = stats.operations_cache
+    results: dict[int, list] = {0: [], 1: []}
+
+    def read(which: int) -> None:
+        order = captures if which == 0 else captures[::-1]
+        results[which] = [c.compute_operations(cache) for c in order]
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results[0] == expected and results[1] == expected[::-1]
+
+
 # -- the performance snapshot of a Daemon in this process -----------------------------------
 def test_get_performance_snapshot_in_process_and_from_file(make_config, make_daemon):
     """The in-process API returns the same structure as the snapshot file: a Daemon built
