@@ -371,6 +371,18 @@ claim_slot(PyObject *lane, uint64_t *h, char **base_out)
     return mem + offset;
 }
 
+/* claim_slot, then lane.head = h + 1 (the Python object; the shared head is published once
+ * the record is written). The same answers as claim_slot, and NULL with an error set when
+ * the new head cannot be stored. */
+static inline char *
+take_slot(PyObject *lane, uint64_t *h, char **base_out)
+{
+    char *slot = claim_slot(lane, h, base_out);
+    if (slot != NULL && slot != FULL && store_count(lane, off_head, *h + 1) < 0)
+        return NULL;
+    return slot;
+}
+
 /* Publish: the record's stores become visible before the new head (a release store; on
  * x86-64 a plain store, on ARM64 stlr). */
 static inline void
@@ -469,20 +481,13 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         goto slow_lane;
     uint64_t h;
     char *mem;
-    char *slot = claim_slot(lane, &h, &mem);
-    if (slot == FULL) {
-        Py_DECREF(lane);
-        Py_RETURN_FALSE;
-    }
-    if (slot == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(lane);
-            return NULL;
-        }
+    char *slot = take_slot(lane, &h, &mem);
+    if (slot == NULL && !PyErr_Occurred())
         goto slow_lane;
-    }
-    if (store_count(lane, off_head, h + 1) < 0) {
+    if (slot == NULL || slot == FULL) {
         Py_DECREF(lane);
+        if (slot == FULL)
+            Py_RETURN_FALSE;
         return NULL;
     }
 
@@ -558,20 +563,13 @@ fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
         goto slow_lane;
     uint64_t h;
     char *mem;
-    char *slot = claim_slot(lane, &h, &mem);
-    if (slot == FULL) {
-        Py_DECREF(lane);
-        Py_RETURN_FALSE;
-    }
-    if (slot == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(lane);
-            return NULL;
-        }
+    char *slot = take_slot(lane, &h, &mem);
+    if (slot == NULL && !PyErr_Occurred())
         goto slow_lane;
-    }
-    if (store_count(lane, off_head, h + 1) < 0) {
+    if (slot == NULL || slot == FULL) {
         Py_DECREF(lane);
+        if (slot == FULL)
+            Py_RETURN_FALSE;
         return NULL;
     }
     /* RECORD_EXTENDED with kind KIND_CACHE_STATE, as _pack_cache_state writes it */
