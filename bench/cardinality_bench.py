@@ -11,9 +11,9 @@ Usage, from the repository root::
                                                 [--out bench/cardinality_results.json]
                                                 [--md bench/CARDINALITY.md]
 
-Two workloads, as the issue measured them and as a busy node sees them:
+Two workloads: series that exist but are quiet, and series that are all busy:
 
-``issue``
+``quiet``
     20 events per series, once (lognormal latencies, a median per series from 2 to 500 ms,
     sigma 0.8), then nothing: the memory a series costs just by existing.
 ``busy``
@@ -24,7 +24,7 @@ Two workloads, as the issue measured them and as a busy node sees them:
 
 The engine part (in this process, the daemon's malloc settings applied first): a
 ``Statistics`` with the daemon's default caps and 1,024 series (32 operations x 32 models),
-an injected clock. For ``issue``, one batch of the 20 events per series; for ``busy``, one
+an injected clock. For ``quiet``, one batch of the 20 events per series; for ``busy``, one
 batch per second of the clock over ``--busy-seconds``, and a capture every second (a daemon
 with ``snapshot_interval_seconds: 1``) whose ``operations()`` are computed every fifth second
 (a snapshot thread that falls behind; before ``capture()`` existed, ``close_interval()``
@@ -39,7 +39,7 @@ fill is reported too.
 The daemon part (``--no-daemon`` leaves it out): a real ``python -m ai_analytics.daemon`` per
 case (``batch_timeout_seconds: 0.05``, ``snapshot_interval_seconds: 1``, every other setting
 at its default), one producer process emitting through ``client.emit``. For each count in
-``--series``, the ``issue`` workload: once the state file counts every event (and two more
+``--series``, the ``quiet`` workload: once the state file counts every event (and two more
 snapshots were written, so the outputs ran at full size), the daemon's VmRSS. For each count
 in ``--busy-series``, the ``busy`` workload: VmRSS at the end (and its peak, VmHWM). Per
 series: (RSS with N series - RSS idle) / N.
@@ -77,7 +77,7 @@ TARGET_KB_PER_SERIES = 64
 TARGET_DAEMON_MB = 150
 TARGET_OPERATIONS_MS = 30
 TARGET_CAPTURE_MS = 2
-ISSUE_EVENTS = 20
+QUIET_EVENTS = 20
 CLOCK_START_S = 100_000
 
 # The producer: series i is (op<i % 32>, m<i // 32>); argv: series, events per series per
@@ -191,7 +191,7 @@ def engine_case(case: str, series: int, rate: int, seconds: int, rounds: int
     busy = case == "busy"
     for second in range(seconds if busy else 1):
         clock.now = CLOCK_START_S + second
-        records, sid = batch(rng, series, rate if busy else ISSUE_EVENTS, clock.now, busy)
+        records, sid = batch(rng, series, rate if busy else QUIET_EVENTS, clock.now, busy)
         t0 = time.perf_counter()
         stats.add(records, ops[sid], models[sid])
         add_s += time.perf_counter() - t0
@@ -264,11 +264,11 @@ def daemon_case(case: str, series: int, rate: int, seconds: int, log: Any) -> di
         with daemon:
             daemon.wait_for(daemon.state, 30.0, "the first state file")
             busy = case == "busy"
-            expected = series * (rate * seconds if busy else ISSUE_EVENTS)
+            expected = series * (rate * seconds if busy else QUIET_EVENTS)
             peak_during = 0.0
             if series:
                 env = {**os.environ, NAMESPACE_ENV: namespace}
-                args = [str(series), str(rate if busy else ISSUE_EVENTS),
+                args = [str(series), str(rate if busy else QUIET_EVENTS),
                         str(seconds if busy else 0), "1"]
                 producer = subprocess.Popen([sys.executable, "-c", PRODUCER, *args], env=env,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -401,7 +401,7 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--series", default="0,10,100,1024",
-                        help="series counts for the issue workload's daemon runs")
+                        help="series counts for the quiet workload's daemon runs")
     parser.add_argument("--busy-series", default="1024",
                         help="series counts for the busy workload's daemon runs ('' for none)")
     parser.add_argument("--busy-seconds", type=int, default=320)
@@ -443,13 +443,13 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"engine": [], "daemon": []}
     if not args.no_engine:
-        for case in ("issue", "busy"):
+        for case in ("quiet", "busy"):
             result = engine_case(case, args.engine_series, args.busy_rate, args.busy_seconds,
                                  args.rounds)
             log(f"engine {case}: {json.dumps(result)}")
             report["engine"].append(result)
     if not args.no_daemon:
-        runs = [("issue", int(n)) for n in args.series.split(",") if n]
+        runs = [("quiet", int(n)) for n in args.series.split(",") if n]
         runs += [("busy", int(n)) for n in args.busy_series.split(",") if n]
         for case, series in runs:
             try:

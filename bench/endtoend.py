@@ -7,7 +7,7 @@ Usage, from the repository root::
     .venv/bin/python bench/endtoend.py [--rates 10k,100k,1M] [--producers 4] [--seconds 5]
                                        [--repeat 3] [--quick] [--out bench]
 
-The issue's drain-loop shape (4 threads in 2 processes, ~500 series, 60 s, emit and its
+The drain-loop stress shape (4 threads in 2 processes, ~500 series, 60 s, emit and its
 floor only)::
 
     .venv/bin/python bench/endtoend.py --rates 100k,1M --producers 2 --threads 2 \
@@ -47,7 +47,7 @@ calls emit refused in the measured interval (the producers count them); the JSON
 the state file's ``dropped``, warm-up included. The drain lag is sampled by the parent from
 shared memory every 10 ms over the measured interval: the age of the oldest record published
 and not drained yet, over every lane (the highest sample is shown). `over floor + daemon` is
-what the issue calls CPU per million events, producers plus daemon: the recorder's cost over
+what we call CPU per million events, producers plus daemon: the recorder's cost over
 the pacing loop, plus the daemon's (needs the floor case in the same run).
 
 Why the warm-up: the steady cost is what is asked for. A new lane is attached as it is
@@ -585,7 +585,7 @@ def summarize(runs: list[dict[str, Any]], rates: list[int]) -> list[dict[str, An
             row["over_floor_s_per_m"] = (own - floor if case != "floor" and None not in
                                          (own, floor) else None)
             side = row["side_cpu_s_per_m"]
-            # The recorder's own cost plus its daemon or scraper: what the issue's "CPU per
+            # The recorder's own cost plus its daemon or scraper: the "CPU per
             # million events, producers + daemon" counts (the pacing loop is the bench's).
             row["recorder_and_side_s_per_m"] = (row["over_floor_s_per_m"] + side if None not in
                                                 (row["over_floor_s_per_m"], side) else None)

@@ -330,7 +330,7 @@ def markdown(report: dict[str, Any]) -> str:
     for share, builds in report["mixes"].items():
         lines += ["", f"## {float(share):.0%} of the series are LLM series", ""]
         table(lines, builds)
-    lines += ["", f"Target: at most {TARGET_MS:.0f} ms per answer (issue 14, point 3)."]
+    lines += ["", f"Target: at most {TARGET_MS:.0f} ms per answer."]
     return "\n".join(lines) + "\n"
 
 

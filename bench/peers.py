@@ -29,7 +29,7 @@ every case pays the same loop and call overhead and the peer's own work on top:
                   costs the pure path some 15 ns more than the plain ``threading.local`` an
                   install without the compiled module (or with the variable set) uses.
 ``prometheus_observe`` prometheus_client's ``Histogram.labels(op, model).observe(s)`` alone
-                  (own registry): the single call the issue's target compares emit with.
+                  (own registry): the single call the target compares emit with.
 ``prometheus``    prometheus_client, single-process: ``Histogram.labels(op, model).observe(s)``
                   and ``Counter.labels(op, model, outcome).inc()`` (own registry): the pair
                   that records what one emit records.
@@ -584,7 +584,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def target_summary(report: dict[str, Any]) -> list[str]:
-    """The issue's targets for the compiled emit, from the fastest rounds of this run."""
+    """The targets for the compiled emit, from the fastest rounds of this run."""
     cases = report["cases"]
     emit, noop_ = cases["emit"]["fastest"], cases["noop"]["fastest"]
     lines = [

@@ -60,7 +60,7 @@ def test_cardinality_bench_short_form_measures_engine_and_daemon(tmp_path: Path)
     results, md = short_form("cardinality_bench.py", tmp_path, "--engine-series", "32",
                              "--busy-seconds", "12", "--rounds", "1", "--series", "0,3",
                              "--busy-series", "")
-    assert [e["case"] for e in results["engine"]] == ["issue", "busy"]
+    assert [e["case"] for e in results["engine"]] == ["quiet", "busy"]
     assert all(e["operations_ms"]["median"] > 0 for e in results["engine"])
     assert [d["series"] for d in results["daemon"]] == [0, 3]
     assert results["daemon"][1]["received"] == 3 * 20 and "KB per series" in md
