@@ -39,6 +39,7 @@ import numpy as np
 
 from ai_analytics.client import _layout as L
 from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.merging import Merge, Merger, replace_run
 from ai_analytics.daemon.stats.series import SeriesRegistry
 
 RING_SECONDS = 300
@@ -76,8 +77,10 @@ CORE_FIELDS: tuple[str, ...] = CORE_DTYPE.names or ()
 LLM_FIELDS: tuple[str, ...] = LLM_DTYPE.names or ()
 BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this many seconds
 # A slot's parts are merged into one when this many have arrived: bounds the parts a window
-# reads, and the memory of many small parts.
+# reads, and the memory of many small parts. The merger does it between batches; a list that
+# reaches LIMIT_PARTS while its merge still waits has it finished at once.
 COMPACT_PARTS = 10
+LIMIT_PARTS = 4 * COMPACT_PARTS
 # Parts of since-start counts beyond which the engine merges the newest half itself (normally
 # a capture merges them all on its own thread and the engine adopts the result).
 SINCE_PARTS_LIMIT = 64
@@ -248,33 +251,47 @@ def _fold(into: np.ndarray, field: str, rows: np.ndarray) -> None:
 
 
 class SparseSlot:
-    __slots__ = ("parts", "period")
+    __slots__ = ("merging", "parts", "period")
 
     def __init__(self) -> None:
         self.period = -1
         self.parts: list[H.Counts] = []
+        self.merging: Merge | None = None  # the compaction of its parts under way
 
 
 class SparseRing:
     """Bucket counts of every series in ``slots`` time slots of ``resolution`` seconds, each
-    slot a list of immutable sparse parts (one per second, merged every COMPACT_PARTS)."""
+    slot a list of immutable sparse parts (one per second, merged every COMPACT_PARTS by the
+    merger; at LIMIT_PARTS at once)."""
 
-    def __init__(self, resolution: int, slots: int) -> None:
+    def __init__(self, resolution: int, slots: int, merger: Merger) -> None:
         self.resolution = resolution
         self.slots = [SparseSlot() for _ in range(slots)]
+        self.merger = merger
 
     def add(self, second: int, part: H.Counts) -> None:
         period = second // self.resolution
         slot = self.slots[period % len(self.slots)]
         if slot.period < period:
-            slot.period, slot.parts = period, [part]
+            slot.period, slot.parts, slot.merging = period, [part], None
         elif slot.period == period:  # an older period is past the ring: since-start keeps it
             slot.parts.append(part)
-            if len(slot.parts) >= COMPACT_PARTS:
-                slot.parts = [H.merge_counts(slot.parts, None)]
+            if slot.merging is not None and len(slot.parts) >= LIMIT_PARTS:
+                self.merger.finish(slot.merging)
+            if slot.merging is None and len(slot.parts) >= COMPACT_PARTS:
+                slot.merging = Merge(slot.parts, None, lambda merge: _compacted(slot, merge))
+                self.merger.submit(slot.merging)
 
     def freeze(self) -> tuple[tuple[int, tuple[H.Counts, ...]], ...]:
         return tuple((slot.period, tuple(slot.parts)) for slot in self.slots)
+
+
+def _compacted(slot: SparseSlot, merge: Merge) -> None:
+    """A slot's compaction is done: its parts, if still there, give way to their sum."""
+    if slot.merging is merge:
+        slot.merging = None
+        assert merge.result is not None
+        replace_run(slot.parts, merge.parts, merge.result)
 
 
 class OpenSecond:
@@ -282,11 +299,12 @@ class OpenSecond:
     into one when the second is closed. ``split``: the parts before it belong to an interval
     that a capture already closed."""
 
-    __slots__ = ("parts", "split")
+    __slots__ = ("closing", "parts", "split")
 
     def __init__(self) -> None:
         self.parts: list[H.Counts] = []
         self.split = 0
+        self.closing: Merge | None = None  # the merge of its parts, once it is over
 
 
 def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]], ...],
@@ -315,13 +333,16 @@ class Statistics:
         self.registry = SeriesRegistry(max_operations, max_models, max_series)
         self.capacity = 16
         self.totals = TotalsRing(self.capacity)
-        self.buckets = {name: SparseRing(resolution, slots)
+        self.merger = Merger()
+        self.buckets = {name: SparseRing(resolution, slots, self.merger)
                         for name, (resolution, slots) in BUCKET_RINGS.items()}
         self._open: dict[int, OpenSecond] = {}  # seconds whose parts are not merged yet
         self.interval = _blank((self.capacity,))
         self._interval_parts: list[H.Counts] = []
+        self._interval_merging: Merge | None = None
         self.since_start = _blank((self.capacity,))  # replaced, never changed: captures share it
         self._since_parts: list[H.Counts] = []
+        self._since_merging: Merge | None = None
         self.all_time = np.zeros(self.capacity, np.int64)  # survives restarts (state file)
         self.llm_row = np.full(self.capacity, -1, np.int64)  # series id → its LLM row
         self.llm_series = 0
@@ -368,24 +389,48 @@ class Statistics:
                 self._add_interval_part(chunk)
         _combine(self.interval, total)
         self.all_time += total["count"].astype(np.int64)
+        self.merger.run()
 
     def _close_seconds(self, now: int) -> None:
-        """Merge the parts of each second over by now (drain delay keeps the last one open)
-        and hand the result to the rings and to the interval."""
-        for second in [s for s in self._open if s < now - 1]:
-            opened = self._open.pop(second)
-            merged = H.merge_counts(opened.parts, None)
-            if second > now - RING_SECONDS:
-                for ring in self.buckets.values():
-                    ring.add(second, merged)
-            self._add_interval_part(
-                merged if opened.split == 0 else H.merge_counts(opened.parts[opened.split:],
-                                                                None))
+        """Have the merger merge the parts of each second over by now (drain delay keeps the
+        last one open). The second stays open, taking late records, until its merge is done
+        (``_closed``)."""
+        for second in sorted(s for s, o in self._open.items() if s < now - 1 and not o.closing):
+            opened = self._open[second]
+            opened.closing = Merge(opened.parts, None,
+                                   lambda merge, second=second: self._closed(second, merge))
+            self.merger.submit(opened.closing)
+
+    def _closed(self, second: int, merge: Merge) -> None:
+        """A second's merge is done: its sum, and the parts of late records that came after
+        the merge began, go to the rings and to the interval."""
+        opened = self._open.pop(second)
+        assert merge.result is not None
+        later = opened.parts[len(merge.parts):]
+        # Into the rings even if the merge ended RING_SECONDS after the second (the merger fell
+        # that far behind): a ring slot holds no newer period yet, and a window that reaches
+        # back there reads it, as it would have had the merge been done at once.
+        for ring in self.buckets.values():
+            for part in (merge.result, *later):
+                ring.add(second, part)
+        # Parts before ``split`` are in an interval a capture already closed.
+        for part in [merge.result, *later] if opened.split == 0 else opened.parts[opened.split:]:
+            self._add_interval_part(part)
 
     def _add_interval_part(self, part: H.Counts) -> None:
-        self._interval_parts.append(part)
-        if len(self._interval_parts) >= COMPACT_PARTS:
-            self._interval_parts = [H.merge_counts(self._interval_parts)]
+        parts = self._interval_parts
+        parts.append(part)
+        if self._interval_merging is not None and len(parts) >= LIMIT_PARTS:
+            self.merger.finish(self._interval_merging)
+        if self._interval_merging is None and len(parts) >= COMPACT_PARTS:
+            self._interval_merging = Merge(parts, np.int64, self._interval_compacted)
+            self.merger.submit(self._interval_merging)
+
+    def _interval_compacted(self, merge: Merge) -> None:
+        if self._interval_merging is merge:  # else a capture has closed that interval
+            self._interval_merging = None
+            assert merge.result is not None
+            replace_run(self._interval_parts, merge.parts, merge.result)
 
     def _llm_series(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """The series of this batch with LLM fields, given LLM rows if new."""
@@ -466,12 +511,9 @@ class Statistics:
             self.since_start = _combined(self.since_start, self.interval)
             self._since_parts.extend(interval[2])
             self.interval = _blank((self.capacity,))
-            self._interval_parts = []
+            self._interval_parts, self._interval_merging = [], None
             self.interval_started = now
-            if len(self._since_parts) > SINCE_PARTS_LIMIT:  # no capture merged them lately
-                # The newest half only: those are small, the oldest may be large.
-                half = SINCE_PARTS_LIMIT // 2
-                self._since_parts[-half:] = [H.merge_counts(self._since_parts[-half:])]
+            self._bound_since_parts()
             since, since_parts = self.since_start, tuple(self._since_parts)
         else:
             since = _combined(self.since_start, self.interval)
@@ -487,6 +529,23 @@ class Statistics:
             since=since, since_parts=since_parts, interval=interval)
         self._pending = [*self._pending[-3:], capture]
         return capture
+
+    def _bound_since_parts(self) -> None:
+        """Past SINCE_PARTS_LIMIT since-start parts (no capture merged them lately), the merger
+        merges the newest half (those are small, the oldest may be large); past twice that,
+        at once."""
+        parts, merging = self._since_parts, self._since_merging
+        if merging is not None and len(parts) > 2 * SINCE_PARTS_LIMIT:
+            self.merger.finish(merging)
+        if self._since_merging is None and len(parts) > SINCE_PARTS_LIMIT:
+            self._since_merging = Merge(parts[-(SINCE_PARTS_LIMIT // 2):], np.int64,
+                                        self._since_compacted)
+            self.merger.submit(self._since_merging)
+
+    def _since_compacted(self, merge: Merge) -> None:
+        self._since_merging = None
+        assert merge.result is not None
+        replace_run(self._since_parts, merge.parts, merge.result)
 
     def _adopt_since(self) -> None:
         """Take the since-start counts that a recent capture merged (on its own thread) in
