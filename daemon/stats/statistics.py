@@ -81,6 +81,10 @@ BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this ma
 # reaches LIMIT_PARTS while its merge still waits has it finished at once.
 COMPACT_PARTS = 10
 LIMIT_PARTS = 4 * COMPACT_PARTS
+# A second whose merge is still waiting this long after it is over has it done at once: a
+# window reads an open second's parts even where a newer second will reuse its ring slot,
+# which a second 50 s newer does in the 1 min ring.
+CLOSE_WITHIN_SECONDS = 30
 # Parts of since-start counts beyond which the engine merges the newest half itself (normally
 # a capture merges them all on its own thread and the engine adopts the result).
 SINCE_PARTS_LIMIT = 64
@@ -395,11 +399,16 @@ class Statistics:
         """Have the merger merge the parts of each second over by now (drain delay keeps the
         last one open). The second stays open, taking late records, until its merge is done
         (``_closed``)."""
-        for second in sorted(s for s, o in self._open.items() if s < now - 1 and not o.closing):
-            opened = self._open[second]
-            opened.closing = Merge(opened.parts, None,
-                                   lambda merge, second=second: self._closed(second, merge))
-            self.merger.submit(opened.closing)
+        for second in sorted(s for s in self._open if s < now - 1):
+            opened = self._open.get(second)  # a merge done meanwhile may have closed it
+            if opened is None:
+                continue
+            if opened.closing is None:
+                opened.closing = Merge(opened.parts, None,
+                                       lambda merge, second=second: self._closed(second, merge))
+                self.merger.submit(opened.closing)
+            elif second <= now - CLOSE_WITHIN_SECONDS:
+                self.merger.finish(opened.closing)
 
     def _closed(self, second: int, merge: Merge) -> None:
         """A second's merge is done: its sum, and the parts of late records that came after
@@ -407,9 +416,6 @@ class Statistics:
         opened = self._open.pop(second)
         assert merge.result is not None
         later = opened.parts[len(merge.parts):]
-        # Into the rings even if the merge ended RING_SECONDS after the second (the merger fell
-        # that far behind): a ring slot holds no newer period yet, and a window that reaches
-        # back there reads it, as it would have had the merge been done at once.
         for ring in self.buckets.values():
             for part in (merge.result, *later):
                 ring.add(second, part)
