@@ -538,13 +538,13 @@ class Statistics:
 
     def _bound_since_parts(self) -> None:
         """Past SINCE_PARTS_LIMIT since-start parts (no capture merged them lately), the merger
-        merges the newest half (those are small, the oldest may be large); past twice that,
-        at once."""
+        merges all but the oldest SINCE_PARTS_LIMIT // 2 (those may be large, the newer are
+        small); past twice the limit, at once."""
         parts, merging = self._since_parts, self._since_merging
         if merging is not None and len(parts) > 2 * SINCE_PARTS_LIMIT:
             self.merger.finish(merging)
         if self._since_merging is None and len(parts) > SINCE_PARTS_LIMIT:
-            self._since_merging = Merge(parts[-(SINCE_PARTS_LIMIT // 2):], np.int64,
+            self._since_merging = Merge(parts[SINCE_PARTS_LIMIT // 2:], np.int64,
                                         self._since_compacted)
             self.merger.submit(self._since_merging)
 
