@@ -763,9 +763,13 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
             base[has_quality] + H.OFFSETS[H.QUALITY] + H.quality_buckets(q_values)]
     extended = np.flatnonzero(records["kind"] == L.KIND_EXTENDED)
     if len(extended):  # the LLM fields, only over the records that carry them
-        sub, sub_index, sub_base = records[extended], index[extended], base[extended]
+        # Field by field: gathering whole records of a structured array costs ~60 ns each.
+        def sub(array: np.ndarray) -> np.ndarray:
+            return array if len(extended) == len(records) else array[extended]
+
+        sub_index, sub_base = sub(index), sub(base)
         for metric, field, prefix in ((H.TTFT, "ttft_ms", "ttft"), (H.QUEUE, "queue_ms", "queue")):
-            values = _widen(sub[field])
+            values = _widen(sub(records[field]))
             present = ~np.isnan(values)
             at, values = sub_index[present], values[present]
             total(f"{prefix}_count", at)
@@ -773,7 +777,7 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
             extremes(prefix, at, values)
             keys.append(sub_base[present] + H.OFFSETS[metric] + H.log_buckets(values))
         for field in ("tokens_in", "tokens_out"):
-            values = sub[field]
+            values = sub(records[field])
             present = values != L.TOKENS_ABSENT
             total(field, sub_index[present], values[present].astype(np.float64))
     unique, counts = H.count_keys(np.concatenate(keys))
