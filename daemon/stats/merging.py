@@ -38,7 +38,7 @@ MAX_PENDING = 24
 class Merge:
     """``merge_counts(parts, dtype)`` in steps of a key range each."""
 
-    __slots__ = ("_bounds", "_pieces", "adopt", "dtype", "parts", "result")
+    __slots__ = ("_edges", "_live", "_pieces", "adopt", "dtype", "parts", "result")
 
     def __init__(self, parts: list[H.Counts] | tuple[H.Counts, ...], dtype: type | None,
                  adopt: Callable[[Merge], None]) -> None:
@@ -46,29 +46,33 @@ class Merge:
         self.dtype, self.adopt = dtype, adopt
         self.result: H.Counts | None = None
         self._pieces: list[H.Counts] = []
-        live = [part for part in self.parts if len(part[0])]
-        edges = np.zeros(2, np.int64)
-        if live:
-            low = min(int(k[0]) for k, _ in live)
-            high = max(int(k[-1]) for k, _ in live) + 1
-            steps = max(-(-sum(len(k) for k, _ in live) // STEP_KEYS),
+        self._live = [part for part in self.parts if len(part[0])]
+        self._edges = np.zeros(2, H.KEY_DTYPE)
+        if self._live:
+            low = min(int(k[0]) for k, _ in self._live)
+            high = max(int(k[-1]) for k, _ in self._live) + 1
+            steps = max(-(-sum(len(k) for k, _ in self._live) // STEP_KEYS),
                         -(-(high - low) // STEP_RANGE))
-            edges = np.linspace(low, high, steps + 1).astype(np.int64)
-        self._bounds = [(k, c, np.searchsorted(k, edges).tolist()) for k, c in live]
+            # In the keys' dtype: a search for wider values would copy each part's keys.
+            self._edges = np.linspace(low, high, steps + 1).astype(H.KEY_DTYPE)
 
     @property
     def steps(self) -> int:
-        return len(self._bounds[0][2]) - 1 if self._bounds else 1
+        return len(self._edges) - 1
 
     def step(self) -> bool:
         """Merge the next key range; True once the result is complete."""
         i = len(self._pieces)
-        self._pieces.append(H.merge_counts(
-            [(k[b[i]:b[i + 1]], c[b[i]:b[i + 1]]) for k, c, b in self._bounds], self.dtype))
+        edges = self._edges[i : i + 2]
+        ranges = []
+        for keys, counts in self._live:
+            low, high = np.searchsorted(keys, edges).tolist()
+            ranges.append((keys[low:high], counts[low:high]))
+        self._pieces.append(H.merge_counts(ranges, self.dtype))
         if len(self._pieces) < self.steps:
             return False
         # Concatenated counts take the widest piece's dtype: that of one merge of everything.
-        pieces, self._pieces, self._bounds = self._pieces, [], []
+        pieces, self._pieces, self._live = self._pieces, [], []
         self.result = pieces[0] if len(pieces) == 1 else (
             np.concatenate([k for k, _ in pieces]), np.concatenate([c for _, c in pieces]))
         return True
