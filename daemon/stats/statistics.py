@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 
 import numpy as np
 
@@ -404,8 +405,7 @@ class Statistics:
             if opened is None:
                 continue
             if opened.closing is None:
-                opened.closing = Merge(opened.parts, None,
-                                       lambda merge, second=second: self._closed(second, merge))
+                opened.closing = Merge(opened.parts, None, partial(self._closed, second))
                 self.merger.submit(opened.closing)
             elif second <= now - CLOSE_WITHIN_SECONDS:
                 self.merger.finish(opened.closing)
