@@ -21,6 +21,12 @@ only ever replaces, never changes; the per-second totals are blocks of 10 second
 engine copies before its first write after a capture (copy on write). So a capture costs
 references and a few per-series arrays, and its answers are those of its moment.
 
+The drain must never pause for long (a busy lane fills in tens of milliseconds), so no merge
+of bucket counts runs all at once on its thread: closing a second, compacting a ring slot,
+the interval or the since-start parts are each a ``merging.Merge`` that the engine steps
+a few milliseconds per batch and adopts where its parts are still there. A second stays
+open (windows read its parts) until its merge is done.
+
 Memory per series, not per event rate: the per-second totals take 60 bytes per series and
 second (18 KiB for 300 s), plus 56 bytes for a series that reports time to first token, queue
 time or tokens (the LLM columns exist only for those); bucket counts take 6 bytes per bucket
