@@ -307,15 +307,22 @@ def _compacted(slot: SparseSlot, merge: Merge) -> None:
 
 class OpenSecond:
     """The bucket counts of a second still receiving events: one part per batch, merged
-    into one when the second is closed. ``split``: the parts before it belong to an interval
-    that a capture already closed."""
+    when the second is closed. ``split``: the parts before it belong to an interval that a
+    capture already closed."""
 
-    __slots__ = ("closing", "parts", "split")
+    __slots__ = ("closing", "closing_split", "parts", "split")
 
     def __init__(self) -> None:
         self.parts: list[H.Counts] = []
         self.split = 0
-        self.closing: Merge | None = None  # the merge of its parts, once it is over
+        # Once it is over: the merges of its parts before ``split`` (if any) and after it (the
+        # last), and ``split`` then: the interval takes the second merge's sum, not raw parts.
+        self.closing: tuple[Merge, ...] = ()
+        self.closing_split = 0
+
+
+def _kept(merge: Merge) -> None:
+    """A merge whose result its owner reads when it needs it."""
 
 
 def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]], ...],
@@ -410,23 +417,35 @@ class Statistics:
             opened = self._open.get(second)  # a merge done meanwhile may have closed it
             if opened is None:
                 continue
-            if opened.closing is None:
-                opened.closing = Merge(opened.parts, None, partial(self._closed, second))
-                self.merger.submit(opened.closing)
+            if not opened.closing:
+                split = opened.closing_split = opened.split
+                head = (Merge(opened.parts[:split], None, _kept),) if split else ()
+                opened.closing = (*head, Merge(opened.parts[split:], None,
+                                               partial(self._closed, second)))
+                for merge in opened.closing:
+                    self.merger.submit(merge)
             elif second <= now - CLOSE_WITHIN_SECONDS:
-                self.merger.finish(opened.closing)
+                self.merger.finish(opened.closing[-1])
 
-    def _closed(self, second: int, merge: Merge) -> None:
-        """A second's merge is done: its sum, and the parts of late records that came after
-        the merge began, go to the rings and to the interval."""
+    def _closed(self, second: int, last: Merge) -> None:
+        """A second's merges are done: their sums, and the parts of late records that came
+        after the merges began, go to the rings and to the interval."""
         opened = self._open.pop(second)
-        assert merge.result is not None
-        later = opened.parts[len(merge.parts):]
+        for merge in opened.closing[:-1]:
+            self.merger.finish(merge)  # done already unless ``last`` was finished at once
+        sums = [merge.result for merge in opened.closing
+                if merge.result is not None and len(merge.result[0])]
+        later = opened.parts[sum(len(merge.parts) for merge in opened.closing):]
         for ring in self.buckets.values():
-            for part in (merge.result, *later):
+            for part in (*sums, *later):
                 ring.add(second, part)
         # Parts before ``split`` are in an interval a capture already closed.
-        for part in [merge.result, *later] if opened.split == 0 else opened.parts[opened.split:]:
+        if opened.split == opened.closing_split:
+            fresh = [last.result] if last.result is not None and len(last.result[0]) else []
+            parts = [*fresh, *later]
+        else:  # a capture came since the merges began: it took all of their parts
+            parts = opened.parts[opened.split:]
+        for part in parts:
             self._add_interval_part(part)
 
     def _add_interval_part(self, part: H.Counts) -> None:
