@@ -387,13 +387,13 @@ class Statistics:
         self._close_seconds(now)
         span = width * H.HIST_WIDTH
         bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span).tolist()
-        total = _blank((width,))
         for position, second in enumerate(distinct.tolist()):
             part = {f: a[position] for f, a in arrays.items()}
             low, high = bounds[position], bounds[position + 1]
             chunk = ((keys[low:high] - position * span).astype(H.KEY_DTYPE),
                      H.narrow(counts[low:high]))
-            _combine(total, part)
+            _combine(self.interval, part)
+            self.all_time += part["count"].astype(np.int64)
             if second > now - RING_SECONDS:
                 self.totals.add(second, part, llm_sids, llm_rows)
             if second >= now - 1:  # still open: merged once it is over
@@ -405,8 +405,6 @@ class Statistics:
                     for ring in self.buckets.values():
                         ring.add(second, chunk)
                 self._add_interval_part(chunk)
-        _combine(self.interval, total)
-        self.all_time += total["count"].astype(np.int64)
         self.merger.run()
 
     def _close_seconds(self, now: int) -> None:
