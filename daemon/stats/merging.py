@@ -11,6 +11,10 @@ them meanwhile, and then the result is dropped. Results are those of ``merge_cou
 same keys, counts and count dtype), so when a merge ends changes no figure, only how many
 parts a reader sums.
 
+The drain thread does this itself, not a merger thread: a tally merge (``np.bincount``,
+``np.concatenate``) holds the GIL, so a thread beside the drain would pause it anyway, by
+as much as its longest call plus the GIL's switch interval, and at an uneven moment.
+
 Memory stays bounded when the budget does not keep up: past ``MAX_PENDING`` queued merges,
 ``run`` goes on beyond its budget until the queue is back under it.
 """
@@ -30,7 +34,7 @@ from ai_analytics.daemon.stats import histogram as H
 STEP_KEYS = 1 << 15
 STEP_RANGE = 8 * STEP_KEYS
 # Merging per batch, in seconds: the drain pauses this much longer (plus one step at most).
-# A second's merges at 1,024 busy series take ~50 ms: with 3 ms they are done within a second
+# A second's merges at 1,024 busy series take ~40 ms: with 3 ms they are done within a second
 # (at 30 batches a second) and leave most batches alone.
 BUDGET_SECONDS = 0.003
 # Queued merges beyond which ``run`` ignores its budget (the merges fell behind).
