@@ -21,6 +21,12 @@ only ever replaces, never changes; the per-second totals are blocks of 10 second
 engine copies before its first write after a capture (copy on write). So a capture costs
 references and a few per-series arrays, and its answers are those of its moment.
 
+The drain must never pause for long (a busy lane fills in tens of milliseconds), so no merge
+of bucket counts runs all at once on its thread: closing a second, compacting a ring slot,
+the interval or the since-start parts are each a ``merging.Merge`` that the engine steps
+a few milliseconds per batch and adopts where its parts are still there. A second stays
+open (windows read its parts) until its merge is done.
+
 Memory per series, not per event rate: the per-second totals take 60 bytes per series and
 second (18 KiB for 300 s), plus 56 bytes for a series that reports time to first token, queue
 time or tokens (the LLM columns exist only for those); bucket counts take 6 bytes per bucket
@@ -42,11 +48,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 
 import numpy as np
 
 from ai_analytics.client import _layout as L
 from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.merging import Merge, Merger, replace_run
 from ai_analytics.daemon.stats.series import SeriesRegistry
 
 RING_SECONDS = 300
@@ -84,8 +92,14 @@ CORE_FIELDS: tuple[str, ...] = CORE_DTYPE.names or ()
 LLM_FIELDS: tuple[str, ...] = LLM_DTYPE.names or ()
 BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this many seconds
 # A slot's parts are merged into one when this many have arrived: bounds the parts a window
-# reads, and the memory of many small parts.
+# reads, and the memory of many small parts. The merger does it between batches; a list that
+# reaches LIMIT_PARTS while its merge still waits has it finished at once.
 COMPACT_PARTS = 10
+LIMIT_PARTS = 4 * COMPACT_PARTS
+# A second whose merge is still waiting this long after it is over has it done at once: a
+# window reads an open second's parts even where a newer second will reuse its ring slot,
+# which a second 50 s newer does in the 1 min ring.
+CLOSE_WITHIN_SECONDS = 30
 # Parts of since-start counts beyond which the engine merges the newest half itself (normally
 # a capture merges them all on its own thread and the engine adopts the result).
 SINCE_PARTS_LIMIT = 64
@@ -315,45 +329,67 @@ def _window_totals(blocks: tuple[TotalsBlock, ...], llm_sids: np.ndarray,
 
 
 class SparseSlot:
-    __slots__ = ("parts", "period")
+    __slots__ = ("merging", "parts", "period")
 
     def __init__(self) -> None:
         self.period = -1
         self.parts: list[H.Counts] = []
+        self.merging: Merge | None = None  # the compaction of its parts under way
 
 
 class SparseRing:
     """Bucket counts of every series in ``slots`` time slots of ``resolution`` seconds, each
-    slot a list of immutable sparse parts (one per second, merged every COMPACT_PARTS)."""
+    slot a list of immutable sparse parts (one per second, merged every COMPACT_PARTS by the
+    merger; at LIMIT_PARTS at once)."""
 
-    def __init__(self, resolution: int, slots: int) -> None:
+    def __init__(self, resolution: int, slots: int, merger: Merger) -> None:
         self.resolution = resolution
         self.slots = [SparseSlot() for _ in range(slots)]
+        self.merger = merger
 
     def add(self, second: int, part: H.Counts) -> None:
         period = second // self.resolution
         slot = self.slots[period % len(self.slots)]
         if slot.period < period:
-            slot.period, slot.parts = period, [part]
+            slot.period, slot.parts, slot.merging = period, [part], None
         elif slot.period == period:  # an older period is past the ring: since-start keeps it
             slot.parts.append(part)
-            if len(slot.parts) >= COMPACT_PARTS:
-                slot.parts = [H.merge_counts(slot.parts, None)]
+            if slot.merging is not None and len(slot.parts) >= LIMIT_PARTS:
+                self.merger.finish(slot.merging)
+            if slot.merging is None and len(slot.parts) >= COMPACT_PARTS:
+                slot.merging = Merge(slot.parts, None, lambda merge: _compacted(slot, merge))
+                self.merger.submit(slot.merging)
 
     def freeze(self) -> tuple[tuple[int, tuple[H.Counts, ...]], ...]:
         return tuple((slot.period, tuple(slot.parts)) for slot in self.slots)
 
 
+def _compacted(slot: SparseSlot, merge: Merge) -> None:
+    """A slot's compaction is done: its parts, if still there, give way to their sum."""
+    if slot.merging is merge:
+        slot.merging = None
+        assert merge.result is not None
+        replace_run(slot.parts, merge.parts, merge.result)
+
+
 class OpenSecond:
     """The bucket counts of a second still receiving events: one part per batch, merged
-    into one when the second is closed. ``split``: the parts before it belong to an interval
-    that a capture already closed."""
+    when the second is closed. ``split``: the parts before it belong to an interval that a
+    capture already closed."""
 
-    __slots__ = ("parts", "split")
+    __slots__ = ("closing", "closing_split", "parts", "split")
 
     def __init__(self) -> None:
         self.parts: list[H.Counts] = []
         self.split = 0
+        # Once it is over: the merges of its parts before ``split`` (if any) and after it (the
+        # last), and ``split`` then: the interval takes the second merge's sum, not raw parts.
+        self.closing: tuple[Merge, ...] = ()
+        self.closing_split = 0
+
+
+def _kept(merge: Merge) -> None:
+    """A merge whose result its owner reads when it needs it."""
 
 
 def _window_counts(resolution: int, slots: tuple[tuple[int, tuple[H.Counts, ...]], ...],
@@ -452,13 +488,16 @@ class Statistics:
         self.registry = SeriesRegistry(max_operations, max_models, max_series)
         self.capacity = 16
         self.totals = TotalsRing(self.capacity)
-        self.buckets = {name: SparseRing(resolution, slots)
+        self.merger = Merger()
+        self.buckets = {name: SparseRing(resolution, slots, self.merger)
                         for name, (resolution, slots) in BUCKET_RINGS.items()}
         self._open: dict[int, OpenSecond] = {}  # seconds whose parts are not merged yet
         self.interval = _blank((self.capacity,))
         self._interval_parts: list[H.Counts] = []
+        self._interval_merging: Merge | None = None
         self.since_start = _blank((self.capacity,))  # replaced, never changed: captures share it
         self._since_parts: list[H.Counts] = []
+        self._since_merging: Merge | None = None
         self.all_time = np.zeros(self.capacity, np.int64)  # survives restarts (state file)
         self.llm_row = np.full(self.capacity, -1, np.int64)  # series id → its LLM row
         self.llm_series = 0
@@ -486,13 +525,13 @@ class Statistics:
         self._close_seconds(now)
         span = width * H.HIST_WIDTH
         bounds = np.searchsorted(keys, np.arange(len(distinct) + 1) * span).tolist()
-        total = _blank((width,))
         for position, second in enumerate(distinct.tolist()):
             part = {f: a[position] for f, a in arrays.items()}
             low, high = bounds[position], bounds[position + 1]
             chunk = ((keys[low:high] - position * span).astype(H.KEY_DTYPE),
                      H.narrow(counts[low:high]))
-            _combine(total, part)
+            _combine(self.interval, part)
+            self.all_time += part["count"].astype(np.int64)
             if second > now - RING_SECONDS:
                 self.totals.add(second, part, llm_sids, llm_rows)
             if second >= now - 1:  # still open: merged once it is over
@@ -504,26 +543,61 @@ class Statistics:
                     for ring in self.buckets.values():
                         ring.add(second, chunk)
                 self._add_interval_part(chunk)
-        _combine(self.interval, total)
-        self.all_time += total["count"].astype(np.int64)
+        self.merger.run()
 
     def _close_seconds(self, now: int) -> None:
-        """Merge the parts of each second over by now (drain delay keeps the last one open)
-        and hand the result to the rings and to the interval."""
-        for second in [s for s in self._open if s < now - 1]:
-            opened = self._open.pop(second)
-            merged = H.merge_counts(opened.parts, None)
-            if second > now - RING_SECONDS:
-                for ring in self.buckets.values():
-                    ring.add(second, merged)
-            self._add_interval_part(
-                merged if opened.split == 0 else H.merge_counts(opened.parts[opened.split:],
-                                                                None))
+        """Have the merger merge the parts of each second over by now (drain delay keeps the
+        last one open). The second stays open, taking late records, until its merge is done
+        (``_closed``)."""
+        for second in sorted(s for s in self._open if s < now - 1):
+            opened = self._open.get(second)  # a merge done meanwhile may have closed it
+            if opened is None:
+                continue
+            if not opened.closing:
+                split = opened.closing_split = opened.split
+                head = (Merge(opened.parts[:split], None, _kept),) if split else ()
+                opened.closing = (*head, Merge(opened.parts[split:], None,
+                                               partial(self._closed, second)))
+                for merge in opened.closing:
+                    self.merger.submit(merge)
+            elif second <= now - CLOSE_WITHIN_SECONDS:
+                self.merger.finish(opened.closing[-1])
+
+    def _closed(self, second: int, last: Merge) -> None:
+        """A second's merges are done: their sums, and the parts of late records that came
+        after the merges began, go to the rings and to the interval."""
+        opened = self._open.pop(second)
+        for merge in opened.closing[:-1]:
+            self.merger.finish(merge)  # done already unless ``last`` was finished at once
+        sums = [merge.result for merge in opened.closing
+                if merge.result is not None and len(merge.result[0])]
+        later = opened.parts[sum(len(merge.parts) for merge in opened.closing):]
+        for ring in self.buckets.values():
+            for part in (*sums, *later):
+                ring.add(second, part)
+        # Parts before ``split`` are in an interval a capture already closed.
+        if opened.split == opened.closing_split:
+            fresh = [last.result] if last.result is not None and len(last.result[0]) else []
+            parts = [*fresh, *later]
+        else:  # a capture came since the merges began: it took all of their parts
+            parts = opened.parts[opened.split:]
+        for part in parts:
+            self._add_interval_part(part)
 
     def _add_interval_part(self, part: H.Counts) -> None:
-        self._interval_parts.append(part)
-        if len(self._interval_parts) >= COMPACT_PARTS:
-            self._interval_parts = [H.merge_counts(self._interval_parts)]
+        parts = self._interval_parts
+        parts.append(part)
+        if self._interval_merging is not None and len(parts) >= LIMIT_PARTS:
+            self.merger.finish(self._interval_merging)
+        if self._interval_merging is None and len(parts) >= COMPACT_PARTS:
+            self._interval_merging = Merge(parts, np.int64, self._interval_compacted)
+            self.merger.submit(self._interval_merging)
+
+    def _interval_compacted(self, merge: Merge) -> None:
+        if self._interval_merging is merge:  # else a capture has closed that interval
+            self._interval_merging = None
+            assert merge.result is not None
+            replace_run(self._interval_parts, merge.parts, merge.result)
 
     def _llm_series(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """The series of this batch with LLM fields, given LLM rows if new."""
@@ -606,12 +680,9 @@ class Statistics:
             self.since_start = _combined(self.since_start, self.interval)
             self._since_parts.extend(interval[2])
             self.interval = _blank((self.capacity,))
-            self._interval_parts = []
+            self._interval_parts, self._interval_merging = [], None
             self.interval_started = now
-            if len(self._since_parts) > SINCE_PARTS_LIMIT:  # no capture merged them lately
-                # The newest half only: those are small, the oldest may be large.
-                half = SINCE_PARTS_LIMIT // 2
-                self._since_parts[-half:] = [H.merge_counts(self._since_parts[-half:])]
+            self._bound_since_parts()
             since, since_parts = self.since_start, tuple(self._since_parts)
         else:
             since = _combined(self.since_start, self.interval)
@@ -628,6 +699,23 @@ class Statistics:
             cache=self.operations_cache)
         self._pending = [*self._pending[-3:], capture]
         return capture
+
+    def _bound_since_parts(self) -> None:
+        """Past SINCE_PARTS_LIMIT since-start parts (no capture merged them lately), the merger
+        merges all but the oldest SINCE_PARTS_LIMIT // 2 (those may be large, the newer are
+        small); past twice the limit, at once."""
+        parts, merging = self._since_parts, self._since_merging
+        if merging is not None and len(parts) > 2 * SINCE_PARTS_LIMIT:
+            self.merger.finish(merging)
+        if self._since_merging is None and len(parts) > SINCE_PARTS_LIMIT:
+            self._since_merging = Merge(parts[SINCE_PARTS_LIMIT // 2:], np.int64,
+                                        self._since_compacted)
+            self.merger.submit(self._since_merging)
+
+    def _since_compacted(self, merge: Merge) -> None:
+        self._since_merging = None
+        assert merge.result is not None
+        replace_run(self._since_parts, merge.parts, merge.result)
 
     def _adopt_since(self) -> None:
         """Take the since-start counts that a recent capture merged (on its own thread) in
@@ -845,9 +933,13 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
             base[has_quality] + H.OFFSETS[H.QUALITY] + H.quality_buckets(q_values)]
     extended = np.flatnonzero(records["kind"] == L.KIND_EXTENDED)
     if len(extended):  # the LLM fields, only over the records that carry them
-        sub, sub_index, sub_base = records[extended], index[extended], base[extended]
+        # Field by field: gathering whole records of a structured array costs ~60 ns each.
+        def sub(array: np.ndarray) -> np.ndarray:
+            return array if len(extended) == len(records) else array[extended]
+
+        sub_index, sub_base = sub(index), sub(base)
         for metric, field, prefix in ((H.TTFT, "ttft_ms", "ttft"), (H.QUEUE, "queue_ms", "queue")):
-            values = _widen(sub[field])
+            values = _widen(sub(records[field]))
             present = ~np.isnan(values)
             at, values = sub_index[present], values[present]
             total(f"{prefix}_count", at)
@@ -855,7 +947,7 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
             extremes(prefix, at, values)
             keys.append(sub_base[present] + H.OFFSETS[metric] + H.log_buckets(values))
         for field in ("tokens_in", "tokens_out"):
-            values = sub[field]
+            values = sub(records[field])
             present = values != L.TOKENS_ABSENT
             total(field, sub_index[present], values[present].astype(np.float64))
     unique, counts = H.count_keys(np.concatenate(keys))

@@ -363,3 +363,125 @@ def test_get_performance_snapshot_in_process_and_from_file(make_config, make_dae
     (row,) = live["operations"]
     assert row["operation"] == "inline" and row["windows"]["since_start"]["count"] == 50
     assert stored["operations"][0]["windows"]["10s"]["latency_ms"]["max"] == 50.0
+
+
+# -- merges done between batches -------------------------------------------------------------
+_SERIES = [(f"op{i % 3}", f"m{i % 4}") for i in range(12)]
+
+
+def _lagging_batch(rng: np.random.Generator, now: int) -> tuple[np.ndarray, list[str], list[str]]:
+    """Records of a few series stamped this second or the last, some late into past seconds
+    (up to 40 s back), some with quality, a quarter with LLM fields."""
+    n = int(rng.integers(20, 200))
+    seconds = now - rng.choice([0, 1], n, p=[0.8, 0.2])
+    late = rng.random(n) < 0.1
+    seconds[late] = now - rng.integers(2, 40, int(late.sum()))
+    records = make_records(n, now, rng.lognormal(3, 1, n))
+    records["ts_ns"] = seconds * 1_000_000_000 + rng.integers(0, 1_000_000_000, n)
+    records["quality"] = np.where(rng.random(n) < 0.5, rng.random(n), np.nan)
+    extended = rng.random(n) < 0.25
+    records["kind"] = np.where(extended, L.KIND_EXTENDED, 0)
+    records["ttft_ms"] = np.where(extended, rng.lognormal(1, 1, n), np.nan)
+    records["queue_ms"] = np.nan
+    which = rng.integers(0, len(_SERIES), n).tolist()
+    return records, [_SERIES[i][0] for i in which], [_SERIES[i][1] for i in which]
+
+
+def _run_against_reference(phases: list[tuple[int, float | None, int]]) -> Statistics:
+    """Feed the same batches, 3 per second for 345 s but for a pause of 2 s now and then, to
+    an engine whose merges are done as they are submitted (the reference) and to one whose
+    merger follows ``phases``: (first second, budget in seconds or None, max_pending). Both
+    take a capture every 2 s: their intervals must be the same, and their operations every
+    28 s (captures left unread in between, so since-start parts pile up as they do when
+    snapshots lag)."""
+    from ai_analytics.daemon.stats.merging import Merger
+
+    clock = FakeClock(1000.0)
+    reference = Statistics(256, 256, 1024, clock)
+    reference.merger = Merger(budget_seconds=None)
+    for ring in reference.buckets.values():
+        ring.merger = reference.merger
+    subject = Statistics(256, 256, 1024, clock)
+    rng = np.random.default_rng(11)
+    for second in range(1000, 1345):
+        for start, budget, max_pending in phases:
+            if second == start:
+                subject.merger.budget_seconds, subject.merger.max_pending = budget, max_pending
+        if second % 31 in (5, 6):  # a pause: the next batch closes two seconds at once
+            continue
+        for fraction in (0.1, 0.4, 0.8):
+            clock.now = second + fraction
+            records, ops, models = _lagging_batch(rng, second)
+            add_records(reference, records, ops, models)
+            add_records(subject, records, ops, models)
+        if second % 2 == 0:
+            expected, got = reference.capture(), subject.capture()
+            assert got.interval() == expected.interval(), second
+            if second % 28 == 0:
+                assert got.operations() == expected.operations(), second
+        if second % 59 == 0:
+            assert subject.operations() == reference.operations(), second
+    return subject
+
+
+def test_merges_that_lag_give_the_results_of_merges_done_at_once():
+    """Windows, intervals and since-start stay exactly those of an engine that merges at
+    once, while the merger does not run for a minute and then catches up, runs only past a
+    few pending merges, stops again, and runs on its time budget."""
+    from ai_analytics.daemon.stats.merging import BUDGET_SECONDS
+
+    never = 10**6
+    subject = _run_against_reference([
+        (1000, 0.0, never), (1060, None, never), (1070, 0.0, 2), (1150, 0.0, never),
+        (1250, BUDGET_SECONDS, never)])
+    assert len(subject.merger) < 24
+
+
+def test_merges_held_back_keep_memory_bounded():
+    """A merger that never gets any budget still merges past ``max_pending`` waiting
+    merges, and lists of parts are merged at once at their limit: the parts stay bounded,
+    with the results unchanged."""
+    from ai_analytics.daemon.stats.statistics import LIMIT_PARTS, SINCE_PARTS_LIMIT
+
+    subject = _run_against_reference([(1000, 0.0, 8)])
+    # A capture may submit one merge after the last batch's run.
+    assert len(subject.merger) <= 8 + 1 and len(subject._open) <= 8 + 2
+    assert max(len(slot.parts) for ring in subject.buckets.values()
+               for slot in ring.slots) <= LIMIT_PARTS
+    assert len(subject._interval_parts) <= LIMIT_PARTS
+    assert len(subject._since_parts) <= 2 * SINCE_PARTS_LIMIT + LIMIT_PARTS
+
+
+def test_a_merge_in_steps_equals_one_merge():
+    """``Merge`` cuts a merge into key ranges: the same keys, counts and count dtype as
+    ``merge_counts`` at once, for narrowed and int64 counts, over empty parts too."""
+    from ai_analytics.daemon.stats import merging as M
+
+    rng = np.random.default_rng(5)
+    parts = []
+    for size in (0, 3000, 70000, 150000):
+        keys = np.unique(rng.integers(0, 40 * H.HIST_WIDTH, size)).astype(H.KEY_DTYPE)
+        parts.append((keys, H.narrow(rng.integers(1, 70000 if size == 3000 else 9, len(keys)))))
+    for dtype in (None, np.int64):
+        merge = M.Merge(parts, dtype, lambda _: None)
+        assert merge.steps > 1
+        keys, counts = merge.finish()
+        expected_keys, expected_counts = H.merge_counts(parts, dtype)
+        assert np.array_equal(keys, expected_keys) and keys.dtype == expected_keys.dtype
+        assert np.array_equal(counts, expected_counts)
+        assert counts.dtype == expected_counts.dtype
+
+
+def test_a_merge_replaces_its_parts_only_where_all_of_them_are_still_there():
+    """Adoption is keyed by identity: the very parts a merge summed, as one run."""
+    from ai_analytics.daemon.stats.merging import replace_run
+
+    a, b, c, d = ((np.array([i], H.KEY_DTYPE), np.array([1], np.uint16)) for i in range(4))
+    equal_to_b = (b[0].copy(), b[1].copy())
+    merged = H.merge_counts([b, c])
+    for parts, replaced in (([a, b, c, d], True), ([a, b, d, c], False), ([a, b], False),
+                            ([a, equal_to_b, c], False), ([a, c, b], False)):
+        expected = [a, merged, d] if replaced else list(parts)
+        assert replace_run(parts, (b, c), merged) is replaced
+        assert len(parts) == len(expected)
+        assert all(x is y for x, y in zip(parts, expected, strict=True))
