@@ -59,6 +59,7 @@ def run_soak(tmp_path: Path, namespace: str, duration: int) -> None:
     assert png[12:16] == b"IHDR" and width > 0 and height > 0
 
 
+@pytest.mark.soak
 def test_soak_60_seconds(tmp_path: Path, namespace: str) -> None:
     run_soak(tmp_path, namespace, 60)
 
