@@ -310,8 +310,9 @@ def daemon_case(case: str, series: int, rate: int, seconds: int, log: Any) -> di
 
 # -- the report ----------------------------------------------------------------------------
 def measured_code() -> str:
-    """Where the measured ai_analytics comes from (this interpreter's install) and its commit:
-    a run of this script with another checkout's interpreter measures that checkout."""
+    """The commit of the measured ai_analytics (this interpreter's install): a run of this
+    script with another checkout's interpreter measures that checkout. No path: the results
+    name no machine paths."""
     import ai_analytics.daemon
 
     where = Path(ai_analytics.daemon.__file__).resolve().parent.parent
@@ -320,7 +321,7 @@ def measured_code() -> str:
                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    return f"{where} at {commit}"
+    return f"the checkout at {commit}"
 
 
 def per_series(daemon: list[dict[str, Any]]) -> None:

@@ -316,6 +316,15 @@ def summary(values: list[float]) -> dict[str, float]:
             "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], "n": len(ordered)}
 
 
+def shown_python(python: str) -> str:
+    """An interpreter as the results show it: relative to this checkout when inside it, else
+    only its virtual environment's last folders (the results name no machine paths)."""
+    path = Path(python)
+    if path.is_relative_to(HERE.parent):
+        return str(path.relative_to(HERE.parent))
+    return str(Path(*path.parts[-3:]))
+
+
 def markdown(report: dict[str, Any]) -> str:
     p = report["parameters"]
     first = next(iter(report["mixes"].values()))
@@ -326,7 +335,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"every {SNAPSHOT_SECONDS:g} s (the default)",
              "- client: http.client, one connection per request, on the same machine; ms from "
              "sending the request to the answer's last byte (gzip not decoded)",
-             *(f"- {name}: `{b['python']}`" for name, b in first.items())]
+             *(f"- {name}: `{shown_python(b['python'])}`" for name, b in first.items())]
     for share, builds in report["mixes"].items():
         lines += ["", f"## {float(share):.0%} of the series are LLM series", ""]
         table(lines, builds)
