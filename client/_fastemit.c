@@ -410,6 +410,52 @@ fallback(PyObject *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     return PyObject_Vectorcall(func, args, (size_t)nargs, kwnames);
 }
 
+/* Put a vectorcall's arguments in parameter order into a[]: positional ones first,
+ * then each keyword where keyword_at places it. 0 when the Python path must judge them
+ * (too many positional, a keyword unknown, repeated or not interned). */
+static inline int
+gather_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **a,
+            Py_ssize_t max_positional, int (*keyword_at)(PyObject *))
+{
+    if (nargs > max_positional)
+        return 0;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        a[i] = args[i];
+    if (kwnames == NULL)
+        return 1;
+    Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        int at = keyword_at(PyTuple_GET_ITEM(kwnames, i));
+        if (at < 0 || a[at] != NULL)
+            return 0;
+        a[at] = args[nargs + i];
+    }
+    return 1;
+}
+
+/* The answer when take_slot gave no slot (NULL or FULL), the lane reference released:
+ * False for a dropped event, NULL for an error, otherwise the Python path's answer. */
+static PyObject *
+not_taken(PyObject *lane, char *slot, PyObject *func, PyObject *const *args,
+          Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_DECREF(lane);
+    if (slot == FULL)
+        Py_RETURN_FALSE;
+    if (PyErr_Occurred())
+        return NULL;
+    return fallback(func, args, nargs, kwnames);
+}
+
+/* Publish a written record and answer True, the lane reference released. */
+static inline PyObject *
+published(PyObject *lane, char *mem, uint64_t h)
+{
+    publish_head(mem, h + 1);
+    Py_DECREF(lane);
+    Py_RETURN_TRUE;
+}
+
 /* The keyword's position among emit's parameters, -1 if unknown. */
 static inline int
 emit_keyword(PyObject *k)
@@ -432,19 +478,8 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     /* operation, latency_ms, model, quality, success, cache_hit, ttft, queue, tin, tout */
     PyObject *a[10] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    if (nargs > 6 || lane_type == NULL)
+    if (lane_type == NULL || !gather_args(args, nargs, kwnames, a, 6, emit_keyword))
         goto slow;
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        a[i] = args[i];
-    if (kwnames != NULL) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nk; i++) {
-            int at = emit_keyword(PyTuple_GET_ITEM(kwnames, i));
-            if (at < 0 || a[at] != NULL)
-                goto slow; /* unknown, duplicated, or not interned: Python says */
-            a[at] = args[nargs + i];
-        }
-    }
     if (a[0] == NULL || a[1] == NULL)
         goto slow;
 
@@ -482,14 +517,8 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     uint64_t h;
     char *mem;
     char *slot = take_slot(lane, &h, &mem);
-    if (slot == NULL && !PyErr_Occurred())
-        goto slow_lane;
-    if (slot == NULL || slot == FULL) {
-        Py_DECREF(lane);
-        if (slot == FULL)
-            Py_RETURN_FALSE;
-        return NULL;
-    }
+    if (slot == NULL || slot == FULL)
+        return not_taken(lane, slot, py_emit, args, nargs, kwnames);
 
     /* The same bytes as RECORD_BASIC ("QQdfHHBBx": 35 bytes, kind 0) or RECORD_EXTENDED
      * ("QQdfHHBBBxffII": 52 bytes); the rest of the slot is left as it was. */
@@ -512,9 +541,7 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         put_u32(slot + 44, tin);
         put_u32(slot + 48, tout);
     }
-    publish_head(mem, h + 1);
-    Py_DECREF(lane);
-    Py_RETURN_TRUE;
+    return published(lane, mem, h);
 
 slow_lane:
     Py_DECREF(lane);
@@ -524,24 +551,19 @@ slow:
 
 /* -- cache_state -------------------------------------------------------------------------- */
 
+/* The keyword's position among cache_state's parameters, -1 if unknown. */
+static inline int
+cache_state_keyword(PyObject *k)
+{
+    return k == kw_name ? 0 : k == kw_size ? 1 : k == kw_evictions ? 2 : -1;
+}
+
 static PyObject *
 fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[3] = {NULL, NULL, NULL}; /* name, size, evictions */
-    if (nargs > 3 || lane_type == NULL)
+    if (lane_type == NULL || !gather_args(args, nargs, kwnames, a, 3, cache_state_keyword))
         goto slow;
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        a[i] = args[i];
-    if (kwnames != NULL) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nk; i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            int at = k == kw_name ? 0 : k == kw_size ? 1 : k == kw_evictions ? 2 : -1;
-            if (at < 0 || a[at] != NULL)
-                goto slow;
-            a[at] = args[nargs + i];
-        }
-    }
     if (a[0] == NULL)
         goto slow;
     double size;
@@ -564,14 +586,8 @@ fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     uint64_t h;
     char *mem;
     char *slot = take_slot(lane, &h, &mem);
-    if (slot == NULL && !PyErr_Occurred())
-        goto slow_lane;
-    if (slot == NULL || slot == FULL) {
-        Py_DECREF(lane);
-        if (slot == FULL)
-            Py_RETURN_FALSE;
-        return NULL;
-    }
+    if (slot == NULL || slot == FULL)
+        return not_taken(lane, slot, py_cache_state, args, nargs, kwnames);
     /* RECORD_EXTENDED with kind KIND_CACHE_STATE, as _pack_cache_state writes it */
     put_u64(slot + 0, h);
     put_u64(slot + 8, now_ns());
@@ -587,9 +603,7 @@ fast_cache_state(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyOb
     put_u32(slot + 40, NAN32_BITS);
     put_u32(slot + 44, (uint32_t)evictions);
     put_u32(slot + 48, 0);
-    publish_head(mem, h + 1);
-    Py_DECREF(lane);
-    Py_RETURN_TRUE;
+    return published(lane, mem, h);
 
 slow_lane:
     Py_DECREF(lane);
