@@ -7,6 +7,7 @@ import errno
 import gzip
 import json
 import logging
+import math
 import select
 import socket
 import threading
@@ -600,23 +601,54 @@ def test_odd_accept_encoding_headers_get_the_identity_form(serve, header):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 63) - 1) | st.floats()
+    | st.text(),
     lambda inner: st.lists(inner, max_size=12)
-    | st.dictionaries(st.text() | st.integers() | st.booleans() | st.none(), inner,
-                      max_size=12),
+    | st.dictionaries(st.text() | st.integers(-(1 << 63), (1 << 63) - 1) | st.booleans()
+                      | st.none(), inner, max_size=12),
     max_leaves=60)
+
+
+def finite(value):
+    """``value`` with NaN and infinities as None, which is how strict JSON writes them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    return value
+
+
+def strict_loads(body: bytes):
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(body, parse_constant=refuse)
 
 
 @settings(max_examples=300, deadline=None)
 @given(json_values)
-def test_status_json_writes_what_json_dumps_writes(value):
-    """The /status body, written in pieces to let other threads run, is byte for byte what
-    json.dumps writes in one call: any nesting, keys that are not strings, NaN and
-    infinities, non-ASCII text."""
-    assert status_json(value) == json.dumps(value, separators=(",", ":")).encode() + b"\n"
+def test_status_json_reads_back_as_json_dumps_wrote_it(value):
+    """The /status body is one line of compact, strict JSON that reads back as what json.dumps
+    writes reads back: any nesting, keys that are not strings, non-ASCII text; NaN and
+    infinities as null."""
+    body = status_json(value)
+    assert body.endswith(b"\n") and body.count(b"\n") == 1
+    assert strict_loads(body) == json.loads(json.dumps(finite(value)))
+
+
+def test_status_json_writes_what_orjson_refuses():
+    """Integers beyond 64 bits (a hostile lane's counters, summed) and text that is not valid
+    Unicode are written as json writes them, not refused."""
+    value = {"received": 1 << 70, "name": "lane-\udcff", 7: [-(1 << 65)]}
+    assert json.loads(status_json(value)) == {"received": 1 << 70, "name": "lane-\udcff",
+                                              "7": [-(1 << 65)]}
 
 
 def test_status_json_of_a_real_document(document):
-    """The same for a real daemon's document."""
-    assert status_json(document) == \
-        json.dumps(document, separators=(",", ":")).encode() + b"\n"
+    """The same for a real daemon's document, which is written compact (no spaces; a float
+    may take a few more digits than json writes, 0.00001 for 1e-05)."""
+    body = status_json(document)
+    assert strict_loads(body) == json.loads(json.dumps(finite(document)))
+    compact = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(compact) < len(body) < 1.02 * len(compact)
