@@ -205,6 +205,42 @@ def test_a_capture_stays_as_of_its_moment(stats, clock):
     assert [r["count"] for r in first.operations()] == [10]
 
 
+def test_many_batches_in_a_second_count_as_one_batch(stats, clock):
+    """Batches of the same open second, with captures closing intervals between them: every
+    window and since-start is what one engine given all of the records in one batch reports,
+    and the intervals share its counts out."""
+    rng = np.random.default_rng(9)
+    batches = []
+    for second in range(1000, 1004):
+        for fraction in (0.1, 0.3, 0.5, 0.7, 0.9):
+            n = int(rng.integers(50, 120))
+            records = make_records(n, second, rng.lognormal(3, 1, n))
+            records["quality"] = np.where(rng.random(n) < 0.5, rng.random(n), np.nan)
+            which = rng.integers(0, len(_SERIES), n).tolist()
+            batches.append((second + fraction, records, [_SERIES[i][0] for i in which],
+                            [_SERIES[i][1] for i in which]))
+    intervals = []
+    for at, records, ops, models in batches:
+        clock.now = at
+        add_records(stats, records, ops, models)
+        if round(at % 1, 1) == 0.5:  # an interval closed in the middle of each second
+            intervals.append(stats.capture())
+    clock.now = 1004.95
+    last = stats.capture()
+    whole_clock = FakeClock(1000.0)
+    whole = Statistics(256, 256, 1024, whole_clock)
+    whole_clock.now = 1004.95
+    add_records(whole, np.concatenate([b[1] for b in batches]),
+                [op for b in batches for op in b[2]], [m for b in batches for m in b[3]])
+    assert last.operations() == whole.operations()
+    counted = {}
+    for capture in (*intervals, last):
+        for row in capture.interval()[1]:
+            key = (row["operation"], row["model"])
+            counted[key] = counted.get(key, 0) + row["stats"]["count"]
+    assert counted == {(r["operation"], r["model"]): r["count"] for r in whole.operations()}
+
+
 def test_since_start_stays_exact_when_captures_go_unread(stats, clock):
     """Captures that nobody reads leave the engine to merge the since-start counts itself:
     its parts stay bounded and the percentiles exact as ever."""
