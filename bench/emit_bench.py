@@ -36,8 +36,11 @@ collector is off while a loop is timed, as in ``timeit``):
     The same call through the pure-Python path (``_emit.emit_python``, what
     ``AI_ANALYTICS_PURE_PYTHON=1`` selects); ``emit`` is the compiled path when it is built
     (the report says which path ``client.emit`` took).
+``emit_enum``
+    ``emit`` with the operation given as ``AIOperationType.TEXT_GENERATION``, as the
+    original API writes it, not as its str.
 ``emit_extended``, ``emit_extended_python``
-    The same plus ``ttft_ms=3.5, tokens_in=512, tokens_out=128`` (the 52-byte record).
+    The same as ``emit`` plus ``ttft_ms=3.5, tokens_in=512, tokens_out=128`` (the 52-byte record).
 ``emit_drop``
     ``emit`` into a lane that is full and is never drained: the drop path (re-read the tail,
     validate the arguments, count the drop). The full lane is a second lane of this thread,
@@ -80,11 +83,18 @@ from benchlib.report import (
     target_lines,
     write_results,
 )
-from benchlib.timing import interleaved_rounds, loop_basic, loop_extended, noop, time_calls
+from benchlib.timing import (
+    interleaved_rounds,
+    loop_basic,
+    loop_enum,
+    loop_extended,
+    noop,
+    time_calls,
+)
 
 HERE = Path(__file__).resolve().parent
-CASES = ("noop", "bare", "emit", "emit_python", "emit_extended", "emit_extended_python",
-         "emit_drop", "drain")
+CASES = ("noop", "bare", "emit", "emit_python", "emit_enum", "emit_extended",
+         "emit_extended_python", "emit_drop", "drain")
 
 TARGET_EMIT_NS = 1000.0
 TARGET_EMIT_OVER_BARE = 2.0
@@ -116,6 +126,7 @@ def measure_all(
             "bare": lambda: time_calls(loop_basic, bare, calls, chunk, lanes.drain_live)[0],
             "emit": lambda: lanes.time_emit(loop_basic, calls),
             "emit_python": lambda: lanes.time_emit(loop_basic, calls, _emit.emit_python),
+            "emit_enum": lambda: lanes.time_emit(loop_enum, calls),
             "emit_extended": lambda: lanes.time_emit(loop_extended, calls),
             "emit_extended_python": lambda: lanes.time_emit(
                 loop_extended, calls, _emit.emit_python),

@@ -537,7 +537,7 @@ emit_python, cache_state_python = emit, cache_state
 if _compiled.extension is not None:  # configured even when unused: tests compare both paths
     _compiled.extension.configure(emit_python, cache_state_python, globals(), Lane,
                                   type(_local) if _fast is not None else None,
-                                  L.RECORD_SIZE, L.OFF_HEAD)
+                                  AIOperationType, L.RECORD_SIZE, L.OFF_HEAD)
 if TYPE_CHECKING:
     emit, cache_state = emit_python, cache_state_python
 elif _fast is not None:

@@ -57,7 +57,9 @@ static PyObject *py_cache_state = NULL;
 static PyObject *emit_globals = NULL; /* _emit's module dict: "_local" is looked up per call */
 static PyTypeObject *lane_type = NULL;
 static PyTypeObject *watched_type = NULL; /* the thread-local type that reports its stores */
-static PyObject *str_local = NULL, *str_lane = NULL;
+static PyObject *str_local = NULL, *str_lane = NULL, *str_value_ = NULL;
+/* AIOperationType, whose members name an operation by their _value_ (NULL: not handled here) */
+static PyTypeObject *operation_enum = NULL;
 /* keyword names, compared by identity first (call sites pass interned constants) */
 static PyObject *kw_operation, *kw_latency_ms, *kw_model, *kw_quality, *kw_success,
     *kw_cache_hit, *kw_ttft_ms, *kw_queue_ms, *kw_tokens_in, *kw_tokens_out, *kw_name,
@@ -174,6 +176,26 @@ name_id(PyObject *ids, PyObject *name)
     }
     int64_t id = small_index(v);
     return (id >= 0 && id <= 0xFFFF) ? (long)id : -1;
+}
+
+/* The plain str an operation argument names, borrowed: itself, or an AIOperationType
+ * member's value. A member's attribute is read by the generic lookup, which runs no Python
+ * code (configure checks that the type uses it); the member holds the value, and members
+ * live as long as their class. NULL when it is neither (the Python path judges it). */
+static inline PyObject *
+operation_text(PyObject *operation)
+{
+    if (PyUnicode_CheckExact(operation))
+        return operation;
+    if (operation_enum == NULL || !Py_IS_TYPE(operation, operation_enum))
+        return NULL;
+    PyObject *value = PyObject_GetAttr(operation, str_value_);
+    if (value == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(value); /* still referenced by the member */
+    return PyUnicode_CheckExact(value) ? value : NULL;
 }
 
 /* The thread's lane, cached. Reading it from the thread-local costs a third of a call, so
@@ -510,7 +532,8 @@ fast_emit(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyObject *lane = thread_lane();
     if (lane == NULL)
         goto slow;
-    long op_id = name_id(SLOT(lane, off_ops), a[0]);
+    PyObject *operation = operation_text(a[0]);
+    long op_id = operation == NULL ? -1 : name_id(SLOT(lane, off_ops), operation);
     long model_id = a[2] == NULL ? 0 : name_id(SLOT(lane, off_models), a[2]);
     if (op_id < 0 || model_id < 0)
         goto slow_lane;
@@ -687,10 +710,11 @@ slot_offset(PyTypeObject *type, const char *name)
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *emit_func, *cache_func, *globals, *type, *watched;
+    PyObject *emit_func, *cache_func, *globals, *type, *watched, *enum_type;
     int record_size, off_head_check;
-    if (!PyArg_ParseTuple(args, "OOO!O!Oii", &emit_func, &cache_func, &PyDict_Type, &globals,
-                          &PyType_Type, &type, &watched, &record_size, &off_head_check))
+    if (!PyArg_ParseTuple(args, "OOO!O!OO!ii", &emit_func, &cache_func, &PyDict_Type, &globals,
+                          &PyType_Type, &type, &watched, &PyType_Type, &enum_type,
+                          &record_size, &off_head_check))
         return NULL;
     if (watched != Py_None && !PyType_Check(watched)) {
         PyErr_SetString(PyExc_TypeError, "watched must be a type or None");
@@ -716,6 +740,11 @@ configure(PyObject *module, PyObject *args)
     Py_INCREF(type); Py_XSETREF(lane_type, t);
     Py_XINCREF(watched == Py_None ? NULL : watched);
     Py_XSETREF(watched_type, watched == Py_None ? NULL : (PyTypeObject *)watched);
+    /* Members are read here only through the generic attribute lookup. */
+    PyTypeObject *members = (PyTypeObject *)enum_type;
+    int generic = members->tp_getattro == PyObject_GenericGetAttr;
+    Py_XINCREF(generic ? enum_type : NULL);
+    Py_XSETREF(operation_enum, generic ? members : NULL);
     Py_RETURN_NONE;
 }
 
@@ -723,7 +752,7 @@ static int
 intern_all(void)
 {
 #define I(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
-    I(str_local, "_local"); I(str_lane, "lane");
+    I(str_local, "_local"); I(str_lane, "lane"); I(str_value_, "_value_");
     I(kw_operation, "operation"); I(kw_latency_ms, "latency_ms"); I(kw_model, "model");
     I(kw_quality, "quality"); I(kw_success, "success"); I(kw_cache_hit, "cache_hit");
     I(kw_ttft_ms, "ttft_ms"); I(kw_queue_ms, "queue_ms"); I(kw_tokens_in, "tokens_in");
@@ -757,8 +786,8 @@ static PyMethodDef methods[] = {
      "local_setattr($module, local, name, value=<delete>, /)\n--\n\n"
      "Set (or delete) an attribute of the client's thread-local, invalidating cached lanes."},
     {"configure", configure, METH_VARARGS,
-     "configure(emit, cache_state, emit_globals, lane_type, watched_local_type, record_size,"
-     " off_head)"},
+     "configure(emit, cache_state, emit_globals, lane_type, watched_local_type,"
+     " operation_enum, record_size, off_head)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from ai_analytics.client import AIOperationType
+
 T = TypeVar("T")
 Loop = Callable[[Callable[..., object], int], None]
 
@@ -39,6 +41,13 @@ def loop_basic(f: Callable[..., object], n: int) -> None:
     case pays the same loop and call overhead."""
     for _ in range(n):
         f("text_generation", 12.5, "llama-3-8b", 0.9)
+
+
+def loop_enum(f: Callable[..., object], n: int) -> None:
+    """``loop_basic`` with the operation named by its ``AIOperationType`` member."""
+    operation = AIOperationType.TEXT_GENERATION
+    for _ in range(n):
+        f(operation, 12.5, "llama-3-8b", 0.9)
 
 
 def loop_extended(f: Callable[..., object], n: int) -> None:

@@ -274,20 +274,20 @@ def counted_fallbacks() -> Iterator[list[str]]:
         return _emit.cache_state_python(*args, **kwargs)
 
     watched = type(_emit._local) if _emit._fast is not None else None
-    fast.configure(counted_emit, counted_cache, vars(_emit), Lane, watched, L.RECORD_SIZE,
-                   L.OFF_HEAD)
+    fast.configure(counted_emit, counted_cache, vars(_emit), Lane, watched, AIOperationType,
+                   L.RECORD_SIZE, L.OFF_HEAD)
     try:
         yield handed
     finally:
         fast.configure(_emit.emit_python, _emit.cache_state_python, vars(_emit), Lane, watched,
-                       L.RECORD_SIZE, L.OFF_HEAD)
+                       AIOperationType, L.RECORD_SIZE, L.OFF_HEAD)
 
 
 def test_the_common_calls_stay_compiled(
     counted_fallbacks: list[str], on_thread: Callable[..., Any]
 ) -> None:
-    """Once the names are interned, the usual calls never reach Python; the first call of a
-    thread, a new name and an enum member do."""
+    """Once the names are interned, the usual calls never reach Python, an AIOperationType
+    member's included; the first call of a thread, a new name and an odd argument do."""
     assert fast is not None
     assert on_thread(fast.emit, "op", 1.0, "m") is True
     assert on_thread(fast.cache_state, "kv") is True
@@ -302,10 +302,19 @@ def test_the_common_calls_stay_compiled(
     for kind, args, kwargs in common:
         assert on_thread(getattr(fast, kind), *args, **kwargs) is True
     assert counted_fallbacks == []
-    assert on_thread(fast.emit, AIOperationType.EMBEDDING, 1.0) is True
+    assert on_thread(fast.emit, AIOperationType.EMBEDDING, 1.0) is True  # a new name
     assert on_thread(fast.emit, "op", Latency(1.0)) is True
     assert on_thread(fast.emit, "another", 1.0) is True
     assert counted_fallbacks == ["emit"] * 3
+    counted_fallbacks.clear()
+    # A member names its value: interned by the member or by the str, either stays compiled.
+    assert on_thread(fast.emit, AIOperationType.EMBEDDING, 1.0) is True
+    assert on_thread(fast.emit, "embedding", 1.0) is True
+    assert on_thread(fast.emit, AIOperationType.EMBEDDING, 2.0, "m", 0.5) is True
+    assert on_thread(fast.emit, "chat_completion", 1.0) is True
+    assert counted_fallbacks == ["emit"]
+    assert on_thread(fast.emit, AIOperationType.CHAT_COMPLETION, 1.0) is True
+    assert counted_fallbacks == ["emit"]
 
 
 def test_drops_stay_compiled(
