@@ -41,6 +41,16 @@ def test_aggregate_bench_short_form_writes_its_results(tmp_path: Path) -> None:
     assert results and md.strip()
 
 
+def test_emit_bench_short_form_measures_every_case(tmp_path: Path) -> None:
+    results, md = short_form("emit_bench.py", tmp_path, "--rounds", "1", "--calls", "2000",
+                             "--drain-capacity", "4096", "--drain-batches", "1")
+    assert set(results["cases"]) == {"noop", "bare", "emit", "emit_python", "emit_enum",
+                                     "emit_extended", "emit_extended_python", "emit_drop",
+                                     "drain"}
+    assert all(case["fastest"] > 0 for case in results["cases"].values())
+    assert "emit_enum" in md
+
+
 def test_instrument_bench_short_form_measures_every_case(tmp_path: Path) -> None:
     results, md = short_form("instrument_bench.py", tmp_path, "--rounds", "1", "--calls",
                              "2000", "--threads", "2")
