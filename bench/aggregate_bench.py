@@ -253,7 +253,7 @@ class SnapshotBench:
     def __init__(self, rate: int, seed: int, log: Callable[[str], None]) -> None:
         import numpy as np
 
-        from ai_analytics.daemon.stats.statistics import RING_SECONDS
+        from ai_analytics.daemon.stats.totals import RING_SECONDS
 
         self.rate = rate
         self.second = CLOCK_START_S

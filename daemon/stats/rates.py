@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ai_analytics.daemon.stats.statistics import RING_SECONDS, WINDOWS
+from ai_analytics.daemon.stats.statistics import WINDOWS
+from ai_analytics.daemon.stats.totals import RING_SECONDS
 
 
 class PerSecond:

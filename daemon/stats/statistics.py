@@ -27,6 +27,8 @@ the interval or the since-start parts are each a ``merging.Merge`` that the engi
 a few milliseconds per batch and adopts where its parts are still there. A second stays
 open (windows read its parts) until its merge is done.
 
+The per-second totals are ``totals``'s, the stats dict of a series is built by ``describe``.
+
 Memory per series, not per event rate: the per-second totals take 60 bytes per series and
 second (18 KiB for 300 s), plus 56 bytes for a series that reports time to first token, queue
 time or tokens (the LLM columns exist only for those); bucket counts take 6 bytes per bucket
@@ -54,43 +56,25 @@ import numpy as np
 
 from ai_analytics.client import _layout as L
 from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.describe import PREFIX, describe
 from ai_analytics.daemon.stats.merging import Merge, Merger, replace_run
 from ai_analytics.daemon.stats.series import SeriesRegistry
+from ai_analytics.daemon.stats.totals import (
+    RING_SECONDS,
+    BlockFold,
+    Folds,
+    TotalsBlock,
+    TotalsRing,
+    blank,
+    combine,
+    combined,
+    grow,
+    window_totals,
+)
 
-RING_SECONDS = 300
 WINDOWS: tuple[tuple[str, int], ...] = (("10s", 10), ("1m", 60), ("5m", 300))
 # Bucket-count rings: (slot length in seconds, slots), one per window.
 BUCKET_RINGS = {"10s": (1, 10), "1m": (10, 6), "5m": (30, 10)}
-PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999),
-)
-_QS = tuple(q for _, q in PERCENTILES)
-_QUALITY_P10 = 0.1
-
-SUM_FIELDS = (
-    "count", "successes", "lat_sum", "q_count", "q_sum", "cache_lookups", "cache_hits",
-    "ttft_count", "ttft_sum", "queue_count", "queue_sum", "tokens_in", "tokens_out",
-)
-MIN_FIELDS = ("lat_min", "q_min", "ttft_min", "queue_min")
-MAX_FIELDS = ("lat_max", "q_max", "ttft_max", "queue_max")
-FIELDS = SUM_FIELDS + MIN_FIELDS + MAX_FIELDS
-
-# One second of one series, compact: a second's counts fit 32 bits, and each minimum and
-# maximum keeps its record field's own precision (latency float64, the others float32), so
-# they stay exact. The LLM fields live apart, only for the series that report them.
-CORE_DTYPE = np.dtype([
-    ("lat_sum", "f8"), ("q_sum", "f8"), ("lat_min", "f8"), ("lat_max", "f8"),
-    ("count", "u4"), ("successes", "u4"), ("q_count", "u4"), ("cache_lookups", "u4"),
-    ("cache_hits", "u4"), ("q_min", "f4"), ("q_max", "f4"),
-])
-LLM_DTYPE = np.dtype([
-    ("ttft_sum", "f8"), ("queue_sum", "f8"), ("tokens_in", "f8"), ("tokens_out", "f8"),
-    ("ttft_count", "u4"), ("queue_count", "u4"), ("ttft_min", "f4"), ("ttft_max", "f4"),
-    ("queue_min", "f4"), ("queue_max", "f4"),
-])
-CORE_FIELDS: tuple[str, ...] = CORE_DTYPE.names or ()
-LLM_FIELDS: tuple[str, ...] = LLM_DTYPE.names or ()
-BLOCK_SECONDS = 10  # per-second totals are copied on write in blocks of this many seconds
 # A slot's parts are merged into one when this many have arrived: bounds the parts a window
 # reads, and the memory of many small parts. The merger does it between batches; a list that
 # reaches LIMIT_PARTS while its merge still waits has it finished at once.
@@ -103,229 +87,6 @@ CLOSE_WITHIN_SECONDS = 30
 # Parts of since-start counts beyond which the engine merges the newest half itself (normally
 # a capture merges them all on its own thread and the engine adopts the result).
 SINCE_PARTS_LIMIT = 64
-
-
-def _blank_record(dtype: np.dtype) -> np.ndarray:
-    record = np.zeros((), dtype)
-    for name in dtype.names or ():
-        if name in MIN_FIELDS:
-            record[name] = np.inf
-        elif name in MAX_FIELDS:
-            record[name] = -np.inf
-    return record
-
-
-_BLANK_CORE = _blank_record(CORE_DTYPE)
-_BLANK_LLM = _blank_record(LLM_DTYPE)
-
-
-def _blank(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    arrays = {f: np.full(shape, 0.0) for f in SUM_FIELDS}
-    arrays.update({f: np.full(shape, np.inf) for f in MIN_FIELDS})
-    arrays.update({f: np.full(shape, -np.inf) for f in MAX_FIELDS})
-    return arrays
-
-
-def _grow(arrays: dict[str, np.ndarray], capacity: int) -> dict[str, np.ndarray]:
-    """New arrays with the last axis widened to ``capacity`` series (the old ones unchanged:
-    a capture may hold them)."""
-    old = next(iter(arrays.values())).shape
-    grown = _blank((*old[:-1], capacity))
-    for name, array in arrays.items():
-        grown[name][..., : old[-1]] = array
-    return grown
-
-
-def _combine(into: dict[str, np.ndarray], part: dict[str, np.ndarray]) -> None:
-    width = next(iter(part.values())).shape[-1]
-    for f in SUM_FIELDS:
-        into[f][..., :width] += part[f]
-    for f in MIN_FIELDS:
-        np.minimum(into[f][..., :width], part[f], out=into[f][..., :width])
-    for f in MAX_FIELDS:
-        np.maximum(into[f][..., :width], part[f], out=into[f][..., :width])
-
-
-def _combined(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A new ``a + b`` (``a`` at least as wide as ``b``)."""
-    out = {f: array.copy() for f, array in a.items()}
-    _combine(out, b)
-    return out
-
-
-def _touched(shape: tuple[int, ...], fill: np.ndarray) -> np.ndarray:
-    """An array filled now, so resident now: np.zeros alone maps pages lazily, so RSS would
-    creep up as slots are first written, and look like a leak."""
-    array: np.ndarray = np.empty(shape, fill.dtype)
-    array[...] = fill
-    return array
-
-
-class TotalsBlock:
-    """BLOCK_SECONDS slots of the per-second ring: which second each holds, and its totals
-    per series (core) and per LLM series (llm)."""
-
-    __slots__ = ("core", "generation", "llm", "second")
-
-    def __init__(self, second: np.ndarray, core: np.ndarray, llm: np.ndarray,
-                 generation: int) -> None:
-        self.second, self.core, self.llm, self.generation = second, core, llm, generation
-
-    @classmethod
-    def blank(cls, capacity: int, llm_capacity: int, generation: int) -> TotalsBlock:
-        return cls(np.full(BLOCK_SECONDS, -1, np.int64),
-                   _touched((BLOCK_SECONDS, capacity), _BLANK_CORE),
-                   _touched((BLOCK_SECONDS, llm_capacity), _BLANK_LLM), generation)
-
-    def copy(self, capacity: int, llm_capacity: int, generation: int) -> TotalsBlock:
-        block = TotalsBlock.blank(capacity, llm_capacity, generation)
-        block.second[:] = self.second
-        block.core[:, : self.core.shape[1]] = self.core
-        block.llm[:, : self.llm.shape[1]] = self.llm
-        return block
-
-
-class TotalsRing:
-    """Per-second totals for the last RING_SECONDS seconds, in blocks copied on write: the
-    engine writes only blocks of its current generation; ``freeze`` hands the blocks out
-    and starts a new generation, so a frozen block never changes."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity, self.llm_capacity, self.generation = capacity, 0, 0
-        self.blocks = [TotalsBlock.blank(capacity, 0, 0)
-                       for _ in range(RING_SECONDS // BLOCK_SECONDS)]
-
-    def grow(self, capacity: int, llm_capacity: int) -> None:
-        self.capacity, self.llm_capacity = capacity, llm_capacity
-        self.blocks = [block.copy(capacity, llm_capacity, self.generation)
-                       for block in self.blocks]
-
-    def freeze(self) -> tuple[TotalsBlock, ...]:
-        self.generation += 1
-        return tuple(self.blocks)
-
-    def add(self, second: int, part: dict[str, np.ndarray], llm_sids: np.ndarray,
-            llm_rows: np.ndarray) -> None:
-        """Add one second's totals ([capacity] per field); the LLM fields of the series
-        ``llm_sids`` go to their LLM rows ``llm_rows``."""
-        index, row = divmod(second % RING_SECONDS, BLOCK_SECONDS)
-        block = self.blocks[index]
-        if block.generation != self.generation:
-            block = block.copy(self.capacity, self.llm_capacity, self.generation)
-            self.blocks[index] = block
-        if block.second[row] != second:
-            block.second[row] = second
-            block.core[row] = _BLANK_CORE
-            block.llm[row] = _BLANK_LLM
-        core = block.core[row]
-        for f in CORE_FIELDS:
-            into = core[f]
-            if f in MIN_FIELDS:
-                np.minimum(into, part[f], out=into, casting="unsafe")
-            elif f in MAX_FIELDS:
-                np.maximum(into, part[f], out=into, casting="unsafe")
-            else:
-                np.add(into, part[f], out=into, casting="unsafe")
-        if len(llm_sids):
-            llm = block.llm[row]
-            for f in LLM_FIELDS:
-                into = llm[f]
-                if f in MIN_FIELDS:
-                    into[llm_rows] = np.minimum(into[llm_rows], part[f][llm_sids])
-                elif f in MAX_FIELDS:
-                    into[llm_rows] = np.maximum(into[llm_rows], part[f][llm_sids])
-                else:
-                    into[llm_rows] = into[llm_rows] + part[f][llm_sids]
-
-
-def _grouped(fields: tuple[str, ...]) -> tuple[str, ...]:
-    """``fields`` as sums, then minimums, then maximums: a fold is three slices."""
-    return tuple(f for kind in (SUM_FIELDS, MIN_FIELDS, MAX_FIELDS) for f in fields if f in kind)
-
-
-CORE_ORDER, LLM_ORDER = _grouped(CORE_FIELDS), _grouped(LLM_FIELDS)
-_CORE_SPLIT = (sum(f in SUM_FIELDS for f in CORE_FIELDS), len(CORE_FIELDS)
-               - sum(f in MAX_FIELDS for f in CORE_FIELDS))
-_LLM_SPLIT = (sum(f in SUM_FIELDS for f in LLM_FIELDS), len(LLM_FIELDS)
-              - sum(f in MAX_FIELDS for f in LLM_FIELDS))
-# The totals of some seconds of one block: [len(CORE_ORDER), capacity] and
-# [len(LLM_ORDER), llm capacity], float64 (exact for the counts and the minimums and maximums).
-BlockFold = tuple[np.ndarray, np.ndarray]
-
-
-def _fold_rows(block: TotalsBlock, chosen: np.ndarray) -> BlockFold:
-    """The totals of the ``chosen`` rows (seconds) of ``block``, per series and LLM row."""
-    return (_fold_fields(block.core[chosen], CORE_ORDER, _CORE_SPLIT),
-            _fold_fields(block.llm[chosen], LLM_ORDER, _LLM_SPLIT))
-
-
-def _fold_fields(rows: np.ndarray, order: tuple[str, ...], split: tuple[int, int]
-                 ) -> np.ndarray:
-    folded = np.empty((len(order), rows.shape[1]))
-    for index, f in enumerate(order):
-        if index < split[0]:
-            rows[f].sum(axis=0, dtype=np.float64, out=folded[index])
-        elif index < split[1]:
-            folded[index] = rows[f].min(axis=0)
-        else:
-            folded[index] = rows[f].max(axis=0)
-    return folded
-
-
-def _blank_fold(order: tuple[str, ...], split: tuple[int, int], width: int) -> np.ndarray:
-    folded = np.empty((len(order), width))
-    folded[: split[0]] = 0.0
-    folded[split[0] : split[1]] = np.inf
-    folded[split[1] :] = -np.inf
-    return folded
-
-
-def _add_fold(into: np.ndarray, part: np.ndarray, split: tuple[int, int]) -> None:
-    width = into.shape[1]
-    sums, low = split
-    into[:sums] += part[:sums, :width]
-    np.minimum(into[sums:low], part[sums:low, :width], out=into[sums:low])
-    np.maximum(into[low:], part[low:, :width], out=into[low:])
-
-
-class _Folds:
-    """Folds of whole blocks, by the block (frozen blocks never change): the ones used in one
-    ``operations()``, reused by the next one."""
-
-    __slots__ = ("kept", "used")
-
-    def __init__(self, kept: dict[int, tuple[TotalsBlock, BlockFold]]) -> None:
-        self.kept = kept
-        self.used: dict[int, tuple[TotalsBlock, BlockFold]] = {}
-
-    def fold(self, block: TotalsBlock, chosen: np.ndarray) -> BlockFold:
-        if not chosen.all():  # a window's edge: changes with the clock, not worth keeping
-            return _fold_rows(block, chosen)
-        entry = self.used.get(id(block)) or self.kept.get(id(block))
-        if entry is None or entry[0] is not block:
-            entry = (block, _fold_rows(block, chosen))
-        self.used[id(block)] = entry
-        return entry[1]
-
-
-def _window_totals(blocks: tuple[TotalsBlock, ...], llm_sids: np.ndarray,
-                   llm_rows: np.ndarray, now: int, seconds: int, series: int, folds: _Folds
-                   ) -> dict[str, np.ndarray]:
-    """Totals per series over the seconds (now - seconds, now]. Blocks are added in ring
-    order whatever the clock, so the float sums are the same however they were reached."""
-    core = _blank_fold(CORE_ORDER, _CORE_SPLIT, series)
-    llm = _blank_fold(LLM_ORDER, _LLM_SPLIT, blocks[0].llm.shape[1])
-    for block in blocks:
-        chosen = (block.second > now - seconds) & (block.second <= now)
-        if chosen.any():
-            core_part, llm_part = folds.fold(block, chosen)
-            _add_fold(core, core_part, _CORE_SPLIT)
-            if len(llm_sids):
-                _add_fold(llm, llm_part, _LLM_SPLIT)
-    per_series = _blank_fold(LLM_ORDER, _LLM_SPLIT, series)
-    per_series[:, llm_sids] = llm[:, llm_rows]
-    return {**dict(zip(CORE_ORDER, core, strict=True)),
-            **dict(zip(LLM_ORDER, per_series, strict=True))}
 
 
 class SparseSlot:
@@ -492,10 +253,10 @@ class Statistics:
         self.buckets = {name: SparseRing(resolution, slots, self.merger)
                         for name, (resolution, slots) in BUCKET_RINGS.items()}
         self._open: dict[int, OpenSecond] = {}  # seconds whose parts are not merged yet
-        self.interval = _blank((self.capacity,))
+        self.interval = blank((self.capacity,))
         self._interval_parts: list[H.Counts] = []
         self._interval_merging: Merge | None = None
-        self.since_start = _blank((self.capacity,))  # replaced, never changed: captures share it
+        self.since_start = blank((self.capacity,))  # replaced, never changed: captures share it
         self._since_parts: list[H.Counts] = []
         self._since_merging: Merge | None = None
         self.all_time = np.zeros(self.capacity, np.int64)  # survives restarts (state file)
@@ -530,7 +291,7 @@ class Statistics:
             low, high = bounds[position], bounds[position + 1]
             chunk = ((keys[low:high] - position * span).astype(H.KEY_DTYPE),
                      H.narrow(counts[low:high]))
-            _combine(self.interval, part)
+            combine(self.interval, part)
             self.all_time += part["count"].astype(np.int64)
             if second > now - RING_SECONDS:
                 self.totals.add(second, part, llm_sids, llm_rows)
@@ -617,8 +378,8 @@ class Statistics:
             return
         capacity = max(needed, 2 * self.capacity)
         self.totals.grow(capacity, self.totals.llm_capacity)
-        self.interval = _grow(self.interval, capacity)
-        self.since_start = _grow(self.since_start, capacity)
+        self.interval = grow(self.interval, capacity)
+        self.since_start = grow(self.since_start, capacity)
         self.all_time = np.concatenate([self.all_time, np.zeros(capacity - self.capacity,
                                                                  np.int64)])
         self.llm_row = np.concatenate([self.llm_row, np.full(capacity - self.capacity, -1)])
@@ -677,15 +438,15 @@ class Statistics:
                 o.split = len(o.parts)
             interval = (max(now - self.interval_started, 1e-3), self.interval,
                         (*self._interval_parts, *fresh))
-            self.since_start = _combined(self.since_start, self.interval)
+            self.since_start = combined(self.since_start, self.interval)
             self._since_parts.extend(interval[2])
-            self.interval = _blank((self.capacity,))
+            self.interval = blank((self.capacity,))
             self._interval_parts, self._interval_merging = [], None
             self.interval_started = now
             self._bound_since_parts()
             since, since_parts = self.since_start, tuple(self._since_parts)
         else:
-            since = _combined(self.since_start, self.interval)
+            since = combined(self.since_start, self.interval)
             since_parts = (*self._since_parts, *self._interval_parts, *fresh)
         series = len(self.registry)
         llm_sids = np.flatnonzero(self.llm_row[:series] >= 0)
@@ -821,18 +582,18 @@ class StatsCapture:
         everyone = np.arange(series)
         now = int(self.now)
         uptime = max(1, now - self._started + 1)
-        folds = _Folds(cache.folds if cache is not None else {})
+        folds = Folds(cache.folds if cache is not None else {})
         windows: dict[str, list[dict[str, object]]] = {}
         for name, seconds in WINDOWS:
-            totals = _window_totals(self._blocks, self._llm_sids, self._llm_rows, now,
+            totals = window_totals(self._blocks, self._llm_sids, self._llm_rows, now,
                                     seconds, series, folds)
             resolution, slots = self._rings[name]
             parts = _window_counts(resolution, slots, self._open_seconds, now, seconds)
-            windows[name] = _describe(totals, [_merged_window(cache, name, parts, series)],
+            windows[name] = describe(totals, [_merged_window(cache, name, parts, series)],
                                       min(seconds, uptime), everyone)
         if cache is not None:
             cache.folds = folds.used
-        windows["since_start"] = _describe(self._since, [self.since_counts()],
+        windows["since_start"] = describe(self._since, [self.since_counts()],
                                            max(self.now - self._started, 1.0), everyone)
         labels = self.labels
         all_time = self._all_time.tolist()
@@ -855,7 +616,7 @@ class StatsCapture:
             else:
                 span, totals, parts = self._interval_input
                 sids = np.flatnonzero(totals["count"][: self.series])
-                described = _describe(totals, H.merged_blocks(parts, self.series), span, sids)
+                described = describe(totals, H.merged_blocks(parts, self.series), span, sids)
                 labels = self.labels
                 self._interval = (span, [
                     {"operation": labels[sid][0], "model": labels[sid][1], "stats": stats}
@@ -873,12 +634,9 @@ class StatsCapture:
         per = np.bincount(sids.astype(np.int64) * (edges + 1) + slot, weights=hits,
                           minlength=series * (edges + 1)).reshape(series, edges + 1)
         cumulative = np.cumsum(per, axis=1).astype(np.int64)
-        prefix = _PREFIX[metric]
+        prefix = PREFIX[metric]
         return (cumulative[:, :edges].tolist(), cumulative[:, edges].tolist(),
                 self._since[f"{prefix}_sum"][:series].tolist())
-
-
-_PREFIX = {H.LATENCY: "lat", H.TTFT: "ttft", H.QUEUE: "queue", H.QUALITY: "q"}
 
 
 def _seconds_index(seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -903,7 +661,7 @@ def _reduce(records: np.ndarray, sids: np.ndarray, local: np.ndarray, seconds: i
     LLM fields."""
     index = local * width + sids
     size = seconds * width
-    arrays = _blank((size,))
+    arrays = blank((size,))
 
     def total(name: str, at: np.ndarray, values: np.ndarray | None = None) -> None:
         arrays[name] = np.bincount(at, weights=values, minlength=size).astype(np.float64)
@@ -960,126 +718,3 @@ def _widen(values: np.ndarray) -> np.ndarray:
     one; numpy would warn "invalid value" for each such batch."""
     with np.errstate(invalid="ignore"):
         return values.astype(np.float64)
-
-
-
-
-def _optional(values: np.ndarray, present: np.ndarray) -> list[float | None]:
-    """Values rounded to 6 decimals, None where not ``present``."""
-    absent = np.flatnonzero(~present).tolist()
-    if len(absent) * 2 > len(values):
-        out: list[float | None] = [None] * len(values)
-        for index, value in zip(np.flatnonzero(present).tolist(),
-                                np.round(values[present], 6).tolist(), strict=True):
-            out[index] = value
-        return out
-    out = np.round(values, 6).tolist()
-    for index in absent:
-        out[index] = None
-    return out
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio: np.ndarray = a / b
-    return ratio
-
-
-def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: np.ndarray,
-                   count: bool) -> list[dict[str, object]]:
-    """Mean, min, max and percentiles per series; percentiles clamped into the exact
-    [min, max] (exact at the ends, never outside the data); None without values."""
-    has = n > 0
-    if not has.all():  # the series without values (no LLM fields, say) share one shape
-        out: list[dict[str, object]] = [
-            {"count": 0, **_NO_VALUES} if count else dict(_NO_VALUES) for _ in range(len(n))]
-        chosen = np.flatnonzero(has)
-        if len(chosen):
-            for index, value in zip(chosen.tolist(), _distributions(
-                    {f: a[chosen] for f, a in c.items() if f.startswith(prefix)},
-                    found[chosen], prefix, n[chosen], count), strict=True):
-                out[index] = value
-        return out
-    low, high = c[f"{prefix}_min"], c[f"{prefix}_max"]
-    clamped = np.minimum(np.maximum(found, low[:, None]), high[:, None])
-    present = ~np.isnan(found)
-    columns = [np.round(c[f"{prefix}_sum"] / n, 6).tolist(), np.round(low, 6).tolist(),
-               np.round(high, 6).tolist(),
-               *(_optional(clamped[:, k], present[:, k]) for k in range(len(PERCENTILES)))]
-    if count:
-        return [{"count": k, "mean": a, "min": b, "max": d, "p50": e, "p90": f, "p95": g,
-                 "p99": h, "p999": i}
-                for k, a, b, d, e, f, g, h, i in zip(n.astype(np.int64).tolist(), *columns,
-                                                     strict=True)]
-    return [{"mean": a, "min": b, "max": d, "p50": e, "p90": f, "p95": g, "p99": h, "p999": i}
-            for a, b, d, e, f, g, h, i in zip(*columns, strict=True)]
-
-
-_NO_VALUES: dict[str, object] = {"mean": None, "min": None, "max": None,
-                                 **{name: None for name, _ in PERCENTILES}}
-
-
-def _no_events(span: float) -> dict[str, object]:
-    """The stats of a series without events in the span."""
-    return {
-        "count": 0, "successes": 0, "errors": 0, "error_rate": None, "throughput_per_s": 0.0,
-        "latency_ms": dict(_NO_VALUES),
-        "quality": {"count": 0, "mean": None, "min": None, "p10": None},
-        "cache": {"lookups": 0, "hits": 0, "hit_rate": None},
-        "ttft_ms": {"count": 0, **_NO_VALUES}, "queue_ms": {"count": 0, **_NO_VALUES},
-        "tokens": {"in_total": 0, "out_total": 0, "in_per_s": 0.0, "out_per_s": 0.0},
-    }
-
-
-def _describe(totals: dict[str, np.ndarray], blocks: list[H.Counts], span: float,
-              sids: np.ndarray) -> list[dict[str, object]]:
-    """One stats dict per series of ``sids`` (in that order) from totals (indexed by series
-    id), sparse bucket counts (in pieces by series) and a span in seconds. Built column by
-    column: numpy computes every figure, Python only assembles the dicts."""
-    if len(sids) == 0:
-        return []
-    active = totals["count"][sids] > 0
-    if not active.all():
-        described = iter(_describe(totals, blocks, span, sids[active]))
-        return [next(described) if busy else _no_events(span) for busy in active.tolist()]
-    series = int(sids.max()) + 1
-    c = {f: a[sids] for f, a in totals.items()}
-
-    every = np.full((len(H.WIDTHS), series, len(_QS) + 1), np.nan)
-    for block in blocks:
-        H.sparse_quantiles(block, series, (*_QS, _QUALITY_P10), out=every)
-    every = every[:, sids]
-
-    def found(metric: int, quantiles: tuple[float, ...]) -> np.ndarray:
-        return every[metric, :, :len(_QS)] if quantiles == _QS else every[metric, :, len(_QS):]
-
-    count, successes = c["count"], c["successes"]
-    has = count > 0
-    latency = _distributions(c, found(H.LATENCY, _QS), "lat", count, count=False)
-    ttft = _distributions(c, found(H.TTFT, _QS), "ttft", c["ttft_count"], count=True)
-    queue = _distributions(c, found(H.QUEUE, _QS), "queue", c["queue_count"], count=True)
-    quality_n = c["q_count"]
-    has_quality = quality_n > 0
-    p10 = found(H.QUALITY, (_QUALITY_P10,))[:, 0]
-    p10 = np.minimum(np.maximum(p10, c["q_min"]), c["q_max"])
-    lookups = c["cache_lookups"]
-    quality = [{"count": k, "mean": a, "min": b, "p10": d} for k, a, b, d in zip(
-        quality_n.astype(np.int64).tolist(), _optional(_ratio(c["q_sum"], quality_n), has_quality),
-        _optional(c["q_min"], has_quality), _optional(p10, has_quality & ~np.isnan(p10)),
-        strict=True)]
-    cache = [{"lookups": k, "hits": h, "hit_rate": r} for k, h, r in zip(
-        lookups.astype(np.int64).tolist(), c["cache_hits"].astype(np.int64).tolist(),
-        _optional(_ratio(c["cache_hits"], lookups), lookups > 0), strict=True)]
-    tokens = [{"in_total": a, "out_total": b, "in_per_s": d, "out_per_s": e} for a, b, d, e in zip(
-        c["tokens_in"].astype(np.int64).tolist(), c["tokens_out"].astype(np.int64).tolist(),
-        np.round(c["tokens_in"] / span, 6).tolist(), np.round(c["tokens_out"] / span, 6).tolist(),
-        strict=True)]
-    return [
-        {"count": n, "successes": s, "errors": n - s, "error_rate": rate, "throughput_per_s": per_s,
-         "latency_ms": lat, "quality": q, "cache": cached, "ttft_ms": first, "queue_ms": queued,
-         "tokens": tok}
-        for n, s, rate, per_s, lat, q, cached, first, queued, tok in zip(
-            count.astype(np.int64).tolist(), successes.astype(np.int64).tolist(),
-            _optional(1 - _ratio(successes, count), has), np.round(count / span, 6).tolist(),
-            latency, quality, cache, ttft, queue, tokens, strict=True)
-    ]
