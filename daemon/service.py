@@ -39,7 +39,7 @@ from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
-from ai_analytics.daemon.ingest.lanes import WAKE_FILL, WAKE_FILL_WHILE_SNAPSHOT, LaneSet
+from ai_analytics.daemon.ingest.lanes import LaneSet
 from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
 from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 from ai_analytics.daemon.insights import Insights
@@ -421,9 +421,7 @@ class Daemon:
             self.caches.forget_lane(lane.ident.name)
 
     def _next_wait(self) -> float:
-        building = self._snapshots is not None and self._snapshots.busy
-        return self.lanes.time_to_drain(self.config.batch_timeout_seconds, MIN_WAIT_SECONDS,
-                                        WAKE_FILL_WHILE_SNAPSHOT if building else WAKE_FILL)
+        return self.lanes.time_to_drain(self.config.batch_timeout_seconds, MIN_WAIT_SECONDS)
 
     def drain(self, deadline: float | None = None) -> int:
         """Drain every lane until all are empty or time is up (batch_timeout by default)."""

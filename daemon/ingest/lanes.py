@@ -37,11 +37,8 @@ log = logging.getLogger("ai_analytics.daemon")
 
 # How long a segment may stay half-made (no magic yet) before it is reported as garbage.
 CREATION_GRACE_SECONDS = 5.0
-# How full a lane may get, at its observed rate, before the drain loop wakes to drain it;
-# while a snapshot is being built, whose work can hold a drain pass back by tens of
-# milliseconds (they share the interpreter lock), the loop wakes earlier and leaves that room.
+# How full a lane may get, at its observed rate, before the drain loop wakes to drain it.
 WAKE_FILL = 0.5
-WAKE_FILL_WHILE_SNAPSHOT = 0.25
 # A half-made segment younger than this is being finished right now: look again very soon.
 SETTLE_SECONDS = 0.1
 
@@ -414,15 +411,14 @@ class LaneSet:
             self.trusted_uids = trusted
             self.rejected.clear()
 
-    def time_to_drain(self, longest: float, shortest: float, fill: float = WAKE_FILL
-                      ) -> float:
+    def time_to_drain(self, longest: float, shortest: float) -> float:
         """How long the drain loop may sleep, at most ``longest``: until the first lane,
-        at its observed rate, would be ``fill`` full."""
+        at its observed rate, would be WAKE_FILL full."""
         wait = longest
         now = time.monotonic()
         for lane in self.lanes.values():
             if lane.rate > 0:
-                room = fill * lane.ident.capacity - lane.reader.pending()
+                room = WAKE_FILL * lane.ident.capacity - lane.reader.pending()
                 wait = min(wait, room / lane.rate)
             # A new thread may start at any rate, and its first milliseconds (creating the
             # lane) make a poor measure of it: a young lane is looked at again after its own
