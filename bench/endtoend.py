@@ -28,6 +28,9 @@ LLM extras); ``--series N`` spreads them over N series instead. Per rate, three 
 ``floor``          the same loop calling a no-op with emit's signature: what pacing costs.
 ``emit``           ``client.emit`` with a real ``ai-analyticsd`` running (its default config,
                    with its own namespace, temporary ``state_dir`` and a free HTTP port).
+                   With ``--scrape-seconds S`` the parent also GETs the daemon's /metrics
+                   every S seconds (gzip, as Prometheus asks) while emit is measured: a
+                   scraped daemon renders that text at each snapshot, an unscraped one never.
 ``prometheus_mp``  prometheus_client in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set to
                    a fresh directory): ``Histogram.observe`` and ``Counter.inc`` labelled by
                    operation, model and outcome (``benchlib.prometheus``, the recorder that
@@ -89,6 +92,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -387,6 +391,41 @@ class LagProbe:
                 self.late.append((round(time.monotonic(), 3), round(lag, 4)))
 
 
+class Scraper:
+    """``GET /metrics`` of the daemon every ``interval`` seconds (none if 0), gzip asked as a
+    Prometheus server asks, on a thread of the parent: a scraped daemon renders its /metrics
+    text at each snapshot (docs/http.md), which an unscraped one never does."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.interval = interval
+        self.scrapes = self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        request = urllib.request.Request(self.url, headers={"Accept-Encoding": "gzip"})
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    answer.read()
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+            if self._stop.wait(self.interval):
+                return
+
+
 def all_drained(namespace: str, published: int) -> bool:
     from ai_analytics.cli.shm_view import read_namespace
 
@@ -413,7 +452,8 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
         with ready_children(SCRIPT, roles, env) as producers:
             cpu_warm = warm_up(producers, args.warmup)
             cpu0, t0 = cpu_seconds(pid), time.monotonic()
-            with LagProbe(daemon.namespace) as lag:
+            with LagProbe(daemon.namespace) as lag, \
+                    Scraper(daemon.http_port, args.scrape_seconds) as scraper:
                 load = measured(producers, cpu_warm, seconds)
             cpu_producing, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
             try:
@@ -446,6 +486,7 @@ def run_emit(rate: float, args: argparse.Namespace, seconds: float | None = None
         "dropped_total": events["dropped"],
         "records_per_batch": final["event_path"]["records_per_batch"],
         "drain_lag_max_s": lag.highest, "lag_samples": lag.samples, "lag_late": lag.late,
+        "metrics_scrapes": scraper.scrapes, "metrics_scrape_failures": scraper.failures,
         "daemon_started": started,
         "series": args.series, "threads": args.threads,
         "events": events,
@@ -668,6 +709,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"thread), events over {p['series']} series, {p['warmup']:g} s warm-up and "
         f"{p['seconds']:g} s measured per run, median of {p['repeat']} repeat(s), a burst every "
         f"{p['tick_ms']:g} ms; wall {report['wall_s']:.0f} s",
+        *([f"- the daemon's /metrics scraped every {p['scrape_seconds']:g} s (gzip) while "
+           "emit is measured"] if p.get("scrape_seconds") else []),
         "",
         "CPU seconds per million events offered to the recorder (utime + stime of each process "
         "over the measured interval only, after the warm-up). `over floor` is what the recorder "
@@ -718,6 +761,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--daemon-setting", action="append", default=[], metavar="KEY=JSON",
                         help="a config setting of the daemon over its default (repeatable), "
                              "e.g. snapshot_interval_seconds=1")
+    parser.add_argument("--scrape-seconds", type=float, default=0.0, metavar="S",
+                        help="GET the daemon's /metrics every S seconds while emit is "
+                             "measured, as Prometheus would (default 0: no scrapes)")
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="measured seconds per run, after the warm-up (5)")
     parser.add_argument("--repeat", type=int, default=3, help="repeats; medians shown (3)")

@@ -71,6 +71,7 @@ class DaemonProcess:
             **settings,
         }
         self.state_dir = Path(str(config["state_dir"]))
+        self.http_port = int(str(config["http_port"]))
         self.config_path.write_text(
             "".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items()),
             encoding="utf-8",

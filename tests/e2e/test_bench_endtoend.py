@@ -18,9 +18,9 @@ SCRIPT = REPO / "bench" / "endtoend.py"
 CASES = {"floor", "emit", "prometheus_mp"}
 
 
-def start_script(out: Path) -> subprocess.Popen[str]:
+def start_script(out: Path, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--quick", "--quiet", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--quick", "--quiet", "--out", str(out), *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )
 
@@ -42,7 +42,7 @@ def leftovers(prefix: str) -> list[str]:
 
 
 def test_quick_run_reports_every_case_reconciled(tmp_path: Path) -> None:
-    proc = start_script(tmp_path)
+    proc = start_script(tmp_path, "--scrape-seconds", "0.5")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{stdout}\n{stderr}"
     assert leftovers(namespace_prefix(proc)) == []
@@ -65,6 +65,8 @@ def test_quick_run_reports_every_case_reconciled(tmp_path: Path) -> None:
         assert run["dropped_total"] == events["dropped"] >= run["dropped"]
         assert run["reconciled"] is True
         assert run["side_cpu_s"] > 0  # the daemon's own CPU
+        if run in report["runs"]:  # its /metrics scraped throughout, every answer read whole
+            assert run["metrics_scrapes"] >= 1 and run["metrics_scrape_failures"] == 0
         # Batches of what arrived since the daemon last woke (thousands at the quick rates),
         # not a busy drain of a few hundred records each while producers write.
         assert run["records_per_batch"] >= 1000, run["records_per_batch"]
