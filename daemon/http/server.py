@@ -42,7 +42,6 @@ import io
 import ipaddress
 import json
 import logging
-import math
 import selectors
 import socket
 import threading
@@ -56,6 +55,7 @@ from ai_analytics.client._ratelog import worth_logging
 from ai_analytics.core.document import SnapshotDocument
 from ai_analytics.core.errors import BindError, host_port
 from ai_analytics.core.state import document_json
+from ai_analytics.daemon.http.ahead import AheadPlan
 from ai_analytics.daemon.http.answers import METRICS, STATUS, Answers, accepts_gzip
 from ai_analytics.daemon.http.page_files import INDEX, PAGE_DIR, PageFile, load_page
 from ai_analytics.daemon.http.series_api import ApiError
@@ -91,11 +91,6 @@ NO_STORE, NO_CACHE = "no-store", "no-cache"
 # /status and /metrics come in two forms, by the request's Accept-Encoding (answers.py).
 VARY = ("Vary", "Accept-Encoding")
 GZIPPED = ("Content-Encoding", "gzip")
-# How long after a request last asked for a form of a body (/status or /metrics, identity or
-# gzip) ``publish`` makes that form ahead: longer than any sane scrape or poll interval, so
-# that a Prometheus scraping every 15 s or every minute finds it made whichever snapshot it
-# lands on, while a body nobody asks for costs nothing.
-AHEAD_SECONDS = 600.0
 FORMS = ((STATUS, False), (STATUS, True), (METRICS, False), (METRICS, True))
 UI_PREFIX = "/ui/"
 SERIES_PATH = "/api/series"
@@ -427,9 +422,7 @@ class StatusServer:
         self._pulled: Answers | None = None
         self._tally_lock = threading.Lock()
         self.renders: dict[str, int] = {}  # bodies made, by name: "status", "metrics.gzip", ...
-        # (body name, gzip) -> monotonic time a request last asked for that form (every key
-        # there from the start: publish() reads it while requests write it).
-        self._asked = dict.fromkeys(FORMS, -math.inf)
+        self._ahead = AheadPlan(FORMS)  # which forms publish() makes ahead
         self._failures = {"snapshot": 0, "health": 0, "metrics": 0, "series": 0}
 
     def paths(self) -> tuple[str, ...]:
@@ -583,9 +576,10 @@ class StatusServer:
     def publish(self, document: SnapshotDocument, status_body: bytes | None = None) -> None:
         """Serve ``document`` from now on (``snapshot`` is no longer read for ``/status`` and
         ``/metrics``). Each form (its ``/status`` JSON or ``/metrics`` text, identity or gzip)
-        that a request asked for in the last ``AHEAD_SECONDS`` is made here, on the caller's
-        thread, before the swap, so that regular scrapers and pollers never wait for a
-        rendering; a form nobody asked for lately is made at the first request for it.
+        that the next request for it will find on this document (``ahead.AheadPlan``) is
+        made here, on the caller's thread, before the swap, so that regular scrapers and
+        pollers never wait for a rendering; a form nobody asked for lately, or asked at an
+        unforeseen moment, is made at the first request for it.
 
         ``status_body``: the document's ``document_json``, when the caller has encoded it
         already (the daemon does, for its state file).
@@ -594,9 +588,7 @@ class StatusServer:
         that raises is logged (rate-limited) and answered 500 until the next document; the
         exception does not reach the caller."""
         answers = self._answers_for(document, status_body)
-        now = time.monotonic()
-        ahead = [form for form, asked in list(self._asked.items())
-                 if now - asked <= AHEAD_SECONDS]
+        ahead = self._ahead.published(time.monotonic())
         for name, exc in answers.prepare(ahead):
             self.callback_failed("snapshot" if name == STATUS else "metrics", exc)
         self._published = answers
@@ -614,7 +606,7 @@ class StatusServer:
             if answers is None or answers.document is not document:
                 answers = self._answers_for(document)
                 self._pulled = answers
-        self._asked[name, gzip] = time.monotonic()
+        self._ahead.asked((name, gzip), time.monotonic())
         return answers.bodies[name].get(gzip)
 
     def _answers_for(self, document: SnapshotDocument, status_body: bytes | None = None
