@@ -333,6 +333,7 @@ def _take_drops(stand_in: Lane, lane: Lane) -> None:
     """Count on ``lane`` what was dropped onto its stand-in, so that the daemon sees every
     call (each statement here is free of calls: a signal handler cannot split it)."""
     lane.dropped += stand_in.dropped
+    stand_in.dropped = 0  # moved: its retirement has nothing left to hand over
     lane.q[_Q_DROPPED] = lane.dropped
     if lane.tally is not None:
         lane.tally[0] = lane.dropped
@@ -432,7 +433,18 @@ class _NoLane(Lane):
         return L.NAME_ID_OVERFLOW
 
     def retire(self) -> None:
-        pass
+        """Hand the drops counted here to the daemon, on a no-ring lane made now and retired
+        at once, if one can be made: a directory that had no room when the thread began may
+        have some when it ends (another thread's failed try for a whole lane holds the room
+        only while it lasts). Once: the count is then this object's no more."""
+        dropped, self.dropped = self.dropped, 0
+        if not dropped:
+            return
+        stub = _try_lane(ring=False)
+        if stub is not None:
+            stub.dropped = dropped
+            stub.q[_Q_DROPPED] = dropped
+            stub.retire()
 
 
 # One count per thread that has been without a whole lane (each written by its own thread
@@ -479,8 +491,9 @@ def _try_lane(ring: bool) -> Lane | None:
                       "are dropped and counted as no_lane until one can be made", exc)
         else:
             _log_once("no-ring", "ai_analytics: cannot create even a %d-byte lane (%s); "
-                      "events dropped for want of a lane are counted only in this process "
-                      "(client.dropped_without_lane())", L.STUB_SIZE, exc)
+                      "events dropped for want of a lane are counted in this process "
+                      "(client.dropped_without_lane()), and reach the daemon only if a lane "
+                      "can be made later", L.STUB_SIZE, exc)
         return None
 
 

@@ -448,6 +448,40 @@ def test_worker_with_an_unusable_segment_dir_drops_and_counts(tmp_path, namespac
     assert result.stderr.count("cannot create even a") == 1
 
 
+def test_drops_without_a_lane_reach_the_daemon_once_a_lane_can_be_made(tmp_path, namespace):
+    """Threads that found no usable directory (so not even a no-ring lane) hand their count
+    over when they end, on a no-ring lane made then, retired at once, if the directory is
+    usable by then; once each, and still counted in the process."""
+    directory = tmp_path / "late"
+    code = textwrap.dedent(f"""
+        import os, threading
+        from ai_analytics import client
+        made = threading.Event()
+        def work():
+            assert all(client.emit("infer", 1.0) is False for _ in range(300))
+            made.wait()
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for t in threads: t.start()
+        while client.dropped_without_lane() < 900: pass
+        os.mkdir({str(directory)!r})
+        made.set()
+        for t in threads: t.join()
+        print(client.dropped_without_lane())
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "AI_ANALYTICS_NAMESPACE": namespace,
+             "AI_ANALYTICS_SEGMENT_DIR": str(directory)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "900"
+    stubs = sorted(directory.iterdir())
+    assert len(stubs) == 3
+    for stub in stubs:
+        q = memoryview(stub.read_bytes()).cast("Q")
+        assert q[L.OFF_FLAGS // 8] >> 32 & L.FLAG_NO_RING  # flags: the u32 at byte 36
+        assert (q[L.Q_DROPPED], q[L.Q_RETIRED]) == (300, 1)
+
+
 def test_segment_dir_too_small_for_every_lane(namespace, workers, daemon_factory, tmpfs):
     """A 2 MiB directory and 8 threads: the threads that find no room get a no-ring lane, so
     their refused events reach the daemon as no_lane; status, /metrics and a finding name
