@@ -18,7 +18,6 @@ SUM_FIELDS = (
 )
 MIN_FIELDS = ("lat_min", "q_min", "ttft_min", "queue_min")
 MAX_FIELDS = ("lat_max", "q_max", "ttft_max", "queue_max")
-FIELDS = SUM_FIELDS + MIN_FIELDS + MAX_FIELDS
 
 # One second of one series, compact: a second's counts fit 32 bits, and each minimum and
 # maximum keeps its record field's own precision (latency float64, the others float32), so
