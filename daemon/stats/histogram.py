@@ -109,11 +109,17 @@ def count_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # more so with 32-bit keys, which sort in half the time of 64-bit ones.
     ordered = keys.astype(np.int32 if low >= 0 and high < 1 << 31 else np.int64)
     ordered.sort()
+    edges = run_edges(ordered)
+    return ordered[edges[:-1]], np.diff(edges)
+
+
+def run_edges(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of sorted ``ordered`` starts, and its length at the end
+    (so that run ``i`` is ``edges[i]:edges[i + 1]``)."""
     boundary = np.empty(len(ordered) + 1, bool)
     boundary[0] = boundary[-1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:-1])
-    edges = np.flatnonzero(boundary)
-    return ordered[edges[:-1]], np.diff(edges)
+    return np.flatnonzero(boundary)
 
 
 # Below this many times as many keys as their range, counting by bincount over the range beats
@@ -175,7 +181,7 @@ def merge_counts(parts: list[Counts] | tuple[Counts, ...], dtype: type | None = 
     else:
         order = np.argsort(keys, kind="stable")
         keys, counts = keys[order], counts[order].astype(np.int64)
-    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    starts = run_edges(keys)[:-1]
     return keys[starts], cast(np.add.reduceat(counts, starts))
 
 
