@@ -53,11 +53,8 @@ def burst() -> int:
     were dropped for a full lane. Returns how many were emitted."""
     emitted = refused = 0
     deadline = time.monotonic() + BURST_MAX_SECONDS
-    # The operation as a plain str: an enum member takes emit's slower path, and a burst
-    # must outrun the daemon's drain to overfill the lane.
-    operation = Op.EMBEDDING.value
     while refused < BURST_REFUSED and (emitted % 1024 or time.monotonic() < deadline):
-        refused += not client.emit(operation, 3.0, model="bge-small", cache_hit=False)
+        refused += not client.emit(Op.EMBEDDING, 3.0, model="bge-small", cache_hit=False)
         emitted += 1
     return emitted
 
