@@ -43,7 +43,8 @@ def document_json(document: SnapshotDocument) -> bytes:
     "true", "null"); NaN and infinities, which JSON lacks, become null.
 
     What orjson refuses, json writes, in one call: integers beyond 64 bits (the counters of a
-    hostile lane's header, summed) and text that is not valid Unicode."""
+    hostile lane's header, summed) and text that is not valid Unicode (NaN there as json
+    writes it, the daemon's documents having none)."""
     try:
         return orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS
                             | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
