@@ -233,6 +233,8 @@ class DrainSection(TypedDict):
     state_writes_failed: int
     history_writes_failed: int
     snapshots_delayed: int
+    stats_in_child: int
+    stats_child_failures: int
 
 
 class SinkState(TypedDict):

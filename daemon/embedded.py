@@ -58,7 +58,9 @@ class EmbeddedDaemon:
         """The thread: construct the daemon here (its SQLite connection belongs to the thread
         that made it) and run its loop until stopped."""
         try:
-            daemon = Daemon(config_from_mapping(self.settings))
+            # No forked children: this is the worker's own process (its GPU context, its
+            # memory), which must not be copied.
+            daemon = Daemon(config_from_mapping(self.settings), stats_in_child=False)
             self._daemon = daemon
             if not self._cancelled.is_set():  # request_stop sets it, then reads _daemon
                 daemon.run()

@@ -233,6 +233,24 @@ class _Nvml:
             log.warning("GPU %d: %s", index, message)
 
 
+class _CpuUse:
+    """Percent of one CPU that a process used since the previous call (None at the first),
+    its children that it has reaped included: the daemon's snapshot children are its CPU."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self._process = process
+        self._last: tuple[float, float] | None = None
+
+    def percent(self) -> float | None:
+        times = self._process.cpu_times()
+        used = times.user + times.system + times.children_user + times.children_system
+        now = time.monotonic()
+        last, self._last = self._last, (now, used)
+        if last is None or now <= last[0]:
+            return None
+        return round(100.0 * (used - last[1]) / (now - last[0]), 1)
+
+
 class ResourceSampler:
     """Samples system, worker-process and GPU resources in three daemon threads.
 
@@ -255,6 +273,7 @@ class ResourceSampler:
         # Touched by the processes thread only.
         self._processes_seen: dict[int, psutil.Process | None] = {}
         self._daemon_process = psutil.Process()
+        self._daemon_cpu = _CpuUse(self._daemon_process)
         self._cpu_primed = False
         self._nvml = _Nvml(clock, gpu_retry_seconds)
         self._next_gpu_processes = -math.inf
@@ -329,7 +348,7 @@ class ResourceSampler:
         # cpu_percent(None) compares with the previous call; the first one only primes it.
         # psutil keeps that state per process: nothing else in the daemon may call it.
         cpu = psutil.cpu_percent(interval=None)
-        own_cpu = self._daemon_process.cpu_percent(interval=None)
+        own_cpu = self._daemon_cpu.percent()
         memory = psutil.virtual_memory()
         rss = self._daemon_process.memory_info().rss
         primed, self._cpu_primed = self._cpu_primed, True
@@ -341,7 +360,7 @@ class ResourceSampler:
                 "memory_available_bytes": memory.available,
                 "memory_percent": memory.percent,
             },
-            "daemon": {"cpu_percent": own_cpu if primed else None, "rss_bytes": rss},
+            "daemon": {"cpu_percent": own_cpu, "rss_bytes": rss},
         })
 
     def sample_processes(self) -> None:

@@ -49,6 +49,8 @@ from ai_analytics.daemon.resources import ResourceSampler
 from ai_analytics.daemon.sinks.writer import Sinks
 from ai_analytics.daemon.snapshot.builder import build_document
 from ai_analytics.daemon.snapshot.capture import Capture, take
+from ai_analytics.daemon.snapshot.forked import Forked
+from ai_analytics.daemon.snapshot.gate import DrainGate
 from ai_analytics.daemon.snapshot.worker import SnapshotThread
 from ai_analytics.daemon.stats.caches import CacheStates
 from ai_analytics.daemon.stats.rates import CounterRates
@@ -63,6 +65,13 @@ SNAPSHOT_RETRY_SECONDS = 0.05
 # A segment seen before its creator finished it is looked at again this soon (it takes the
 # creator well under a millisecond), for as long as it is younger than lanes.SETTLE_SECONDS.
 SETTLE_RESCAN_SECONDS = 0.002
+# A snapshot's child computes in under a second at the series cap when it gets a CPU. One that
+# neither runs nor waits for a CPU this long waits for a lock it will never get: it is killed
+# and its work done on the snapshot thread; so is one still at it after the limit.
+STATS_CHILD_STALL_SECONDS = 20.0
+STATS_CHILD_LIMIT_SECONDS = 600.0
+# A step of snapshot work waits at most this long for a drain pass to end.
+GATE_WAIT_SECONDS = 0.05
 
 
 def _no_notify(_state: str) -> bool:
@@ -90,7 +99,8 @@ class Daemon:
     parts: the loop's thread only, or a daemon that does not run.
     """
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
+                 stats_in_child: bool = True) -> None:
         check_usable(config.segment_dir)
         self.config = config
         self.clock = clock
@@ -108,6 +118,11 @@ class Daemon:
         self.drainer = Drainer(self.lanes, self.stats, self.caches, config.batch_size)
         self.last_document: SnapshotDocument | None = None
         self.insights = Insights(config)
+        # A snapshot's statistics are computed in a forked child (off this process's GIL);
+        # embedded mode says no: it must not fork the worker's own process.
+        self.forked = Forked(stats_in_child, STATS_CHILD_STALL_SECONDS,
+                             STATS_CHILD_LIMIT_SECONDS)
+        self.gate = DrainGate(GATE_WAIT_SECONDS)
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
         self._snapshots: SnapshotThread[Capture, bool] | None = None  # while run() runs
@@ -230,7 +245,8 @@ class Daemon:
                     settling = self.lanes.settling(now)
                     next_scan = now + (SETTLE_RESCAN_SECONDS if settling
                                        else cfg.discovery_interval_seconds)
-                self.drain()
+                with self.gate.passing():
+                    self.drain()
                 self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
                 self._finish_drained()
                 self._take_snapshot_result()
@@ -432,7 +448,7 @@ class Daemon:
         """Everything the daemon knows, as written to the state file and shown by status
         (without the findings); it leaves the history interval open."""
         return build_document(take(self, running, self.snapshots_delayed, close=False),
-                              self.resources, self.sinks)
+                              self.resources, self.sinks, self.forked)
 
     def get_performance_snapshot(self) -> SnapshotDocument:
         """The snapshot document, computed now (the structure docs/snapshot.md describes),
@@ -480,13 +496,20 @@ class Daemon:
         written in time. On the snapshot thread (or by ``save``): it reads the capture, the
         resource samples, and the insights and sinks, which are that thread's."""
         self._apply_snapshot_config(capture.config)
-        document = build_document(capture, self.resources, self.sinks)
+        step = self.gate.wait
+        capture.stats.adopt(self.forked.run(capture.stats.computed, step))
+        step()
+        document = build_document(capture, self.resources, self.sinks, self.forked)
+        step()
         document.update(self.insights.evaluate(document, capture.written_unix))
+        step()
         # One encoding for the state file and the /status body.
         encoded = document_json(document)
+        step()
         if self.http is not None:  # /status and /metrics rendered here, once per document
             self.http.publish(document, status_body=encoded)
         self.last_document = document  # read by other threads (embedded mode, HTTP)
+        step()
         span, rows = capture.stats.interval()
         interval = (capture.written_unix, span, document["events"], rows)
         written = self.sinks.write(document, interval, final=not capture.running,

@@ -228,7 +228,8 @@ def drain(batches: int = 1200, records: int = 60000, last_batch: int = 50,
     return {"batches": batches, "records": records, "last_batch": last_batch,
             "series_overflow_events": 0, "state_writes_failed": state_writes_failed,
             "history_writes_failed": history_writes_failed,
-            "snapshots_delayed": snapshots_delayed}
+            "snapshots_delayed": snapshots_delayed, "stats_in_child": 12,
+            "stats_child_failures": 0}
 
 
 def sinks() -> SinksSection:

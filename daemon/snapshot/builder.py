@@ -35,13 +35,15 @@ from ai_analytics.daemon.ingest.segment_dir import Space, lane_bytes, lanes_that
 from ai_analytics.daemon.resources import ResourceSampler
 from ai_analytics.daemon.sinks.writer import Sinks
 from ai_analytics.daemon.snapshot.capture import Capture
+from ai_analytics.daemon.snapshot.forked import Forked
 from ai_analytics.daemon.snapshot.models import model_summary
 from ai_analytics.daemon.stats.edge_counts import histogram_section
 
 
-def build_document(capture: Capture, resources: ResourceSampler, sinks: Sinks
-                   ) -> SnapshotDocument:
-    """The document of ``capture``, with the latest resource samples and the sinks' states.
+def build_document(capture: Capture, resources: ResourceSampler, sinks: Sinks,
+                   forked: Forked) -> SnapshotDocument:
+    """The document of ``capture``, with the latest resource samples, the sinks' states and
+    how many statistics came from a forked child.
     Runs on the snapshot thread: it reads only the capture (taken on the loop, never changed
     afterwards), the resource sampler's published samples and the sinks, which belong to the
     snapshot thread."""
@@ -94,6 +96,8 @@ def build_document(capture: Capture, resources: ResourceSampler, sinks: Sinks
             "state_writes_failed": sinks.failures["state"],
             "history_writes_failed": sinks.failures["history"],
             "snapshots_delayed": cast(int, drain["snapshots_delayed"]),
+            "stats_in_child": forked.in_child,
+            "stats_child_failures": forked.failures,
         },
         "sinks": cast(SinksSection, sinks.states()),
         "resources": sampled,

@@ -47,6 +47,7 @@ the window).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -515,6 +516,19 @@ def _cardinality(registry: SeriesRegistry) -> dict[str, object]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class CaptureResults:
+    """What a capture's ``computed()`` gives, to hand to a copy of the capture (the same
+    capture in another process): its answers, and what it left in the operations cache, with
+    the objects it refers to named by identity (the same in a forked child as here)."""
+
+    operations: list[dict[str, object]]
+    interval: tuple[float, list[dict[str, object]]]
+    since_merged: H.Counts
+    window_sums: dict[str, tuple[tuple[int, ...], H.Counts]]  # ids of a window's parts, sum
+    folds: dict[int, BlockFold]  # id of a totals block: its fold
+
+
 class StatsCapture:
     """The statistics as of one ``Statistics.capture()``. Immutable: its methods may run on
     any thread while the engine goes on adding batches; each result is computed once, on
@@ -606,6 +620,39 @@ class StatsCapture:
                          "since_start": since[sid]}}
             for sid in order
         ]
+
+    def computed(self) -> CaptureResults:
+        """Compute every answer that costs (``operations``, ``interval``, ``since_counts``)
+        and what the operations cache kept of them, for ``adopt`` by the same capture in the
+        process that forked this one."""
+        cache = self._cache
+        operations, interval, since = self.operations(), self.interval(), self.since_counts()
+        sums = {name: (tuple(map(id, parts)), total)
+                for name, (parts, total) in (cache.counts.items() if cache else ())}
+        folds = {key: fold for key, (_, fold) in (cache.folds.items() if cache else ())}
+        return CaptureResults(operations, interval, since, sums, folds)
+
+    def adopt(self, results: CaptureResults) -> None:
+        """Take the answers that a forked copy of this capture computed (``computed()``),
+        and put in the operations cache what it kept there, naming this process's own parts
+        and blocks (the copy's are at the same addresses). Nothing to do for answers
+        computed here."""
+        if self._operations is not None:
+            return
+        self._operations, self._interval = results.operations, results.interval
+        self.since_merged = results.since_merged
+        cache = self._cache
+        if cache is None:
+            return
+        parts = {id(part): part
+                 for slots in (*(ring for _, ring in self._rings.values()), self._open_seconds)
+                 for _, slot_parts in slots for part in slot_parts}
+        for name, (ids, total) in results.window_sums.items():
+            if all(key in parts for key in ids):
+                cache.counts[name] = (tuple(parts[key] for key in ids), total)
+        blocks = {id(block): block for block in self._blocks}
+        cache.folds = {key: (blocks[key], fold) for key, fold in results.folds.items()
+                       if key in blocks}
 
     def interval(self) -> tuple[float, list[dict[str, object]]]:
         """(length in seconds, [{operation, model, stats}]) of the interval this capture

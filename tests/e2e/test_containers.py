@@ -349,6 +349,8 @@ def test_daemon_in_its_own_pid_namespace(namespace, workers, daemon_factory):
     assert model["rss_bytes"] is None
     state = reconcile(daemon, worker.results())
     assert state["daemon"]["pid"] == 1
+    # Its snapshots' statistics come from children it forks and reaps as pid 1.
+    assert state["drain"]["stats_in_child"] >= 1 and state["drain"]["stats_child_failures"] == 0
     assert "removed segment" not in daemon.log()
     assert daemon.stop() == 0
 
@@ -549,6 +551,7 @@ def test_workers_and_daemon_under_different_uids(namespace, workers, daemon_fact
     assert {i.st_size for i in infos} == {L.lane_size(1024, L.DEFAULT_NAMES_CAPACITY)}
     final = reconcile(daemon, worker.results())
     assert set(final["events_by_uid"]) == {str(WORKER_UID)}
+    assert final["drain"]["stats_in_child"] >= 1 and final["drain"]["stats_child_failures"] == 0
     # The daemon (another user, in the group) may remove them; it does once the state file
     # that counts them is written.
     wait_for(lambda: not lanes_in(segments, namespace), what="the worker's lanes removed")

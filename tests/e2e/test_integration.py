@@ -124,7 +124,7 @@ def test_seed_usage_example_embedded_end_to_end(namespace: str) -> None:
     count, errors, latency and quality; the dashboard's on_snapshot gets every snapshot;
     stop(timeout=5.0) returns True well within its timeout, after a final drain (nothing
     pending), with the daemon's thread ended, its state directory removed and the namespace
-    lock released."""
+    lock released; no snapshot forks the worker's process."""
     report = report_of(run_python(SEED_EXAMPLE, namespace))
     assert report["mode"] == "embedded"
     assert report["running"] is True
@@ -150,6 +150,7 @@ def test_seed_usage_example_embedded_end_to_end(namespace: str) -> None:
     assert final["daemon"]["running"] is False
     assert final["events"]["received"] == 5
     assert final["events"]["pending"] == 0
+    assert final["drain"]["stats_in_child"] == 0  # the worker's own process is never forked
     assert report["running_after"] is False
     assert report["thread_alive"] is False
     assert report["state_dir_exists"] is False

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,7 +16,7 @@ import psutil
 import pytest
 
 from ai_analytics.core.config import Config, config_from_mapping
-from ai_analytics.daemon.resources import ResourceSampler
+from ai_analytics.daemon.resources import ResourceSampler, _CpuUse
 
 from helpers import SAMPLER_IDLE, SAMPLER_SHORT, FakeClock, wait_for
 
@@ -132,3 +134,16 @@ def test_stop_returns_promptly_and_ends_every_thread() -> None:
     sampler.stop(5.0)
     assert time.monotonic() - started < 1.0
     assert not [t for t in threading.enumerate() if t.name.startswith("ai-analytics-")]
+
+
+def test_the_daemons_cpu_counts_the_children_it_reaped():
+    """The daemon's cpu_percent includes its reaped children (its snapshots' statistics are
+    computed in children): a child that burns 0.3 s of CPU shows in the next reading."""
+    use = _CpuUse(psutil.Process())
+    started = time.monotonic()
+    assert use.percent() is None
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.3\n"
+                    "while time.process_time() < end: pass"], check=True)
+    percent = use.percent()
+    assert percent is not None
+    assert percent / 100 * (time.monotonic() - started) >= 0.28

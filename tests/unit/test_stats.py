@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ai_analytics.client import _layout as L
+from ai_analytics.daemon.snapshot.forked import Forked
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.statistics import Statistics
 
@@ -373,6 +374,25 @@ def test_operations_cache_shared_by_threads_in_any_order(stats, clock):
     for thread in threads:
         thread.join()
     assert results[0] == expected and results[1] == expected[::-1]
+
+
+def test_answers_computed_in_a_forked_copy_are_those_computed_here(stats, clock):
+    """A capture's costly answers computed in a forked child and adopted here are those
+    computed here: its rows, its interval; and the operations cache the children leave (parts
+    and blocks named by identity across the fork) gives the rows computed afresh."""
+    forked = Forked(True, stalled_after=20, limit=60)
+    cache = stats.operations_cache
+    checked = 0
+    for capture in _drive(stats, clock, 120, seed=7):
+        results = forked.run(capture.computed)
+        interval = capture.interval()  # computed here, before the child's is adopted
+        capture.adopt(results)
+        assert capture.operations() == capture.compute_operations(None), clock.now
+        assert capture.interval() == interval
+        assert capture.compute_operations(cache) == capture.operations()
+        checked += 1
+    assert forked.in_child == checked > 50 and forked.failures == 0
+    assert set(cache.counts) == {"10s", "1m", "5m"} and cache.folds
 
 
 # -- the performance snapshot of a Daemon in this process -----------------------------------
