@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 
 from ai_analytics.client import _layout
 from ai_analytics.client._segments import lock_path
@@ -207,7 +208,8 @@ class Daemon:
             # use"; before the loop's try: a bind failure must not run the final drain.
             self.http = StatusServer(cfg.http_host, cfg.http_port, lambda: self.last_document,
                                      self.health,
-                                     metrics=render_metrics,
+                                     metrics=partial(render_metrics,
+                                                     between=self.gate.wait),
                                      series=SeriesApi(cfg.state_dir,
                                                       cfg.snapshot_interval_seconds),
                                      pages_beyond_loopback=cfg.http_pages_beyond_loopback)

@@ -33,13 +33,15 @@ or odd value gives no sample rather than an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ai_analytics.core.document import SnapshotDocument, mapping, mappings, number
 from ai_analytics.core.outcomes import SETTLED
 from ai_analytics.daemon.stats.edge_counts import HISTOGRAMS
 
 PREFIX = "ai_analytics_"
+# Series rendered between two pauses of a render (about a millisecond of Python).
+ROWS_PER_PAUSE = 64
 _HELP = {
     "request_duration_seconds": "Inference latency since the daemon started.",
     "time_to_first_token_seconds": "Time to first token since the daemon started.",
@@ -126,23 +128,43 @@ class Family:
         return self.head + "".join(self.lines) if self.lines else ""
 
 
-def render(document: SnapshotDocument | None) -> bytes:
-    """The Prometheus text format (0.0.4) of one snapshot document; empty for None."""
+def _no_pause() -> None:
+    pass
+
+
+def render(document: SnapshotDocument | None, between: Callable[[], None] = _no_pause) -> bytes:
+    """The Prometheus text format (0.0.4) of one snapshot document; empty for None.
+    ``between`` is called after each family is made and every ``ROWS_PER_PAUSE`` series
+    within one (the daemon waits there for a drain pass to end: at hundreds of series a
+    family is milliseconds of Python)."""
     if document is None:
         return b""
-    return "".join(family.text() for family in _families(document)).encode()
+    texts = []
+    for family in _families(document, between):
+        texts.append(family.text())
+        between()
+    return "".join(texts).encode()
 
 
-def _families(doc: SnapshotDocument) -> Iterator[Family]:
-    yield from _request_families(doc)
-    yield from _histogram_families(doc)
+def _families(doc: SnapshotDocument, between: Callable[[], None]) -> Iterator[Family]:
+    yield from _request_families(doc, between)
+    yield from _histogram_families(doc, between)
     yield from _event_path_families(doc)
     yield from _cache_families(doc)
     yield from _resource_families(doc)
     yield from _daemon_families(doc)
 
 
-def _request_families(doc: SnapshotDocument) -> Iterator[Family]:
+def _paced(rows: list[Mapping[str, object]], between: Callable[[], None]
+           ) -> Iterator[Mapping[str, object]]:
+    """``rows``, with ``between()`` after every ``ROWS_PER_PAUSE`` of them."""
+    for index, row in enumerate(rows, 1):
+        yield row
+        if index % ROWS_PER_PAUSE == 0:
+            between()
+
+
+def _request_families(doc: SnapshotDocument, between: Callable[[], None]) -> Iterator[Family]:
     requests = Family("requests", COUNTER,
                       "Inference requests since the daemon started, by outcome.")
     tokens = Family("tokens", COUNTER, "Tokens since the daemon started; direction in (prompt) "
@@ -152,7 +174,7 @@ def _request_families(doc: SnapshotDocument) -> Iterator[Family]:
                     "Requests that missed a cache, since the daemon started.")
     quality = Family("quality_score_mean", GAUGE,
                      "Mean quality score (0-1) over the last minute.")
-    for row in mappings(doc.get("operations")):
+    for row in _paced(mappings(doc.get("operations")), between):
         series = _series_labels(row)
         windows = mapping(row.get("windows"))
         since = mapping(windows.get("since_start"))
@@ -177,7 +199,8 @@ def _request_families(doc: SnapshotDocument) -> Iterator[Family]:
     yield from (requests, tokens, hits, misses, quality)
 
 
-def _histogram_families(doc: SnapshotDocument) -> Iterator[Family]:
+def _histogram_families(doc: SnapshotDocument, between: Callable[[], None]
+                        ) -> Iterator[Family]:
     section = mapping(doc.get("histograms"))
     raw_edges = section.get("le_seconds")
     edges = [number(e) for e in raw_edges] if isinstance(raw_edges, list) else []
@@ -190,7 +213,7 @@ def _histogram_families(doc: SnapshotDocument) -> Iterator[Family]:
         infinity = f'{bucket}"+Inf",'
         count_name, sum_name = f"{family.name}_count{{", f"{family.name}_sum{{"
         lines = family.lines
-        for row in mappings(section.get(name)):
+        for row in _paced(mappings(section.get(name)), between):
             counts, count, total = row.get("buckets"), row.get("count"), number(row.get("sum"))
             if (not isinstance(counts, list) or len(counts) != len(edges) or total is None
                     or not all(type(c) is int for c in counts) or type(count) is not int):

@@ -129,6 +129,15 @@ def test_bad_edges_are_refused():
 
 
 # -- a real document from a real Daemon (the document fixture) -------------------------------
+def test_the_render_pauses_after_each_family_and_writes_the_same_text(document):
+    """``between`` (where the daemon lets a drain pass go first) is called once per family
+    made, and changes nothing in the text."""
+    pauses = []
+    text = render(document, lambda: pauses.append(len(pauses)))
+    assert text == render(document)
+    assert len(pauses) >= len(types(text)) > 5  # families without samples write no text
+
+
 def test_rendered_names_types_labels_and_numbers(document):
     """Every family has the ai_analytics_ prefix, counters end in _total, labels come from a
     small fixed set, and the numbers are those of the workload."""
