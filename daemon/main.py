@@ -13,6 +13,7 @@ from ai_analytics.core.config import load_config, log_level_number
 from ai_analytics.core.errors import AlreadyRunning, BindError, ConfigError, StateError
 from ai_analytics.core.exits import DaemonExit
 from ai_analytics.core.version import package_version
+from ai_analytics.daemon.gc_tuning import schedule_full_collections
 from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
 from ai_analytics.daemon.service import Daemon
 from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
@@ -53,6 +54,7 @@ def main(config_path: str | None) -> None:
     except StateError as exc:
         click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(DaemonExit.FAILURE)
+    schedule_full_collections()
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop()  # only record it: the loop does the work

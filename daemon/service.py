@@ -35,6 +35,7 @@ from ai_analytics.core.outcomes import RATED
 from ai_analytics.core.state import document_json, read_state, remove_unfinished_writes
 from ai_analytics.core.version import package_version
 from ai_analytics.core.wakeup import StopRequest
+from ai_analytics.daemon.gc_tuning import collect_between_passes
 from ai_analytics.daemon.http.metrics import render as render_metrics
 from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
@@ -223,7 +224,7 @@ class Daemon:
                                     cfg.names_per_lane):
             log.warning("%s", warning)
         self.resources.start()
-        self._snapshots = SnapshotThread(self._snapshot)
+        self._snapshots = SnapshotThread(self._snapshot_job)
         log.info("ai-analyticsd %s draining namespace %r (state in %s)", package_version(),
                  cfg.namespace, cfg.state_dir)
         next_scan = next_save = 0.0
@@ -491,6 +492,14 @@ class Daemon:
         capture, saved = done
         if saved:
             self.lanes.unlink_finished(capture.finished)
+
+    def _snapshot_job(self, capture: Capture) -> bool:
+        """The snapshot thread's job: the snapshot, then the full garbage collection (in
+        ai-analyticsd's own process: ``gc_tuning``) right after a drain pass ends."""
+        written = self._snapshot(capture)
+        self.gate.after_pass()
+        collect_between_passes()
+        return written
 
     def _snapshot(self, capture: Capture) -> bool:
         """A snapshot from its capture: build the document, run the insights, publish it,
