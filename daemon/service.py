@@ -129,6 +129,7 @@ class Daemon:
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
         self._snapshots: SnapshotThread[Capture, bool] | None = None  # while run() runs
         self.snapshots_delayed = 0  # due while the previous one was being built
+        self._collect_due = False  # set by the snapshot thread, cleared by the loop
         self._parts_config = config  # the config that the snapshot thread's parts have
         self._closed = False
         self._stop_budget = math.inf  # request_stop may narrow stop_timeout_seconds
@@ -250,6 +251,9 @@ class Daemon:
                                        else cfg.discovery_interval_seconds)
                 with self.gate.passing():
                     self.drain()
+                if self._collect_due:  # right after a pass: the lanes are as empty as can be
+                    self._collect_due = False
+                    collect_between_passes()
                 self.outcome_rates.observe(int(self.clock()), self.lanes.totals().as_dict())
                 self._finish_drained()
                 self._take_snapshot_result()
@@ -494,11 +498,10 @@ class Daemon:
             self.lanes.unlink_finished(capture.finished)
 
     def _snapshot_job(self, capture: Capture) -> bool:
-        """The snapshot thread's job: the snapshot, then the full garbage collection (in
-        ai-analyticsd's own process: ``gc_tuning``) right after a drain pass ends."""
+        """The snapshot thread's job: the snapshot; then the loop is asked for the full
+        garbage collection that its objects call for (``gc_tuning``)."""
         written = self._snapshot(capture)
-        self.gate.after_pass()
-        collect_between_passes()
+        self._collect_due = True
         return written
 
     def _snapshot(self, capture: Capture) -> bool:

@@ -5,13 +5,10 @@ pass gets the interpreter only every other switch interval (5 ms), and waits aga
 numpy call that let it go. A pass of 8 ms then took 20 to 40 ms, past the time a busy lane
 takes to fill. The loop is idle most of the time (it sleeps until a lane is about half full),
 so the snapshot thread does its work in steps, each started only while no pass runs: a pass
-that begins during a step shares the GIL with that one step at most. A step that must not be
-interrupted at all (a full garbage collection) starts right after a pass ends, when the loop
-has the most time before it wakes again.
+that begins during a step shares the GIL with that one step at most.
 
 A step waits at most ``max_wait`` seconds: a loop that drains without pause (a rate beyond
-what it keeps up with) must not hold snapshots back for good, and a loop with nothing to
-drain passes only once per ``batch_timeout_seconds``.
+what it keeps up with) must not hold snapshots back for good.
 """
 
 from __future__ import annotations
@@ -22,14 +19,13 @@ from contextlib import contextmanager
 
 
 class DrainGate:
-    """``passing()`` around each drain pass (the loop); ``wait()`` or ``after_pass()``
-    before each step of snapshot work (the snapshot thread)."""
+    """``passing()`` around each drain pass (the loop); ``wait()`` before each step of
+    snapshot work (the snapshot thread)."""
 
     def __init__(self, max_wait: float) -> None:
         self.max_wait = max_wait
         self._cond = threading.Condition()
         self._passing = False
-        self._passes = 0
 
     @contextmanager
     def passing(self) -> Iterator[None]:
@@ -40,19 +36,12 @@ class DrainGate:
         finally:
             with self._cond:
                 self._passing = False
-                self._passes += 1
                 self._cond.notify_all()
 
     def wait(self) -> None:
         """Until no pass runs (at most ``max_wait`` seconds)."""
         with self._cond:
             self._cond.wait_for(lambda: not self._passing, self.max_wait)
-
-    def after_pass(self) -> None:
-        """Until the next pass ends (at most ``max_wait`` seconds)."""
-        with self._cond:
-            seen = self._passes
-            self._cond.wait_for(lambda: self._passes != seen, self.max_wait)
 
 
 __all__ = ["DrainGate"]

@@ -265,7 +265,9 @@ class Statistics:
         self.llm_series = 0
         self.started = int(clock())
         self.interval_started = clock()
-        self._pending: list[StatsCapture] = []  # recent captures, newest last
+        # The since-start sums of recent captures, newest last (not the captures: those hold
+        # their answers, a snapshot's rows, which must go with the snapshot).
+        self._pending: list[SinceSum] = []
         self.operations_cache = OperationsCache()  # shared by the captures' operations()
 
     # -- input -----------------------------------------------------------------------------
@@ -459,7 +461,7 @@ class Statistics:
             open_seconds=opened,
             since=since, since_parts=since_parts, interval=interval,
             cache=self.operations_cache)
-        self._pending = [*self._pending[-3:], capture]
+        self._pending = [*self._pending[-3:], capture.since]
         return capture
 
     def _bound_since_parts(self) -> None:
@@ -482,8 +484,8 @@ class Statistics:
     def _adopt_since(self) -> None:
         """Take the since-start counts that a recent capture merged (on its own thread) in
         place of the parts they sum, if the engine has not merged those parts itself since."""
-        for capture in reversed(self._pending):
-            merged, covered = capture.since_merged, capture.since_parts
+        for since in reversed(self._pending):
+            merged, covered = since.merged, since.parts
             if merged is not None and len(covered) <= len(self._since_parts) and all(
                     a is b for a, b in zip(covered, self._since_parts, strict=False)):
                 self._since_parts[: len(covered)] = [merged]
@@ -514,6 +516,17 @@ def _cardinality(registry: SeriesRegistry) -> dict[str, object]:
         "max_models": registry.max_models, "max_series": registry.max_series,
         "overflow_events": dict(registry.overflow),
     }
+
+
+class SinceSum:
+    """A capture's since-start parts and, once its reader has merged them, their sum: what
+    the engine takes in place of those parts (``Statistics._adopt_since``)."""
+
+    __slots__ = ("merged", "parts")
+
+    def __init__(self, parts: tuple[H.Counts, ...]) -> None:
+        self.parts = parts
+        self.merged: H.Counts | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,8 +568,7 @@ class StatsCapture:
         self._blocks, self._llm_sids, self._llm_rows = blocks, llm_sids, llm_rows
         self._rings, self._open_seconds = rings, open_seconds
         self._since = since
-        self.since_parts = since_parts
-        self.since_merged: H.Counts | None = None  # set once merged; the engine adopts it
+        self.since = SinceSum(since_parts)
         self._interval_input = interval
         self._cache = cache
         self._operations: list[dict[str, object]] | None = None
@@ -576,11 +588,12 @@ class StatsCapture:
         return self._cardinality
 
     def since_counts(self) -> H.Counts:
-        if self.since_merged is None:
-            blocks = H.merged_blocks(self.since_parts, self.series)
-            self.since_merged = blocks[0] if len(blocks) == 1 else (
+        since = self.since
+        if since.merged is None:
+            blocks = H.merged_blocks(since.parts, self.series)
+            since.merged = blocks[0] if len(blocks) == 1 else (
                 np.concatenate([k for k, _ in blocks]), np.concatenate([c for _, c in blocks]))
-        return self.since_merged
+        return since.merged
 
     def operations(self) -> list[dict[str, object]]:
         """Every series with its all-time count and statistics per window (10 s, 1 min,
@@ -640,7 +653,7 @@ class StatsCapture:
         if self._operations is not None:
             return
         self._operations, self._interval = results.operations, results.interval
-        self.since_merged = results.since_merged
+        self.since.merged = results.since_merged
         cache = self._cache
         if cache is None:
             return
