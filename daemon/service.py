@@ -41,7 +41,7 @@ from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
-from ai_analytics.daemon.ingest.lanes import LaneSet
+from ai_analytics.daemon.ingest.lanes import SNAPSHOT_WAKE_FILL, WAKE_FILL, LaneSet
 from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
 from ai_analytics.daemon.ingest.shm_watch import ShmWatch
 from ai_analytics.daemon.insights import Insights
@@ -444,7 +444,9 @@ class Daemon:
             self.caches.forget_lane(lane.ident.name)
 
     def _next_wait(self) -> float:
-        return self.lanes.time_to_drain(self.config.batch_timeout_seconds, MIN_WAIT_SECONDS)
+        busy = self._snapshots is not None and self._snapshots.busy
+        return self.lanes.time_to_drain(self.config.batch_timeout_seconds, MIN_WAIT_SECONDS,
+                                        SNAPSHOT_WAKE_FILL if busy else WAKE_FILL)
 
     def drain(self, deadline: float | None = None) -> int:
         """Drain every lane until all are empty or time is up (batch_timeout by default)."""
