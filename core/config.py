@@ -28,9 +28,11 @@ from ai_analytics.core.errors import ConfigError
 OnFull = Literal["drop", "overwrite"]
 InsightWindow = Literal["10s", "1m", "5m"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+SnapshotChild = Literal["auto", "always", "never"]
 ON_FULL_CHOICES: tuple[str, ...] = get_args(OnFull)
 LOG_LEVEL_CHOICES: tuple[str, ...] = get_args(LogLevel)
 INSIGHT_WINDOW_CHOICES: tuple[str, ...] = get_args(InsightWindow)
+SNAPSHOT_CHILD_CHOICES: tuple[str, ...] = get_args(SnapshotChild)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Config:
     batch_timeout_seconds: float = 1.0
     max_processing_time_seconds: float = 10.0
     snapshot_interval_seconds: float = 5.0
+    snapshot_child: SnapshotChild = "auto"
     enable_circuit_breaker: bool = True
     failure_threshold: int = 5
     recovery_timeout_seconds: float = 30.0
@@ -189,6 +192,7 @@ SETTINGS: dict[str, object] = {
     "segment_dir": _Path(),
     "expected_lanes": _Int(1, 65536),
     "on_full": _Choice(ON_FULL_CHOICES),
+    "snapshot_child": _Choice(SNAPSHOT_CHILD_CHOICES),
     "stop_timeout_seconds": _Float(0.1, 600.0),
     "state_dir": _Path(),
     "names_per_lane": _Int(1, _layout.MAX_NAMES_CAPACITY),

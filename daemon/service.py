@@ -72,6 +72,10 @@ SETTLE_RESCAN_SECONDS = 0.002
 # and its work done on the snapshot thread; so is one still at it after the limit.
 STATS_CHILD_STALL_SECONDS = 20.0
 STATS_CHILD_LIMIT_SECONDS = 600.0
+# snapshot_child "auto": computed in a child once the last computation took more CPU than
+# this share of the time the fastest lane takes to fill (beside it, the drain's passes run
+# about twice as long).
+AUTO_CHILD_SHARE = 0.25
 # A step of snapshot work waits at most this long for a drain pass to end.
 GATE_WAIT_SECONDS = 0.05
 
@@ -123,7 +127,7 @@ class Daemon:
         # A snapshot's statistics are computed in a forked child (off this process's GIL);
         # embedded mode says no: it must not fork the worker's own process.
         self.forked = Forked(stats_in_child, STATS_CHILD_STALL_SECONDS,
-                             STATS_CHILD_LIMIT_SECONDS)
+                             STATS_CHILD_LIMIT_SECONDS, config.snapshot_child)
         self.gate = DrainGate(GATE_WAIT_SECONDS)
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only
@@ -345,7 +349,7 @@ class Daemon:
         loop while that thread is idle."""
         if config is not self._parts_config:
             self._parts_config = config
-            for part in (self.insights, self.sinks):
+            for part in (self.insights, self.sinks, self.forked):
                 part.apply_config(config)
 
     def _reload(self, load: Callable[[], Config] | None) -> None:
@@ -513,7 +517,8 @@ class Daemon:
         resource samples, and the insights and sinks, which are that thread's."""
         self._apply_snapshot_config(capture.config)
         step = self.gate.wait
-        capture.stats.adopt(self.forked.run(capture.stats.computed, step))
+        capture.stats.adopt(self.forked.run(capture.stats.computed, step,
+                                            capture.fill_seconds * AUTO_CHILD_SHARE))
         step()
         document = build_document(capture, self.resources, self.sinks, self.forked)
         step()

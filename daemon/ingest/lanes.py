@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -415,6 +416,12 @@ class LaneSet:
         if trusted != self.trusted_uids:
             self.trusted_uids = trusted
             self.rejected.clear()
+
+    def fill_seconds(self) -> float:
+        """The least time a lane takes to fill from empty at its observed rate (inf while
+        no lane is being written)."""
+        return min((lane.ident.capacity / lane.rate for lane in self.lanes.values()
+                    if lane.rate > 0), default=math.inf)
 
     def time_to_drain(self, longest: float, shortest: float, fill: float = WAKE_FILL
                       ) -> float:

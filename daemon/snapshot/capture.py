@@ -50,6 +50,7 @@ class Capture:
     lanes_summary: dict[str, int]
     peak_lanes: int
     drain_lag_seconds: float
+    fill_seconds: float  # the least time a lane takes to fill at its rate (LaneSet.fill_seconds)
     caches: list[dict[str, object]]
     rates: dict[str, dict[str, float]]
     drain: dict[str, object]
@@ -92,6 +93,7 @@ def take(sources: SnapshotSources, running: bool, snapshots_delayed: int = 0,
         },
         peak_lanes=lane_set.peak,
         drain_lag_seconds=_drain_lag(lanes),
+        fill_seconds=lane_set.fill_seconds(),
         caches=sources.caches.snapshot(int(clock_now), uptime),
         rates=sources.outcome_rates.rates(int(clock_now), uptime),
         drain={

@@ -33,6 +33,7 @@ import fcntl
 import gc
 import io
 import logging
+import math
 import os
 import pickle
 import select
@@ -43,6 +44,8 @@ import traceback
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from ai_analytics.core.config import Config, SnapshotChild
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -77,18 +80,29 @@ class Forked:
     """Runs ``work()`` in a forked child and returns its (pickled) result, or runs it here
     when ``enabled`` is False or the child fails. One call at a time (the snapshot thread)."""
 
-    def __init__(self, enabled: bool, stalled_after: float, limit: float) -> None:
+    def __init__(self, enabled: bool, stalled_after: float, limit: float,
+                 mode: SnapshotChild) -> None:
         self.enabled = enabled and hasattr(os, "fork")
         self.stalled_after = stalled_after
         self.limit = limit
+        self.mode = mode
+        self.last_cost = 0.0  # CPU seconds the work took last time, wherever it ran
         self.in_child = 0  # results that came from a child
         self.failures = 0  # children that gave none (the work was then done here)
         self._failing = False
 
-    def run(self, work: Callable[[], T], between: Callable[[], None] = lambda: None) -> T:
-        """``work()``, computed in a child if enabled; ``between`` is called before each
-        piece of the result is unpickled here (a chance to let other threads run)."""
-        if self.enabled:
+    def apply_config(self, config: Config) -> None:
+        self.mode = config.snapshot_child
+
+    def run(self, work: Callable[[], T], between: Callable[[], None] = lambda: None,
+            budget: float = math.inf) -> T:
+        """``work()``, computed in a child when forks are allowed (``enabled``) and asked
+        for: ``mode`` "always", or "auto" and the last run took more than ``budget`` seconds
+        of CPU (a child's own, fork and page faults left out); else here. ``between`` is
+        called before each piece of a child's result is unpickled here (a chance to let
+        other threads run)."""
+        if self.enabled and (self.mode == "always"
+                             or (self.mode == "auto" and self.last_cost > budget)):
             try:
                 result: T = self._in_child(work, between)
             except ChildHung as exc:
@@ -109,7 +123,10 @@ class Forked:
                 self.in_child += 1
                 self._failing = False
                 return result
-        return work()
+        started = time.thread_time()
+        result = work()
+        self.last_cost = time.thread_time() - started
+        return result
 
     def _in_child(self, work: Callable[[], T], between: Callable[[], None]) -> T:
         read_end, write_end = os.pipe()
@@ -133,7 +150,8 @@ class Forked:
             raise
         finally:
             os.close(read_end)
-            status = os.waitpid(pid, 0)[1]
+            _, status, usage = os.wait4(pid, 0)
+            self.last_cost = usage.ru_utime
         code = os.waitstatus_to_exitcode(status)
         if code != 0 or not data:
             raise ChildFailed(_said(data) or (f"it was killed by signal {-code}" if code < 0

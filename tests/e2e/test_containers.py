@@ -336,7 +336,7 @@ def test_daemon_in_its_own_pid_namespace(namespace, workers, daemon_factory):
     """A sidecar daemon in its own PID namespace (no shareProcessNamespace) attaches, drains
     and reclaims the lanes of workers it cannot see, exactly as on a host; status says their
     memory cannot be attributed instead of showing zero."""
-    daemon = daemon_factory(wrap=PID_NAMESPACE)
+    daemon = daemon_factory(wrap=PID_NAMESPACE, snapshot_child="always")
     worker = workers(threads=3, calls=6000, hold=True)
     wait_for(lambda: min(worker.progress()) == 6000, what="the worker's calls")
     state = daemon.state_after(lambda s: len(s["lanes"]) == 3 and s["events"]["received"]
@@ -537,7 +537,8 @@ def test_workers_and_daemon_under_different_uids(namespace, workers, daemon_fact
     config, state = daemon_files(
         public_dir, DAEMON_UID, namespace=namespace, segment_dir=segments,
         trusted_uids=[WORKER_UID], max_queue_size=1024, batch_timeout_seconds=0.05,
-        snapshot_interval_seconds=0.2, discovery_interval_seconds=0.1, http_port=free_port())
+        snapshot_interval_seconds=0.2, discovery_interval_seconds=0.1, http_port=free_port(),
+        snapshot_child="always")
     daemon = daemon_factory(config, state_dir=state, segment_dir=segments,
                             wrap=as_user(DAEMON_UID, SHARED_GID))
     worker = workers(wrap=as_user(WORKER_UID, SHARED_GID), threads=2, calls=6000,

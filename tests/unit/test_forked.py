@@ -4,6 +4,7 @@ another process, in frames; a child that fails or hangs is reaped and the work d
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -18,7 +19,7 @@ from helpers import wait_for
 
 
 def test_the_result_comes_from_a_child_process():
-    forked = Forked(True, stalled_after=20, limit=60)
+    forked = Forked(True, stalled_after=20, limit=60, mode="always")
     assert forked.run(os.getpid) != os.getpid()
     assert (forked.in_child, forked.failures) == (1, 0)
     with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
@@ -26,7 +27,7 @@ def test_the_result_comes_from_a_child_process():
 
 
 def test_a_disabled_one_runs_the_work_here():
-    forked = Forked(False, stalled_after=20, limit=60)
+    forked = Forked(False, stalled_after=20, limit=60, mode="always")
     assert forked.run(os.getpid) == os.getpid()
     assert forked.in_child == 0
 
@@ -37,7 +38,7 @@ def test_long_lists_come_back_in_frames_and_whole():
     value = {"rows": [{"i": i, "inner": list(range(i % 70)), "x": i / 3} for i in range(500)],
              "array": np.arange(100_000, dtype=np.int64), "empty": [], "short": [1, 2]}
     calls = []
-    got = Forked(True, stalled_after=20, limit=60).run(lambda: value,
+    got = Forked(True, stalled_after=20, limit=60, mode="always").run(lambda: value,
                                                        lambda: calls.append(1))
     assert got["rows"] == value["rows"] and got["empty"] == [] and got["short"] == [1, 2]
     assert np.array_equal(got["array"], value["array"])
@@ -52,7 +53,7 @@ def test_a_failing_child_falls_back_and_is_logged_once(caplog):
         return 7
 
     parent = os.getpid()
-    forked = Forked(True, stalled_after=20, limit=60)
+    forked = Forked(True, stalled_after=20, limit=60, mode="always")
     with caplog.at_level(logging.WARNING, logger="ai_analytics.daemon"):
         assert forked.run(fails) == 7
         assert forked.run(fails) == 7
@@ -69,7 +70,7 @@ def test_a_child_stuck_on_a_lock_held_at_the_fork_is_killed_and_forks_stop(caplo
     work is done here once the lock is free, and there are no more forks in this run."""
     lock = threading.Lock()
     holding = threading.Event()
-    forked = Forked(True, stalled_after=1.0, limit=60)
+    forked = Forked(True, stalled_after=1.0, limit=60, mode="always")
 
     def hold() -> None:
         with lock:
@@ -93,3 +94,27 @@ def test_a_child_stuck_on_a_lock_held_at_the_fork_is_killed_and_forks_stop(caplo
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
     assert forked.run(os.getpid) == os.getpid()  # no more forks
+
+
+def test_auto_forks_once_the_work_costs_more_than_its_budget():
+    """"auto": here while the last run cost less CPU than the budget (the first run counts
+    as free); in a child once it cost more; here again once the child's own CPU is back
+    under it. "never" stays here, "always" forks whatever the cost."""
+    def burn(seconds: float) -> int:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        return os.getpid()
+
+    here = os.getpid()
+    forked = Forked(True, stalled_after=20, limit=60, mode="auto")
+    assert forked.run(lambda: burn(0.05), budget=0.02) == here  # the first: nothing known
+    assert forked.last_cost >= 0.05
+    assert forked.run(lambda: burn(0.001), budget=0.02) != here  # it cost 50 ms last time
+    assert forked.in_child == 1 and forked.last_cost < 0.02
+    assert forked.run(lambda: burn(0.001), budget=0.02) == here
+    forked.mode = "never"
+    assert forked.run(lambda: burn(0.05), budget=0.0) == here
+    assert forked.run(lambda: burn(0.05), budget=0.0) == here
+    forked.mode = "always"
+    assert forked.run(os.getpid, budget=math.inf) != here
