@@ -60,7 +60,7 @@ class EmbeddedDaemon:
         try:
             # No forked children: this is the worker's own process (its GPU context, its
             # memory), which must not be copied.
-            daemon = Daemon(config_from_mapping(self.settings), stats_in_child=False)
+            daemon = Daemon(config_from_mapping(self.settings), may_fork=False)
             self._daemon = daemon
             if not self._cancelled.is_set():  # request_stop sets it, then reads _daemon
                 daemon.run()

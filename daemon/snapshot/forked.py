@@ -1,10 +1,12 @@
 """The heavy, pure part of a snapshot, computed in a forked child process.
 
 Why a process: the windows, the interval and the since-start counts of a capture are numpy and
-Python work (about 250 ms at 500 busy series). On the snapshot thread it held the GIL against
-the drain loop, whose passes then took twice their time and let the busiest lanes fill: at
-1 M events/s over 500 series, 0.14 % of the events were dropped, and none without snapshots.
-A child process has its own interpreter and lock, so the drain never waits for it. It runs at
+Python work (about 250 ms at 500 busy series). On the snapshot thread it holds the GIL against
+the drain loop, whose passes then take twice their time and let the busiest lanes fill: at
+1 M events/s over 500 series, 0.14-0.29 % of the events were dropped that way in 60 s runs,
+none with the work in a child (bench/endtoend.py). A child process has its own interpreter
+and lock, so the drain never waits for it. Where the work is light beside the time the lanes
+take to fill, the fork is not worth its cost: ``mode`` and ``run``'s budget say where. It runs at
 the lowest CPU priority (nice 19), so that it does not take the CPU from the drain thread
 either, nor from the node's workers: on a busy node it takes longer and the snapshot comes
 later (counted in ``drain.snapshots_delayed``), which is the right trade for a sidecar.
@@ -77,8 +79,9 @@ class ChildHung(ChildFailed):
 
 
 class Forked:
-    """Runs ``work()`` in a forked child and returns its (pickled) result, or runs it here
-    when ``enabled`` is False or the child fails. One call at a time (the snapshot thread)."""
+    """Runs ``work()`` in a forked child and returns its (pickled) result, or runs it here:
+    when forks are not allowed (``enabled``), not asked for (``mode``, ``run``'s budget), or
+    the child fails. One call at a time (the snapshot thread)."""
 
     def __init__(self, enabled: bool, stalled_after: float, limit: float,
                  mode: SnapshotChild) -> None:
