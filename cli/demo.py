@@ -24,6 +24,7 @@ START_TIMEOUT_SECONDS = 15.0
 REFRESH_SECONDS = 2.0
 WORKER_STOP_SECONDS = 10.0  # a worker ends its burst (3 s at most) and prints its count
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
+DEMO_LANE_RECORDS = 1024  # the demo daemon's max_queue_size (see run_demo)
 
 
 def run_demo(duration: float, workers: int, rate: int) -> int:
@@ -33,6 +34,10 @@ def run_demo(duration: float, workers: int, rate: int) -> int:
         settings = {"namespace": namespace, "state_dir": state_dir,
                     "segment_dir": segment_dir_from_env(),
                     "batch_timeout_seconds": 0.5, "snapshot_interval_seconds": 1.0,
+                    # Small lanes: worker 0's burst (one thread emitting flat out) must
+                    # overfill its lane for the event_loss finding to show, and the daemon
+                    # drains a default 8,192-record lane about as fast as one thread fills it.
+                    "max_queue_size": DEMO_LANE_RECORDS,
                     "http_host": "127.0.0.1", "http_port": _http_port()}
         config = config_from_mapping(settings)
         path = os.path.join(state_dir, "config.yaml")
