@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ai_analytics.daemon.stats import histogram as H
+from ai_analytics.daemon.stats.lineage import Lineage
 
 # Input keys per step, and key range per step (a merge over a narrow range tallies: its cost
 # follows the range): together about half a millisecond of merging on one core.
@@ -92,12 +93,14 @@ class Merge:
 class Merger:
     """The queue of merges the engine does between batches. ``budget_seconds`` (None: no
     limit, every merge done as it is submitted) and ``max_pending`` are attributes so that a
-    test can hold merges back and let them catch up."""
+    test can hold merges back and let them catch up. ``lineage`` records what each finished
+    merge sums."""
 
     def __init__(self, budget_seconds: float | None = BUDGET_SECONDS,
                  max_pending: int = MAX_PENDING) -> None:
         self.budget_seconds, self.max_pending = budget_seconds, max_pending
         self._queue: deque[Merge] = deque()
+        self.lineage = Lineage()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -111,8 +114,7 @@ class Merger:
         """Complete one merge now (its parts must not wait any longer) and adopt it."""
         if merge in self._queue:
             self._queue.remove(merge)
-            merge.finish()
-            merge.adopt(merge)
+            self._done(merge, merge.finish())
 
     def run(self) -> None:
         """Step merges, oldest first, for the budget, and beyond it while too many wait."""
@@ -124,7 +126,12 @@ class Merger:
             merge = queue[0]
             if merge.step():
                 queue.popleft()
-                merge.adopt(merge)
+                assert merge.result is not None
+                self._done(merge, merge.result)
+
+    def _done(self, merge: Merge, result: H.Counts) -> None:
+        self.lineage.record(result, merge.parts)
+        merge.adopt(merge)
 
 
 def replace_run(parts: list[H.Counts], covered: tuple[H.Counts, ...], merged: H.Counts

@@ -40,7 +40,7 @@ steady load. The number of series is capped (see ``series``).
 ``operations()`` reuses what the previous one computed (``OperationsCache``): the totals of
 each whole block of seconds (frozen blocks never change), and each window's summed bucket
 counts, which it updates by the parts that came and went rather than summing the window
-afresh. At 1,024 busy series that is ~9 KiB per series: ~3 KiB of block totals (88 bytes per
+afresh (parts the engine merged into one meanwhile count as unchanged: ``lineage``). At 1,024 busy series that is ~9 KiB per series: ~3 KiB of block totals (88 bytes per
 series and block, 80 more per LLM series) and ~6 KiB of window sums (6 bytes per bucket hit in
 the window).
 """
@@ -58,6 +58,7 @@ import numpy as np
 from ai_analytics.client import _layout as L
 from ai_analytics.daemon.stats import histogram as H
 from ai_analytics.daemon.stats.describe import PREFIX, describe
+from ai_analytics.daemon.stats.lineage import Lineage, signature
 from ai_analytics.daemon.stats.merging import Merge, Merger, replace_run
 from ai_analytics.daemon.stats.series import SeriesRegistry
 from ai_analytics.daemon.stats.totals import (
@@ -178,11 +179,12 @@ class OperationsCache:
     an identity is never reused while it is kept), and only ever replaced, never changed: two
     threads computing at once each read a consistent entry, and the last one's stays."""
 
-    __slots__ = ("counts", "folds")
+    __slots__ = ("counts", "folds", "lineage")
 
-    def __init__(self) -> None:
+    def __init__(self, lineage: Lineage | None = None) -> None:
         self.folds: dict[int, tuple[TotalsBlock, BlockFold]] = {}
         self.counts: dict[str, tuple[tuple[H.Counts, ...], H.Counts]] = {}
+        self.lineage = lineage  # what the engine's merges sum: see ``_merged_from``
 
     def memory(self) -> int:
         """Bytes of the arrays only this cache holds (the parts it refers to are the rings')."""
@@ -201,7 +203,7 @@ def _merged_window(cache: OperationsCache | None, name: str, parts: list[H.Count
     """The sum of a window's parts: the previous sum for this window, plus the parts new to
     it, minus those no longer in it, when that is the smaller job."""
     entry = cache.counts.get(name) if cache is not None else None
-    merged = _merged_from(entry, parts) if entry is not None else None
+    merged = _merged_from(entry, parts, cache.lineage) if cache is not None and entry else None
     if merged is None:
         blocks = H.merged_blocks(parts, series)
         keys, counts = blocks[0] if len(blocks) == 1 else (
@@ -212,14 +214,17 @@ def _merged_window(cache: OperationsCache | None, name: str, parts: list[H.Count
     return merged
 
 
-def _merged_from(entry: tuple[tuple[H.Counts, ...], H.Counts], parts: list[H.Counts]
-                 ) -> H.Counts | None:
-    """``entry``'s sum updated to ``parts`` (compared as multisets of objects), or None when
-    summing ``parts`` afresh costs less."""
+def _merged_from(entry: tuple[tuple[H.Counts, ...], H.Counts], parts: list[H.Counts],
+                 lineage: Lineage | None) -> H.Counts | None:
+    """``entry``'s sum updated to ``parts`` (compared as multisets of parts, a part that
+    ``lineage`` knows as the sum of removed ones standing for them), or None when summing
+    ``parts`` afresh costs less."""
     before, merged = entry
-    objects = {id(part): part for part in (*before, *parts)}
-    added = Counter(map(id, parts))
-    added.subtract(Counter(map(id, before)))
+    objects = {signature(part): part for part in (*before, *parts)}
+    added = Counter(map(signature, parts))
+    added.subtract(Counter(map(signature, before)))
+    if lineage is not None and any(times > 0 for times in added.values()):
+        lineage.cancel(added, objects)
     if not any(added.values()):
         return merged
     changed = [(objects[key], times) for key, times in added.items() if times]
@@ -268,7 +273,8 @@ class Statistics:
         # The since-start sums of recent captures, newest last (not the captures: those hold
         # their answers, a snapshot's rows, which must go with the snapshot).
         self._pending: list[SinceSum] = []
-        self.operations_cache = OperationsCache()  # shared by the captures' operations()
+        # Shared by the captures' operations().
+        self.operations_cache = OperationsCache(self.merger.lineage)
 
     # -- input -----------------------------------------------------------------------------
     def add(self, records: np.ndarray, op_names: np.ndarray, model_names: np.ndarray) -> None:

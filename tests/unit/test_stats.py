@@ -541,3 +541,54 @@ def test_a_merge_replaces_its_parts_only_where_all_of_them_are_still_there():
         assert replace_run(parts, (b, c), merged) is replaced
         assert len(parts) == len(expected)
         assert all(x is y for x, y in zip(parts, expected, strict=True))
+
+
+def test_a_window_sum_stands_when_its_parts_are_merged_into_one():
+    """A cached window sum whose parts the engine merged since (in one step or two) is
+    updated by what really came and went: the merge's result stands for the parts it sums.
+    Without the lineage the same change costs a sum afresh; the answer is the same."""
+    from ai_analytics.daemon.stats.merging import Merge, Merger
+    from ai_analytics.daemon.stats.statistics import _merged_from
+
+    rng = np.random.default_rng(8)
+    parts = []
+    for size in (4000, 4000, 4000, 4000, 300):
+        keys = np.unique(rng.integers(0, 40 * H.HIST_WIDTH, size)).astype(H.KEY_DTYPE)
+        parts.append((keys, H.narrow(rng.integers(1, 9, len(keys)))))
+    merger = Merger(budget_seconds=None)
+    entry = (tuple(parts[:4]), H.merge_counts(parts[:4], None))
+    first = Merge(parts[:3], None, lambda _: None)
+    merger.submit(first)
+    second = Merge([first.result, parts[3]], None, lambda _: None)
+    merger.submit(second)
+    for now in ([first.result, parts[3], parts[4]], [second.result, parts[4]]):
+        updated = _merged_from(entry, now, merger.lineage)
+        assert updated is not None
+        expected = H.merge_counts(now)
+        assert np.array_equal(updated[0], expected[0])
+        assert np.array_equal(updated[1], expected[1])
+        assert _merged_from(entry, now, None) is None  # taken as a big change otherwise
+    # Equal counts in other arrays are not the parts the merge summed.
+    copies = [(keys.copy(), counts.copy()) for keys, counts in parts[:4]]
+    assert _merged_from((tuple(copies), entry[1]), [second.result, parts[4]],
+                        merger.lineage) is None
+
+
+def test_the_lineage_keeps_nothing_alive_and_forgets_with_its_results():
+    """The lineage refers to arrays weakly: a result that dies takes its entry with it, and
+    a result whose sources died has none to stand for."""
+    from ai_analytics.daemon.stats.lineage import Lineage
+
+    lineage = Lineage()
+    a, b = ((np.array([i], H.KEY_DTYPE), np.array([1], np.uint16)) for i in range(2))
+    result = H.merge_counts([a, b])
+    lineage.record(result, (a, b))
+    assert len(lineage) == 1
+    sources = lineage.sources(result)
+    assert sources is not None and len(sources) == 2
+    assert all(s[0] is p[0] and s[1] is p[1] for s, p in zip(sources, (a, b), strict=True))
+    assert lineage.sources((result[0], result[1].copy())) is None  # other arrays
+    del sources, a
+    assert lineage.sources(result) is None
+    del result
+    assert len(lineage) == 0
