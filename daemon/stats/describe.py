@@ -44,8 +44,8 @@ def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: 
     [min, max] (exact at the ends, never outside the data); None without values."""
     has = n > 0
     if not has.all():  # the series without values (no LLM fields, say) share one shape
-        out: list[dict[str, object]] = [
-            {"count": 0, **_NO_VALUES} if count else dict(_NO_VALUES) for _ in range(len(n))]
+        out: list[dict[str, object]] = list(map(dict.copy, [_NO_COUNT if count else _NO_VALUES]
+                                                * len(n)))
         chosen = np.flatnonzero(has)
         if len(chosen):
             for index, value in zip(chosen.tolist(), _distributions(
@@ -70,6 +70,7 @@ def _distributions(c: dict[str, np.ndarray], found: np.ndarray, prefix: str, n: 
 
 _NO_VALUES: dict[str, object] = {"mean": None, "min": None, "max": None,
                                  **{name: None for name, _ in PERCENTILES}}
+_NO_COUNT: dict[str, object] = {"count": 0, **_NO_VALUES}
 
 
 def _no_events(span: float) -> dict[str, object]:
@@ -79,7 +80,7 @@ def _no_events(span: float) -> dict[str, object]:
         "latency_ms": dict(_NO_VALUES),
         "quality": {"count": 0, "mean": None, "min": None, "p10": None},
         "cache": {"lookups": 0, "hits": 0, "hit_rate": None},
-        "ttft_ms": {"count": 0, **_NO_VALUES}, "queue_ms": {"count": 0, **_NO_VALUES},
+        "ttft_ms": dict(_NO_COUNT), "queue_ms": dict(_NO_COUNT),
         "tokens": {"in_total": 0, "out_total": 0, "in_per_s": 0.0, "out_per_s": 0.0},
     }
 
