@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
+
+import psutil
 
 MEMORY_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
 
@@ -24,14 +25,13 @@ def cpu_seconds(pid: int) -> float:
     its children it has waited for (the daemon computes each snapshot's statistics in a
     child). Its own is the process CPU clock that clock_getcpuclockid(3) gives for it, read
     to the nanosecond (the utime and stime of /proc/PID/stat are the same time in 10 ms
-    ticks, too coarse for short runs); the children's is cutime + cstime from /proc/PID/stat
-    (in those ticks: a child's run of a few hundred ms is counted within one tick)."""
+    ticks, too coarse for short runs); the children's is the kernel's count, in those ticks
+    (a child's run of a few hundred ms is counted within one tick)."""
     own = time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
     return own + children_cpu_seconds(pid)
 
 
 def children_cpu_seconds(pid: int) -> float:
-    """cutime + cstime of /proc/PID/stat: the CPU of the children ``pid`` has waited for."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    """The CPU of the children ``pid`` has waited for (user + system)."""
+    cpu = psutil.Process(pid).cpu_times()
+    return cpu.children_user + cpu.children_system

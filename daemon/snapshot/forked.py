@@ -47,6 +47,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psutil
+
 from ai_analytics.core.config import Config, SnapshotChild
 
 log = logging.getLogger("ai_analytics.daemon")
@@ -193,7 +195,11 @@ def _read_all(fd: int, pid: int, stalled_after: float, limit: float) -> bytes:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     started = progressed = time.monotonic()
-    _, ran = _run_state(pid)
+    try:
+        child: psutil.Process | None = psutil.Process(pid)
+    except psutil.Error:  # gone already: its pipe tells the rest
+        child = None
+    _, ran = _run_state(child)
     while True:
         if poller.poll(POLL_SECONDS * 1000):
             chunk = os.read(fd, READ_BYTES)
@@ -203,24 +209,26 @@ def _read_all(fd: int, pid: int, stalled_after: float, limit: float) -> bytes:
             progressed = time.monotonic()
             continue
         now = time.monotonic()
-        state, ticks = _run_state(pid)
-        if ticks != ran or state == "R":
-            ran, progressed = ticks, now
+        running, cpu = _run_state(child)
+        if cpu != ran or running:
+            ran, progressed = cpu, now
         if now - progressed > stalled_after:
             raise ChildHung(f"stood still for {stalled_after:g} s and was killed")
         if now - started > limit:
             raise ChildHung(f"ran for more than {limit:g} s and was killed")
 
 
-def _run_state(pid: int) -> tuple[str, int]:
-    """(state letter, user + system CPU ticks) of ``pid`` from /proc/PID/stat; ("", -1) if
-    it cannot be read."""
+def _run_state(child: psutil.Process | None) -> tuple[bool, float]:
+    """(whether ``child`` is running or waiting for a CPU, its user + system CPU seconds);
+    (False, -1.0) if that cannot be read."""
+    if child is None:
+        return False, -1.0
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return "", -1
-    return fields[0].decode(), int(fields[11]) + int(fields[12])
+        with child.oneshot():
+            cpu = child.cpu_times()
+            return child.status() == psutil.STATUS_RUNNING, cpu.user + cpu.system
+    except psutil.Error:
+        return False, -1.0
 
 
 def _dumps(value: object) -> bytes:
