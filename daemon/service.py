@@ -41,6 +41,7 @@ from ai_analytics.daemon.http.series_api import SeriesApi
 from ai_analytics.daemon.http.server import StatusServer
 from ai_analytics.daemon.ingest.control import publish_control, remove_foreign, withdraw_control
 from ai_analytics.daemon.ingest.drain import Drainer
+from ai_analytics.daemon.ingest.gate import DrainGate
 from ai_analytics.daemon.ingest.lanes import SNAPSHOT_WAKE_FILL, WAKE_FILL, LaneSet
 from ai_analytics.daemon.ingest.segment_dir import check_usable, start_warning
 from ai_analytics.daemon.ingest.shm_watch import ShmWatch
@@ -52,7 +53,6 @@ from ai_analytics.daemon.sinks.writer import Sinks
 from ai_analytics.daemon.snapshot.builder import build_document
 from ai_analytics.daemon.snapshot.capture import Capture, take
 from ai_analytics.daemon.snapshot.forked import Forked
-from ai_analytics.daemon.snapshot.gate import DrainGate
 from ai_analytics.daemon.snapshot.worker import SnapshotThread
 from ai_analytics.daemon.stats.caches import CacheStates
 from ai_analytics.daemon.stats.rates import CounterRates

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ai_analytics.core.document import SnapshotDocument, mapping, mappings, number
 from ai_analytics.core.outcomes import SETTLED
+from ai_analytics.daemon.ingest.gate import no_wait
 from ai_analytics.daemon.stats.edge_counts import HISTOGRAMS
 
 PREFIX = "ai_analytics_"
@@ -128,11 +129,7 @@ class Family:
         return self.head + "".join(self.lines) if self.lines else ""
 
 
-def _no_pause() -> None:
-    pass
-
-
-def render(document: SnapshotDocument | None, between: Callable[[], None] = _no_pause) -> bytes:
+def render(document: SnapshotDocument | None, between: Callable[[], None] = no_wait) -> bytes:
     """The Prometheus text format (0.0.4) of one snapshot document; empty for None.
     ``between`` is called after each family is made and every ``ROWS_PER_PAUSE`` series
     within one (the daemon waits there for a drain pass to end: at hundreds of series a

@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 import psutil
 
 from ai_analytics.core.config import Config, SnapshotChild
+from ai_analytics.daemon.ingest.gate import no_wait
 
 log = logging.getLogger("ai_analytics.daemon")
 
@@ -99,7 +100,7 @@ class Forked:
     def apply_config(self, config: Config) -> None:
         self.mode = config.snapshot_child
 
-    def run(self, work: Callable[[], T], between: Callable[[], None] = lambda: None,
+    def run(self, work: Callable[[], T], between: Callable[[], None] = no_wait,
             budget: float = math.inf) -> T:
         """``work()``, computed in a child when forks are allowed (``enabled``) and asked
         for: ``mode`` "always", or "auto" and the last run took more than ``budget`` seconds
@@ -279,7 +280,7 @@ class _Joiner(pickle.Unpickler):
         return self.lists[pid]  # type: ignore[index]
 
 
-def _loads(data: bytes, between: Callable[[], None] = lambda: None) -> Any:
+def _loads(data: bytes, between: Callable[[], None] = no_wait) -> Any:
     """What ``_dumps`` wrote, one frame's ``loads`` at a time, each after ``between()``."""
     lists: collections.defaultdict[int, list[object]] = collections.defaultdict(list)
     view, at = memoryview(data), 0

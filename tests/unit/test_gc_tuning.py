@@ -7,7 +7,7 @@ import json
 import threading
 import time
 
-from ai_analytics.daemon.snapshot.gate import DrainGate
+from ai_analytics.daemon.ingest.gate import DrainGate
 
 from helpers import run_python
 

@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def no_wait() -> None:
+    """The wait of work that shares its process with no drain loop (a test, a tool): none."""
+
+
 class DrainGate:
     """``passing()`` around each drain pass (the loop); ``wait()`` before each step of
     snapshot work (the snapshot thread)."""
@@ -44,4 +48,4 @@ class DrainGate:
             self._cond.wait_for(lambda: not self._passing, self.max_wait)
 
 
-__all__ = ["DrainGate"]
+__all__ = ["DrainGate", "no_wait"]
