@@ -40,7 +40,9 @@ class EmbeddedDaemon:
     def __init__(self, settings: Mapping[str, object], namespace: str) -> None:
         self.namespace = namespace
         self.state_dir = tempfile.mkdtemp(prefix=f"ai-analytics-{namespace}-")
-        self.settings = {**settings, "state_dir": self.state_dir}
+        # No forked children whatever the settings say: this is the worker's own process (its
+        # GPU context, its memory), which must not be copied.
+        self.settings = {**settings, "state_dir": self.state_dir, "snapshot_child": "never"}
         self.error: BaseException | None = None
         self._daemon: Daemon | None = None  # set by the thread once constructed
         self._ended = threading.Event()
@@ -58,9 +60,7 @@ class EmbeddedDaemon:
         """The thread: construct the daemon here (its SQLite connection belongs to the thread
         that made it) and run its loop until stopped."""
         try:
-            # No forked children: this is the worker's own process (its GPU context, its
-            # memory), which must not be copied.
-            daemon = Daemon(config_from_mapping(self.settings), may_fork=False)
+            daemon = Daemon(config_from_mapping(self.settings))
             self._daemon = daemon
             if not self._cancelled.is_set():  # request_stop sets it, then reads _daemon
                 daemon.run()

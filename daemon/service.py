@@ -105,8 +105,7 @@ class Daemon:
     parts: the loop's thread only, or a daemon that does not run.
     """
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic,
-                 may_fork: bool = True) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         check_usable(config.segment_dir)
         self.config = config
         self.clock = clock
@@ -125,9 +124,9 @@ class Daemon:
         self.last_document: SnapshotDocument | None = None
         self.insights = Insights(config)
         # A snapshot's statistics may be computed in a forked child, off this process's GIL
-        # (snapshot_child); embedded mode says no: it must not fork the worker's process.
-        self.forked = Forked(may_fork, STATS_CHILD_STALL_SECONDS,
-                             STATS_CHILD_LIMIT_SECONDS, config.snapshot_child)
+        # (snapshot_child).
+        self.forked = Forked(STATS_CHILD_STALL_SECONDS, STATS_CHILD_LIMIT_SECONDS,
+                             config.snapshot_child)
         self.gate = DrainGate(GATE_WAIT_SECONDS)
         self.http: StatusServer | None = None
         self.last_iteration: float | None = None  # monotonic; written by the loop thread only

@@ -83,12 +83,12 @@ class ChildHung(ChildFailed):
 
 class Forked:
     """Runs ``work()`` in a forked child and returns its (pickled) result, or runs it here:
-    when forks are not allowed (``enabled``), not asked for (``mode``, ``run``'s budget), or
-    the child fails. One call at a time (the snapshot thread)."""
+    where there is no ``fork`` or a child hung (``enabled``), when a child is not asked for
+    (``mode``, ``run``'s budget), or the child fails. One call at a time (the snapshot
+    thread)."""
 
-    def __init__(self, enabled: bool, stalled_after: float, limit: float,
-                 mode: SnapshotChild) -> None:
-        self.enabled = enabled and hasattr(os, "fork")
+    def __init__(self, stalled_after: float, limit: float, mode: SnapshotChild) -> None:
+        self.enabled = hasattr(os, "fork")
         self.stalled_after = stalled_after
         self.limit = limit
         self.mode = mode

@@ -19,17 +19,11 @@ from helpers import wait_for
 
 
 def test_the_result_comes_from_a_child_process():
-    forked = Forked(True, stalled_after=20, limit=60, mode="always")
+    forked = Forked(stalled_after=20, limit=60, mode="always")
     assert forked.run(os.getpid) != os.getpid()
     assert (forked.in_child, forked.failures) == (1, 0)
     with pytest.raises(ChildProcessError):  # reaped: no zombie left behind
         os.waitpid(-1, os.WNOHANG)
-
-
-def test_a_disabled_one_runs_the_work_here():
-    forked = Forked(False, stalled_after=20, limit=60, mode="always")
-    assert forked.run(os.getpid) == os.getpid()
-    assert forked.in_child == 0
 
 
 def test_long_lists_come_back_in_frames_and_whole():
@@ -38,7 +32,7 @@ def test_long_lists_come_back_in_frames_and_whole():
     value = {"rows": [{"i": i, "inner": list(range(i % 70)), "x": i / 3} for i in range(500)],
              "array": np.arange(100_000, dtype=np.int64), "empty": [], "short": [1, 2]}
     calls = []
-    got = Forked(True, stalled_after=20, limit=60, mode="always").run(lambda: value,
+    got = Forked(stalled_after=20, limit=60, mode="always").run(lambda: value,
                                                        lambda: calls.append(1))
     assert got["rows"] == value["rows"] and got["empty"] == [] and got["short"] == [1, 2]
     assert np.array_equal(got["array"], value["array"])
@@ -53,7 +47,7 @@ def test_a_failing_child_falls_back_and_is_logged_once(caplog):
         return 7
 
     parent = os.getpid()
-    forked = Forked(True, stalled_after=20, limit=60, mode="always")
+    forked = Forked(stalled_after=20, limit=60, mode="always")
     with caplog.at_level(logging.WARNING, logger="ai_analytics.daemon"):
         assert forked.run(fails) == 7
         assert forked.run(fails) == 7
@@ -70,7 +64,7 @@ def test_a_child_stuck_on_a_lock_held_at_the_fork_is_killed_and_forks_stop(caplo
     work is done here once the lock is free, and there are no more forks in this run."""
     lock = threading.Lock()
     holding = threading.Event()
-    forked = Forked(True, stalled_after=1.0, limit=60, mode="always")
+    forked = Forked(stalled_after=1.0, limit=60, mode="always")
 
     def hold() -> None:
         with lock:
@@ -107,7 +101,7 @@ def test_auto_forks_once_the_work_costs_more_than_its_budget():
         return os.getpid()
 
     here = os.getpid()
-    forked = Forked(True, stalled_after=20, limit=60, mode="auto")
+    forked = Forked(stalled_after=20, limit=60, mode="auto")
     assert forked.run(lambda: burn(0.05), budget=0.02) == here  # the first: nothing known
     assert forked.last_cost >= 0.05
     assert forked.run(lambda: burn(0.001), budget=0.02) != here  # it cost 50 ms last time

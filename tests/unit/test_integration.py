@@ -31,7 +31,7 @@ from ai_analytics.client.integration import (
 )
 from ai_analytics.core.config import ConfigError, config_from_mapping
 
-from helpers import free_port, lane_names
+from helpers import free_port, lane_names, wait_for
 
 RunAsync = Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]
 
@@ -413,3 +413,27 @@ def test_operation_type_is_the_clients() -> None:
     """AIOperationType here is the client's own enum, usable wherever a name is."""
     assert AIOperationType is client.AIOperationType
     assert AIOperationType.STYLE_TRANSFER.value == "style_transfer"
+
+
+def test_an_embedded_daemon_never_forks_whatever_its_settings_say(
+        namespace: str, on_thread: Callable[..., Any]) -> None:
+    """The worker's own process is never copied: an embedded daemon asked to compute every
+    snapshot's statistics in a child (``snapshot_child: always``) computes them on its
+    snapshot thread (none came from a child)."""
+    from ai_analytics.daemon.embedded import EmbeddedDaemon
+
+    settings = {**AnalyticsConfig(snapshot_interval_seconds=0.2).daemon_settings(namespace, "/"),
+                "snapshot_child": "always"}
+    embedded = EmbeddedDaemon(settings, namespace)
+    embedded.start()
+    try:
+        assert embedded.wait_ready(timeout=60.0), embedded.failure()
+        on_thread(client.emit, "embedded_op", 3.0)
+        assert wait_for(lambda: (embedded.snapshot() or {}).get("events", {}).get("received"),
+                        timeout=60.0)
+        document = embedded.snapshot()
+        assert document is not None
+        assert document["drain"]["stats_in_child"] == 0
+    finally:
+        embedded.request_stop(timeout=5.0)
+        assert embedded.join(timeout=30.0)

@@ -380,7 +380,7 @@ def test_answers_computed_in_a_forked_copy_are_those_computed_here(stats, clock)
     """A capture's costly answers computed in a forked child and adopted here are those
     computed here: its rows, its interval; and the operations cache the children leave (parts
     and blocks named by identity across the fork) gives the rows computed afresh."""
-    forked = Forked(True, stalled_after=20, limit=60, mode="always")
+    forked = Forked(stalled_after=20, limit=60, mode="always")
     cache = stats.operations_cache
     checked = 0
     for capture in _drive(stats, clock, 120, seed=7):
