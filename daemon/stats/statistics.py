@@ -38,8 +38,8 @@ The totals are allocated and touched when a series appears, so RSS does not cree
 steady load. The number of series is capped (see ``series``).
 
 ``operations()`` reuses what the previous one computed (``OperationsCache``): the totals of each
-whole block of seconds (frozen blocks never change), and each window's summed bucket counts,
-which it updates by the parts that came and went rather than summing the window afresh (parts
+whole block of seconds (frozen blocks never change), and each window's summed bucket counts
+(the since-start counts too), which it updates by the parts that came and went rather than summing the window afresh (parts
 the engine merged into one meanwhile count as unchanged: ``lineage``). At 1,024 busy series that
 is ~9 KiB per series: ~3 KiB of block totals (88 bytes per series and block, 80 more per LLM
 series) and ~6 KiB of window sums (6 bytes per bucket hit in the window).
@@ -75,6 +75,7 @@ from ai_analytics.daemon.stats.totals import (
 )
 
 WINDOWS: tuple[tuple[str, int], ...] = (("10s", 10), ("1m", 60), ("5m", 300))
+SINCE_START = "since_start"
 # Bucket-count rings: (slot length in seconds, slots), one per window.
 BUCKET_RINGS = {"10s": (1, 10), "1m": (10, 6), "5m": (30, 10)}
 # A slot's parts are merged into one when this many have arrived: bounds the parts a window
@@ -594,12 +595,21 @@ class StatsCapture:
         return self._cardinality
 
     def since_counts(self) -> H.Counts:
+        """The since-start bucket counts: the previous capture's sum (which the engine took
+        in place of the parts it sums) plus the parts that came since, as for a window."""
         since = self.since
         if since.merged is None:
-            blocks = H.merged_blocks(since.parts, self.series)
-            since.merged = blocks[0] if len(blocks) == 1 else (
-                np.concatenate([k for k, _ in blocks]), np.concatenate([c for _, c in blocks]))
+            since.merged = _merged_window(self._cache, SINCE_START, list(since.parts),
+                                          self.series)
+            self._sum_made(since)
         return since.merged
+
+    def _sum_made(self, since: SinceSum) -> None:
+        """The engine will take ``since.merged`` in place of ``since.parts``: the lineage
+        says what it sums, so that the next capture's sum updates this one."""
+        cache = self._cache
+        if cache is not None and cache.lineage is not None and since.merged is not None:
+            cache.lineage.record(since.merged, since.parts)
 
     def operations(self) -> list[dict[str, object]]:
         """Every series with its all-time count and statistics per window (10 s, 1 min,
@@ -626,13 +636,13 @@ class StatsCapture:
                                       min(seconds, uptime), everyone)
         if cache is not None:
             cache.folds = folds.used
-        windows["since_start"] = describe(self._since, [self.since_counts()],
+        windows[SINCE_START] = describe(self._since, [self.since_counts()],
                                            max(self.now - self._started, 1.0), everyone)
         labels = self.labels
         all_time = self._all_time.tolist()
         # Most events first; a stable sort keeps series of equal counts in series-id order.
         order = np.argsort(-self._all_time, kind="stable").tolist()
-        ten, minute, five, since = (windows[name] for name in ("10s", "1m", "5m", "since_start"))
+        ten, minute, five, since = (windows[name] for name in ("10s", "1m", "5m", SINCE_START))
         return [
             {"operation": labels[sid][0], "model": labels[sid][1], "count": all_time[sid],
              "windows": {"10s": ten[sid], "1m": minute[sid], "5m": five[sid],
@@ -660,15 +670,18 @@ class StatsCapture:
             return
         self._operations, self._interval = results.operations, results.interval
         self.since.merged = results.since_merged
+        self._sum_made(self.since)
         cache = self._cache
         if cache is None:
             return
         parts = {id(part): part
-                 for slots in (*(ring for _, ring in self._rings.values()), self._open_seconds)
+                 for slots in (*(ring for _, ring in self._rings.values()), self._open_seconds,
+                               ((0, self.since.parts),))
                  for _, slot_parts in slots for part in slot_parts}
         for name, (ids, total) in results.window_sums.items():
             if all(key in parts for key in ids):
-                cache.counts[name] = (tuple(parts[key] for key in ids), total)
+                cache.counts[name] = (tuple(parts[key] for key in ids),
+                                      self.since.merged if name == SINCE_START else total)
         blocks = {id(block): block for block in self._blocks}
         cache.folds = {key: (blocks[key], fold) for key, fold in results.folds.items()
                        if key in blocks}

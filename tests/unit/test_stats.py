@@ -353,7 +353,7 @@ def test_operations_reuse_across_captures_changes_nothing(stats, clock):
             reads += 1
     assert reads > 100
     assert stats.operations_cache.folds and set(stats.operations_cache.counts) == {
-        "10s", "1m", "5m"}
+        "10s", "1m", "5m", "since_start"}
 
 
 def test_operations_cache_shared_by_threads_in_any_order(stats, clock):
@@ -392,7 +392,7 @@ def test_answers_computed_in_a_forked_copy_are_those_computed_here(stats, clock)
         assert capture.compute_operations(cache) == capture.operations()
         checked += 1
     assert forked.in_child == checked > 50 and forked.failures == 0
-    assert set(cache.counts) == {"10s", "1m", "5m"} and cache.folds
+    assert set(cache.counts) == {"10s", "1m", "5m", "since_start"} and cache.folds
 
 
 # -- the performance snapshot of a Daemon in this process -----------------------------------
