@@ -38,11 +38,11 @@ The totals are allocated and touched when a series appears, so RSS does not cree
 steady load. The number of series is capped (see ``series``).
 
 ``operations()`` reuses what the previous one computed (``OperationsCache``): the totals of each
-whole block of seconds (frozen blocks never change), and each window's summed bucket counts
-(the since-start counts too), which it updates by the parts that came and went rather than summing the window afresh (parts
-the engine merged into one meanwhile count as unchanged: ``lineage``). At 1,024 busy series that
-is ~9 KiB per series: ~3 KiB of block totals (88 bytes per series and block, 80 more per LLM
-series) and ~6 KiB of window sums (6 bytes per bucket hit in the window).
+whole block of seconds (frozen blocks never change), and each window's summed bucket counts (the
+since-start counts too), which it updates by the parts that came and went rather than summing
+the window afresh (parts the engine merged into one meanwhile count as unchanged: ``lineage``).
+At 1,024 busy series that is ~9 KiB per series: ~3 KiB of block totals (88 bytes per series and
+block, 80 more per LLM series) and ~6 KiB of window sums (6 bytes per bucket hit in the window).
 """
 
 from __future__ import annotations
