@@ -274,21 +274,15 @@ def sparse_quantiles(counts: Counts, series: int, quantiles: tuple[float, ...],
         return values
     # Each (series, distribution) group starts at a known key, so a binary search per group
     # finds the groups: no arithmetic per entry beyond one cumulative sum. The starts are in
-    # the keys' dtype: a search for wider values would copy the keys.
+    # the keys' dtype: a search for wider values would copy the keys (twice the time).
     starts = (np.arange(series)[:, None] * HIST_WIDTH + np.asarray(OFFSETS)).ravel()
     bounds = np.searchsorted(keys, np.append(starts, series * HIST_WIDTH).astype(keys.dtype))
     cumulative = np.cumsum(hits, dtype=np.int64)
     before = np.concatenate(([0], cumulative))[bounds]
     group = np.flatnonzero(before[1:] != before[:-1])
     totals, before, base = before[group + 1] - before[group], before[group], starts[group]
-    # The ranks sought in ascending order, group after group: numpy's search starts from
-    # the previous answer when the values ascend (four times faster than values that go back
-    # down at every group).
-    ascending = np.argsort(quantiles, kind="stable")
-    rank = np.maximum(1, np.ceil(np.multiply.outer(totals, np.asarray(quantiles)[ascending])
-                                 - 1e-9)).astype(np.int64)
-    at = np.empty_like(rank)
-    at[:, ascending] = np.searchsorted(cumulative, before[:, None] + rank, side="left")
+    rank = np.maximum(1, np.ceil(np.multiply.outer(totals, quantiles) - 1e-9)).astype(np.int64)
+    at = np.searchsorted(cumulative, before[:, None] + rank, side="left")
     bucket = keys[at] - base[:, None]
     group_sid, group_metric = np.divmod(group, len(WIDTHS))
     found = np.where((group_metric == QUALITY)[:, None], quality_bucket_values(bucket),
