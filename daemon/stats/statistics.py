@@ -201,8 +201,9 @@ _UPDATE_COST = 6
 
 def _merged_window(cache: OperationsCache | None, name: str, parts: list[H.Counts],
                    series: int) -> H.Counts:
-    """The sum of a window's parts: the previous sum for this window, plus the parts new to
-    it, minus those no longer in it, when that is the smaller job."""
+    """The sum of a window's parts (or of the since-start parts, ``name`` SINCE_START): the
+    previous sum under ``name``, plus the parts new to it, minus those no longer in it, when
+    that is the smaller job."""
     entry = cache.counts.get(name) if cache is not None else None
     merged = _merged_from(entry, parts, cache.lineage) if cache is not None and entry else None
     if merged is None:
