@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 from ai_analytics.client import _layout as L
+from ai_analytics.client._segments import lane_prefix
+from ai_analytics.core.lane_header import NotReady, parse_header
 
 from helpers import (
-    HEADER_IDENTITY,
     SHM_DIR,
     TESTS,
     fetch,
@@ -120,13 +121,18 @@ def gunicorn(tmp_path: Path, namespace: str) -> Iterator[Callable[..., Gunicorn]
 
 
 def lanes_by_pid(namespace: str) -> dict[int, int]:
-    """How many lanes each process has (its writer's pid is in a lane's header)."""
+    """How many lanes each process has (its writer's pid is in a lane's header). A lane still
+    being made (its header not yet published) is not counted yet."""
     found: dict[int, int] = {}
     for name in lane_names(namespace):
         with open(os.path.join(SHM_DIR, name), "rb") as segment:
-            header = segment.read(L.HEADER_SIZE)
-        pid = L.HEADER_FIXED.unpack_from(header, L.OFF_VERSION)[HEADER_IDENTITY.index("pid") - 1]
-        found[pid] = found.get(pid, 0) + 1
+            raw = segment.read(L.HEADER_SIZE)
+            size = os.fstat(segment.fileno()).st_size
+        try:
+            header = parse_header(name, lane_prefix(namespace), raw, size)
+        except NotReady:
+            continue
+        found[header.pid] = found.get(header.pid, 0) + 1
     return found
 
 
