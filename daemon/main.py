@@ -15,8 +15,10 @@ from ai_analytics.core.exits import DaemonExit
 from ai_analytics.core.version import package_version
 from ai_analytics.daemon.gc_tuning import schedule_full_collections
 from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
-from ai_analytics.daemon.service import Daemon
+from ai_analytics.daemon.sort_tuning import DISABLE_VARIABLE, prefer_avx2_sort
 from ai_analytics.daemon.systemd_notify import notify, watchdog_interval
+
+log = logging.getLogger("ai_analytics.daemon")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +47,15 @@ def main(config_path: str | None) -> None:
         level=log_level_number(config), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if sorting := prefer_avx2_sort():
+        log.info("AMD Zen 4 CPU: numpy's AVX-512 kernels are off in this process (%s=%s), "
+                 "because its AVX-512 sort is several times slower there than its AVX2 one; "
+                 "set %s yourself (empty keeps numpy's choice) to decide otherwise",
+                 DISABLE_VARIABLE, sorting, DISABLE_VARIABLE)
     keep_temporaries_on_heap()
+    # Imported here, after prefer_avx2_sort: this is what first imports numpy.
+    from ai_analytics.daemon.service import Daemon
+
     try:
         daemon = Daemon(config)
     except ConfigError as exc:  # a segment_dir it cannot use
