@@ -21,8 +21,8 @@ sigma 0.8); a quality score on half the events (normal around 0.8, clipped to [0
 cache lookup on a third (40 % hits); 2 % errors; 1 in 8 records ``KIND_EXTENDED`` with time
 to first token, queue time and token counts. Producers cycle through 65536 pre-drawn events
 per thread (each thread its own), so bucket keys are as varied as in real traffic. The
-process first applies the daemon's own malloc settings (``daemon/malloc_tuning.py``, as the
-daemon's main() does), so numpy's temporaries are allocated as in the daemon.
+process first applies the settings of the daemon's main() (``benchlib/as_daemon.py``: its malloc
+thresholds, and numpy off its AVX-512 sort on AMD Zen 4), so it runs as the daemon does.
 
 ``stats_add``
     ``Statistics.add`` on ``--batches`` structured record arrays of ``--batch`` records
@@ -98,6 +98,7 @@ from ai_analytics.client import _emit
 from ai_analytics.client import _layout as L
 from ai_analytics.client._segments import NAMESPACE_ENV
 
+from benchlib.as_daemon import tune_like_the_daemon
 from benchlib.children import Child, ready_children
 from benchlib.daemon import DaemonProcess
 from benchlib.drain import DrainRig
@@ -332,11 +333,6 @@ class SnapshotBench:
 
 def measure_in_process(args: argparse.Namespace, namespace: str,
                        log: Callable[[str], None]) -> tuple[dict[str, list[float]], dict]:
-    from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
-
-    tuned = keep_temporaries_on_heap()
-    log(f"glibc malloc thresholds as in the daemon's main(): "
-        f"{'applied' if tuned else 'not available'}")
     add = AddBench(args.batch, args.batches, seed=1)
     snapshot = SnapshotBench(args.snapshot_rate, seed=2, log=log)
     drain = DrainBatchBench(namespace, args.drain_threads, args.batch, seed=3)
@@ -364,7 +360,7 @@ def measure_in_process(args: argparse.Namespace, namespace: str,
         "operations": [ops_ms for ops_ms, _ in results["snapshot"]],
         "close_interval": [close_ms for _, close_ms in results["snapshot"]],
     }
-    extra = {"malloc_tuning": tuned, "drain_lanes": args.drain_threads,
+    extra = {"drain_lanes": args.drain_threads,
              "drain_lane_capacity": drain.capacity, "drain_batch_records": drain.total,
              "ring_memory": snapshot.memory}
     return samples, extra
@@ -819,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child_producer:
         return child_producer(args)
+    tuning = tune_like_the_daemon()
     import numpy as np
 
     exit_on_sigterm()
@@ -827,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     start = RunStart(numpy=np.__version__)
     log = progress(args.quiet, started)
+    log(tuning)
     samples: dict[str, list[float]] = {}
     extra: dict[str, Any] = {}
     daemon: dict[str, Any] | None = None
@@ -843,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         **start.header(),
         "wall_s": time.monotonic() - started,
+        "tuning": tuning,
         "parameters": {k: v for k, v in vars(args).items()
                        if not k.startswith("child_") and k not in ("out", "md")},
         "cases": summary,

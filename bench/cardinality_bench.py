@@ -22,10 +22,11 @@ Two workloads: series that exist but are quiet, and series that are all busy:
     quality score on half the events, a cache lookup on a third, and one series in four an
     LLM series (time to first token, queue time and token counts on each event).
 
-The engine part (in this process, the daemon's malloc settings applied first): a ``Statistics``
-with the daemon's default caps and 1,024 series (32 operations x 32 models), an injected clock.
-For ``quiet``, one batch of the 20 events per series; for ``busy``, one batch per second of the
-clock over ``--busy-seconds``, and a capture every second (a daemon with
+The engine part (in this process, the settings of the daemon's main() applied first, as
+``tuning`` in the results): a ``Statistics`` with the daemon's default caps and 1,024 series
+(32 operations x 32 models), an injected clock. For ``quiet``, one batch of the 20 events per
+series; for ``busy``, one batch per second of the clock over ``--busy-seconds``, and a capture
+every second (a daemon with
 ``snapshot_interval_seconds: 1``) whose ``operations()`` are computed every fifth second (a
 snapshot thread that falls behind; before ``capture()`` existed, ``close_interval()`` every
 second). Timed: ``Statistics.add`` per record over the busy fill; then ``--rounds`` times (each
@@ -69,6 +70,7 @@ from typing import Any
 
 from ai_analytics.client._segments import NAMESPACE_ENV
 
+from benchlib.as_daemon import tune_like_the_daemon
 from benchlib.daemon import DaemonProcess, events_total
 from benchlib.proc import proc_status
 from benchlib.report import RunStart, exit_on_sigterm, header_lines, target_lines, write_results
@@ -444,9 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         args.md.write_text(markdown(report), encoding="utf-8")
         return 0
     exit_on_sigterm()
-    from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
-
-    keep_temporaries_on_heap()  # as the daemon's main() does
+    tuning = tune_like_the_daemon()
     start = RunStart()
     t0 = time.monotonic()
 
@@ -454,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"[{time.monotonic() - t0:6.1f} s] {text}", file=sys.stderr, flush=True)
 
-    report: dict[str, Any] = {"engine": [], "daemon": []}
+    log(tuning)
+    report: dict[str, Any] = {"engine": [], "daemon": [], "tuning": tuning}
     if not args.no_engine:
         for case in ("quiet", "busy"):
             result = engine_case(case, args.engine_series, args.busy_rate, args.busy_seconds,

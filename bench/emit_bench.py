@@ -73,6 +73,7 @@ from ai_analytics import client
 from ai_analytics.client import _emit
 from ai_analytics.client import _layout as L
 
+from benchlib.as_daemon import tune_like_the_daemon
 from benchlib.drain import DrainRig, one_mixed_lane
 from benchlib.lanes import Lanes, bare, remove_segments
 from benchlib.report import (
@@ -286,10 +287,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exit_on_sigterm()
+    tuning = tune_like_the_daemon()  # the drain case times the daemon's batch path here
     namespace = f"aibench-{os.getpid()}"
     start = RunStart()
 
     log = progress(args.quiet)
+    log(tuning)
     try:
         samples, chunk = measure_all(
             args.rounds, args.calls, args.drain_capacity, args.drain_batches, namespace, log

@@ -29,13 +29,11 @@ class DrainRig:
     def __init__(self, namespace: str, lanes: int, batch_size: int, max_queue_size: int,
                  keep: Sequence[Lane] = ()) -> None:
         from ai_analytics.core.config import Config
-        from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
         from ai_analytics.daemon.service import Daemon
 
         self.namespace = namespace
         self.keep = list(keep)
         self._state = tempfile.TemporaryDirectory(prefix="aibench-state-")
-        keep_temporaries_on_heap()  # as ai-analyticsd does at start
         config = Config(namespace=namespace, state_dir=self._state.name,
                         batch_size=batch_size, max_queue_size=max_queue_size)
         self.daemon = Daemon(config)
