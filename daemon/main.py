@@ -47,11 +47,7 @@ def main(config_path: str | None) -> None:
         level=log_level_number(config), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if sorting := prefer_avx2_sort():
-        log.info("AMD Zen 4 CPU: numpy's AVX-512 kernels are off in this process (%s=%s), "
-                 "because its AVX-512 sort is several times slower there than its AVX2 one; "
-                 "set %s yourself (empty keeps numpy's choice) to decide otherwise",
-                 DISABLE_VARIABLE, sorting, DISABLE_VARIABLE)
+    sorting = prefer_avx2_sort()
     keep_temporaries_on_heap()
     # Imported here, after prefer_avx2_sort: this is what first imports numpy.
     from ai_analytics.daemon.service import Daemon
@@ -65,6 +61,11 @@ def main(config_path: str | None) -> None:
         click.echo(f"ai-analyticsd: {exc}", err=True)
         sys.exit(DaemonExit.FAILURE)
     schedule_full_collections()
+    if sorting:  # said once the start can no longer fail on a configuration error
+        log.info("AMD Zen 4 CPU: numpy's AVX-512 kernels are off in this process (%s=%s), "
+                 "because its AVX-512 sort is several times slower there than its AVX2 one; "
+                 "set %s yourself (empty keeps numpy's choice) to decide otherwise",
+                 DISABLE_VARIABLE, sorting, DISABLE_VARIABLE)
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:
         daemon.request_stop()  # only record it: the loop does the work
