@@ -5,9 +5,9 @@ compress-to-memory instruction that Zen 4 cores run in microcode, reported at ov
 each (numpy pull request #32690, x86-simd-sort issue #6). Zen 5 does not have this problem.
 On a 2-core AMD EPYC VM (family 25, model 17), ``np.sort`` of 17,000 int32 keys took 260 us
 with AVX-512 and 51 us on numpy's AVX2 path. That is the size of the bucket keys of one drain
-batch at 100 k events/s, and sorting them is the largest single cost of a drain pass. There,
-``Statistics.add`` went from 187 to 163 ns per record, and the daemon's CPU per million events
-at 100 k events/s fell by 3-7 % (bench/endtoend.py).
+batch at 100 k events/s, and sorting them is the largest single cost of a drain pass. With
+the AVX2 sort, the daemon's CPU per million events at 100 k events/s fell by 3-7 %
+(bench/endtoend.py; at 1 M events/s the difference was within the runs' noise).
 
 numpy reads its dispatch switches from ``NPY_DISABLE_CPU_FEATURES`` once, at its first import.
 So ai-analyticsd calls ``prefer_avx2_sort`` before anything imports numpy. It changes nothing:
@@ -20,8 +20,8 @@ The switch turns off numpy's other AVX-512 kernels too; they fall back to AVX2. 
 matters here is ``np.log`` of float64, which is about 4x slower without AVX-512 (15.8 against
 66.7 us for 20,000 values on that VM). That costs the drain about 2.5 ns for each value it
 buckets, and the sort saves more: a whole drain batch (read, validate, ``Statistics.add``) of
-8,192 records took 1.40 ms against 1.54 (bench/aggregate_bench.py), and ``Statistics.add``
-of 10,000 records over 500 series took 161-175 ns per record against 189-232.
+8,192 records took 1.40 ms against 1.54, and ``Statistics.add`` alone 1.00 ms against 1.12
+(bench/aggregate_bench.py).
 An embedded daemon never calls this: the host process's numpy is not ours to tune.
 """
 
