@@ -182,7 +182,7 @@ class OperationsCache:
 
     __slots__ = ("counts", "folds", "lineage")
 
-    def __init__(self, lineage: Lineage | None = None) -> None:
+    def __init__(self, lineage: Lineage) -> None:
         self.folds: dict[int, tuple[TotalsBlock, BlockFold]] = {}
         self.counts: dict[str, tuple[tuple[H.Counts, ...], H.Counts]] = {}
         self.lineage = lineage  # what the engine's merges sum: see ``_merged_from``
@@ -609,7 +609,7 @@ class StatsCapture:
         """The engine will take ``since.merged`` in place of ``since.parts``: the lineage
         says what it sums, so that the next capture's sum updates this one."""
         cache = self._cache
-        if cache is not None and cache.lineage is not None and since.merged is not None:
+        if cache is not None and since.merged is not None:
             cache.lineage.record(since.merged, since.parts)
 
     def operations(self) -> list[dict[str, object]]:
