@@ -73,7 +73,9 @@ class Merge:
         edges = self._edges[i : i + 2]
         ranges = []
         for keys, counts in self._live:
-            low, high = np.searchsorted(keys, edges).tolist()
+            # The method, not np.searchsorted: that wrapper costs twice the search itself,
+            # and a merge of a second's parts at 1 M events/s searches ~100 parts per step.
+            low, high = keys.searchsorted(edges).tolist()
             ranges.append((keys[low:high], counts[low:high]))
         self._pieces.append(H.merge_counts(ranges, self.dtype))
         if len(self._pieces) < self.steps:
