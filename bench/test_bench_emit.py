@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import pytest
 
 from ai_analytics import client
+from ai_analytics.daemon.malloc_tuning import keep_temporaries_on_heap
 
 from benchlib.drain import one_mixed_lane
 from benchlib.lanes import MODEL, OP, Lanes, bare, lane_in_place, remove_segments
@@ -100,6 +101,9 @@ def test_emit_drop(benchmark, lanes: Lanes) -> None:
 @pytest.mark.benchmark(group="drain")
 def test_drain(benchmark, namespace: str) -> None:
     """The daemon's Drainer._batch over a full ring of emitted records, re-read each round."""
+    # The daemon's malloc thresholds, as its main() applies them. Its numpy sort setting
+    # (benchlib/as_daemon.py) cannot apply here: pytest imported numpy already.
+    keep_temporaries_on_heap()
     drain = one_mixed_lane(f"{namespace}-drain", DRAIN_CAPACITY)
     try:
         taken = benchmark.pedantic(drain.batch, setup=drain.rewind, rounds=30, warmup_rounds=2)
