@@ -23,22 +23,21 @@ Two workloads: series that exist but are quiet, and series that are all busy:
     LLM series (time to first token, queue time and token counts on each event).
 
 The engine part (in this process, the settings of the daemon's main() applied first, as
-``tuning`` in the results): a ``Statistics`` with the daemon's default caps and 1,024 series
-(32 operations x 32 models), an injected clock. For ``quiet``, one batch of the 20 events per
+``tuning`` in the results): a ``Statistics`` with the daemon's default caps and 1,024 series (32
+operations x 32 models), an injected clock. For ``quiet``, one batch of the 20 events per
 series; for ``busy``, one batch per second of the clock over ``--busy-seconds``, and a capture
-every second (a daemon with
-``snapshot_interval_seconds: 1``) whose ``operations()`` are computed every fifth second (a
-snapshot thread that falls behind; before ``capture()`` existed, ``close_interval()`` every
-second). Timed: ``Statistics.add`` per record over the busy fill; then ``--rounds`` times (each
-on a fresh capture): ``capture()`` (on the drain thread), ``operations()``, ``interval()`` and
-``histogram_section`` of that capture (on the snapshot thread). Between two ``busy`` rounds the
-clock moves on by the default snapshot interval (5 s), with a batch each second, as between two
-snapshots of a daemon: every window has seconds to add and to drop. Between two ``quiet`` rounds
-it stands, with one event more per series. The previous round's answers are released before the
-next is timed. Median and fastest in ms. On code without ``capture()`` (before it existed) the
-same rows come from ``Statistics.operations()``, ``close_interval()`` and
-``histogram_section(stats)``, all on the drain thread. The process's RSS growth over the fill is
-reported too.
+every second (a daemon with ``snapshot_interval_seconds: 1``) whose ``operations()`` are
+computed every fifth second (a snapshot thread that falls behind; before ``capture()`` existed,
+``close_interval()`` every second). Timed: ``Statistics.add`` per record over the busy fill;
+then ``--rounds`` times (each on a fresh capture): ``capture()`` (on the drain thread),
+``operations()``, ``interval()`` and ``histogram_section`` of that capture (on the snapshot
+thread). Between two ``busy`` rounds the clock moves on by the default snapshot interval (5 s),
+with a batch each second, as between two snapshots of a daemon: every window has seconds to add
+and to drop. Between two ``quiet`` rounds it stands, with one event more per series. The
+previous round's answers are released before the next is timed. Median and fastest in ms. On
+code without ``capture()`` (before it existed) the same rows come from
+``Statistics.operations()``, ``close_interval()`` and ``histogram_section(stats)``, all on the
+drain thread. The process's RSS growth over the fill is reported too.
 
 The daemon part (``--no-daemon`` leaves it out): a real ``python -m ai_analytics.daemon`` per
 case (``batch_timeout_seconds: 0.05``, ``snapshot_interval_seconds: 1``, every other setting
